@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Prepare a machine for reapi: the Python venv, and with --test the system packages
+# the test suite drives for real (redis-server, Bazel made offline).
+#
+#   deploy/bootstrap.sh            # .venv with reapi installed (editable)
+#   deploy/bootstrap.sh --test     # plus redis-server and Debian's bazel-bootstrap
+#
+# Installs Debian packages only when they are missing and we run as root; otherwise
+# it says what is missing. Safe to run again: it does nothing when all is in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+apt_install() {
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "bootstrap: missing system packages: $* (install them, or run as root on Debian)" >&2
+    return 1
+  fi
+  if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq >/dev/null; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+  echo "bootstrap: reapi needs Python >= 3.11 ($python is $("$python" --version 2>&1))" >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv 2>/dev/null || { apt_install python3-venv && "$python" -m venv .venv; }
+fi
+stamp=.venv/.reapi-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q -U pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
+
+if [ "$want_test" = 1 ]; then
+  missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v git >/dev/null || missing+=(git)
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+  shared=${REAPI_SHARED_DIR:-../shared}
+  if [ -x "$shared/bazel/setup-offline-bazel" ]; then
+    "$shared/bazel/setup-offline-bazel" >/dev/null
+  else
+    echo "bootstrap: $shared/bazel/setup-offline-bazel not found; Bazel end-to-end tests need it" >&2
+  fi
+fi

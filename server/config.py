@@ -1,0 +1,136 @@
+"""Server configuration: one TOML file, and embedded defaults when there is none.
+
+    [server]
+    listen = "127.0.0.1:8980"
+    max_batch_total_size_bytes = "4MiB"
+
+    [stores.cas-disk]            # see cas/config.py for store types
+    type = "disk"
+    path = "~/.cache/reapi/cas"
+
+    [stores.cas]
+    type = "verify"
+    inner = "cas-disk"
+
+    [[instances]]
+    name = "*"                   # "*" serves every instance name
+    cas = "cas"
+    ac = "ac"
+
+The reference of every key is docs/CONFIG.md.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cas.config import ConfigError, cache_home, parse_size
+
+WILDCARD_INSTANCE = "*"
+DEFAULT_LISTEN = "127.0.0.1:8980"
+DEFAULT_MAX_BATCH = 4 << 20
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    """One REAPI instance name and the stores behind it."""
+
+    name: str
+    cas: str
+    ac: str
+    ac_update_enabled: bool = True
+    # Check that every blob an action result references exists before a cache hit.
+    ac_completeness_check: bool = True
+
+
+@dataclass
+class ServerConfig:
+    listen: str = DEFAULT_LISTEN
+    max_batch_total_size_bytes: int = DEFAULT_MAX_BATCH
+    stores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    instances: list[InstanceConfig] = field(default_factory=list)
+    # The whole parsed file, for sections that other parts of the server read.
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.raw.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        return value
+
+
+def default_stores(root: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The zero-config stores: verified CAS and an action cache, both on local disk."""
+    root = root or cache_home()
+    return {
+        "cas-disk": {"type": "disk", "path": str(root / "cas"), "max_size": "20GiB"},
+        "cas": {"type": "verify", "inner": "cas-disk"},
+        "ac": {"type": "disk", "path": str(root / "ac"), "max_size": "1GiB"},
+    }
+
+
+def default_config() -> ServerConfig:
+    """What `reapi-server` runs with no config file: everything local, any instance name."""
+    return ServerConfig(
+        stores=default_stores(),
+        instances=[InstanceConfig(name=WILDCARD_INSTANCE, cas="cas", ac="ac")],
+    )
+
+
+def parse_config(data: dict[str, Any]) -> ServerConfig:
+    server = data.get("server", {})
+    if not isinstance(server, dict):
+        raise ConfigError("[server] must be a table")
+    stores = data.get("stores")
+    if not isinstance(stores, dict) or not stores:
+        raise ConfigError("the config defines no [stores.NAME] tables")
+    instances = []
+    for i, entry in enumerate(data.get("instances", [])):
+        where = f"[[instances]] #{i + 1}"
+        unknown = set(entry) - {"name", "cas", "ac", "ac_update_enabled", "ac_completeness_check", "scheduler"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+        for key in ("cas", "ac"):
+            if entry.get(key) not in stores:
+                raise ConfigError(f"{where}: {key} = {entry.get(key)!r} is not defined under [stores]")
+        instances.append(
+            InstanceConfig(
+                name=str(entry.get("name", "")),
+                cas=entry["cas"],
+                ac=entry["ac"],
+                ac_update_enabled=bool(entry.get("ac_update_enabled", True)),
+                ac_completeness_check=bool(entry.get("ac_completeness_check", True)),
+            )
+        )
+    if not instances:
+        raise ConfigError("the config defines no [[instances]]")
+    names = [i.name for i in instances]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"instance names defined twice: {duplicates}")
+    return ServerConfig(
+        listen=str(server.get("listen", DEFAULT_LISTEN)),
+        max_batch_total_size_bytes=parse_size(
+            server.get("max_batch_total_size_bytes", DEFAULT_MAX_BATCH), "[server] max_batch_total_size_bytes"
+        ),
+        stores=stores,
+        instances=instances,
+        raw=data,
+    )
+
+
+def load_config(path: Path | None) -> ServerConfig:
+    """Parse a TOML file, or return the embedded defaults when ``path`` is None."""
+    if path is None:
+        return default_config()
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
