@@ -1,0 +1,94 @@
+"""SizePartitioningStore: small blobs to one store, large ones to another.
+
+The route is chosen by ``digest.size_bytes`` alone, so every call for a digest
+reaches the same child without asking either. That makes it a CAS-only
+composition: in the CAS the digest size is the blob's size, but in the action
+cache the key is an action digest whose size says nothing about the stored
+ActionResult, so routing there would be arbitrary (though still consistent).
+
+Typical use: Redis for the many small blobs (fast existence checks, shared by
+replicas), disk for the few large ones that would crowd Redis's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping
+
+from cas.digest import Digest
+from cas.errors import ReapiError
+from cas.store import BlobStore
+
+
+class SizePartitioningStore(BlobStore):
+    """Blobs of at most ``threshold`` bytes live in ``small``, larger ones in ``large``."""
+
+    def __init__(self, small: BlobStore, large: BlobStore, threshold: int, name: str = "size_partition") -> None:
+        self.small = small
+        self.large = large
+        self.threshold = threshold
+        self.name = name
+
+    def store_for(self, digest: Digest) -> BlobStore:
+        return self.small if digest.size_bytes <= self.threshold else self.large
+
+    def _split(self, digests: Iterable[Digest]) -> tuple[list[Digest], list[Digest]]:
+        small: list[Digest] = []
+        large: list[Digest] = []
+        for digest in digests:
+            (small if digest.size_bytes <= self.threshold else large).append(digest)
+        return small, large
+
+    async def find_missing(self, digests: Collection[Digest]) -> set[Digest]:
+        small, large = self._split(digests)
+        missing_small, missing_large = await asyncio.gather(
+            self.small.find_missing(small) if small else _nothing(),
+            self.large.find_missing(large) if large else _nothing(),
+        )
+        return missing_small | missing_large
+
+    def read(self, digest: Digest, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:
+        return self.store_for(digest).read(digest, offset, limit)
+
+    async def write(self, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
+        await self.store_for(digest).write(digest, chunks)
+
+    async def has(self, digest: Digest) -> bool:
+        return await self.store_for(digest).has(digest)
+
+    async def get_bytes(self, digest: Digest, max_size: int | None = None) -> bytes:
+        return await self.store_for(digest).get_bytes(digest, max_size)
+
+    async def get_or_none(self, digest: Digest) -> bytes | None:
+        return await self.store_for(digest).get_or_none(digest)
+
+    async def put_bytes(self, digest: Digest, data: bytes) -> None:
+        await self.store_for(digest).put_bytes(digest, data)
+
+    async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
+        small, large = self._split(digests)
+        found_small, found_large = await asyncio.gather(
+            self.small.get_many(small) if small else _empty_dict(),
+            self.large.get_many(large) if large else _empty_dict(),
+        )
+        return found_small | found_large
+
+    async def put_many(self, blobs: Mapping[Digest, bytes]) -> dict[Digest, ReapiError]:
+        small = {d: v for d, v in blobs.items() if d.size_bytes <= self.threshold}
+        large = {d: v for d, v in blobs.items() if d.size_bytes > self.threshold}
+        failed_small, failed_large = await asyncio.gather(
+            self.small.put_many(small) if small else _empty_dict(),
+            self.large.put_many(large) if large else _empty_dict(),
+        )
+        return failed_small | failed_large
+
+    async def aclose(self) -> None:
+        """Children may be shared; whoever built them closes them (cas.config.close_stores)."""
+
+
+async def _nothing() -> set[Digest]:
+    return set()
+
+
+async def _empty_dict() -> dict:  # type: ignore[type-arg]
+    return {}
