@@ -1,7 +1,7 @@
 # The two commands a newcomer needs:
 #   make run    start the service (server + local worker) on 127.0.0.1:8980, no config
 #   make test   install what the tests need and run the whole suite
-.PHONY: run test bench protos check-protos lint venv
+.PHONY: run test test-e2e bench protos check-protos lint venv
 
 venv:
 	@deploy/bootstrap.sh
@@ -12,6 +12,11 @@ run: venv
 test:
 	@deploy/bootstrap.sh --test
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+# Only the end-to-end tests with the real Bazel client (tests marked `bazel`).
+test-e2e:
+	@deploy/bootstrap.sh --test
+	.venv/bin/python -m pytest -m bazel tests/e2e $(PYTEST_ARGS)
 
 bench: venv
 	.venv/bin/python -m tests.benchmarks $(ARGS)
