@@ -1,0 +1,583 @@
+"""DiskStore: one file per value under a directory, evicted least-recently-used by size.
+
+How it stays correct and fast, and why:
+
+- **Index in memory.** An ordered dict, digest -> (length, stamp), oldest access
+  first. ``find_missing`` answers from it alone, without touching the disk; every
+  hit moves to the newest end. It is rebuilt at open by scanning the shard
+  directories in parallel threads (cas/disk_layout.py), which needs no extra
+  metadata file that could disagree with the files themselves.
+- **All or nothing.** A value is written to ``tmp/`` and renamed into place only
+  when its chunk stream ended without error; otherwise the temp file is removed
+  (also on cancellation). ``tmp/`` is emptied at open, so a crash leaves no trace.
+- **fsync policy: off by default.** The store is a cache and clients re-upload
+  what is missing, so losing the last seconds of writes to a power cut is
+  acceptable; serving a damaged value is not. Without fsync a crash can persist a
+  rename before its data, leaving the file short or empty, so each file's name
+  holds its expected length, and any file whose size differs is dropped at open
+  and at read. ``fsync=True`` adds fdatasync of each file and its directory before
+  a write returns, for operators who want durability over throughput.
+- **Access times survive restarts, lazily.** A hit whose stamp is older than
+  ``touch_interval`` queues a utime (mtime := now) for a background thread; the
+  scan at open orders values by mtime, so LRU order survives approximately.
+- **Eviction** removes the oldest values until the total is under ``max_bytes``,
+  right after each write. A value being written is skipped (KeyLocks), and a reader
+  holding a value open keeps reading it after it is unlinked (POSIX semantics).
+- **Threads.** Blocking calls run in the store's own executor behind a semaphore
+  (IoLane); batches (``put_many``, ``get_many``) do all their files in one hop.
+  The event loop only does dict work, bounded by the size of a request.
+
+The value stored under a digest need not be that digest's content (the action cache
+stores ActionResults under action digests); checking content is VerifyingStore's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import itertools
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from cas import disk_files
+from cas.digest import Digest
+from cas.disk_files import CorruptValue, PendingWrite
+from cas.disk_layout import LAYOUT_MARKER, LAYOUT_VERSION, LOCK_FILE, TMP_DIR, clean_temp_dir, scan_values, value_path
+from cas.disk_locks import KeyLocks
+from cas.disk_threads import IoLane, close_after, then
+from cas.errors import FailedPrecondition, Internal, NotFound, ReapiError, ResourceExhausted
+from cas.store import READ_CHUNK_SIZE, BlobStore, check_read_range
+
+log = logging.getLogger("reapi.cas.disk")
+
+DEFAULT_IO_THREADS = 4
+# Persist an access time at most this often per value (seconds).
+DEFAULT_TOUCH_INTERVAL = 600.0
+# Streamed writes are gathered into buffers this large before each thread hop.
+DEFAULT_WRITE_BUFFER = 2 << 20
+# A read retries when the value was overwritten under a new length meanwhile.
+_READ_ATTEMPTS = 3
+
+
+@dataclass(slots=True)
+class IndexEntry:
+    length: int
+    # Last access time recorded (or queued) as the file's mtime, in clock seconds.
+    stamp: float
+
+
+class DiskStore(BlobStore):
+    """Values as files under ``root``. Build with ``await DiskStore.open(path, ...)``."""
+
+    def __init__(
+        self,
+        root: str,
+        max_bytes: int,
+        index: OrderedDict[Digest, IndexEntry],
+        executor: ThreadPoolExecutor,
+        lock_fd: int,
+        *,
+        name: str = "disk",
+        io_threads: int = DEFAULT_IO_THREADS,
+        fsync: bool = False,
+        touch_interval: float = DEFAULT_TOUCH_INTERVAL,
+        clock: Callable[[], float] = time.time,
+        chunk_size: int = READ_CHUNK_SIZE,
+        write_buffer: int = DEFAULT_WRITE_BUFFER,
+    ) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self.name = name
+        self.fsync = fsync
+        self.touch_interval = touch_interval
+        self.chunk_size = chunk_size
+        self.write_buffer = write_buffer
+        self._clock = clock
+        self._index = index
+        self.total_bytes = sum(e.length for e in index.values())
+        self._executor = executor
+        self._lane = IoLane(executor, io_threads, name)
+        self._lock_fd = lock_fd
+        self._locks = KeyLocks()
+        self._tmp_prefix = os.path.join(root, TMP_DIR, "")
+        self._tmp_ids = itertools.count()
+        self._touch_queue: dict[Digest, str] = {}
+        self.evicted = 0
+
+    # -- opening and closing -------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        max_bytes: int,
+        name: str = "disk",
+        *,
+        io_threads: int = DEFAULT_IO_THREADS,
+        **options: object,
+    ) -> DiskStore:
+        """Lock the directory, clean crash leftovers, rebuild the index, and evict down
+        to ``max_bytes`` if the cap shrank. ``options`` are the constructor's keywords."""
+        root = os.path.abspath(os.fspath(path))
+        executor = ThreadPoolExecutor(io_threads, thread_name_prefix=f"disk-{name}")
+        try:
+            started = time.monotonic()
+            lock_fd, index, report = await asyncio.to_thread(_prepare, root, executor, name)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        store = cls(root, max_bytes, index, executor, lock_fd, name=name, io_threads=io_threads, **options)  # type: ignore[arg-type]
+        log.info(
+            "disk store %r at %s: %d values, %d bytes, index rebuilt in %.2fs%s",
+            name, root, len(index), store.total_bytes, time.monotonic() - started, report,
+        )
+        store._evict_if_needed()
+        return store
+
+    async def aclose(self) -> None:
+        if self._lane.closed:
+            return
+        self._flush_touches()
+        await self._lane.drain()
+        self._lane.closed = True
+        self._executor.shutdown(wait=True)
+        os.close(self._lock_fd)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    # -- the index -----------------------------------------------------------------
+
+    def path_of(self, digest: Digest) -> str | None:
+        """Where a value lives now (for hardlinking), or None if not held."""
+        entry = self._index.get(digest)
+        return None if entry is None else value_path(self.root, digest, entry.length)
+
+    def _refresh(self, digest: Digest, entry: IndexEntry, now: float) -> None:
+        """Mark a hit: newest in memory now, on disk lazily."""
+        self._index.move_to_end(digest)
+        if now - entry.stamp >= self.touch_interval:
+            entry.stamp = now
+            if not self._touch_queue:
+                asyncio.get_running_loop().call_soon(self._flush_touches)
+            self._touch_queue[digest] = value_path(self.root, digest, entry.length)
+
+    def _flush_touches(self) -> None:
+        if not self._touch_queue or self._lane.closed:
+            return
+        paths = list(self._touch_queue.values())
+        self._touch_queue.clear()
+        self._lane.start(disk_files.touch_files, paths, self._clock()).add_done_callback(self._log_failures("refresh"))
+
+    def _lookup(self, digest: Digest) -> IndexEntry:
+        entry = self._index.get(digest)
+        if entry is None:
+            raise NotFound(f"{digest} not found in {self.name}")
+        self._refresh(digest, entry, self._clock())
+        return entry
+
+    def _insert(self, digest: Digest, length: int) -> None:
+        old = self._index.pop(digest, None)
+        if old is not None:
+            self.total_bytes -= old.length
+        self._index[digest] = IndexEntry(length, self._clock())
+        self.total_bytes += length
+
+    def _forget(self, digest: Digest, entry: IndexEntry) -> None:
+        """Drop an entry whose file vanished, unless it was replaced meanwhile."""
+        if self._index.get(digest) is entry:
+            del self._index[digest]
+            self.total_bytes -= entry.length
+
+    def _drop_corrupt(self, digest: Digest, entry: IndexEntry, error: CorruptValue) -> None:
+        log.warning("disk store %r: dropping damaged value %s: %s", self.name, digest, error)
+        self._forget(digest, entry)
+        if self._locks.try_acquire(digest):  # else a writer is replacing it right now
+            future = self._lane.start(disk_files.remove_files, [value_path(self.root, digest, entry.length)])
+            future.add_done_callback(lambda _: self._locks.release(digest))
+
+    def _evict_if_needed(self) -> None:
+        excess = self.total_bytes - self.max_bytes
+        if excess <= 0:
+            return
+        victims: list[tuple[Digest, IndexEntry]] = []
+        for digest, entry in self._index.items():  # oldest first
+            if excess <= 0:
+                break
+            if self._locks.try_acquire(digest):
+                victims.append((digest, entry))
+                excess -= entry.length
+        for digest, entry in victims:
+            del self._index[digest]
+            self.total_bytes -= entry.length
+        if not victims:
+            return
+        self.evicted += len(victims)
+        paths = [value_path(self.root, d, e.length) for d, e in victims]
+        future = self._lane.start(disk_files.remove_files, paths)
+        future.add_done_callback(lambda _: self._locks.release_all(d for d, _ in victims))
+        future.add_done_callback(self._log_failures("evict"))
+
+    def _log_failures(self, action: str) -> Callable[[asyncio.Future[list[tuple[str, OSError]]]], None]:
+        def report(future: asyncio.Future[list[tuple[str, OSError]]]) -> None:
+            if future.cancelled():
+                return
+            if future.exception() is not None:
+                log.error("disk store %r: %s failed: %s", self.name, action, future.exception())
+                return
+            for path, err in future.result():
+                log.error("disk store %r: cannot %s %s: %s", self.name, action, path, err)
+
+        return report
+
+    def _os_error(self, err: OSError, action: str, path: str) -> ReapiError:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return ResourceExhausted(f"{self.name}: no space left to {action} {path}")
+        return Internal(f"{self.name}: cannot {action} {path}: {err.strerror or err} (errno {err.errno})")
+
+    def _temp_path(self) -> str:
+        return f"{self._tmp_prefix}{next(self._tmp_ids)}"
+
+    def _check_size(self, digest: Digest, length: int) -> None:
+        if length > self.max_bytes:
+            raise ResourceExhausted(
+                f"{digest}: a value of {length} bytes is larger than {self.name}'s {self.max_bytes}-byte capacity"
+            )
+
+    # -- BlobStore -----------------------------------------------------------------
+
+    async def find_missing(self, digests: Collection[Digest]) -> set[Digest]:
+        index = self._index
+        now = self._clock()
+        missing = set()
+        for digest in digests:
+            entry = index.get(digest)
+            if entry is None:
+                missing.add(digest)
+            else:
+                self._refresh(digest, entry, now)
+        return missing
+
+    async def has(self, digest: Digest) -> bool:
+        entry = self._index.get(digest)
+        if entry is not None:
+            self._refresh(digest, entry, self._clock())
+        return entry is not None
+
+    async def read(self, digest: Digest, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:
+        fd, data, end = await self._open_for_read(digest, offset, limit)
+        if fd < 0:
+            if data:
+                yield data
+            return
+        position = offset + len(data)
+        pending: asyncio.Future[bytes] | None = None
+        try:
+            # Read ahead: the next chunk is read while the consumer handles this one.
+            pending = await self._lane.started(disk_files.pread_exact, fd, min(self.chunk_size, end - position), position)
+            yield data
+            while pending is not None:
+                chunk = await asyncio.shield(pending)
+                position += len(chunk)
+                pending = None
+                if position < end:
+                    pending = await self._lane.started(
+                        disk_files.pread_exact, fd, min(self.chunk_size, end - position), position
+                    )
+                yield chunk
+        except CorruptValue as err:
+            raise Internal(f"{digest} in {self.name} changed size while being read: {err}") from None
+        except OSError as err:
+            raise self._os_error(err, "read", str(digest)) from None
+        finally:
+            close_after(pending, lambda: os.close(fd))
+
+    async def _open_for_read(self, digest: Digest, offset: int, limit: int | None) -> tuple[int, bytes, int]:
+        """Open a value and read its first chunk in one hop: (fd or -1, bytes, end)."""
+        for _ in range(_READ_ATTEMPTS):
+            entry = self._lookup(digest)
+            end = check_read_range(digest, entry.length, offset, limit)
+            first = min(self.chunk_size, end - offset)
+            keep_open = offset + first < end
+            path = value_path(self.root, digest, entry.length)
+            opening = await self._lane.started(disk_files.open_value, path, entry.length, offset, first, keep_open)
+            try:
+                fd, data = await asyncio.shield(opening)
+            except asyncio.CancelledError:
+                opening.add_done_callback(_close_opened)
+                raise
+            except FileNotFoundError:
+                self._forget(digest, entry)  # evicted, or overwritten under a new length
+                continue
+            except CorruptValue as err:
+                self._drop_corrupt(digest, entry, err)
+                raise NotFound(f"{digest} in {self.name} was damaged (a crash?) and has been removed") from None
+            except OSError as err:
+                raise self._os_error(err, "read", path) from None
+            return fd, data, end
+        raise NotFound(f"{digest} not found in {self.name}")
+
+    async def write(self, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
+        buffer: list[bytes] = []
+        buffered = length = 0
+        fd, tmp_path = -1, ""
+        pending: asyncio.Future[None] | None = None  # the previous buffer's write
+        handed_off = False
+        try:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                length += len(chunk)
+                self._check_size(digest, length)
+                buffer.append(chunk)
+                buffered += len(chunk)
+                if buffered < self.write_buffer:
+                    continue
+                if pending is not None:
+                    await asyncio.shield(pending)
+                    pending = None
+                if fd < 0:
+                    tmp_path = self._temp_path()
+                    opening = await self._lane.started(disk_files.create_temp, tmp_path)
+                    try:
+                        fd = await asyncio.shield(opening)
+                    except asyncio.CancelledError:
+                        opening.add_done_callback(_close_opened)
+                        raise
+                # Not awaited here: the disk write overlaps with receiving the next chunks.
+                pending = await self._lane.started(disk_files.write_all, fd, buffer)
+                buffer, buffered = [], 0
+            if not tmp_path:
+                # The whole value fit in one buffer: one hop writes and commits it.
+                handed_off = True
+                failures = await self._put_values({digest: b"".join(buffer)})
+                if failures:
+                    raise failures[digest]
+                return
+            if pending is not None:
+                await asyncio.shield(pending)
+                pending = None
+            handed_off = True
+            await self._commit_stream(digest, fd, tmp_path, buffer, length)
+        except OSError as err:
+            raise self._os_error(err, "write", tmp_path or self._tmp_prefix) from None
+        finally:
+            if not handed_off and tmp_path:
+                await asyncio.shield(self._discard(fd, tmp_path, pending))
+
+    async def _discard(self, fd: int, tmp_path: str, pending: asyncio.Future[None] | None) -> None:
+        if pending is not None:
+            await asyncio.gather(pending, return_exceptions=True)
+        await self._lane.start(disk_files.discard, fd, tmp_path)
+
+    async def _commit_stream(self, digest: Digest, fd: int, tmp_path: str, rest: list[bytes], length: int) -> None:
+        """Write the rest, close and rename into place, and index it; the lock on the
+        key spans rename and index update, so eviction cannot slip in between."""
+        try:
+            await self._locks.acquire(digest)
+        except BaseException:
+            await asyncio.shield(self._discard(fd, tmp_path, None))
+            raise
+        try:
+            old = self._index.get(digest)
+            old_path = value_path(self.root, digest, old.length) if old is not None and old.length != length else None
+            final_path = value_path(self.root, digest, length)
+            finishing = await self._lane.started(
+                disk_files.finish_stream, fd, rest, tmp_path, final_path, old_path, self.fsync
+            )
+        except BaseException:
+            self._locks.release(digest)
+            await asyncio.shield(self._discard(fd, tmp_path, None))
+            raise
+
+        def apply(done: asyncio.Future[None]) -> None:
+            try:
+                if done.exception() is None:
+                    self._insert(digest, length)
+            finally:
+                self._locks.release(digest)
+            err = done.exception()
+            if isinstance(err, OSError):
+                raise self._os_error(err, "store", final_path)
+            if err is not None:
+                raise err
+            self._evict_if_needed()
+
+        await asyncio.shield(then(finishing, apply))
+
+    # -- fast paths for many small values --------------------------------------------
+
+    async def put_bytes(self, digest: Digest, data: bytes) -> None:
+        failures = await self._put_values({digest: data})
+        if failures:
+            raise failures[digest]
+
+    async def put_many(self, blobs: Mapping[Digest, bytes]) -> dict[Digest, ReapiError]:
+        return await self._put_values(blobs)
+
+    async def _put_values(self, blobs: Mapping[Digest, bytes]) -> dict[Digest, ReapiError]:
+        failures: dict[Digest, ReapiError] = {}
+        accepted: dict[Digest, bytes] = {}
+        for digest, data in blobs.items():
+            try:
+                self._check_size(digest, len(data))
+            except ReapiError as err:
+                failures[digest] = err
+                continue
+            accepted[digest] = data
+        if not accepted:
+            return failures
+        keys = await self._locks.acquire_all(accepted)
+        try:
+            # Planned under the locks, so each key's current length is stable until applied.
+            plan = []
+            for digest, data in accepted.items():
+                old = self._index.get(digest)
+                length = len(data)
+                plan.append(
+                    PendingWrite(
+                        tmp_path=self._temp_path(),
+                        final_path=value_path(self.root, digest, length),
+                        old_path=None if old is None or old.length == length else value_path(self.root, digest, old.length),
+                        data=data,
+                        compare=old is not None and old.length == length,
+                    )
+                )
+            writing = await self._lane.started(disk_files.write_values, plan, self.fsync)
+        except BaseException:
+            self._locks.release_all(keys)
+            raise
+
+        def apply(done: asyncio.Future[list[bool | OSError]]) -> dict[Digest, ReapiError]:
+            try:
+                outcomes = done.result()
+            except BaseException as exc:  # noqa: BLE001 - becomes every item's failure
+                err = exc if isinstance(exc, ReapiError) else Internal(f"{self.name}: batch write failed: {exc!r}")
+                outcomes = [err] * len(plan)  # type: ignore[list-item]
+            finally:
+                self._locks.release_all(keys)
+            now = self._clock()
+            for (digest, data), item, outcome in zip(accepted.items(), plan, outcomes):
+                if outcome is True:
+                    self._insert(digest, len(data))
+                elif outcome is False:  # identical value already stored
+                    entry = self._index.get(digest)
+                    if entry is not None:
+                        self._refresh(digest, entry, now)
+                elif isinstance(outcome, OSError):
+                    failures[digest] = self._os_error(outcome, "store", item.final_path)
+                else:
+                    failures[digest] = outcome  # type: ignore[assignment]
+            self._evict_if_needed()
+            return failures
+
+        return await asyncio.shield(then(writing, apply))
+
+    async def get_bytes(self, digest: Digest, max_size: int | None = None) -> bytes:
+        entry = self._lookup(digest)
+        if max_size is not None and entry.length > max_size:
+            raise ResourceExhausted(f"value of {digest} is {entry.length} bytes, over the {max_size}-byte limit")
+        found = await self._read_whole([(digest, entry)])
+        if digest not in found:
+            raise NotFound(f"{digest} not found in {self.name}")
+        return found[digest]
+
+    async def get_or_none(self, digest: Digest) -> bytes | None:
+        try:
+            return await self.get_bytes(digest)
+        except NotFound:
+            return None
+
+    async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
+        index = self._index
+        now = self._clock()
+        wanted = []
+        for digest in digests:
+            entry = index.get(digest)
+            if entry is not None:
+                self._refresh(digest, entry, now)
+                wanted.append((digest, entry))
+        return await self._read_whole(wanted) if wanted else {}
+
+    async def _read_whole(self, wanted: list[tuple[Digest, IndexEntry]]) -> dict[Digest, bytes]:
+        """Read whole values in one hop; vanished or damaged ones are left out."""
+        items = [(value_path(self.root, d, e.length), e.length) for d, e in wanted]
+        try:
+            results = await self._lane.run(disk_files.read_values, items)
+        except OSError as err:
+            raise self._os_error(err, "read", self.root) from None
+        out = {}
+        for (digest, entry), result in zip(wanted, results):
+            if isinstance(result, bytes):
+                out[digest] = result
+            elif result is None:
+                self._forget(digest, entry)
+            else:
+                self._drop_corrupt(digest, entry, result)
+        return out
+
+
+def _close_opened(future: asyncio.Future[object]) -> None:
+    """Close the descriptor a thread opened for a caller that was cancelled meanwhile."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    result = future.result()
+    fd = result[0] if isinstance(result, tuple) else result
+    if isinstance(fd, int) and fd >= 0:
+        os.close(fd)
+
+
+def _prepare(root: str, executor: ThreadPoolExecutor, name: str) -> tuple[int, OrderedDict[Digest, IndexEntry], str]:
+    """Runs in a thread at open: lock, check the layout, clean up, scan, build the index."""
+    try:
+        os.makedirs(root, exist_ok=True)
+        lock_fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        raise FailedPrecondition(f"disk store {name!r}: cannot use {root}: {err.strerror or err}") from None
+    try:
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FailedPrecondition(
+                f"disk store {name!r}: {root} is already in use by another store or process "
+                f"(it holds the lock on {os.path.join(root, LOCK_FILE)})"
+            ) from None
+        _check_layout(root, name)
+        temp_removed = clean_temp_dir(root)
+        scan = scan_values(root, executor)
+        index = OrderedDict((v.digest, IndexEntry(v.length, v.mtime_ns / 1e9)) for v in scan.values)
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    for path in scan.truncated:
+        log.warning("disk store %r: removed truncated value %s (left by a crash)", name, path)
+    notes = [
+        f"{temp_removed} unfinished temp files removed" if temp_removed else "",
+        f"{len(scan.truncated)} truncated values removed" if scan.truncated else "",
+        f"{len(scan.superseded)} superseded values removed" if scan.superseded else "",
+    ]
+    report = "; ".join(n for n in notes if n)
+    return lock_fd, index, f" ({report})" if report else ""
+
+
+def _check_layout(root: str, name: str) -> None:
+    marker = os.path.join(root, LAYOUT_MARKER)
+    try:
+        with open(marker) as f:
+            found = f.read()
+    except FileNotFoundError:
+        with open(marker, "w") as f:
+            f.write(LAYOUT_VERSION)
+        return
+    if found != LAYOUT_VERSION:
+        raise FailedPrecondition(
+            f"disk store {name!r}: {root} holds a different layout ({found.strip()!r}, this version "
+            f"reads {LAYOUT_VERSION.strip()!r}); point the store at an empty directory"
+        )

@@ -1,0 +1,101 @@
+"""IoLane: blocking file I/O in a store's own threads, bounded, and safe to cancel.
+
+Why not plain ``asyncio.to_thread``: the default executor is shared with hashing
+and everything else, and a cancelled ``to_thread`` call keeps running with nobody
+to clean up after it. Here:
+- callers wait for a slot on the event loop (a semaphore), so a cancelled request
+  leaves no work queued in the executor;
+- a call that has started always finishes. If its caller was cancelled meanwhile,
+  its result can still be used or cleaned up (``then``, ``close_after``), so the
+  in-memory index never disagrees with the files and no descriptor leaks;
+- every call is tracked, so ``drain`` can wait for the lot before shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from cas.errors import Unavailable
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class IoLane:
+    def __init__(self, executor: ThreadPoolExecutor, limit: int, name: str) -> None:
+        self._executor = executor
+        self._slots = asyncio.Semaphore(limit)
+        self._running: set[asyncio.Future[Any]] = set()
+        self._name = name
+        self.closed = False
+
+    def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        if self.closed:
+            raise Unavailable(f"store {self._name!r} is closed")
+        future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        self._running.add(future)
+        future.add_done_callback(self._running.discard)
+        return future
+
+    async def started(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Wait for a slot, start ``fn(*args)`` in a thread and return its future.
+
+        Cancellation while waiting starts nothing. Once this returns, the call runs
+        to the end whatever happens to the caller; the slot frees when it does.
+        """
+        await self._slots.acquire()
+        try:
+            future = self._submit(fn, *args)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        return future
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a thread; for calls whose result needs no cleanup if abandoned."""
+        return await asyncio.shield(await self.started(fn, *args))
+
+    def start(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Background work (evictions, timestamp refreshes, cleanup): not bounded by
+        the slots, but tracked so ``drain`` waits for it."""
+        return self._submit(fn, *args)
+
+    async def drain(self) -> None:
+        """Wait until every started call has finished (and its callbacks ran)."""
+        while self._running:
+            await asyncio.gather(*list(self._running), return_exceptions=True)
+            await asyncio.sleep(0)  # let done-callbacks that start more work run
+
+
+def then(future: asyncio.Future[T], apply: Callable[[asyncio.Future[T]], R]) -> asyncio.Future[R]:
+    """A future for ``apply(future)``, run on the loop when ``future`` finishes, even if
+    whoever waits for it is cancelled meanwhile (await it through ``asyncio.shield``)."""
+    applied: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+
+    def finish(done: asyncio.Future[T]) -> None:
+        try:
+            applied.set_result(apply(done))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits ``applied``
+            applied.set_exception(exc)
+            # If the waiter was cancelled nobody reads it; ``apply`` already dealt with it.
+            applied.add_done_callback(_mark_retrieved)
+
+    future.add_done_callback(finish)
+    return applied
+
+
+def close_after(future: asyncio.Future[Any] | None, close: Callable[[], object]) -> None:
+    """Run ``close`` now, or once ``future`` (a thread call still using the resource) ends."""
+    if future is None or future.done():
+        close()
+    else:
+        future.add_done_callback(lambda f: (_mark_retrieved(f), close()))
+
+
+def _mark_retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
