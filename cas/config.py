@@ -31,6 +31,18 @@ StoreSpec = Mapping[str, Any]
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+_SECONDS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# The keys each store type accepts besides "type"; docs/CONFIG.md ("Stores") explains them.
+STORE_KEYS: dict[str, frozenset[str]] = {
+    "memory": frozenset({"max_size"}),
+    "disk": frozenset({"path", "max_size"}),
+    "redis": frozenset({"url", "key_prefix", "max_value_size", "ttl"}),
+    "verify": frozenset({"inner"}),
+    "size_partition": frozenset({"small", "large", "threshold"}),
+    "read_cache": frozenset({"fast", "slow", "write_to_fast"}),
+}
+STORE_TYPES = tuple(STORE_KEYS)
 
 
 class ConfigError(ValueError):
@@ -52,6 +64,21 @@ def parse_size(value: int | str, where: str = "size") -> int:
     return int(float(number) * _UNITS[(unit or "").lower()])
 
 
+def parse_duration(value: int | float | str, where: str = "duration") -> float:
+    """Seconds from a number of seconds or a string like "90s", "30m", "3h", "7d"."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a duration, got {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ConfigError(f"{where}: duration {value} is negative")
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ConfigError(f"{where}: {value!r} is not a duration (examples: 3600, \"90s\", \"30m\", \"3h\", \"7d\")")
+    number, unit = match.groups()
+    return float(number) * _SECONDS[(unit or "").lower()]
+
+
 def cache_home() -> Path:
     """The per-user cache directory ($XDG_CACHE_HOME or ~/.cache) for reapi."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -66,6 +93,21 @@ def children_of(spec: StoreSpec) -> list[str]:
     """Names of the stores a composite spec refers to."""
     keys = {"verify": ["inner"], "size_partition": ["small", "large"], "read_cache": ["fast", "slow"]}
     return [spec[k] for k in keys.get(spec.get("type", ""), []) if k in spec]
+
+
+def check_spec(name: str, spec: Any) -> None:
+    """Reject a spec's shape, type and keys before anything is built (or a disk touched)."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"store {name!r}: expected a table ([stores.{name}]), got {spec!r}")
+    kind = spec.get("type")
+    if kind is None:
+        raise ConfigError(f"store {name!r}: missing required key 'type' (one of: {', '.join(STORE_TYPES)})")
+    if not isinstance(kind, str) or kind not in STORE_KEYS:
+        raise ConfigError(f"store {name!r}: unknown type {kind!r} (known: {', '.join(STORE_TYPES)})")
+    unknown = sorted(set(spec) - STORE_KEYS[kind] - {"type"})
+    if unknown:
+        allowed = ", ".join(sorted(STORE_KEYS[kind]))
+        raise ConfigError(f"store {name!r} ({kind}): unknown keys {unknown} (allowed: {allowed})")
 
 
 def build_order(specs: Mapping[str, StoreSpec]) -> list[str]:
@@ -88,6 +130,8 @@ def build_order(specs: Mapping[str, StoreSpec]) -> list[str]:
         state[name] = "done"
         order.append(name)
 
+    for name, spec in specs.items():
+        check_spec(name, spec)
     for name in specs:
         visit(name, [])
     return order
@@ -98,10 +142,8 @@ class _Reader:
 
     def __init__(self, name: str, spec: StoreSpec) -> None:
         self.name, self.spec = name, spec
-        self.used = {"type"}
 
     def raw(self, key: str, default: Any = ...) -> Any:
-        self.used.add(key)
         if key in self.spec:
             return self.spec[key]
         if default is ...:
@@ -117,17 +159,31 @@ class _Reader:
             raise ConfigError(f"store {self.name!r} key {key!r}: expected a string, got {value!r}")
         return value
 
+    def boolean(self, key: str, default: Any = ...) -> bool:
+        value = self.raw(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"store {self.name!r} key {key!r}: expected true or false, got {value!r}")
+        return value
+
+    def duration(self, key: str, default: Any = ...) -> float:
+        return parse_duration(self.raw(key, default), f"store {self.name!r} key {key!r}")
+
+    def child(self, key: str, built: Mapping[str, BlobStore]) -> BlobStore:
+        """A child store by name; build_order has checked that it exists."""
+        return built[self.string(key)]
+
+    def distinct_children(self, a: str, b: str, built: Mapping[str, BlobStore]) -> tuple[BlobStore, BlobStore]:
+        if self.string(a) == self.string(b):
+            raise ConfigError(f"store {self.name!r}: {a} and {b} are both {self.string(a)!r}; they must differ")
+        return self.child(a, built), self.child(b, built)
+
     def path(self, key: str, default: str) -> Path:
         return expand_path(self.string(key, default))
-
-    def check_unused(self) -> None:
-        extra = sorted(set(self.spec) - self.used)
-        if extra:
-            raise ConfigError(f"store {self.name!r} ({self.spec.get('type')}): unknown keys {extra}")
 
 
 async def build_store(name: str, spec: StoreSpec, built: Mapping[str, BlobStore]) -> BlobStore:
     """Build one store; its children are already in ``built``."""
+    check_spec(name, spec)
     r = _Reader(name, spec)
     kind = r.string("type", "")
     store: BlobStore
@@ -149,29 +205,25 @@ async def build_store(name: str, spec: StoreSpec, built: Mapping[str, BlobStore]
                 r.string("url", "redis://127.0.0.1:6379/0"),
                 key_prefix=r.string("key_prefix", f"reapi:{name}:"),
                 max_value_size=r.size("max_value_size", "64MiB"),
+                ttl_seconds=r.duration("ttl", 0) or None,
                 name=name,
             )
         case "verify":
             from cas.verify import VerifyingStore
 
-            store = VerifyingStore(built[r.string("inner")], name=name)
+            store = VerifyingStore(r.child("inner", built), name=name)
         case "size_partition":
             from cas.size_partition import SizePartitioningStore
 
-            store = SizePartitioningStore(
-                small=built[r.string("small")],
-                large=built[r.string("large")],
-                threshold=r.size("threshold", "64KiB"),
-                name=name,
-            )
+            small, large = r.distinct_children("small", "large", built)
+            store = SizePartitioningStore(small=small, large=large, threshold=r.size("threshold", "64KiB"), name=name)
         case "read_cache":
             from cas.read_cache import ReadCachingStore
 
-            store = ReadCachingStore(fast=built[r.string("fast")], slow=built[r.string("slow")], name=name)
+            fast, slow = r.distinct_children("fast", "slow", built)
+            store = ReadCachingStore(fast=fast, slow=slow, name=name, write_to_fast=r.boolean("write_to_fast", False))
         case _:
-            known = "memory, disk, redis, verify, size_partition, read_cache"
-            raise ConfigError(f"store {name!r}: unknown type {kind!r} (known: {known})")
-    r.check_unused()
+            raise ConfigError(f"store {name!r}: unknown type {kind!r} (known: {', '.join(STORE_TYPES)})")
     return store
 
 
