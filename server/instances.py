@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
+from cas.action_cache import ActionCache
 from cas.errors import InvalidArgument
 from cas.store import BlobStore
 from server.config import WILDCARD_INSTANCE, InstanceConfig
@@ -25,6 +27,11 @@ class Instance:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @cached_property
+    def action_cache(self) -> ActionCache:
+        """Results over this instance's AC and CAS (the AC service and Execute share it)."""
+        return ActionCache(self.ac, self.cas, check_completeness=self.config.ac_completeness_check)
 
 
 class InstanceRegistry:
