@@ -27,7 +27,7 @@ class CapabilitiesService(re_grpc.CapabilitiesServicer):
     ) -> re_pb2.ServerCapabilities:
         instance = self.instances.get(request.instance_name)
         cache = re_pb2.CacheCapabilities(
-            digest_functions=sorted(ALGORITHMS),
+            digest_functions=sorted(ALGORITHMS.keys()),  # type: ignore[arg-type]
             action_cache_update_capabilities=re_pb2.ActionCacheUpdateCapabilities(
                 update_enabled=instance.config.ac_update_enabled
             ),

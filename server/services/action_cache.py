@@ -1,0 +1,52 @@
+"""ActionCache: GetActionResult and UpdateActionResult over cas.action_cache.ActionCache.
+
+The service only translates: the completeness check, inlining and validation live
+in cas/action_cache.py, where the execution service reuses them. A miss is
+NOT_FOUND (clients read it as "run the action"); an unknown instance is
+INVALID_ARGUMENT, never NOT_FOUND, so it cannot pass for a miss.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from cas.digest import Digest
+from cas.errors import NotFound, PermissionDenied
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
+from server import boundary
+from server.instances import InstanceRegistry
+
+
+class ActionCacheService(re_grpc.ActionCacheServicer):
+    def __init__(self, instances: InstanceRegistry) -> None:
+        self.instances = instances
+
+    @boundary.unary
+    async def GetActionResult(
+        self, request: re_pb2.GetActionResultRequest, context: grpc.aio.ServicerContext
+    ) -> re_pb2.ActionResult:
+        instance = self.instances.get(request.instance_name)
+        digest = Digest.from_proto(request.action_digest, request.digest_function)
+        result = await instance.action_cache.get(
+            digest,
+            inline_stdout=request.inline_stdout,
+            inline_stderr=request.inline_stderr,
+            inline_output_files=request.inline_output_files,
+        )
+        if result is None:
+            raise NotFound(f"no action result for {digest} in the action cache")
+        return result
+
+    @boundary.unary
+    async def UpdateActionResult(
+        self, request: re_pb2.UpdateActionResultRequest, context: grpc.aio.ServicerContext
+    ) -> re_pb2.ActionResult:
+        instance = self.instances.get(request.instance_name)
+        if not instance.config.ac_update_enabled:
+            raise PermissionDenied(
+                f"instance {request.instance_name!r} does not accept action results from clients "
+                "(ac_update_enabled = false; Capabilities says so too)"
+            )
+        digest = Digest.from_proto(request.action_digest, request.digest_function)
+        return await instance.action_cache.put(digest, request.action_result)
