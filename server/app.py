@@ -19,9 +19,14 @@ import grpc
 from cas.config import ConfigError, build_stores, close_stores
 from cas.store import BlobStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
+from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from server.config import ServerConfig, load_config
 from server.instances import InstanceRegistry
+from server.services.action_cache import ActionCacheService
+from server.services.bytestream import ByteStreamService
 from server.services.capabilities import CapabilitiesService
+from server.services.cas import ContentAddressableStorageService
+from server.uploads import UploadRegistry
 
 log = logging.getLogger("reapi.server")
 
@@ -39,6 +44,7 @@ class ReapiServer:
     config: ServerConfig
     stores: dict[str, BlobStore]
     instances: InstanceRegistry
+    uploads: UploadRegistry | None = None
 
     @property
     def address(self) -> str:
@@ -47,6 +53,8 @@ class ReapiServer:
 
     async def stop(self, grace: float | None = 1.0) -> None:
         await self.grpc_server.stop(grace)
+        if self.uploads is not None:
+            await self.uploads.aclose()  # partial uploads are open store writes
         await close_stores(self.stores)
 
 
@@ -71,6 +79,13 @@ async def start_server(config: ServerConfig) -> ReapiServer:
         re_grpc.add_CapabilitiesServicer_to_server(
             CapabilitiesService(instances, config.max_batch_total_size_bytes), server
         )
+        # Storage services: CAS, ByteStream (with resumable uploads), ActionCache.
+        uploads = UploadRegistry()
+        re_grpc.add_ContentAddressableStorageServicer_to_server(
+            ContentAddressableStorageService(instances, config.max_batch_total_size_bytes), server
+        )
+        bs_grpc.add_ByteStreamServicer_to_server(ByteStreamService(instances, uploads), server)
+        re_grpc.add_ActionCacheServicer_to_server(ActionCacheService(instances), server)
         port = server.add_insecure_port(config.listen)
         if port == 0:
             raise ConfigError(f"cannot listen on {config.listen}")
@@ -78,7 +93,7 @@ async def start_server(config: ServerConfig) -> ReapiServer:
     except BaseException:
         await close_stores(stores)
         raise
-    return ReapiServer(server, port, config, stores, instances)
+    return ReapiServer(server, port, config, stores, instances, uploads=uploads)
 
 
 async def serve(config: ServerConfig) -> None:
