@@ -141,11 +141,15 @@ class DiskStore(BlobStore):
         store._evict_if_needed()
         return store
 
+    async def drain(self) -> None:
+        """Finish background work: queued access-time refreshes, evictions, cleanups."""
+        self._flush_touches()
+        await self._lane.drain()
+
     async def aclose(self) -> None:
         if self._lane.closed:
             return
-        self._flush_touches()
-        await self._lane.drain()
+        await self.drain()
         self._lane.closed = True
         self._executor.shutdown(wait=True)
         os.close(self._lock_fd)
