@@ -1,0 +1,35 @@
+"""Capabilities tell the truth about what the storage services serve."""
+
+from __future__ import annotations
+
+import grpc
+
+from cas.digest import ALGORITHMS
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from tests.server.client import StorageClient, expect_error
+
+
+async def test_capabilities_describe_the_cache(client: StorageClient) -> None:
+    caps = await client.capabilities.GetCapabilities(re_pb2.GetCapabilitiesRequest(instance_name="any/name"))
+    assert (caps.low_api_version.major, caps.low_api_version.minor) == (2, 0)
+    assert (caps.high_api_version.major, caps.high_api_version.minor) >= (2, 0)
+    cache = caps.cache_capabilities
+    assert set(cache.digest_functions) == set(ALGORITHMS)
+    assert re_pb2.DigestFunction.BLAKE3 in cache.digest_functions
+    assert cache.max_batch_total_size_bytes >= 4 << 20
+    assert cache.action_cache_update_capabilities.update_enabled
+    # Only identity, which is implied: nothing we lack is advertised.
+    assert list(cache.supported_compressors) == [] and list(cache.supported_batch_update_compressors) == []
+    assert not cache.split_blob_support and not cache.splice_blob_support
+
+
+async def test_update_capability_follows_the_instance_config(named_client: StorageClient) -> None:
+    ro = await named_client.capabilities.GetCapabilities(re_pb2.GetCapabilitiesRequest(instance_name="team/ro"))
+    main = await named_client.capabilities.GetCapabilities(re_pb2.GetCapabilitiesRequest(instance_name="main"))
+    assert not ro.cache_capabilities.action_cache_update_capabilities.update_enabled
+    assert main.cache_capabilities.action_cache_update_capabilities.update_enabled
+    message = await expect_error(
+        named_client.capabilities.GetCapabilities(re_pb2.GetCapabilitiesRequest(instance_name="x")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert "'x'" in message
