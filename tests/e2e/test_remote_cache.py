@@ -83,6 +83,7 @@ def test_rebuild_after_clean_takes_every_action_from_the_remote_cache(
         missing = [p for p in KEY_OUTPUTS if p not in cached.files()]
         assert not missing, f"outputs missing after the cached rebuild: {missing}"
         assert not local_build.outputs.diff(cached), "\n".join(local_build.outputs.diff(cached))
+        assert cached.entries.get("tree/with_symlink/link_to_inner.txt") == "link -> nested/inner.txt"
         big_log = ws.testlogs / "sh" / "big_output_test" / "test.log"
         assert big_log.stat().st_size > BIG_OUTPUT_BYTES, "the >1 MB test log did not come back whole"
 
