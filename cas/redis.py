@@ -28,7 +28,7 @@ import redis.exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from cas.digest import Digest
+from cas.digest import ALGORITHMS, Digest
 from cas.errors import Aborted, Internal, NotFound, ReapiError, ResourceExhausted, Unavailable
 from cas.store import READ_CHUNK_SIZE, BlobStore, check_read_range
 
@@ -36,12 +36,18 @@ from cas.store import READ_CHUNK_SIZE, BlobStore, check_read_range
 # TOUCHes take a few milliseconds. Larger requests run several calls concurrently.
 FIND_MISSING_BATCH = 8192
 
-# KEYS: the keys to check. ARGV[1]: lifetime in ms, or 0 to only TOUCH (LRU).
+# ARGV[1]: lifetime in ms, or 0 to only TOUCH (for LRU eviction). ARGV[2]: the keys,
+# newline-separated. One argument instead of one per key: redis-py packs arguments
+# in Python, and for 10k keys that packing cost more than Redis's work (see
+# tests/benchmarks/bench_redis_store.py). Keys not declared in KEYS are fine on a
+# standalone Redis; Redis Cluster is not supported (MGET across slots fails too).
 # Returns the 1-based positions of absent keys, so the reply is small when most exist.
 _FIND_MISSING_LUA = """
 local ttl = tonumber(ARGV[1])
 local missing = {}
-for i, key in ipairs(KEYS) do
+local i = 0
+for key in string.gmatch(ARGV[2], "[^\\n]+") do
+  i = i + 1
   local found
   if ttl > 0 then found = redis.call('PEXPIRE', key, ttl) else found = redis.call('TOUCH', key) end
   if found == 0 then missing[#missing + 1] = i end
@@ -59,6 +65,28 @@ for i, key in ipairs(KEYS) do
   values[i] = value
 end
 return values
+"""
+
+
+# One chunk of a streamed read, with the value's current size, in one round trip
+# (a MULTI pipeline of the same commands costs twice as much in redis-py).
+# KEYS[1]: the key. ARGV[1]: lifetime in ms, or 0 to TOUCH. ARGV[2], ARGV[3]: the
+# first and last byte. Returns nil if the key is absent, else {size, bytes}.
+_READ_CHUNK_LUA = """
+local key = KEYS[1]
+local found
+if tonumber(ARGV[1]) > 0 then found = redis.call('PEXPIRE', key, ARGV[1]) else found = redis.call('TOUCH', key) end
+if found == 0 then return false end
+return {redis.call('STRLEN', key), redis.call('GETRANGE', key, ARGV[2], ARGV[3])}
+"""
+
+# MSET with a lifetime. KEYS: the keys. ARGV[1]: lifetime in ms; ARGV[i + 1]: value of KEYS[i].
+_SET_WITH_TTL_LUA = """
+local ttl = ARGV[1]
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[i + 1], 'PX', ttl)
+end
+return #KEYS
 """
 
 
@@ -97,8 +125,12 @@ class RedisStore(BlobStore):
         location: str | None = None,
     ) -> None:
         """``client`` must return bytes (decode_responses off). The store closes it in aclose."""
+        if "\n" in key_prefix:
+            raise ValueError(f"redis key_prefix {key_prefix!r} must not contain a newline")
         self.client = client
         self.key_prefix = key_prefix
+        # key() is on every hot path; precompute "<prefix><function>/" per function.
+        self._prefix_by_function = {f: f"{key_prefix}{a.name}/" for f, a in ALGORITHMS.items()}
         self.max_value_size = max_value_size
         self.name = name
         self.ttl_ms = int(ttl_seconds * 1000) if ttl_seconds else 0
@@ -106,6 +138,8 @@ class RedisStore(BlobStore):
         self.location = location or describe_client(client)
         self._find_missing_script = client.register_script(_FIND_MISSING_LUA)
         self._get_and_refresh_script = client.register_script(_GET_AND_REFRESH_LUA)
+        self._set_with_ttl_script = client.register_script(_SET_WITH_TTL_LUA)
+        self._read_chunk_script = client.register_script(_READ_CHUNK_LUA)
 
     @classmethod
     def from_url(
@@ -129,7 +163,8 @@ class RedisStore(BlobStore):
         return cls(client, key_prefix, max_value_size, name, ttl_seconds, location=redacted_url(url))
 
     def key(self, digest: Digest) -> str:
-        return self.key_prefix + digest.key
+        """``key_prefix + digest.key``, built without the property's lookups."""
+        return f"{self._prefix_by_function[digest.function]}{digest.hash}-{digest.size_bytes}"
 
     @contextmanager
     def _redis_errors(self, doing: str) -> Iterator[None]:
@@ -157,7 +192,7 @@ class RedisStore(BlobStore):
         batches = [unique[i : i + FIND_MISSING_BATCH] for i in range(0, len(unique), FIND_MISSING_BATCH)]
         with self._redis_errors(f"checking {len(unique)} digests"):
             replies = await asyncio.gather(
-                *(self._find_missing_script(keys=[self.key(d) for d in batch], args=[self.ttl_ms]) for batch in batches)
+                *(self._find_missing_script(args=[self.ttl_ms, "\n".join(map(self.key, batch))]) for batch in batches)
             )
         return {batch[i - 1] for batch, positions in zip(batches, replies) for i in positions}
 
@@ -176,14 +211,10 @@ class RedisStore(BlobStore):
         check_read_range(digest, max(offset, 0), offset, limit)
         key = self.key(digest)
         first_end = offset + min(self.read_chunk_size, limit or self.read_chunk_size)
-        with self._redis_errors(f"reading {digest}"):
-            pipe = self.client.pipeline(transaction=True)
-            self._refresh(pipe, key)
-            pipe.strlen(key)
-            pipe.getrange(key, offset, first_end - 1)
-            found, size, first = await pipe.execute()
-        if not found:
+        reply = await self._read_chunk(key, offset, first_end, f"reading {digest}")
+        if reply is None:
             raise NotFound(f"{digest} not found in {self.name}")
+        size, first = reply
         end = check_read_range(digest, size, offset, limit)
         first = first[: end - offset]
         if first:
@@ -191,26 +222,28 @@ class RedisStore(BlobStore):
         position = offset + len(first)
         while position < end:
             stop = min(end, position + self.read_chunk_size)
-            with self._redis_errors(f"reading {digest} at offset {position}"):
-                pipe = self.client.pipeline(transaction=True)
-                pipe.strlen(key)
-                pipe.getrange(key, position, stop - 1)
-                current_size, chunk = await pipe.execute()
-            if current_size != size or len(chunk) != stop - position:
-                # Values under one key never change in a CAS; an AC value may be
-                # replaced, or any value expire or be evicted, while a reader streams.
-                if current_size == 0:
-                    raise NotFound(f"{digest} was evicted from {self.name} during the read, at offset {position}")
+            reply = await self._read_chunk(key, position, stop, f"reading {digest} at offset {position}")
+            # Values under one key never change in a CAS; an AC value may be
+            # replaced, or any value expire or be evicted, while a reader streams.
+            if reply is None:
+                raise NotFound(f"{digest} was evicted from {self.name} during the read, at offset {position}")
+            if reply[0] != size:
                 raise Aborted(f"{digest} changed in {self.name} during the read, at offset {position}; retry")
-            yield chunk
+            yield reply[1]
             position = stop
+
+    async def _read_chunk(self, key: str, start: int, stop: int, doing: str) -> tuple[int, bytes] | None:
+        """Bytes [start, stop) of ``key`` and its size, or None if absent."""
+        with self._redis_errors(doing):
+            reply = await self._read_chunk_script(keys=[key], args=[self.ttl_ms, start, stop - 1])
+        return None if reply is None else (int(reply[0]), reply[1])
 
     async def _get(self, digest: Digest) -> bytes | None:
         with self._redis_errors(f"reading {digest}"):
             key = self.key(digest)
             if self.ttl_ms:
-                return await self.client.getex(key, px=self.ttl_ms)  # type: ignore[no-any-return]
-            return await self.client.get(key)  # type: ignore[no-any-return]
+                return await self.client.getex(key, px=self.ttl_ms)  # type: ignore[return-value]  # bytes: no decoding
+            return await self.client.get(key)  # type: ignore[return-value]
 
     async def get_bytes(self, digest: Digest, max_size: int | None = None) -> bytes:
         value = await self._get(digest)
@@ -259,26 +292,24 @@ class RedisStore(BlobStore):
             await self.client.set(self.key(digest), data, px=self.ttl_ms or None)
 
     async def put_many(self, blobs: Mapping[Digest, bytes]) -> dict[Digest, ReapiError]:
+        """One MSET (or one script that also sets lifetimes): all stored or none."""
         failures: dict[Digest, ReapiError] = {}
-        sent: list[Digest] = []
-        pipe = self.client.pipeline(transaction=False)
+        sent: dict[str, bytes] = {}
         for digest, data in blobs.items():
             if len(data) > self.max_value_size:
                 failures[digest] = self._too_large(digest, str(len(data)))
-                continue
-            pipe.set(self.key(digest), data, px=self.ttl_ms or None)
-            sent.append(digest)
+            else:
+                sent[self.key(digest)] = data
         if not sent:
             return failures
-        with self._redis_errors(f"writing {len(sent)} values"):
-            replies = await pipe.execute(raise_on_error=False)
-        for digest, reply in zip(sent, replies):
-            if isinstance(reply, Exception):
-                try:
-                    with self._redis_errors(f"writing {digest}"):
-                        raise reply
-                except ReapiError as err:
-                    failures[digest] = err
+        try:
+            with self._redis_errors(f"writing {len(sent)} values"):
+                if self.ttl_ms:
+                    await self._set_with_ttl_script(keys=list(sent), args=[self.ttl_ms, *sent.values()])
+                else:
+                    await self.client.mset(sent)
+        except ReapiError as err:
+            failures.update((d, err) for d in blobs if d not in failures)
         return failures
 
     async def aclose(self) -> None:

@@ -215,7 +215,6 @@ async def test_unreachable_redis_is_unavailable_naming_the_url_without_password(
         "get_bytes": lambda: store.get_bytes(digest),
         "get_many": lambda: store.get_many([digest]),
         "write": lambda: store.write(digest, chunks_of(data)),
-        "put_many": lambda: store.put_many({digest: data}),
     }
     try:
         for name, call in calls.items():
@@ -224,6 +223,9 @@ async def test_unreachable_redis_is_unavailable_naming_the_url_without_password(
             message = caught.value.message
             assert f"cas-small: redis at redis://127.0.0.1:{port}/0 is unreachable" in message, name
             assert "hunter2" not in message, name
+        failures = await store.put_many({digest: data})
+        assert isinstance(failures[digest], Unavailable)
+        assert f"redis://127.0.0.1:{port}/0 is unreachable" in failures[digest].message
     finally:
         await store.aclose()
 
