@@ -20,8 +20,9 @@ leaves a stale copy in ``fast`` until it is evicted.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Collection, Iterable, Mapping
 from contextlib import aclosing
+from typing import cast
 
 from cas.cache_fill import CacheFill
 from cas.digest import Digest
@@ -29,6 +30,12 @@ from cas.errors import NotFound, ReapiError
 from cas.store import BlobStore
 
 log = logging.getLogger("reapi.cas.read_cache")
+
+
+def closing(stream: AsyncIterator[bytes]) -> aclosing[AsyncGenerator[bytes, None]]:
+    """Close a read stream (an async generator) even when the consumer stops early,
+    so a child's cleanup and an aborted fill happen now, not at garbage collection."""
+    return aclosing(cast(AsyncGenerator[bytes, None], stream))
 
 
 class ReadCachingStore(BlobStore):
@@ -49,7 +56,7 @@ class ReadCachingStore(BlobStore):
     # -- reads ---------------------------------------------------------------------
 
     async def read(self, digest: Digest, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:
-        async with aclosing(self.fast.read(digest, offset, limit)) as cached:
+        async with closing(self.fast.read(digest, offset, limit)) as cached:
             try:
                 first = await anext(cached)
             except NotFound:
@@ -62,11 +69,11 @@ class ReadCachingStore(BlobStore):
                     yield chunk
                 return
         if offset or limit:
-            async with aclosing(self.slow.read(digest, offset, limit)) as ranged:
+            async with closing(self.slow.read(digest, offset, limit)) as ranged:
                 async for chunk in ranged:
                     yield chunk
             return
-        async with aclosing(self.slow.read(digest)) as whole, aclosing(self._fill_while_streaming(digest, whole)) as filled:
+        async with closing(self.slow.read(digest)) as whole, closing(self._fill_while_streaming(digest, whole)) as filled:
             async for chunk in filled:
                 yield chunk
 
