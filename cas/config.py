@@ -232,7 +232,12 @@ async def build_stores(specs: Mapping[str, StoreSpec]) -> dict[str, BlobStore]:
     built: dict[str, BlobStore] = {}
     try:
         for name in build_order(specs):
-            built[name] = await build_store(name, specs[name], built)
+            try:
+                built[name] = await build_store(name, specs[name], built)
+            except ConfigError:
+                raise
+            except ValueError as exc:  # a constructor refusing a value the spec gave it
+                raise ConfigError(f"store {name!r}: {exc}") from exc
     except BaseException:
         await close_stores(built)
         raise
