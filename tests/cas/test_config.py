@@ -1,0 +1,190 @@
+"""The store factory: sizes, durations, errors that name the culprit, and a TOML file built for real."""
+
+from __future__ import annotations
+
+import tomllib
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cas.config import ConfigError, build_order, build_stores, close_stores, parse_duration, parse_size
+from cas.digest import Digest
+from cas.memory import MemoryStore
+from cas.read_cache import ReadCachingStore
+from cas.redis import RedisStore
+from cas.size_partition import SizePartitioningStore
+from cas.verify import VerifyingStore
+from tests.cas.streams import blob, chunks_of, read_all
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(0, 0), (4096, 4096), ("4096", 4096), ("512MiB", 512 << 20), ("20GiB", 20 << 30), ("4MB", 4_000_000),
+     ("1.5KiB", 1536), ("64 kib", 64 << 10), ("7B", 7)],
+)
+def test_parse_size(text: int | str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["lots", "-1", -1, "5 parsecs", True, "1.2.3MiB"])
+def test_parse_size_rejects_with_an_example(bad: Any) -> None:
+    with pytest.raises(ConfigError, match="max_size"):
+        parse_size(bad, "max_size")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(3600, 3600.0), (1.5, 1.5), ("90s", 90.0), ("30m", 1800.0), ("3h", 10800.0), ("7d", 604800.0), ("250ms", 0.25)],
+)
+def test_parse_duration(text: int | float | str, expected: float) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["soon", "-3h", -1, "3 fortnights", False])
+def test_parse_duration_rejects(bad: Any) -> None:
+    with pytest.raises(ConfigError, match="ttl"):
+        parse_duration(bad, "ttl")
+
+
+# -- factory errors -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        ({"a": {"type": "tape"}}, r"store 'a': unknown type 'tape' \(known: memory, disk, redis"),
+        ({"a": {"max_size": "1GiB"}}, r"store 'a': missing required key 'type'"),
+        ({"a": "memory"}, r"store 'a': expected a table"),
+        ({"a": {"type": "verify", "inner": "b"}}, r"store 'a' refers to 'b', which is not defined under \[stores\]"),
+        (
+            {"a": {"type": "verify", "inner": "b"}, "b": {"type": "verify", "inner": "a"}},
+            r"stores form a cycle: a -> b -> a",
+        ),
+        ({"a": {"type": "verify", "inner": "a"}}, r"stores form a cycle: a -> a"),
+        (
+            {"m": {"type": "memory", "max_sise": "1GiB"}},
+            r"store 'm' \(memory\): unknown keys \['max_sise'\] \(allowed: max_size\)",
+        ),
+        ({"m": {"type": "memory", "max_size": "a lot"}}, r"store 'm' key 'max_size': 'a lot' is not a size"),
+        ({"v": {"type": "verify"}}, r"store 'v' \(verify\): missing required key 'inner'"),
+        ({"v": {"type": "verify", "inner": 3}}, r"store 'v': child store names must be strings, got 3"),
+        (
+            {"m": {"type": "memory"}, "rc": {"type": "read_cache", "fast": "m", "slow": "m"}},
+            r"store 'rc': fast and slow are both 'm'; they must differ",
+        ),
+        (
+            {"m": {"type": "memory"}, "n": {"type": "memory"},
+             "rc": {"type": "read_cache", "fast": "m", "slow": "n", "write_to_fast": "yes"}},
+            r"store 'rc' key 'write_to_fast': expected true or false, got 'yes'",
+        ),
+        (
+            {"m": {"type": "memory"}, "n": {"type": "memory"},
+             "sp": {"type": "size_partition", "small": "m", "large": "n", "threshold": "big"}},
+            r"store 'sp' key 'threshold': 'big' is not a size",
+        ),
+        ({"r": {"type": "redis", "ttl": "forever"}}, r"store 'r' key 'ttl': 'forever' is not a duration"),
+        ({"r": {"type": "redis", "key_prefix": "a\nb"}}, r"store 'r': redis key_prefix 'a\\nb' must not contain a newline"),
+    ],
+)
+async def test_factory_errors_name_the_store_and_the_problem(specs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        await build_stores(specs)
+
+
+def test_children_come_before_parents_and_shared_children_once() -> None:
+    specs = {
+        "cas": {"type": "verify", "inner": "tiered"},
+        "tiered": {"type": "read_cache", "fast": "hot", "slow": "cold"},
+        "ac": {"type": "read_cache", "fast": "hot2", "slow": "cold"},
+        "hot": {"type": "memory"},
+        "hot2": {"type": "memory"},
+        "cold": {"type": "memory"},
+    }
+    order = build_order(specs)
+    assert sorted(order) == sorted(specs)
+    for parent, children in [("cas", ["tiered"]), ("tiered", ["hot", "cold"]), ("ac", ["hot2", "cold"])]:
+        for child in children:
+            assert order.index(child) < order.index(parent)
+
+
+# -- a whole TOML file ----------------------------------------------------------------
+
+
+CONFIG = """
+[stores.redis-small]
+type = "redis"
+url = "{redis_url}"
+key_prefix = "{prefix}"
+max_value_size = "1MiB"
+ttl = "3h"
+
+[stores.disk-large]
+type = "disk"
+path = "{disk}"
+max_size = "1GiB"
+
+[stores.tiered]
+type = "size_partition"
+small = "redis-small"
+large = "disk-large"
+threshold = "64KiB"
+
+[stores.hot]
+type = "memory"
+max_size = "64MiB"
+
+[stores.cached]
+type = "read_cache"
+fast = "hot"
+slow = "tiered"
+write_to_fast = true
+
+[stores.cas]
+type = "verify"
+inner = "cached"
+"""
+
+
+async def test_a_toml_config_builds_working_wired_stores(redis_url: str, tmp_path: Path) -> None:
+    from cas.disk import DiskStore
+
+    text = CONFIG.format(redis_url=redis_url, prefix=f"config:{uuid.uuid4().hex}:", disk=tmp_path / "large")
+    stores = await build_stores(tomllib.loads(text)["stores"])
+    try:
+        cas = stores["cas"]
+        assert isinstance(cas, VerifyingStore) and cas.inner is stores["cached"]
+        cached = stores["cached"]
+        assert isinstance(cached, ReadCachingStore) and cached.write_to_fast
+        assert cached.fast is stores["hot"] and cached.slow is stores["tiered"]
+        tiered = stores["tiered"]
+        assert isinstance(tiered, SizePartitioningStore) and tiered.threshold == 64 << 10
+        assert tiered.small is stores["redis-small"] and tiered.large is stores["disk-large"]
+        redis = stores["redis-small"]
+        assert isinstance(redis, RedisStore)
+        assert redis.max_value_size == 1 << 20 and redis.ttl_ms == 3 * 3600 * 1000
+        assert isinstance(stores["disk-large"], DiskStore)
+        assert isinstance(stores["hot"], MemoryStore) and stores["hot"].max_bytes == 64 << 20
+
+        small_digest, small = blob(1, 100)
+        large_digest, large = blob(2, 200_000)
+        await cas.put_bytes(small_digest, small)
+        await cas.write(large_digest, chunks_of(large))
+        assert await redis.get_bytes(small_digest) == small
+        assert await stores["disk-large"].get_bytes(large_digest) == large
+        assert await read_all(cas, large_digest) == large
+        assert await cas.find_missing([small_digest, large_digest, Digest.empty()]) == set()
+    finally:
+        await close_stores(stores)
+
+
+async def test_redis_defaults_need_no_keys() -> None:
+    stores = await build_stores({"r": {"type": "redis"}})
+    try:
+        redis = stores["r"]
+        assert isinstance(redis, RedisStore)
+        assert redis.key_prefix == "reapi:r:" and redis.ttl_ms == 0 and redis.max_value_size == 64 << 20
+        assert redis.location == "redis://127.0.0.1:6379/0"
+    finally:
+        await close_stores(stores)

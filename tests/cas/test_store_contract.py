@@ -1,0 +1,324 @@
+"""The BlobStore contract, run against every store and the common compositions.
+
+Each parameter builds a real store: Redis against a real redis-server (each test
+with its own key prefix), disk in a temporary directory, compositions through
+``build_stores`` from the same specs a TOML file would hold. A store passes only if
+it behaves exactly like the others: a composition may change where bytes live,
+never what a caller sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cas.config import build_stores, close_stores
+from cas.digest import BLAKE3, Digest
+from cas.errors import InvalidArgument, NotFound, OutOfRange, ResourceExhausted
+from cas.store import READ_CHUNK_SIZE, BlobStore
+from tests.cas.streams import StreamBroke, blob, chunks_of, read_all, read_chunks
+
+
+@dataclass
+class StoreUnderTest:
+    store: BlobStore
+    # A content-addressed store (verify) rejects values that do not match their digest.
+    content_addressed: bool = False
+
+
+@dataclass
+class Env:
+    tmp_path: Path
+    request: pytest.FixtureRequest
+
+    @property
+    def redis_url(self) -> str:
+        # Started only for the parameters that use Redis (session-scoped fixture).
+        return str(self.request.getfixturevalue("redis_url"))
+
+    @property
+    def key_prefix(self) -> str:
+        return f"contract:{uuid.uuid4().hex}:"
+
+
+def _redis(env: Env) -> dict[str, Any]:
+    return {"type": "redis", "url": env.redis_url, "key_prefix": env.key_prefix}
+
+
+def _disk(env: Env, name: str) -> dict[str, Any]:
+    return {"type": "disk", "path": str(env.tmp_path / name), "max_size": "1GiB"}
+
+
+# Each entry: the specs to build and the name of the store under test.
+SPECS: dict[str, Callable[[Env], dict[str, dict[str, Any]]]] = {
+    "memory": lambda env: {"top": {"type": "memory", "max_size": "256MiB"}},
+    "disk": lambda env: {"top": _disk(env, "disk")},
+    "redis": lambda env: {"top": _redis(env)},
+    "verify(memory)": lambda env: {
+        "mem": {"type": "memory", "max_size": "256MiB"},
+        "top": {"type": "verify", "inner": "mem"},
+    },
+    "size_partition(small=redis,large=disk)": lambda env: {
+        "small": _redis(env),
+        "large": _disk(env, "large"),
+        "top": {"type": "size_partition", "small": "small", "large": "large", "threshold": "1KiB"},
+    },
+    "read_cache(fast=memory,slow=disk)": lambda env: {
+        "fast": {"type": "memory", "max_size": "256MiB"},
+        "slow": _disk(env, "slow"),
+        "top": {"type": "read_cache", "fast": "fast", "slow": "slow"},
+    },
+}
+CONTENT_ADDRESSED = {"verify(memory)"}
+
+
+@pytest.fixture(params=list(SPECS))
+async def sut(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreUnderTest]:
+    stores = await build_stores(SPECS[request.param](Env(tmp_path, request)))
+    try:
+        yield StoreUnderTest(stores["top"], content_addressed=request.param in CONTENT_ADDRESSED)
+    finally:
+        await close_stores(stores)
+
+
+@pytest.fixture
+def store(sut: StoreUnderTest) -> BlobStore:
+    return sut.store
+
+
+async def put(store: BlobStore, seed: int, size: int) -> tuple[Digest, bytes]:
+    digest, data = blob(seed, size)
+    await store.put_bytes(digest, data)
+    return digest, data
+
+
+# -- find_missing and has --------------------------------------------------------
+
+
+async def test_find_missing_reports_only_absent_digests(store: BlobStore) -> None:
+    a, _ = await put(store, 1, 100)
+    b, _ = await put(store, 2, 5000)
+    absent_small, _ = blob(3, 10)
+    absent_large, _ = blob(4, 70_000)
+    missing = await store.find_missing([a, absent_small, b, absent_large, absent_small, a])
+    assert missing == {absent_small, absent_large}
+
+
+async def test_find_missing_of_nothing_is_empty(store: BlobStore) -> None:
+    assert await store.find_missing([]) == set()
+
+
+async def test_digest_functions_are_kept_apart(store: BlobStore) -> None:
+    data = b"same bytes, two hash functions"
+    as_blake3 = Digest.of(data, BLAKE3.function)
+    await store.put_bytes(as_blake3, data)
+    same_hash_as_sha256 = Digest(as_blake3.hash, as_blake3.size_bytes)
+    assert await store.find_missing([as_blake3, same_hash_as_sha256]) == {same_hash_as_sha256}
+    assert await read_all(store, as_blake3) == data
+
+
+async def test_has(store: BlobStore) -> None:
+    present, _ = await put(store, 5, 300)
+    absent, _ = blob(6, 300)
+    assert await store.has(present) is True
+    assert await store.has(absent) is False
+
+
+# -- reads -------------------------------------------------------------------------
+
+
+async def test_read_whole_offset_and_limit(store: BlobStore) -> None:
+    digest, data = await put(store, 7, 10_000)
+    assert await read_all(store, digest) == data
+    assert await read_all(store, digest, offset=1234) == data[1234:]
+    assert await read_all(store, digest, limit=100) == data[:100]
+    assert await read_all(store, digest, offset=9_990, limit=100) == data[9_990:]
+    assert await read_all(store, digest, offset=50, limit=0) == data[50:], "limit 0 means to the end"
+
+
+async def test_read_at_the_end_is_empty(store: BlobStore) -> None:
+    digest, data = await put(store, 8, 2000)
+    assert await read_all(store, digest, offset=len(data)) == b""
+
+
+async def test_read_past_the_end_is_out_of_range(store: BlobStore) -> None:
+    digest, data = await put(store, 9, 2000)
+    with pytest.raises(OutOfRange, match="past the end"):
+        await read_chunks(store, digest, offset=len(data) + 1)
+
+
+async def test_read_negative_offset_is_out_of_range(store: BlobStore) -> None:
+    digest, _ = await put(store, 10, 2000)
+    with pytest.raises(OutOfRange, match="negative"):
+        await read_chunks(store, digest, offset=-1)
+
+
+async def test_read_of_absent_value_is_not_found(store: BlobStore) -> None:
+    digest, _ = blob(11, 2000)
+    with pytest.raises(NotFound, match=digest.hash):
+        await read_chunks(store, digest)
+
+
+async def test_large_value_streams_in_bounded_chunks(store: BlobStore) -> None:
+    digest, data = blob(12, 3 * READ_CHUNK_SIZE + 123)
+    await store.write(digest, chunks_of(data, 64 << 10))
+    chunks = await read_chunks(store, digest)
+    assert b"".join(chunks) == data
+    assert len(chunks) >= 4
+    assert max(len(c) for c in chunks) <= READ_CHUNK_SIZE
+    offset, limit = READ_CHUNK_SIZE - 10, 2 * READ_CHUNK_SIZE
+    assert await read_all(store, digest, offset, limit) == data[offset : offset + limit]
+
+
+# -- writes --------------------------------------------------------------------------
+
+
+async def test_write_in_chunks_then_read(store: BlobStore) -> None:
+    digest, data = blob(13, 200_000)
+    await store.write(digest, chunks_of(data, 7_000))
+    assert await read_all(store, digest) == data
+    assert await store.find_missing([digest]) == set()
+
+
+async def test_empty_value(store: BlobStore) -> None:
+    digest = Digest.empty()
+    await store.write(digest, chunks_of(b""))
+    assert await store.has(digest)
+    assert await read_all(store, digest) == b""
+    assert await store.get_bytes(digest) == b""
+
+
+async def test_rewriting_the_same_content_is_harmless(store: BlobStore) -> None:
+    digest, data = await put(store, 14, 5000)
+    await store.write(digest, chunks_of(data, 1000))
+    await store.put_bytes(digest, data)
+    assert await read_all(store, digest) == data
+
+
+async def test_overwrite(sut: StoreUnderTest) -> None:
+    """Action-cache style stores replace a value; a CAS refuses content that is not the digest's."""
+    store = sut.store
+    digest, old = await put(store, 15, 3000)
+    new = bytes(reversed(old))
+    if sut.content_addressed:
+        with pytest.raises(InvalidArgument, match="does not match"):
+            await store.write(digest, chunks_of(new, 1000))
+        assert await read_all(store, digest) == old
+    else:
+        await store.write(digest, chunks_of(new, 1000))
+        assert await read_all(store, digest) == new
+
+
+async def test_value_need_not_match_its_digest_outside_a_cas(sut: StoreUnderTest) -> None:
+    """The action cache stores a serialized ActionResult under an action's digest."""
+    action_digest, _ = blob(16, 142)
+    result = b"an ActionResult, longer than the action it answers" * 10
+    if sut.content_addressed:
+        with pytest.raises(InvalidArgument):
+            await sut.store.put_bytes(action_digest, result)
+        assert await sut.store.find_missing([action_digest]) == {action_digest}
+    else:
+        await sut.store.put_bytes(action_digest, result)
+        assert await sut.store.get_bytes(action_digest) == result
+
+
+async def test_broken_write_leaves_no_trace(store: BlobStore) -> None:
+    digest, data = blob(17, 300_000)
+    with pytest.raises(StreamBroke):
+        await store.write(digest, chunks_of(data, 64 << 10, fail_after=2))
+    assert await store.find_missing([digest]) == {digest}
+    with pytest.raises(NotFound):
+        await read_chunks(store, digest)
+    # The same digest can still be written afterwards.
+    await store.write(digest, chunks_of(data, 64 << 10))
+    assert await read_all(store, digest) == data
+
+
+async def test_broken_write_raising_at_the_end_leaves_no_trace(store: BlobStore) -> None:
+    digest, data = blob(18, 700)
+    with pytest.raises(StreamBroke, match="at the end"):  # after all 7 chunks went by
+        await store.write(digest, chunks_of(data, 100, fail_after=7))
+    assert await store.find_missing([digest]) == {digest}
+
+
+async def test_broken_overwrite_keeps_the_old_value(store: BlobStore) -> None:
+    digest, data = await put(store, 19, 200_000)
+    with pytest.raises(StreamBroke):
+        await store.write(digest, chunks_of(data, 64 << 10, fail_after=1))
+    assert await read_all(store, digest) == data
+
+
+async def test_concurrent_writers_of_the_same_value(store: BlobStore) -> None:
+    digest, data = blob(20, 150_000)
+    await asyncio.gather(*(store.write(digest, chunks_of(data, 10_000, pause=True)) for _ in range(6)))
+    assert await read_all(store, digest) == data
+
+
+async def test_a_failing_writer_does_not_spoil_a_concurrent_one(store: BlobStore) -> None:
+    digest, data = blob(21, 150_000)
+    good = store.write(digest, chunks_of(data, 10_000, pause=True))
+    bad = store.write(digest, chunks_of(data, 10_000, pause=True, fail_after=5))
+    results = await asyncio.gather(bad, good, return_exceptions=True)
+    assert isinstance(results[0], StreamBroke)
+    assert results[1] is None
+    assert await read_all(store, digest) == data
+
+
+# -- in-memory shortcuts ---------------------------------------------------------------
+
+
+async def test_get_bytes_and_its_size_limit(store: BlobStore) -> None:
+    digest, data = await put(store, 22, 4000)
+    assert await store.get_bytes(digest) == data
+    assert await store.get_bytes(digest, max_size=4000) == data
+    with pytest.raises(ResourceExhausted, match="4000"):
+        await store.get_bytes(digest, max_size=3999)
+    absent, _ = blob(23, 4000)
+    with pytest.raises(NotFound):
+        await store.get_bytes(absent)
+    assert await store.get_or_none(absent) is None
+    assert await store.get_or_none(digest) == data
+
+
+async def test_put_many_then_get_many(store: BlobStore) -> None:
+    values = dict(blob(seed, size) for seed, size in [(24, 10), (25, 1000), (26, 4096), (27, 100_000)])
+    assert await store.put_many(values) == {}
+    absent = [blob(28, 10)[0], blob(29, 50_000)[0]]
+    wanted = [*values, *absent, next(iter(values))]
+    assert await store.get_many(wanted) == values
+    assert await store.find_missing(wanted) == set(absent)
+
+
+async def test_get_many_and_put_many_of_nothing(store: BlobStore) -> None:
+    assert await store.get_many([]) == {}
+    assert await store.put_many({}) == {}
+
+
+async def test_put_many_stores_the_rest_when_one_fails(sut: StoreUnderTest) -> None:
+    """Only a CAS can reject a value by its content; the others accept any value."""
+    good_digest, good = blob(30, 500)
+    bad_digest, _ = blob(31, 500)
+    failures = await sut.store.put_many({good_digest: good, bad_digest: b"not the content"})
+    if sut.content_addressed:
+        assert set(failures) == {bad_digest}
+        assert isinstance(failures[bad_digest], InvalidArgument)
+    else:
+        assert failures == {}
+    assert await sut.store.get_bytes(good_digest) == good
+
+
+async def test_writes_through_shortcuts_and_streams_agree(store: BlobStore) -> None:
+    """A value put in memory reads back as a stream, and a streamed one via get_bytes."""
+    put_digest, put_data = await put(store, 32, 3000)
+    streamed_digest, streamed_data = blob(33, 3000)
+    await store.write(streamed_digest, chunks_of(streamed_data, 512))
+    assert await read_all(store, put_digest) == put_data
+    assert await store.get_bytes(streamed_digest) == streamed_data
+    assert await store.get_many([put_digest, streamed_digest]) == {put_digest: put_data, streamed_digest: streamed_data}
+
