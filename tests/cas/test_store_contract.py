@@ -74,8 +74,18 @@ SPECS: dict[str, Callable[[Env], dict[str, dict[str, Any]]]] = {
         "slow": _disk(env, "slow"),
         "top": {"type": "read_cache", "fast": "fast", "slow": "slow"},
     },
+    "redis(ttl)": lambda env: {"top": {**_redis(env), "ttl": "3h"}},
+    # A realistic tiered CAS: every layer at once.
+    "verify(read_cache(fast=memory,slow=size_partition(redis,disk)),write_to_fast)": lambda env: {
+        "small": _redis(env),
+        "large": _disk(env, "large"),
+        "tiered": {"type": "size_partition", "small": "small", "large": "large", "threshold": "1KiB"},
+        "hot": {"type": "memory", "max_size": "256MiB"},
+        "cached": {"type": "read_cache", "fast": "hot", "slow": "tiered", "write_to_fast": True},
+        "top": {"type": "verify", "inner": "cached"},
+    },
 }
-CONTENT_ADDRESSED = {"verify(memory)"}
+CONTENT_ADDRESSED = {"verify(memory)", "verify(read_cache(fast=memory,slow=size_partition(redis,disk)),write_to_fast)"}
 
 
 @pytest.fixture(params=list(SPECS))
