@@ -74,10 +74,15 @@ def reapi_server_process(
     workdir: Path,
     config: Mapping[str, Any] | None = None,
     *,
-    log_level: str = "INFO",
+    log_level: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Iterator[ServerProcess]:
-    """Start ``python -m server.app --config workdir/server.toml``; stop it on exit."""
+    """Start ``python -m server.app --config workdir/server.toml``; stop it on exit.
+
+    ``log_level`` defaults to $REAPI_LOG_LEVEL or INFO: run the tests with
+    REAPI_LOG_LEVEL=DEBUG to see in server.log what a client sent.
+    """
+    log_level = log_level or os.environ.get("REAPI_LOG_LEVEL", "INFO")
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "server.toml"
     config_path.write_text(toml_writer.dumps(config if config is not None else server_config(workdir)))
