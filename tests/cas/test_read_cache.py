@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import aclosing
 
 import pytest
 
@@ -193,3 +195,25 @@ def test_every_shortcut_is_overridden() -> None:
     """ReadCachingStore has two children, so any inherited default would be wrong or slow."""
     for method in ("find_missing", "read", "write", "has", "get_bytes", "get_or_none", "put_bytes", "get_many", "put_many", "aclose"):
         assert getattr(ReadCachingStore, method) is not getattr(BlobStore, method), method
+
+
+async def test_a_cancelled_read_does_not_fill_or_leave_tasks_behind() -> None:
+    cache, fast, slow = stores()
+    digest, data = blob(20, 5 * CHUNK)
+    await slow.put_bytes(digest, data)
+    got_first = asyncio.Event()
+
+    async def reader() -> None:
+        async with aclosing(cache.read(digest)) as chunks:  # type: ignore[type-var]
+            async for _ in chunks:
+                got_first.set()
+                await asyncio.Event().wait()  # a client that stalls
+
+    task = asyncio.create_task(reader())
+    await got_first.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(fast) == 0
+    leftovers = [t for t in asyncio.all_tasks() if t.get_name().startswith("fill ")]
+    assert leftovers == []
