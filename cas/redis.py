@@ -6,11 +6,13 @@ for large blobs (every value lives in RAM and a write is buffered here before it
 single SET), hence ``max_value_size``. Pair it with a disk store through
 ``size_partition`` for a CAS.
 
-Round trips are what cost with Redis, so the bulk calls make one each:
-find_missing runs a Lua script over all keys, get_many is one MGET (or a script when
-lifetimes must be refreshed), put_many one pipeline. With ``ttl_seconds`` set every
-access (find_missing, reads) pushes the expiry out again, so referenced blobs stay;
-without it, accesses TOUCH keys so an ``allkeys-lru`` Redis evicts the coldest ones.
+Round trips, and redis-py's per-command cost in Python, are what count, so every
+call is one command: find_missing a Lua script over all keys (per 8k), get_many one
+MGET, put_many one MSET (scripts instead when lifetimes must be set or refreshed),
+each chunk of a streamed read one script. With ``ttl_seconds`` set every access
+(find_missing, reads, writes) pushes the expiry out again, so referenced blobs
+stay; without it, accesses TOUCH keys so an ``allkeys-lru`` Redis evicts the
+coldest ones. Multi-key commands need a standalone Redis, not Redis Cluster.
 
 Writes are all or nothing for free: chunks are collected and sent as one SET only
 after the stream ended cleanly.
