@@ -1,7 +1,8 @@
 """The Bazel harness's own parts, checked without running Bazel.
 
 The end-to-end verdicts rest on these: a misread summary line or a snapshot that
-missed a file would let a broken cache pass.
+missed a file would let a broken cache pass. The server process helper is checked
+here too, since the remote execution and downloader tests will start theirs with it.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ import os
 import tomllib
 from pathlib import Path
 
+import grpc
 import pytest
 
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from tests.support import toml_writer
+from tests.support.bazel import BazelRun
 from tests.support.bazel_outputs import snapshot_tree
 from tests.support.bazel_summary import ProcessSummary
-from tests.support.bazel import BazelRun
+from tests.support.server_process import reapi_server_process
 
 
 def test_summary_of_a_local_build() -> None:
@@ -106,3 +111,22 @@ def test_toml_writer_round_trips_a_server_config() -> None:
 def test_toml_writer_refuses_what_it_cannot_write() -> None:
     with pytest.raises(TypeError, match="stores.x"):
         toml_writer.dumps({"stores": {"x": object()}})
+
+
+def test_server_process_serves_real_grpc_and_stops_cleanly(tmp_path: Path) -> None:
+    with reapi_server_process(tmp_path / "srv") as server:
+        assert server.url.startswith("grpc://127.0.0.1:") and not server.url.endswith(":0")
+        with grpc.insecure_channel(server.address) as channel:
+            caps = re_grpc.CapabilitiesStub(channel).GetCapabilities(re_pb2.GetCapabilitiesRequest(), timeout=10)
+        assert caps.cache_capabilities.digest_functions
+        process = server.process
+    assert process.exit_code == 0, process.log_tail()
+    assert (tmp_path / "srv" / "data").is_dir(), "the default stores belong under the work dir"
+
+
+def test_server_process_reports_a_server_that_cannot_start(tmp_path: Path) -> None:
+    bad = {"server": {"listen": "127.0.0.1:0"}, "stores": {"cas": {"type": "no-such-store"}},
+           "instances": [{"name": "*", "cas": "cas", "ac": "cas"}]}
+    with pytest.raises(RuntimeError, match="exited with 2 before it was ready(.|\n)*no-such-store"):
+        with reapi_server_process(tmp_path / "srv", bad):
+            pass
