@@ -1,0 +1,95 @@
+"""DirectoryCache: parsed Directory protos by digest, fetched a tree level at a time.
+
+Input roots of successive actions share most of their directories (toolchains,
+sources), so parsed protos are kept in memory and a warm tree costs no round trip.
+A cold tree costs one batched read per level of depth, whatever its width. Every
+fetched directory is checked against its digest: a Directory is trusted to decide
+which files go where, so it must be exactly what the action named.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+
+from google.protobuf.message import DecodeError
+
+from cas.digest import Digest
+from cas.errors import Internal, InvalidArgument, MissingBlobs, ReapiError
+from cas.store import BlobStore
+from cas.verify import verify_bytes
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+
+
+def child_directory_digests(directory: re_pb2.Directory, function: int) -> list[Digest]:
+    return [Digest.from_proto(node.digest, function) for node in directory.directories]
+
+
+class DirectoryCache:
+    """An LRU of Directory protos, holding at most ``max_entries``."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Digest, re_pb2.Directory] = OrderedDict()
+        self.fetched = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def has(self, digest: Digest) -> bool:
+        return digest in self._entries
+
+    def add(self, digest: Digest, data: bytes) -> None:
+        """Keep a directory fetched elsewhere (with the Command, in one batch)."""
+        self._store(digest, data)
+        self._trim()
+
+    async def tree(self, root: Digest, source: BlobStore) -> dict[Digest, re_pb2.Directory]:
+        """Every directory reachable from ``root``; MissingBlobs names absent ones."""
+        out: dict[Digest, re_pb2.Directory] = {}
+        level = [root]
+        while level:
+            missing = []
+            for digest in level:
+                cached = self._entries.get(digest)
+                if cached is None:
+                    missing.append(digest)
+                else:
+                    self._entries.move_to_end(digest)
+                    out[digest] = cached
+            if missing:
+                out.update(await self._fetch(missing, source))
+            next_level: dict[Digest, None] = {}
+            for digest in level:
+                for child in child_directory_digests(out[digest], root.function):
+                    if child not in out:
+                        next_level[child] = None
+            level = list(next_level)
+        return out
+
+    async def _fetch(self, digests: list[Digest], source: BlobStore) -> Mapping[Digest, re_pb2.Directory]:
+        found = await source.get_many(digests)
+        absent = [d for d in digests if d not in found]
+        if absent:
+            raise MissingBlobs(absent, "input directories")
+        parsed = {digest: self._store(digest, found[digest]) for digest in digests}
+        self.fetched += len(parsed)
+        self._trim()
+        return parsed
+
+    def _store(self, digest: Digest, data: bytes) -> re_pb2.Directory:
+        try:
+            verify_bytes(digest, data)
+        except ReapiError as err:
+            raise Internal(f"the CAS returned corrupt content for input directory {digest}: {err.message}") from None
+        directory = re_pb2.Directory()
+        try:
+            directory.ParseFromString(data)
+        except DecodeError:
+            raise InvalidArgument(f"input directory {digest} is not a valid Directory message") from None
+        self._entries[digest] = directory
+        return directory
+
+    def _trim(self) -> None:
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)

@@ -1,0 +1,351 @@
+"""FileCache: the worker's local CAS, one read-only file per blob, shared by all leases.
+
+Exec roots are built by hardlinking from here, so an input that is already cached
+costs one ``link`` syscall. Executable and non-executable copies are separate files
+(a hardlink shares its inode, and so its mode), so one blob used both ways never
+flips another lease's permissions.
+
+Fetches get only what is missing, deduplicated across concurrent leases: small
+blobs through the source's batched ``get_many``, large ones streamed to a temp file.
+Every blob is verified against its digest before it enters the cache, and enters
+by rename, so a crash or a bad download never leaves a wrong file under a good
+name. The cache is capped by size and evicts least recently used files that no
+lease is linking at that moment; a file already linked into an exec root lives on
+there even if evicted here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import shutil
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Collection, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from cas.digest import ALGORITHMS, Digest, algorithm_named
+from cas.errors import Internal, MissingBlobs, NotFound, ReapiError
+from cas.store import BlobStore
+from cas.verify import verify_bytes
+
+# (digest, executable): one cache file.
+CacheKey = tuple[Digest, bool]
+
+# Blobs up to this size are fetched in batches and held in memory briefly.
+SMALL_BLOB = 1 << 20
+# How many bytes of small blobs one batched fetch holds in memory at once.
+BATCH_BYTES = 8 << 20
+_MODE = {False: 0o444, True: 0o555}
+_LINK_FALLBACK_ERRNOS = {errno.EXDEV, errno.EMLINK, errno.EPERM, errno.EACCES, errno.ENOTSUP}
+
+
+def _cache_name(digest: Digest, executable: bool) -> str:
+    return f"{digest.hash}-{digest.size_bytes}{'-x' if executable else ''}"
+
+
+def _parse_cache_name(function_name: str, name: str) -> CacheKey | None:
+    algorithm = algorithm_named(function_name)
+    parts = name.split("-")
+    if algorithm is None or len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "x"):
+        return None
+    try:
+        return Digest.parse(parts[0], int(parts[1]), algorithm.function), len(parts) == 3
+    except (ValueError, ReapiError):
+        return None
+
+
+class FileCache:
+    """Blob files under ``root``; fetched from ``source`` on demand."""
+
+    def __init__(self, root: Path, max_bytes: int, entries: Iterable[tuple[CacheKey, int]] = ()) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self._tmp = root / "tmp"
+        self._lru: OrderedDict[CacheKey, int] = OrderedDict(entries)
+        self.total_bytes = sum(self._lru.values())
+        self._pins: dict[CacheKey, int] = {}
+        self._inflight: dict[Digest, asyncio.Future[None]] = {}
+        self.fetched_blobs = 0  # counters for tests and metrics
+        self.fetched_bytes = 0
+
+    @classmethod
+    async def open(cls, root: Path, max_bytes: int) -> FileCache:
+        """Create the layout if needed and index what an earlier run left (LRU by mtime)."""
+        entries = await asyncio.to_thread(_scan, root)
+        return cls(root, max_bytes, entries)
+
+    def __contains__(self, key: CacheKey) -> bool:
+        return key in self._lru
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def path_of(self, digest: Digest, executable: bool) -> Path:
+        return self.root / digest.algorithm.name / digest.hash[:2] / _cache_name(digest, executable)
+
+    # -- the one public operation exec roots need ------------------------------------
+
+    @asynccontextmanager
+    async def pinned(self, keys: Collection[CacheKey], source: BlobStore) -> AsyncIterator[None]:
+        """Inside the block, every key's file (``path_of``) is present and will not be evicted."""
+        keys = set(keys)
+        self._pin(keys)
+        try:
+            await self.ensure(keys, source)
+            for key in keys:
+                self._lru.move_to_end(key)
+            yield
+        finally:
+            self._unpin(keys)
+            self._evict()
+
+    def _pin(self, keys: Iterable[CacheKey]) -> None:
+        for key in keys:
+            self._pins[key] = self._pins.get(key, 0) + 1
+
+    def _unpin(self, keys: Iterable[CacheKey]) -> None:
+        for key in keys:
+            count = self._pins.pop(key) - 1
+            if count:
+                self._pins[key] = count
+
+    async def ensure(self, keys: Collection[CacheKey], source: BlobStore) -> None:
+        """Have every (digest, executable) file present; MissingBlobs names what the source lacks."""
+        wanted = [k for k in keys if k not in self._lru]
+        if not wanted:
+            return
+        # Blobs another lease is fetching are awaited, not fetched twice; if that
+        # fetch fails, whatever is still absent is fetched here (with our own error).
+        waits = {self._inflight[d] for d, _ in wanted if d in self._inflight}
+        if waits:
+            await asyncio.gather(*waits, return_exceptions=True)
+        to_fetch = {
+            d for d, _ in wanted
+            if (d, True) not in self._lru and (d, False) not in self._lru and d not in self._inflight
+        }
+        if to_fetch:
+            await self._fetch(to_fetch, source)
+        racing = {self._inflight[d] for d, _ in wanted if d in self._inflight}
+        if racing:  # started by another lease while we awaited; rare
+            await asyncio.gather(*racing, return_exceptions=True)
+        # A copy in the other mode is a local copy away.
+        copies = [(d, x) for d, x in wanted if (d, x) not in self._lru]
+        absent = {d for d, x in copies if (d, not x) not in self._lru}
+        if absent:
+            raise MissingBlobs(absent, "input blobs")
+        if copies:
+            await self._copy_modes(copies)
+
+    # -- fetching -----------------------------------------------------------------------
+
+    async def _fetch(self, digests: set[Digest], source: BlobStore) -> None:
+        loop = asyncio.get_running_loop()
+        futures = {d: loop.create_future() for d in digests}
+        self._inflight.update(futures)
+        try:
+            small = sorted((d for d in digests if d.size_bytes <= SMALL_BLOB), key=lambda d: d.size_bytes)
+            large = [d for d in digests if d.size_bytes > SMALL_BLOB]
+            results = await asyncio.gather(
+                *(self._fetch_small(group, source) for group in _groups(small)),
+                *(self._fetch_large(d, source) for d in large),
+                return_exceptions=True,
+            )
+            missing: set[Digest] = set()
+            for result in results:
+                if isinstance(result, MissingBlobs):
+                    missing.update(result.digests)
+                elif isinstance(result, BaseException):
+                    raise result
+            if missing:
+                raise MissingBlobs(missing, "input blobs")
+        finally:
+            for digest, future in futures.items():
+                self._inflight.pop(digest, None)
+                future.set_result(None)  # waiters re-check the index themselves
+
+    async def _fetch_small(self, digests: list[Digest], source: BlobStore) -> None:
+        found = await source.get_many(digests)
+        missing = [d for d in digests if d not in found]
+        items = [(d, found[d]) for d in digests if d in found]
+        await asyncio.to_thread(self._store_verified, items)
+        for digest, data in items:
+            self._add((digest, False), len(data))
+        if missing:
+            raise MissingBlobs(missing, "input blobs")
+
+    def _store_verified(self, items: list[tuple[Digest, bytes]]) -> None:
+        for digest, data in items:
+            try:
+                verify_bytes(digest, data)
+            except ReapiError as err:
+                raise Internal(f"the CAS returned corrupt content for input {digest}: {err.message}") from None
+            self._write_file(self.path_of(digest, False), data, False)
+
+    async def _fetch_large(self, digest: Digest, source: BlobStore) -> None:
+        """Stream one large blob to a temp file, hashing as it goes, then rename it in."""
+        tmp = self._tmp / uuid.uuid4().hex
+        hasher = digest.algorithm.new()
+        size = 0
+
+        def write(f: BinaryIO, chunk: bytes) -> None:
+            hasher.update(chunk)
+            f.write(chunk)
+
+        try:
+            with open(tmp, "wb") as f:
+                async for chunk in source.read(digest):
+                    size += len(chunk)
+                    await asyncio.to_thread(write, f, chunk)
+            if size != digest.size_bytes or hasher.hexdigest() != digest.hash:
+                raise Internal(f"the CAS returned corrupt content for input {digest} ({size} bytes received)")
+            os.chmod(tmp, _MODE[False])
+            _rename_into(tmp, self.path_of(digest, False))
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, NotFound):
+                raise MissingBlobs([digest], "input blobs") from None
+            raise
+        self._add((digest, False), size)
+
+    async def _copy_modes(self, keys: list[CacheKey]) -> None:
+        """Make the other-mode copy of blobs already cached in one mode."""
+        sources = [(d, not x) for d, x in keys]
+
+        def copy_all() -> None:
+            for digest, executable in keys:
+                source = self.path_of(digest, not executable)
+                tmp = self._tmp / uuid.uuid4().hex
+                shutil.copyfile(source, tmp)
+                os.chmod(tmp, _MODE[executable])
+                _rename_into(tmp, self.path_of(digest, executable))
+
+        self._pin(sources)
+        try:
+            await asyncio.to_thread(copy_all)
+        finally:
+            self._unpin(sources)
+        for digest, executable in keys:
+            self._add((digest, executable), digest.size_bytes)
+
+    def _write_file(self, path: Path, data: bytes, executable: bool) -> None:
+        tmp = self._tmp / uuid.uuid4().hex
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _MODE[executable])
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        _rename_into(tmp, path)
+
+    # -- adding outputs and bookkeeping ---------------------------------------------------
+
+    def adopt(self, source: Path, digest: Digest, executable: bool) -> bool:
+        """Hardlink a finished output into the cache (blocking; call in a thread).
+
+        Outputs of one action are often inputs of the next; taking them costs a link.
+        The caller must not change ``source`` afterwards (exec roots are deleted).
+        """
+        key = (digest, executable)
+        if key in self._lru:
+            return False
+        tmp = self._tmp / uuid.uuid4().hex
+        try:
+            os.link(source, tmp)
+            os.chmod(tmp, _MODE[executable])
+            _rename_into(tmp, self.path_of(digest, executable))
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            return False
+        return True
+
+    def note_adopted(self, digest: Digest, executable: bool) -> None:
+        """Index a file ``adopt`` placed (on the event loop, where the index lives)."""
+        self._add((digest, executable), digest.size_bytes)
+
+    def _add(self, key: CacheKey, size: int) -> None:
+        if key in self._lru:
+            self._lru.move_to_end(key)
+            return
+        self._lru[key] = size
+        self.total_bytes += size
+        self.fetched_blobs += 1
+        self.fetched_bytes += size
+
+    def _evict(self) -> None:
+        if self.total_bytes <= self.max_bytes:
+            return
+        for key in list(self._lru):
+            if self.total_bytes <= self.max_bytes:
+                break
+            if key in self._pins or key[0] in self._inflight:
+                continue
+            size = self._lru.pop(key)
+            self.total_bytes -= size
+            try:
+                os.unlink(self.path_of(*key))
+            except FileNotFoundError:
+                pass
+
+
+def _groups(digests: list[Digest]) -> Iterable[list[Digest]]:
+    group: list[Digest] = []
+    total = 0
+    for digest in digests:
+        if group and total + digest.size_bytes > BATCH_BYTES:
+            yield group
+            group, total = [], 0
+        group.append(digest)
+        total += digest.size_bytes
+    if group:
+        yield group
+
+
+def _rename_into(tmp: Path, path: Path) -> None:
+    """Rename, creating the two-level fan-out directory the first time it is needed."""
+    try:
+        os.rename(tmp, path)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(tmp, path)
+
+
+def link_or_copy(source: Path | str, dest: Path | str, executable: bool) -> None:
+    """Hardlink ``source`` to ``dest`` (blocking); copy where links are impossible."""
+    try:
+        os.link(source, dest)
+    except OSError as exc:
+        if exc.errno not in _LINK_FALLBACK_ERRNOS:
+            raise
+        shutil.copyfile(source, dest)
+        os.chmod(dest, _MODE[executable])
+
+
+def _scan(root: Path) -> list[tuple[CacheKey, int]]:
+    """Create the directory layout and list valid cache files, oldest first."""
+    tmp = root / "tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    found: list[tuple[float, CacheKey, int]] = []
+    for algorithm in ALGORITHMS.values():
+        base = root / algorithm.name
+        if not base.is_dir():
+            continue
+        for sub in os.scandir(base):
+            if not sub.is_dir(follow_symlinks=False):
+                continue
+            with os.scandir(sub.path) as it:
+                for entry in it:
+                    key = _parse_cache_name(algorithm.name, entry.name)
+                    stat = entry.stat(follow_symlinks=False)
+                    if key is None or stat.st_size != key[0].size_bytes or not entry.is_file(follow_symlinks=False):
+                        os.unlink(entry.path)  # a stray or truncated file; never serve it
+                        continue
+                    found.append((stat.st_mtime, key, stat.st_size))
+    found.sort(key=lambda item: item[0])
+    return [(key, size) for _, key, size in found]

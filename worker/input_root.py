@@ -1,0 +1,163 @@
+"""Input roots: an action's input tree, checked, then hardlinked into a fresh exec root.
+
+Two steps, so the dangerous part is pure and testable on its own:
+
+``plan_layout`` walks the Directory protos and decides every path the worker will
+create, refusing (INVALID_ARGUMENT) names that could leave the exec root (``/``,
+``.``, ``..``, empty), duplicate names, and symlinks whose target resolves outside
+the exec root, following the tree's own symlinks the way the kernel would (a
+symlink to ``.`` followed by ``..`` escapes even though each looks harmless).
+Nothing is touched until the whole plan is accepted.
+
+``InputRootBuilder.build`` fetches what the local FileCache lacks, then creates the
+directories, links the files and makes the symlinks in one blocking job on a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cas.digest import Digest
+from cas.errors import InvalidArgument
+from cas.store import BlobStore
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from worker.directories import DirectoryCache
+from worker.file_cache import FileCache, link_or_copy
+
+MAX_SYMLINK_HOPS = 40  # as Linux's MAXSYMLINKS
+
+
+@dataclass
+class InputLayout:
+    """Relative POSIX paths to create; directories parents first."""
+
+    directories: list[str] = field(default_factory=list)
+    files: list[tuple[Digest, bool, str]] = field(default_factory=list)
+    symlinks: list[tuple[str, str]] = field(default_factory=list)
+
+    def cache_keys(self) -> set[tuple[Digest, bool]]:
+        return {(digest, executable) for digest, executable, _ in self.files}
+
+
+def check_name(name: str, where: str) -> None:
+    """A single path component that stays where it is put."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise InvalidArgument(f"input tree: {where} has the unsafe name {name!r} (names must be single path components)")
+
+
+def plan_layout(root: Digest, tree: Mapping[Digest, re_pb2.Directory]) -> InputLayout:
+    """Every path of the tree under ``root``, validated; INVALID_ARGUMENT if any is unsafe."""
+    layout = InputLayout()
+    symlinks: dict[str, str] = {}
+    queue: deque[tuple[str, Digest]] = deque([("", root)])
+    while queue:
+        prefix, digest = queue.popleft()
+        directory = tree[digest]
+        where = f"directory {prefix or '(root)'!r}"
+        seen: set[str] = set()
+
+        def claim(name: str) -> str:
+            check_name(name, where)
+            if name in seen:
+                raise InvalidArgument(f"input tree: {where} lists {name!r} twice")
+            seen.add(name)
+            return f"{prefix}{name}"
+
+        for node in directory.files:
+            path = claim(node.name)
+            layout.files.append((Digest.from_proto(node.digest, root.function), node.is_executable, path))
+        for node in directory.directories:
+            path = claim(node.name)
+            layout.directories.append(path)
+            queue.append((f"{path}/", Digest.from_proto(node.digest, root.function)))
+        for node in directory.symlinks:
+            path = claim(node.name)
+            if not node.target:
+                raise InvalidArgument(f"input tree: symlink {path!r} has an empty target")
+            symlinks[path] = node.target
+            layout.symlinks.append((path, node.target))
+    for path, target in layout.symlinks:
+        if resolve_inside(path, target, symlinks) is None:
+            raise InvalidArgument(f"input tree: symlink {path!r} -> {target!r} points outside the exec root")
+    return layout
+
+
+def resolve_inside(link_path: str, target: str, symlinks: Mapping[str, str]) -> list[str] | None:
+    """The components ``target`` resolves to from ``link_path``'s directory, or None if it leaves the root.
+
+    Symlinks in the tree are expanded as the kernel would; components the tree does not
+    have are taken literally. Absolute targets and loops count as escaping.
+    """
+    if target.startswith("/"):
+        return None
+    resolved: list[str] = []
+    pending = deque(link_path.split("/")[:-1] + target.split("/"))
+    hops = 0
+    while pending:
+        part = pending.popleft()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not resolved:
+                return None
+            resolved.pop()
+            continue
+        resolved.append(part)
+        link = symlinks.get("/".join(resolved))
+        if link is not None:
+            hops += 1
+            if hops > MAX_SYMLINK_HOPS or link.startswith("/"):
+                return None
+            resolved.pop()
+            pending.extendleft(reversed(link.split("/")))
+    return resolved
+
+
+def materialise(exec_root: Path, layout: InputLayout, sources: Mapping[tuple[Digest, bool], Path]) -> None:
+    """Create the planned tree under ``exec_root`` (blocking). ``exec_root`` must be new."""
+    root = str(exec_root)
+    os.mkdir(root)
+    mkdir, symlink, join = os.mkdir, os.symlink, os.path.join
+    for path in layout.directories:
+        mkdir(join(root, path))
+    for digest, executable, path in layout.files:
+        link_or_copy(sources[(digest, executable)], join(root, path), executable)
+    for path, target in layout.symlinks:
+        symlink(target, join(root, path))
+
+
+class InputRootBuilder:
+    """Builds exec roots from input root digests, through the shared caches."""
+
+    def __init__(self, files: FileCache, directories: DirectoryCache, max_cached_layouts: int = 256) -> None:
+        self.files = files
+        self.directories = directories
+        # Repeated input roots (the same action retried, tests run again) skip planning.
+        self._layouts: OrderedDict[Digest, InputLayout] = OrderedDict()
+        self._max_layouts = max_cached_layouts
+
+    async def layout(self, root: Digest, source: BlobStore) -> InputLayout:
+        cached = self._layouts.get(root)
+        if cached is not None:
+            self._layouts.move_to_end(root)
+            return cached
+        tree = await self.directories.tree(root, source)
+        layout = plan_layout(root, tree)
+        self._layouts[root] = layout
+        if len(self._layouts) > self._max_layouts:
+            self._layouts.popitem(last=False)
+        return layout
+
+    async def build(self, root: Digest, exec_root: Path, source: BlobStore) -> InputLayout:
+        """Fetch and check the tree, then create it at ``exec_root`` (which must not exist yet)."""
+        layout = await self.layout(root, source)
+        keys = layout.cache_keys()
+        async with self.files.pinned(keys, source):
+            sources = {key: self.files.path_of(*key) for key in keys}
+            await asyncio.to_thread(materialise, exec_root, layout, sources)
+        return layout
