@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,7 @@ def server_config(
     workdir: Path,
     *,
     stores: Mapping[str, Mapping[str, Any]] | None = None,
-    instances: list[Mapping[str, Any]] | None = None,
+    instances: Sequence[Mapping[str, Any]] | None = None,
     **sections: Mapping[str, Any],
 ) -> dict[str, Any]:
     """A config dict: listen on a free port; default stores under ``workdir/data``."""
@@ -46,7 +46,7 @@ def server_config(
     return {
         "server": server,
         "stores": dict(stores) if stores is not None else default_stores(workdir / "data"),
-        "instances": instances or [{"name": WILDCARD_INSTANCE, "cas": "cas", "ac": "ac"}],
+        "instances": list(instances) if instances else [{"name": WILDCARD_INSTANCE, "cas": "cas", "ac": "ac"}],
         **sections,
     }
 
