@@ -1,0 +1,304 @@
+"""RemoteStore: another REAPI endpoint's CAS, used as a BlobStore.
+
+The worker fetches inputs and uploads outputs through this; the server may use it
+as a "grpc" store to front another CAS. Each call picks the cheapest protocol:
+FindMissingBlobs for existence, BatchReadBlobs / BatchUpdateBlobs for blobs that fit
+in a batch (many per round trip, requests sent in parallel), ByteStream for large
+ones (streamed, bounded memory). One channel is kept open for the store's lifetime.
+
+Content is not verified here (that is VerifyingStore's job, or the caller's): the
+store only moves bytes. gRPC failures become ReapiError subclasses, with the
+endpoint named in the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from typing import Any
+
+import grpc
+
+from cas.digest import Digest
+from cas.errors import Internal, NotFound, ReapiError
+from cas.rpc_errors import error_from_rpc, error_from_status
+from cas.store import READ_CHUNK_SIZE, BlobStore
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
+from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
+from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
+
+# What a batch entry costs beyond its data (digest, framing), so batches built to
+# ``max_batch_bytes`` stay under the server's limit.
+BATCH_ENTRY_OVERHEAD = 256
+# FindMissingBlobs requests are split so none nears a 4 MiB message.
+FIND_MISSING_CHUNK = 10_000
+DEFAULT_MAX_BATCH_BYTES = 4 << 20
+
+
+def blob_path(digest: Digest) -> str:
+    """``blobs/{fn/}{hash}/{size}``: the function segment only where the hash length cannot tell it."""
+    algorithm = digest.algorithm
+    fn = "" if algorithm.inferable else f"{algorithm.name}/"
+    return f"blobs/{fn}{digest.hash}/{digest.size_bytes}"
+
+
+def with_instance(instance_name: str, path: str) -> str:
+    return f"{instance_name}/{path}" if instance_name else path
+
+
+def read_resource_name(instance_name: str, digest: Digest) -> str:
+    return with_instance(instance_name, blob_path(digest))
+
+
+def write_resource_name(instance_name: str, digest: Digest, upload_id: str) -> str:
+    return with_instance(instance_name, f"uploads/{upload_id}/{blob_path(digest)}")
+
+
+def _by_function(digests: Iterable[Digest]) -> dict[int, list[Digest]]:
+    groups: dict[int, list[Digest]] = {}
+    for digest in digests:
+        groups.setdefault(digest.function, []).append(digest)
+    return groups
+
+
+def _request_function(function: int) -> Any:
+    """The digest_function to send: unset for SHA-256 so v2.0 servers need not know the field."""
+    return 0 if function == re_pb2.DigestFunction.SHA256 else function
+
+
+class RemoteStore(BlobStore):
+    """The CAS of the REAPI endpoint behind ``channel`` (shared, not owned)."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        instance_name: str = "",
+        *,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        max_parallel_calls: int = 16,
+        name: str = "remote",
+        upload_ids: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.instance_name = instance_name
+        self.max_batch_bytes = max_batch_bytes
+        self.name = name
+        self._cas = re_grpc.ContentAddressableStorageStub(channel)
+        self._bytestream = bs_grpc.ByteStreamStub(channel)
+        self._calls = asyncio.Semaphore(max_parallel_calls)
+        self._upload_ids = upload_ids
+
+    def fits_in_batch(self, digest: Digest) -> bool:
+        return digest.size_bytes + BATCH_ENTRY_OVERHEAD <= self.max_batch_bytes
+
+    def _error(self, exc: grpc.aio.AioRpcError, what: str) -> ReapiError:
+        return error_from_rpc(exc, f"{self.name} {what}")
+
+    # -- existence ---------------------------------------------------------------
+
+    async def find_missing(self, digests: Collection[Digest]) -> set[Digest]:
+        wanted = [d for d in set(digests) if not d.is_empty]
+        calls = [
+            self._find_missing_chunk(function, group[i : i + FIND_MISSING_CHUNK])
+            for function, group in _by_function(wanted).items()
+            for i in range(0, len(group), FIND_MISSING_CHUNK)
+        ]
+        missing: set[Digest] = set()
+        for part in await asyncio.gather(*calls):
+            missing |= part
+        return missing
+
+    async def _find_missing_chunk(self, function: int, digests: list[Digest]) -> set[Digest]:
+        request = re_pb2.FindMissingBlobsRequest(
+            instance_name=self.instance_name,
+            blob_digests=[d.to_proto() for d in digests],
+            digest_function=_request_function(function),
+        )
+        async with self._calls:
+            try:
+                response = await self._cas.FindMissingBlobs(request)
+            except grpc.aio.AioRpcError as exc:
+                raise self._error(exc, "FindMissingBlobs") from None
+        return {Digest(p.hash, p.size_bytes, function) for p in response.missing_blob_digests}
+
+    # -- reads -------------------------------------------------------------------
+
+    async def read(self, digest: Digest, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:
+        if digest.is_empty and offset == 0:
+            return
+        request = bs_pb2.ReadRequest(
+            resource_name=read_resource_name(self.instance_name, digest), read_offset=offset, read_limit=limit or 0
+        )
+        try:
+            async for response in self._bytestream.Read(request):
+                if response.data:
+                    yield response.data
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc, f"ByteStream.Read of {digest}") from None
+
+    async def get_bytes(self, digest: Digest, max_size: int | None = None) -> bytes:
+        if self.fits_in_batch(digest) and (max_size is None or digest.size_bytes <= max_size):
+            found = await self.get_many([digest])
+            if digest not in found:
+                raise NotFound(f"{digest} not found in {self.name}")
+            return found[digest]
+        return await super().get_bytes(digest, max_size)
+
+    async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
+        """Small blobs in parallel batches, large ones streamed in parallel; absent ones left out."""
+        unique = set(digests)
+        out: dict[Digest, bytes] = {d: b"" for d in unique if d.is_empty}
+        small = sorted((d for d in unique if not d.is_empty and self.fits_in_batch(d)), key=lambda d: d.size_bytes)
+        large = [d for d in unique if not d.is_empty and not self.fits_in_batch(d)]
+        calls: list[Awaitable[dict[Digest, bytes]]] = []
+        for function, group in _by_function(small).items():
+            calls.extend(self._batch_read(function, batch) for batch in self._batches(group))
+        calls.extend(self._read_whole_or_none(d) for d in large)
+        for part in await asyncio.gather(*calls):
+            out.update(part)
+        return out
+
+    def _batches(self, digests: list[Digest]) -> Iterable[list[Digest]]:
+        batch: list[Digest] = []
+        total = 0
+        for digest in digests:
+            cost = digest.size_bytes + BATCH_ENTRY_OVERHEAD
+            if batch and total + cost > self.max_batch_bytes:
+                yield batch
+                batch, total = [], 0
+            batch.append(digest)
+            total += cost
+        if batch:
+            yield batch
+
+    async def _batch_read(self, function: int, digests: list[Digest]) -> dict[Digest, bytes]:
+        request = re_pb2.BatchReadBlobsRequest(
+            instance_name=self.instance_name,
+            digests=[d.to_proto() for d in digests],
+            digest_function=_request_function(function),
+        )
+        async with self._calls:
+            try:
+                response = await self._cas.BatchReadBlobs(request)
+            except grpc.aio.AioRpcError as exc:
+                raise self._error(exc, f"BatchReadBlobs of {len(digests)} blobs") from None
+        out: dict[Digest, bytes] = {}
+        for item in response.responses:
+            digest = Digest(item.digest.hash, item.digest.size_bytes, function)
+            if item.status.code == grpc.StatusCode.NOT_FOUND.value[0]:
+                continue
+            if item.status.code != 0:
+                raise error_from_status(item.status, f"{self.name} BatchReadBlobs of {digest}")
+            out[digest] = item.data
+        return out
+
+    async def _read_whole_or_none(self, digest: Digest) -> dict[Digest, bytes]:
+        async with self._calls:
+            try:
+                return {digest: b"".join([chunk async for chunk in self.read(digest)])}
+            except NotFound:
+                return {}
+
+    # -- writes ------------------------------------------------------------------
+
+    async def write(self, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
+        """Stream with ByteStream.Write; an error in ``chunks`` cancels the call, so nothing commits."""
+        resource_name = write_resource_name(self.instance_name, digest, self._upload_ids())
+        call = self._bytestream.Write()
+        offset = 0
+        try:
+            async for chunk in chunks:
+                for start in range(0, len(chunk), READ_CHUNK_SIZE):
+                    piece = chunk[start : start + READ_CHUNK_SIZE]
+                    request = bs_pb2.WriteRequest(write_offset=offset, data=piece)
+                    if offset == 0:
+                        request.resource_name = resource_name
+                    await call.write(request)
+                    offset += len(piece)
+            await call.write(bs_pb2.WriteRequest(resource_name=resource_name if offset == 0 else "",
+                                                 write_offset=offset, finish_write=True))
+            await call.done_writing()
+            response = await call
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+            # The server may end the call early when the blob already exists; a send
+            # racing that end fails here. The blob being there now is success.
+            if not await self.find_missing([digest]):
+                return
+            if isinstance(exc, grpc.aio.AioRpcError):
+                raise self._error(exc, f"ByteStream.Write of {digest}") from None
+            raise Internal(f"{self.name} ByteStream.Write of {digest} ended early: {exc!r}") from None
+        except BaseException:
+            call.cancel()
+            raise
+        if response.committed_size not in (digest.size_bytes, -1):
+            raise Internal(
+                f"{self.name} ByteStream.Write of {digest}: server committed {response.committed_size} bytes"
+            )
+
+    async def put_bytes(self, digest: Digest, data: bytes) -> None:
+        if digest.is_empty:
+            return
+        if self.fits_in_batch(digest):
+            failures = await self.put_many({digest: data})
+            if digest in failures:
+                raise failures[digest]
+            return
+        await super().put_bytes(digest, data)
+
+    async def put_many(self, blobs: Mapping[Digest, bytes]) -> dict[Digest, ReapiError]:
+        """Small blobs in parallel BatchUpdateBlobs calls, large ones with ByteStream."""
+        wanted = {d: v for d, v in blobs.items() if not d.is_empty}
+        small = sorted((d for d in wanted if self.fits_in_batch(d)), key=lambda d: d.size_bytes)
+        large = [d for d in wanted if not self.fits_in_batch(d)]
+        calls: list[Awaitable[dict[Digest, ReapiError]]] = []
+        for function, group in _by_function(small).items():
+            calls.extend(self._batch_update(function, {d: wanted[d] for d in batch}) for batch in self._batches(group))
+        calls.extend(self._write_one(d, wanted[d]) for d in large)
+        failures: dict[Digest, ReapiError] = {}
+        for part in await asyncio.gather(*calls):
+            failures.update(part)
+        return failures
+
+    async def _batch_update(self, function: int, blobs: dict[Digest, bytes]) -> dict[Digest, ReapiError]:
+        request = re_pb2.BatchUpdateBlobsRequest(instance_name=self.instance_name,
+                                                 digest_function=_request_function(function))
+        for digest, data in blobs.items():
+            request.requests.add(digest=digest.to_proto(), data=data)
+        async with self._calls:
+            try:
+                response = await self._cas.BatchUpdateBlobs(request)
+            except grpc.aio.AioRpcError as exc:
+                err = self._error(exc, f"BatchUpdateBlobs of {len(blobs)} blobs")
+                return {d: err for d in blobs}
+        failures: dict[Digest, ReapiError] = {}
+        for item in response.responses:
+            if item.status.code != 0:
+                digest = Digest(item.digest.hash, item.digest.size_bytes, function)
+                failures[digest] = error_from_status(item.status, f"{self.name} BatchUpdateBlobs of {digest}")
+        return failures
+
+    async def _write_one(self, digest: Digest, data: bytes) -> dict[Digest, ReapiError]:
+        async with self._calls:
+            try:
+                await self.write(digest, _chunks_of(data))
+            except ReapiError as err:
+                return {digest: err}
+        return {}
+
+
+async def _chunks_of(data: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(view), READ_CHUNK_SIZE):
+        yield bytes(view[start : start + READ_CHUNK_SIZE])
+
+
+async def fetch_max_batch_bytes(channel: grpc.aio.Channel, instance_name: str, default: int = DEFAULT_MAX_BATCH_BYTES) -> int:
+    """The server's advertised batch limit (0 there means no limit of its own: keep ``default``)."""
+    stub = re_grpc.CapabilitiesStub(channel)
+    try:
+        capabilities = await stub.GetCapabilities(re_pb2.GetCapabilitiesRequest(instance_name=instance_name))
+    except grpc.aio.AioRpcError as exc:
+        raise error_from_rpc(exc, "GetCapabilities") from None
+    limit = capabilities.cache_capabilities.max_batch_total_size_bytes
+    return min(limit, default) if limit > 0 else default
