@@ -68,19 +68,19 @@ def plan_layout(root: Digest, tree: Mapping[Digest, re_pb2.Directory]) -> InputL
             seen.add(name)
             return f"{prefix}{name}"
 
-        for node in directory.files:
-            path = claim(node.name)
-            layout.files.append((Digest.from_proto(node.digest, root.function), node.is_executable, path))
-        for node in directory.directories:
-            path = claim(node.name)
+        for file in directory.files:
+            path = claim(file.name)
+            layout.files.append((Digest.from_proto(file.digest, root.function), file.is_executable, path))
+        for child in directory.directories:
+            path = claim(child.name)
             layout.directories.append(path)
-            queue.append((f"{path}/", Digest.from_proto(node.digest, root.function)))
-        for node in directory.symlinks:
-            path = claim(node.name)
-            if not node.target:
+            queue.append((f"{path}/", Digest.from_proto(child.digest, root.function)))
+        for link in directory.symlinks:
+            path = claim(link.name)
+            if not link.target:
                 raise InvalidArgument(f"input tree: symlink {path!r} has an empty target")
-            symlinks[path] = node.target
-            layout.symlinks.append((path, node.target))
+            symlinks[path] = link.target
+            layout.symlinks.append((path, link.target))
     for path, target in layout.symlinks:
         if resolve_inside(path, target, symlinks) is None:
             raise InvalidArgument(f"input tree: symlink {path!r} -> {target!r} points outside the exec root")

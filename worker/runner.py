@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -159,7 +160,7 @@ async def run(request: RunRequest) -> RunResult:
     )
 
 
-async def _reap(process: subprocess.Popen[bytes], watch: _ExitWatch) -> tuple[int, os.struct_rusage]:
+async def _reap(process: subprocess.Popen[bytes], watch: _ExitWatch) -> tuple[int, resource.struct_rusage]:
     await watch.exited
     watch.close()
     _, status, usage = os.wait4(process.pid, 0)
