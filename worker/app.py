@@ -1,0 +1,216 @@
+"""reapi-worker: the composition root. Every part of the worker is wired here.
+
+    reapi-worker --server grpc://HOST:PORT [--instance NAME] [--concurrency N]
+                 [--property KEY=VALUE ...] [--cache-dir DIR] [--work-dir DIR] [--config FILE]
+
+The worker talks to the server only over gRPC (Bots, CAS, ByteStream, LogStream
+writes); it never imports the server. See docs/WORKER.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import grpc
+
+from cas.config import ConfigError, expand_path
+from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
+from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc
+from worker.config import WorkerConfig, load_worker_config, target_of
+from worker.daemon import BotDaemon, SessionSettings
+from worker.directories import DirectoryCache
+from worker.executors.local import ExecutionSettings, LocalExecutor, remove_tree
+from worker.executors.logged import LoggedExecutor
+from worker.executors.metrics import ExecutionMetrics, MetricsExecutor
+from worker.executors.timestamped import TimestampedExecutor
+from worker.file_cache import FileCache
+from worker.input_root import InputRootBuilder
+from worker.logs import LogTail
+from worker.platform import PlatformProperties, detect_host, parse_property_args
+from worker.remote_stores import RemoteStores
+
+log = logging.getLogger("reapi.worker")
+
+MESSAGE_LIMIT = 64 << 20
+
+
+def channel_options() -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+        ("grpc.max_send_message_length", MESSAGE_LIMIT),
+        # Reconnect quickly after a server restart (gRPC's default backoff reaches 120 s).
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+def open_channel(server: str) -> grpc.aio.Channel:
+    target, secure = target_of(server)
+    if secure:
+        return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=channel_options())
+    return grpc.aio.insecure_channel(target, options=channel_options())
+
+
+@dataclass
+class Worker:
+    """A wired worker; ``run`` serves leases until ``stop`` is set."""
+
+    config: WorkerConfig
+    channel: grpc.aio.Channel
+    daemon: BotDaemon
+    local: LocalExecutor
+    files: FileCache
+    metrics: ExecutionMetrics
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self.daemon.run(stop)
+        finally:
+            await self.local.drain()
+            await self.channel.close()
+            log.info("worker stopped: %s", self.metrics.summary())
+
+
+async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> Worker:
+    """Open the cache, prepare the work directory and wire the executor chain."""
+    bot_id = config.bot_id or f"{socket.gethostname()}.{os.getpid()}"
+    await asyncio.to_thread(_prepare_work_dir, config.work_dir)
+    files = await FileCache.open(config.cache_dir, config.cache_max_size)
+    if not _same_filesystem(config.cache_dir, config.work_dir):
+        log.warning("cache_dir and work_dir are on different filesystems: inputs will be copied, not hardlinked")
+    channel = open_channel(config.server)
+    bytestream = bs_grpc.ByteStreamStub(channel)
+    metrics = ExecutionMetrics()
+
+    def live_log(write_name: str, path: Path) -> LogTail:
+        return LogTail(bytestream, write_name, path, config.live_log_interval)
+
+    local = LocalExecutor(
+        stores=RemoteStores(channel),
+        inputs=InputRootBuilder(files, DirectoryCache()),
+        work_dir=config.work_dir,
+        settings=ExecutionSettings(
+            default_path=config.default_path,
+            default_timeout=config.default_timeout,
+            max_timeout=config.max_timeout,
+            kill_grace=config.kill_grace,
+        ),
+        live_logs=live_log,
+    )
+    # The chain, innermost first: local -> timestamped -> metrics -> logged.
+    executor = LoggedExecutor(MetricsExecutor(TimestampedExecutor(local, bot_id), metrics))
+    daemon = BotDaemon(
+        bots_pb2_grpc.BotsStub(channel),
+        executor,
+        properties,
+        SessionSettings(
+            instance_name=config.instance_name,
+            bot_id=bot_id,
+            capacity=config.concurrency,
+            call_timeout=config.call_timeout,
+            drain_timeout=config.drain_timeout,
+        ),
+    )
+    return Worker(config, channel, daemon, local, files, metrics)
+
+
+def _prepare_work_dir(work_dir: Path) -> None:
+    """An empty work directory: exec roots a crashed run left behind are removed."""
+    remove_tree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _same_filesystem(a: Path, b: Path) -> bool:
+    try:
+        return os.stat(a).st_dev == os.stat(b).st_dev
+    except OSError:
+        return False
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="reapi-worker", description="REAPI worker: runs actions leased over the Bots API")
+    parser.add_argument("--server", help="the server, grpc://HOST:PORT (default grpc://127.0.0.1:8980)")
+    parser.add_argument("--instance", help="instance name to serve (default \"\")")
+    parser.add_argument("--concurrency", type=int, help="actions run at once (default: CPU count)")
+    parser.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
+                        help="add or replace a platform property (repeat; ISA=arm-a64 replaces the detected ISA)")
+    parser.add_argument("--cache-dir", help="local CAS cache directory")
+    parser.add_argument("--cache-max-size", help="local CAS cache size cap, e.g. 10GiB")
+    parser.add_argument("--work-dir", help="where exec roots are made (same filesystem as the cache)")
+    parser.add_argument("--bot-id", help="unique, stable id of this worker (default HOST.PID)")
+    parser.add_argument("--config", type=Path, help="TOML file with a [worker] table")
+    parser.add_argument("--log-level", default=os.environ.get("REAPI_LOG_LEVEL", "INFO"))
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> WorkerConfig:
+    from cas.config import parse_size
+
+    config = load_worker_config(args.config)
+    changes: dict[str, object] = {}
+    if args.server:
+        target_of(args.server)
+        changes["server"] = args.server
+    if args.instance is not None:
+        changes["instance_name"] = args.instance
+    if args.concurrency is not None:
+        if args.concurrency < 1:
+            raise ConfigError(f"--concurrency {args.concurrency}: must be at least 1")
+        changes["concurrency"] = args.concurrency
+    if args.cache_dir:
+        changes["cache_dir"] = expand_path(args.cache_dir)
+    if args.cache_max_size:
+        changes["cache_max_size"] = parse_size(args.cache_max_size, "--cache-max-size")
+    if args.work_dir:
+        changes["work_dir"] = expand_path(args.work_dir)
+    if args.bot_id:
+        changes["bot_id"] = args.bot_id
+    if args.property:
+        try:
+            extra = parse_property_args(args.property)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        changes["properties"] = {**config.properties, **extra}
+    return replace(config, **changes)  # type: ignore[arg-type]
+
+
+async def serve(config: WorkerConfig) -> None:
+    properties = detect_host().with_overrides(config.properties)
+    worker = await build_worker(config, properties)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    offered = " ".join(f"{k}={v}" for k, v in properties.pairs())
+    print(f"reapi-worker {worker.daemon.settings.bot_id} serving {config.server} "
+          f"(concurrency {config.concurrency}; {offered})", flush=True)
+    await worker.run(stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+        asyncio.run(serve(config))
+    except ConfigError as exc:
+        print(f"reapi-worker: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""The Bots session loop: take leases, run them through the executor, report results.
+
+It speaks docs/BOTS_PROTOCOL.md with the ``reapi-hold-when-busy`` extension: one
+UpdateBotSession call is always outstanding, held by the server until there is
+something new (a lease, a cancellation). When a lease finishes, that call is
+cancelled and a new one carries the completion at once, so results never wait
+for a poll interval. Every call lists every lease the worker holds; a completed
+lease is listed until an answer leaves it out (the server's acknowledgement).
+
+Robustness:
+- transport errors: retry with capped, jittered exponential backoff; running
+  actions and the local cache are kept (a brief outage costs nothing);
+- NOT_FOUND (the session expired, or the server restarted): the server has
+  requeued our leases, so they are stopped and a new session is created;
+- ``stop`` (SIGTERM): report BOT_TERMINATING (no new leases), let running actions
+  finish for up to ``drain_timeout``, hand the rest back as UNAVAILABLE (the
+  server retries them elsewhere), wait for the acknowledgement, return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from cas.errors import ReapiError, Unavailable
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
+from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc
+from remote_apis_protos.google.devtools.remoteworkers.v1test2 import worker_pb2
+from worker.executors import Executor
+from worker.leases import HeldLease, lease_context, task_for
+from worker.platform import PlatformProperties
+
+log = logging.getLogger("reapi.worker")
+
+DRAIN_CALL_TIMEOUT = 0.9
+DRAIN_HEARTBEAT = 5.0
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    instance_name: str = ""
+    bot_id: str = "reapi-worker"
+    capacity: int = 1
+    call_timeout: float = 60.0  # deadline of each UpdateBotSession (the server holds up to 80% of it)
+    drain_timeout: float = 60.0  # on stop: how long running actions may finish before being handed back
+    backoff_initial: float = 0.1
+    backoff_max: float = 10.0
+
+
+class Backoff:
+    """Capped exponential delays with full jitter; ``reset`` after a success."""
+
+    def __init__(self, initial: float, maximum: float, rng: Callable[[], float] = random.random) -> None:
+        self.initial, self.maximum, self.rng = initial, maximum, rng
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.initial * (2 ** self.attempt))
+        self.attempt += 1
+        return ceiling * (0.5 + 0.5 * self.rng())
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def worker_proto(properties: PlatformProperties, capacity: int) -> worker_pb2.Worker:
+    worker = worker_pb2.Worker()
+    for key, value in properties.pairs():
+        worker.properties.add(key=key, value=value)
+    worker.configs.add(key="capacity", value=str(capacity))
+    worker.configs.add(key="reapi-hold-when-busy", value="true")
+    return worker
+
+
+class BotDaemon:
+    """One Bots session against one server; ``run`` until ``stop`` is set."""
+
+    def __init__(self, bots: bots_pb2_grpc.BotsStub, executor: Executor, properties: PlatformProperties,
+                 settings: SessionSettings, backoff: Backoff | None = None) -> None:
+        self.bots = bots
+        self.executor = executor
+        self.settings = settings
+        self.worker = worker_proto(properties, settings.capacity)
+        self.backoff = backoff or Backoff(settings.backoff_initial, settings.backoff_max)
+        self.session_name = ""
+        self.leases: dict[str, HeldLease] = {}
+        self._changed = asyncio.Event()  # a lease finished: report now
+        self._draining = False
+        self.connected = asyncio.Event()  # set while the server answers (tests, readiness)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        drain_deadline: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            if stop.is_set() and not self._draining:
+                self._draining = True
+                drain_deadline = loop.time() + self.settings.drain_timeout
+                log.info("stopping: finishing %d running actions (up to %.0f s)", self._running(), self.settings.drain_timeout)
+            if self._draining:
+                if drain_deadline is not None and loop.time() >= drain_deadline:
+                    self._hand_back_running()
+                    drain_deadline = None
+                if not self.leases:
+                    break
+                await self._pace_drain(drain_deadline)
+            try:
+                if not self.session_name:
+                    await self._create_session()
+                await self._exchange(stop, drain_deadline)
+                self.backoff.reset()
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.CANCELLED:
+                    continue
+                await self._on_rpc_error(exc, stop)
+                if self._draining and not self.session_name:
+                    break  # nothing left to hand back to
+        await self._stop_all("worker stopped")
+
+    async def _pace_drain(self, drain_deadline: float | None) -> None:
+        """While stopping, calls are not held: wait for news (or a heartbeat) between them."""
+        if self._changed.is_set() or any(held.completed for held in self.leases.values()):
+            return
+        wait = DRAIN_HEARTBEAT
+        if drain_deadline is not None:
+            wait = min(wait, max(0.0, drain_deadline - asyncio.get_running_loop().time()))
+        try:
+            await asyncio.wait_for(self._changed.wait(), wait)
+        except TimeoutError:
+            pass
+
+    async def _create_session(self) -> None:
+        session = bots_pb2.BotSession(bot_id=self.settings.bot_id, status=self._status(), worker=self.worker)
+        call = self.bots.CreateBotSession(
+            bots_pb2.CreateBotSessionRequest(parent=self.settings.instance_name, bot_session=session),
+            timeout=self.settings.call_timeout,
+        )
+        answer = await call
+        self.session_name = answer.name
+        log.info("bot session %s created (bot id %s)", answer.name, self.settings.bot_id)
+        self.connected.set()
+        self._apply(answer, await call.trailing_metadata())
+
+    async def _exchange(self, stop: asyncio.Event, drain_deadline: float | None) -> None:
+        """One UpdateBotSession; cancelled early when a lease finishes or stop is requested."""
+        self._changed.clear()
+        session = bots_pb2.BotSession(name=self.session_name, bot_id=self.settings.bot_id,
+                                      status=self._status(), worker=self.worker,
+                                      leases=[held.to_proto() for held in self.leases.values()])
+        call = self.bots.UpdateBotSession(
+            bots_pb2.UpdateBotSessionRequest(name=self.session_name, bot_session=session),
+            # While stopping, a deadline under 1 s asks the server not to hold the call,
+            # so completions are acknowledged at once.
+            timeout=DRAIN_CALL_TIMEOUT if self._draining else self.settings.call_timeout,
+        )
+        waiters = [asyncio.ensure_future(self._changed.wait())]
+        if not self._draining:
+            waiters.append(asyncio.ensure_future(stop.wait()))
+        answer_task = asyncio.ensure_future(self._answer(call))
+        timeout = None
+        if drain_deadline is not None:
+            timeout = max(0.0, drain_deadline - asyncio.get_running_loop().time())
+        try:
+            done, _ = await asyncio.wait([answer_task, *waiters], timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if answer_task not in done:
+            call.cancel()  # something to report: a fresh call carries it
+            answer_task.cancel()
+            try:
+                await answer_task
+            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                pass
+            return
+        answer, trailing = answer_task.result()
+        self.connected.set()
+        self._apply(answer, trailing)
+
+    @staticmethod
+    async def _answer(call: grpc.aio.UnaryUnaryCall) -> tuple[bots_pb2.BotSession, object]:
+        answer = await call
+        return answer, await call.trailing_metadata()
+
+    async def _on_rpc_error(self, exc: grpc.aio.AioRpcError, stop: asyncio.Event) -> None:
+        self.connected.clear()
+        if exc.code() == grpc.StatusCode.NOT_FOUND and self.session_name:
+            log.warning("bot session %s is gone (%s); its leases were requeued", self.session_name, exc.details())
+            await self._stop_all("session lost")
+            self.session_name = ""
+            if self._draining:
+                return
+        elif exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
+                            grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNIMPLEMENTED):
+            log.error("the server refused the bot session: %s: %s", exc.code().name, exc.details())
+        else:
+            log.warning("server unreachable (%s: %s); retrying", exc.code().name, exc.details())
+        delay = self.backoff.next_delay()
+        try:
+            await asyncio.wait_for(stop.wait(), delay if not self._draining else min(delay, 1.0))
+        except TimeoutError:
+            pass
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def _status(self) -> bots_pb2.BotStatus:
+        return bots_pb2.BotStatus.BOT_TERMINATING if self._draining else bots_pb2.BotStatus.OK
+
+    def _running(self) -> int:
+        return sum(1 for held in self.leases.values() if not held.completed)
+
+    def _apply(self, answer: bots_pb2.BotSession, trailing: object) -> None:
+        """Start new leases, stop cancelled or vanished ones, forget acknowledged completions."""
+        listed = lease_context(answer, trailing, self.settings.instance_name)  # type: ignore[arg-type]
+        present = {lease.id for lease, _, _ in listed}
+        for lease_id in [i for i in self.leases if i not in present]:
+            held = self.leases.pop(lease_id)
+            if not held.completed:
+                log.info("lease %s was taken away; stopping it", lease_id)
+                self._cancel(held)
+        for lease, meta, instance in listed:
+            known = self.leases.get(lease.id)
+            if lease.state == bots_pb2.LeaseState.CANCELLED:
+                if known is not None:
+                    self.leases.pop(lease.id)
+                    if not known.completed:
+                        log.info("lease %s cancelled by the server", lease.id)
+                        self._cancel(known)
+                continue
+            if known is None and lease.state in (bots_pb2.LeaseState.PENDING, bots_pb2.LeaseState.ACTIVE):
+                self._start(lease, meta, instance)
+
+    def _start(self, lease: bots_pb2.Lease, meta: re_pb2.ExecuteOperationMetadata | None, instance: str) -> None:
+        try:
+            task = task_for(lease, meta, instance)
+        except ReapiError as err:
+            held = HeldLease(lease.id, None)
+            response = re_pb2.ExecuteResponse(status=err.to_status())
+            held.complete(response)
+            self.leases[lease.id] = held
+            self._changed.set()
+            return
+        held = HeldLease(lease.id, task)
+        self.leases[lease.id] = held
+        held.runner = asyncio.create_task(self._execute(held), name=f"lease {lease.id}")
+        if self._draining:
+            log.warning("lease %s arrived while stopping; it will be handed back if it runs too long", lease.id)
+        # A new call reports the lease as ACTIVE and keeps one call outstanding.
+        self._changed.set()
+
+    async def _execute(self, held: HeldLease) -> None:
+        assert held.task is not None
+        response = await self.executor.execute(held.task)
+        held.complete(response)
+        self._changed.set()
+
+    def _cancel(self, held: HeldLease) -> None:
+        if held.runner is not None and not held.runner.done():
+            held.runner.cancel()
+
+    def _hand_back_running(self) -> None:
+        """Stop running actions and report them UNAVAILABLE, so the server retries them elsewhere."""
+        for held in self.leases.values():
+            if not held.completed:
+                self._cancel(held)
+                held.complete(re_pb2.ExecuteResponse(
+                    status=Unavailable("the worker is shutting down; retry on another worker").to_status()))
+                log.info("lease %s handed back", held.lease_id)
+        self._changed.set()
+
+    async def _stop_all(self, why: str) -> None:
+        runners = [held.runner for held in self.leases.values() if held.runner is not None and not held.runner.done()]
+        for task in runners:
+            task.cancel()
+        if runners:
+            log.info("%s: stopped %d running actions", why, len(runners))
+            await asyncio.gather(*runners, return_exceptions=True)
+        self.leases.clear()
