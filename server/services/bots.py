@@ -1,0 +1,170 @@
+"""Bots service (Remote Workers API v1test2): sessions and leases, translated for the scheduler.
+
+docs/BOTS_PROTOCOL.md is the contract; this module only converts protos. Each
+answer carries, per lease and in lease order, an ``executeoperationmetadata-bin``
+(BuildGrid's convention, with the log stream write names and the digest function)
+and a ``reapi-instance-name-bin`` entry in its trailing metadata.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
+
+from cas.errors import InvalidArgument
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
+from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc as bots_grpc
+from server import boundary
+from server.instances import InstanceRegistry
+from server.scheduler.interface import Scheduler
+from server.scheduler.platform import PlatformMatcher
+from server.scheduler.results import timestamp
+from server.scheduler.sessions import BotRegistration, LeaseReport, LeaseView, SessionAnswer
+
+OPERATION_METADATA_KEY = "executeoperationmetadata-bin"
+INSTANCE_NAME_KEY = "reapi-instance-name-bin"
+PARTIAL_METADATA_PREFIX = "partial-execution-metadata-"
+CAPACITY_CONFIG = "capacity"
+HOLD_WHEN_BUSY_CONFIG = "reapi-hold-when-busy"
+ACTION_TYPE_URL = "type.googleapis.com/" + re_pb2.Action.DESCRIPTOR.full_name
+HEALTHY = (bots_pb2.BotStatus.OK, bots_pb2.BotStatus.BOT_STATUS_UNSPECIFIED)
+
+
+def registration_of(parent: str, session: bots_pb2.BotSession, matcher: PlatformMatcher) -> BotRegistration:
+    if not session.bot_id:
+        raise InvalidArgument("bot_session.bot_id must be set (a stable, unique id of the bot process)")
+    worker = session.worker
+    properties = [(p.key, p.value) for p in worker.properties]
+    if worker.devices:
+        properties += [(p.key, p.value) for p in worker.devices[0].properties]
+    configs = {c.key: c.value for c in worker.configs}
+    try:
+        capacity = int(configs.get(CAPACITY_CONFIG, "1"))
+    except ValueError:
+        raise InvalidArgument(f"worker config capacity={configs[CAPACITY_CONFIG]!r} is not a whole number") from None
+    return BotRegistration(
+        bot_id=session.bot_id,
+        instance_name=parent,
+        offer=matcher.offer(properties),
+        capacity=capacity,
+        healthy=session.status in HEALTHY,
+        hold_when_busy=configs.get(HOLD_WHEN_BUSY_CONFIG, "").lower() == "true",
+    )
+
+
+def _unpack_result(lease: bots_pb2.Lease) -> re_pb2.ExecuteResponse:
+    response = re_pb2.ExecuteResponse()
+    result: any_pb2.Any = lease.result
+    try:
+        if result.Is(re_pb2.ActionResult.DESCRIPTOR):  # type: ignore[arg-type]
+            result.Unpack(response.result)
+        elif result.Is(re_pb2.ExecuteResponse.DESCRIPTOR):  # type: ignore[arg-type]
+            result.Unpack(response)
+        elif result.type_url:
+            raise InvalidArgument(
+                f"lease {lease.id}: result holds {result.type_url}; expected an ActionResult or an ExecuteResponse"
+            )
+    except DecodeError as exc:
+        raise InvalidArgument(f"lease {lease.id}: result does not parse: {exc}") from None
+    return response
+
+
+def reports_of(session: bots_pb2.BotSession) -> list[LeaseReport]:
+    reports = []
+    for lease in session.leases:
+        if lease.state == bots_pb2.LeaseState.COMPLETED:
+            status = lease.status if lease.HasField("status") else None
+            reports.append(LeaseReport(lease.id, True, status, _unpack_result(lease)))
+        else:
+            reports.append(LeaseReport(lease.id, False))
+    return reports
+
+
+def partial_metadata_of(context: grpc.aio.ServicerContext) -> dict[str, re_pb2.ExecutedActionMetadata]:
+    out = {}
+    for key, value in context.invocation_metadata() or ():
+        if key.startswith(PARTIAL_METADATA_PREFIX) and key.endswith("-bin"):
+            metadata = re_pb2.ExecutedActionMetadata()
+            try:
+                metadata.ParseFromString(value)
+            except DecodeError:
+                raise InvalidArgument(f"request metadata {key} is not an ExecutedActionMetadata") from None
+            out[key[len(PARTIAL_METADATA_PREFIX) : -len("-bin")]] = metadata
+    return out
+
+
+def lease_proto(view: LeaseView) -> bots_pb2.Lease:
+    lease = bots_pb2.Lease(
+        id=view.lease_id,
+        state=bots_pb2.LeaseState.CANCELLED if view.cancelled else bots_pb2.LeaseState.ACTIVE,
+    )
+    lease.payload.type_url = ACTION_TYPE_URL
+    lease.payload.value = view.action_bytes  # the client's own bytes, never re-serialized
+    return lease
+
+
+def trailing_metadata(answer: SessionAnswer) -> tuple[tuple[str, bytes], ...]:
+    entries: list[tuple[str, bytes]] = []
+    for view in answer.leases:
+        metadata = re_pb2.ExecuteOperationMetadata(
+            stage=re_pb2.ExecutionStage.COMPLETED if view.cancelled else re_pb2.ExecutionStage.EXECUTING,
+            action_digest=view.action_digest_proto,
+            stdout_stream_name=view.stdout_write_name,
+            stderr_stream_name=view.stderr_write_name,
+            digest_function=view.digest_function,  # type: ignore[arg-type]
+        )
+        entries.append((OPERATION_METADATA_KEY, metadata.SerializeToString()))
+        entries.append((INSTANCE_NAME_KEY, view.instance_name.encode()))
+    return tuple(entries)
+
+
+class BotsService(bots_grpc.BotsServicer):
+    def __init__(self, instances: InstanceRegistry, scheduler: Scheduler, matcher: PlatformMatcher) -> None:
+        self.instances = instances
+        self.scheduler = scheduler
+        self.matcher = matcher
+
+    def _reply(
+        self, request_session: bots_pb2.BotSession, answer: SessionAnswer, context: grpc.aio.ServicerContext
+    ) -> bots_pb2.BotSession:
+        reply = bots_pb2.BotSession(
+            name=answer.name,
+            bot_id=request_session.bot_id,
+            status=request_session.status,
+            worker=request_session.worker,
+            leases=[lease_proto(view) for view in answer.leases],
+            expire_time=timestamp(answer.expire_time),
+            version=request_session.version,
+        )
+        context.set_trailing_metadata(trailing_metadata(answer))
+        return reply
+
+    @boundary.unary
+    async def CreateBotSession(
+        self, request: bots_pb2.CreateBotSessionRequest, context: grpc.aio.ServicerContext
+    ) -> bots_pb2.BotSession:
+        self.instances.get(request.parent)  # INVALID_ARGUMENT for a name this server does not serve
+        registration = registration_of(request.parent, request.bot_session, self.matcher)
+        answer = await self.scheduler.create_session(registration)
+        return self._reply(request.bot_session, answer, context)
+
+    @boundary.unary
+    async def UpdateBotSession(
+        self, request: bots_pb2.UpdateBotSessionRequest, context: grpc.aio.ServicerContext
+    ) -> bots_pb2.BotSession:
+        session = request.bot_session
+        if request.name != session.name:
+            raise InvalidArgument(
+                f"UpdateBotSessionRequest.name {request.name!r} differs from bot_session.name {session.name!r}"
+            )
+        answer = await self.scheduler.update_session(
+            request.name,
+            session.bot_id,
+            session.status in HEALTHY,
+            reports_of(session),
+            partial_metadata_of(context),
+            context.time_remaining(),
+        )
+        return self._reply(session, answer, context)

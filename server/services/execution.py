@@ -1,0 +1,85 @@
+"""Execution service: Execute and WaitExecution, translated to scheduler calls.
+
+Execute sends its first Operation at once (stage CACHE_CHECK, with the stable name
+the client may later pass to WaitExecution), answers a complete action cache hit
+right away, validates the action (FAILED_PRECONDITION listing every missing blob,
+INVALID_ARGUMENT for malformed trees), then streams every stage change of the
+scheduled execution, repeating the current state at least every
+``progress_interval`` so clients with deadlines stay alive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+
+from cas.digest import Digest
+from cas.errors import ReapiError
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
+from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
+from server import boundary
+from server.instances import InstanceRegistry
+from server.scheduler.interface import ResultCache, Scheduler
+from server.scheduler.operation import Stage
+from server.scheduler.validation import ActionPreparer
+from server.services.operation_protos import early_operation_proto, operation_proto
+
+
+@dataclass(frozen=True)
+class PriorityRange:
+    """The ExecutionPolicy.priority values Capabilities advertises; others are clamped."""
+
+    lowest: int = -1000  # runs first
+    highest: int = 1000
+
+    def clamp(self, priority: int) -> int:
+        return max(self.lowest, min(self.highest, priority))
+
+
+class ExecutionService(re_grpc.ExecutionServicer):
+    def __init__(
+        self,
+        instances: InstanceRegistry,
+        scheduler: Scheduler,
+        preparer: ActionPreparer,
+        results: ResultCache,
+        priorities: PriorityRange = PriorityRange(),
+    ) -> None:
+        self.instances = instances
+        self.scheduler = scheduler
+        self.preparer = preparer
+        self.results = results
+        self.priorities = priorities
+
+    @boundary.streaming
+    async def Execute(
+        self, request: re_pb2.ExecuteRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[lro_pb2.Operation]:
+        instance = self.instances.get(request.instance_name)
+        try:
+            action_digest = Digest.from_proto(request.action_digest, request.digest_function)
+        except ReapiError as err:
+            raise err.with_context("ExecuteRequest.action_digest") from None
+        name = self.scheduler.new_operation_name(request.instance_name)
+        yield early_operation_proto(name, action_digest, Stage.CACHE_CHECK)
+        if not request.skip_cache_lookup:
+            result = await self.results.lookup(request.instance_name, action_digest)
+            if result is not None:
+                response = re_pb2.ExecuteResponse(result=result, cached_result=True)
+                yield early_operation_proto(name, action_digest, Stage.COMPLETED, response)
+                return
+        prepared = await self.preparer.prepare(instance.cas, request.instance_name, action_digest)
+        priority = self.priorities.clamp(request.execution_policy.priority)
+        await self.scheduler.submit(name, prepared, priority)
+        async for state in self.scheduler.watch(name):
+            yield operation_proto(state)
+
+    @boundary.streaming
+    async def WaitExecution(
+        self, request: re_pb2.WaitExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[lro_pb2.Operation]:
+        async for state in self.scheduler.watch(request.name):
+            yield operation_proto(state)
