@@ -10,6 +10,7 @@ parsed by server/resource_names.py.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -21,16 +22,27 @@ from server.instances import InstanceRegistry
 from server.resource_names import UploadResource, parse_download, parse_upload
 from server.uploads import UploadKey, UploadRegistry
 
+if TYPE_CHECKING:
+    from server.services.logstream import LogStreamByteStream
+
 
 class ByteStreamService(bs_grpc.ByteStreamServicer):
-    def __init__(self, instances: InstanceRegistry, uploads: UploadRegistry) -> None:
+    def __init__(
+        self, instances: InstanceRegistry, uploads: UploadRegistry, logstreams: LogStreamByteStream | None = None
+    ) -> None:
         self.instances = instances
         self.uploads = uploads
+        # Live log streams (server/logstreams.py) share ByteStream; their names never parse as blobs.
+        self.logstreams = logstreams
 
     @boundary.streaming
     async def Read(
         self, request: bs_pb2.ReadRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bs_pb2.ReadResponse]:
+        if self.logstreams is not None and self.logstreams.owns(request.resource_name):
+            async for log_response in self.logstreams.read(request):
+                yield log_response
+            return
         resource = parse_download(request.resource_name)
         cas = self.instances.get(resource.instance_name).cas
         if request.read_offset < 0:
@@ -49,6 +61,8 @@ class ByteStreamService(bs_grpc.ByteStreamServicer):
         first = await anext(requests, None)
         if first is None:
             raise InvalidArgument("the Write stream carried no WriteRequest")
+        if self.logstreams is not None and self.logstreams.owns(first.resource_name):
+            return await self.logstreams.write(first, requests)
         resource = parse_upload(first.resource_name)
         return await self._write_blob(resource, first, requests)
 
@@ -121,6 +135,8 @@ class ByteStreamService(bs_grpc.ByteStreamServicer):
     async def QueryWriteStatus(
         self, request: bs_pb2.QueryWriteStatusRequest, context: grpc.aio.ServicerContext
     ) -> bs_pb2.QueryWriteStatusResponse:
+        if self.logstreams is not None and self.logstreams.owns(request.resource_name):
+            return self.logstreams.query_write_status(request)
         resource = parse_upload(request.resource_name)
         cas = self.instances.get(resource.instance_name).cas
         digest = resource.digest
