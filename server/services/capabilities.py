@@ -17,9 +17,16 @@ HIGH_API_VERSION = semver_pb2.SemVer(major=2, minor=3)
 
 
 class CapabilitiesService(re_grpc.CapabilitiesServicer):
-    def __init__(self, instances: InstanceRegistry, max_batch_total_size_bytes: int) -> None:
+    def __init__(
+        self,
+        instances: InstanceRegistry,
+        max_batch_total_size_bytes: int,
+        execution: re_pb2.ExecutionCapabilities | None = None,
+    ) -> None:
         self.instances = instances
         self.max_batch_total_size_bytes = max_batch_total_size_bytes
+        # Built by the composition root when remote execution is enabled.
+        self.execution = execution or re_pb2.ExecutionCapabilities(exec_enabled=False)
 
     @boundary.unary
     async def GetCapabilities(
@@ -35,10 +42,9 @@ class CapabilitiesService(re_grpc.CapabilitiesServicer):
             symlink_absolute_path_strategy=re_pb2.SymlinkAbsolutePathStrategy.ALLOWED,
             # Identity is always supported and is not listed; we offer no compression yet.
         )
-        execution = re_pb2.ExecutionCapabilities(exec_enabled=False)
         return re_pb2.ServerCapabilities(
             cache_capabilities=cache,
-            execution_capabilities=execution,
+            execution_capabilities=self.execution,
             low_api_version=LOW_API_VERSION,
             high_api_version=HIGH_API_VERSION,
         )
