@@ -17,11 +17,26 @@ from pathlib import Path
 import grpc
 
 from cas.config import ConfigError, build_stores, close_stores
+from cas.digest import ALGORITHMS
 from cas.store import BlobStore
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
+from remote_apis_protos.build.bazel.remote.logstream.v1 import remote_logstream_pb2_grpc as logstream_grpc
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
+from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc as bots_grpc
+from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grpc
 from server.config import ServerConfig, load_config
 from server.instances import InstanceRegistry
+from server.logstreams import LogStreamStore
+from server.scheduler.clock import Clock, SystemClock
+from server.scheduler.config import ExecutionConfig, parse_execution_config
+from server.scheduler.memory import InMemoryScheduler
+from server.scheduler.result_cache import InstanceResultCache
+from server.scheduler.validation import ActionPreparer
+from server.services.bots import BotsService
+from server.services.execution import ExecutionService, PriorityRange
+from server.services.logstream import LogStreamByteStream, LogStreamService
+from server.services.operations import OperationsService
 from server.services.action_cache import ActionCacheService
 from server.services.bytestream import ByteStreamService
 from server.services.capabilities import CapabilitiesService
@@ -45,6 +60,7 @@ class ReapiServer:
     stores: dict[str, BlobStore]
     instances: InstanceRegistry
     uploads: UploadRegistry | None = None
+    execution: ExecutionParts | None = None
 
     @property
     def address(self) -> str:
@@ -52,10 +68,85 @@ class ReapiServer:
         return f"{host}:{self.port}"
 
     async def stop(self, grace: float | None = 1.0) -> None:
+        if self.execution is not None:
+            await self.execution.stop()
         await self.grpc_server.stop(grace)
         if self.uploads is not None:
             await self.uploads.aclose()  # partial uploads are open store writes
         await close_stores(self.stores)
+
+
+@dataclass
+class ExecutionParts:
+    """Remote execution: the scheduler, live log streams, and the housekeeping ticker."""
+
+    config: ExecutionConfig
+    scheduler: InMemoryScheduler
+    logstreams: LogStreamStore
+    results: InstanceResultCache
+    ticker: asyncio.Task[None] | None = None
+
+    def capabilities(self) -> re_pb2.ExecutionCapabilities:
+        return re_pb2.ExecutionCapabilities(
+            exec_enabled=True,
+            digest_function=re_pb2.DigestFunction.SHA256,
+            digest_functions=sorted(ALGORITHMS),  # type: ignore[arg-type]
+            execution_priority_capabilities=re_pb2.PriorityCapabilities(priorities=[
+                re_pb2.PriorityCapabilities.PriorityRange(
+                    min_priority=self.config.min_priority, max_priority=self.config.max_priority
+                )
+            ]),
+        )
+
+    def start(self) -> None:
+        self.ticker = asyncio.create_task(self._tick_forever(), name="reapi-execution-ticker")
+
+    async def _tick_forever(self) -> None:
+        """Session expiry, retention and grace periods: time-driven, never dispatch."""
+        while True:
+            await asyncio.sleep(self.config.tick_interval)
+            try:
+                await self.scheduler.tick()
+                self.logstreams.tick()
+            except Exception:  # noqa: BLE001 - housekeeping must outlive one bad tick
+                log.exception("execution housekeeping failed; trying again next tick")
+
+    async def stop(self) -> None:
+        if self.ticker is not None:
+            self.ticker.cancel()
+            await asyncio.gather(self.ticker, return_exceptions=True)
+        await self.scheduler.aclose()
+
+
+def build_execution(
+    config: ServerConfig, instances: InstanceRegistry, clock: Clock | None = None
+) -> ExecutionParts | None:
+    """The scheduler and its collaborators, or None when [execution] enabled = false."""
+    execution = parse_execution_config(config.section("execution"))
+    if not execution.enabled:
+        return None
+    clock = clock or SystemClock()
+    logstreams = LogStreamStore(
+        max_bytes=execution.logstream_max_bytes, retention=execution.logstream_retention, clock=clock
+    )
+    results = InstanceResultCache(instances)
+    scheduler = InMemoryScheduler(
+        execution.matcher(), execution.settings, results=results, log_streams=logstreams, clock=clock
+    )
+    return ExecutionParts(execution, scheduler, logstreams, results)
+
+
+def add_execution_services(parts: ExecutionParts, instances: InstanceRegistry, server: grpc.aio.Server) -> None:
+    """Execution, Operations, Bots and LogStream on the same port as everything else."""
+    matcher = parts.config.matcher()
+    preparer = ActionPreparer(matcher, parts.config.max_action_timeout)
+    priorities = PriorityRange(parts.config.min_priority, parts.config.max_priority)
+    re_grpc.add_ExecutionServicer_to_server(
+        ExecutionService(instances, parts.scheduler, preparer, parts.results, priorities), server
+    )
+    lro_grpc.add_OperationsServicer_to_server(OperationsService(parts.scheduler), server)
+    bots_grpc.add_BotsServicer_to_server(BotsService(instances, parts.scheduler, matcher), server)
+    logstream_grpc.add_LogStreamServiceServicer_to_server(LogStreamService(parts.logstreams), server)
 
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -70,30 +161,41 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
-async def start_server(config: ServerConfig) -> ReapiServer:
-    """Build the stores and services, bind ``config.listen`` (port 0 picks one) and start."""
+async def start_server(config: ServerConfig, clock: Clock | None = None) -> ReapiServer:
+    """Build the stores and services, bind ``config.listen`` (port 0 picks one) and start.
+
+    ``clock`` drives the scheduler's leases and retention (tests pass a fake one)."""
     stores = await build_stores(config.stores)
     try:
         instances = InstanceRegistry.from_config(config.instances, stores)
+        execution = build_execution(config, instances, clock)
         server = grpc.aio.server(options=grpc_options(config))
         re_grpc.add_CapabilitiesServicer_to_server(
-            CapabilitiesService(instances, config.max_batch_total_size_bytes), server
+            CapabilitiesService(
+                instances, config.max_batch_total_size_bytes, execution.capabilities() if execution else None
+            ),
+            server,
         )
         # Storage services: CAS, ByteStream (with resumable uploads), ActionCache.
         uploads = UploadRegistry()
         re_grpc.add_ContentAddressableStorageServicer_to_server(
             ContentAddressableStorageService(instances, config.max_batch_total_size_bytes), server
         )
-        bs_grpc.add_ByteStreamServicer_to_server(ByteStreamService(instances, uploads), server)
+        logstream_bytestream = LogStreamByteStream(execution.logstreams) if execution else None
+        bs_grpc.add_ByteStreamServicer_to_server(ByteStreamService(instances, uploads, logstream_bytestream), server)
         re_grpc.add_ActionCacheServicer_to_server(ActionCacheService(instances), server)
+        if execution is not None:
+            add_execution_services(execution, instances, server)
         port = server.add_insecure_port(config.listen)
         if port == 0:
             raise ConfigError(f"cannot listen on {config.listen}")
         await server.start()
+        if execution is not None:
+            execution.start()
     except BaseException:
         await close_stores(stores)
         raise
-    return ReapiServer(server, port, config, stores, instances, uploads=uploads)
+    return ReapiServer(server, port, config, stores, instances, uploads=uploads, execution=execution)
 
 
 async def serve(config: ServerConfig) -> None:
@@ -101,6 +203,8 @@ async def serve(config: ServerConfig) -> None:
     server = await start_server(config)
     log.info("reapi-server listening on %s", server.address)
     print(f"reapi-server listening on {server.address}", flush=True)
+    # Zero config also runs a local reapi-worker against this port (the worker's
+    # issue): start it here, after the server listens, and stop it before the server.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
