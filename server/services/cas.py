@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator, Sequence
+from itertools import compress
+from operator import attrgetter
 
 import grpc
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2
 
 from cas.digest import Digest, algorithm_for, digests_from_protos
 from cas.errors import InvalidArgument, NotFound, ReapiError, Unimplemented
@@ -28,7 +30,9 @@ from server.instances import InstanceRegistry
 DEFAULT_TREE_PAGE_SIZE = 1000
 MAX_TREE_PAGE_SIZE = 10_000
 
-_OK = status_pb2.Status()
+_DATA_OF = attrgetter("data")
+_DIGEST_OF = attrgetter("digest")
+_COMPRESSOR_OF = attrgetter("compressor")
 _TOKEN_VERSION = "t1"
 
 
@@ -61,12 +65,15 @@ class ContentAddressableStorageService(re_grpc.ContentAddressableStorageServicer
         self, request: re_pb2.FindMissingBlobsRequest, context: grpc.aio.ServicerContext
     ) -> re_pb2.FindMissingBlobsResponse:
         cas = self.instances.get(request.instance_name).cas
-        digests = digests_from_protos(request.blob_digests, request.digest_function)
+        protos = request.blob_digests
+        digests = digests_from_protos(protos, request.digest_function)
         missing = await cas.find_missing(digests)
         response = re_pb2.FindMissingBlobsResponse()
         if missing:
-            # Echo the client's own Digest messages, in request order.
-            response.missing_blob_digests.extend([p for p, d in zip(request.blob_digests, digests) if d in missing])
+            # Echo the client's own Digest messages in request order; the positions are
+            # picked out without running Python code per digest.
+            positions = compress(range(len(digests)), map(missing.__contains__, digests))
+            response.missing_blob_digests.extend(map(protos.__getitem__, positions))
         return response
 
     def _check_batch_size(self, total: int, what: str) -> None:
@@ -82,27 +89,35 @@ class ContentAddressableStorageService(re_grpc.ContentAddressableStorageServicer
     ) -> re_pb2.BatchUpdateBlobsResponse:
         cas = self.instances.get(request.instance_name).cas
         entries = request.requests
-        self._check_batch_size(sum(len(entry.data) for entry in entries), "BatchUpdateBlobs")
-        digests, refused = _digests_each([entry.digest for entry in entries], request.digest_function)
-        blobs: dict[Digest, bytes] = {}
-        for i, (entry, digest) in enumerate(zip(entries, digests)):
-            if digest is None:
-                continue
-            if entry.compressor != re_pb2.Compressor.IDENTITY:
-                refused[i] = InvalidArgument(
-                    f"compressor {_compressor_name(entry.compressor)} is not supported for {digest}: "
-                    "this server takes uncompressed blobs only (Capabilities lists no batch compressors)"
-                )
-            else:
-                blobs[digest] = entry.data
+        datas: list[bytes] = list(map(_DATA_OF, entries))  # each access copies, so take them once
+        self._check_batch_size(sum(map(len, datas)), "BatchUpdateBlobs")
+        digests, refused = _digests_each(list(map(_DIGEST_OF, entries)), request.digest_function)
+        if set(map(_COMPRESSOR_OF, entries)) != {re_pb2.Compressor.IDENTITY}:
+            for i, entry in enumerate(entries):
+                if entry.compressor != re_pb2.Compressor.IDENTITY and i not in refused:
+                    refused[i] = InvalidArgument(
+                        f"compressor {_compressor_name(entry.compressor)} is not supported for {digests[i]}: "
+                        "this server takes uncompressed blobs only (Capabilities lists no batch compressors)"
+                    )
+        if refused:
+            blobs = {d: data for i, (d, data) in enumerate(zip(digests, datas)) if i not in refused and d is not None}
+        else:
+            blobs = dict(zip(digests, datas))  # type: ignore[arg-type]
         failures = await cas.put_many(blobs) if blobs else {}
         response = re_pb2.BatchUpdateBlobsResponse()
         add = response.responses.add
-        for i, (entry, digest) in enumerate(zip(entries, digests)):
-            err = refused.get(i) if refused else None
-            if err is None and failures and digest is not None:
-                err = failures.get(digest)
-            add(digest=entry.digest, status=_OK if err is None else err.to_status())
+        for i, digest in enumerate(digests):
+            item = add()
+            if digest is None:
+                item.digest.CopyFrom(entries[i].digest)
+            else:
+                item.digest.hash = digest.hash
+                item.digest.size_bytes = digest.size_bytes
+            if refused or failures:
+                err = refused.get(i) or (failures.get(digest) if digest is not None else None)
+                if err is not None:
+                    item.status.CopyFrom(err.to_status())
+            # An unset status reads as code 0, OK.
         return response
 
     @boundary.unary
@@ -111,19 +126,26 @@ class ContentAddressableStorageService(re_grpc.ContentAddressableStorageServicer
     ) -> re_pb2.BatchReadBlobsResponse:
         cas = self.instances.get(request.instance_name).cas
         digests, refused = _digests_each(request.digests, request.digest_function)
-        wanted = {d for d in digests if d is not None}
-        self._check_batch_size(sum(d.size_bytes for d in wanted), "BatchReadBlobs")
-        found = await cas.get_many(wanted)
+        wanted = set(digests)
+        wanted.discard(None)  # type: ignore[arg-type]
+        self._check_batch_size(sum(d.size_bytes for d in wanted), "BatchReadBlobs")  # type: ignore[union-attr]
+        found = await cas.get_many(wanted) if wanted else {}  # type: ignore[arg-type]
         response = re_pb2.BatchReadBlobsResponse()
         add = response.responses.add
-        for i, (proto, digest) in enumerate(zip(request.digests, digests)):
-            data = found.get(digest) if digest is not None else None
+        for i, digest in enumerate(digests):
+            item = add()
+            if digest is None:
+                item.digest.CopyFrom(request.digests[i])
+                item.status.CopyFrom(refused[i].to_status())
+                continue
+            item.digest.hash = digest.hash
+            item.digest.size_bytes = digest.size_bytes
+            data = found.get(digest)
             if data is not None:
-                add(digest=proto, data=data, status=_OK)
-            elif digest is None:
-                add(digest=proto, status=refused[i].to_status())
+                item.data = data
             else:
-                add(digest=proto, status=status_pb2.Status(code=code_pb2.NOT_FOUND, message=f"blob {digest} is not in the CAS"))
+                item.status.code = code_pb2.NOT_FOUND
+                item.status.message = f"blob {digest} is not in the CAS"
         return response
 
     @boundary.streaming
