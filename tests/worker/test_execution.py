@@ -1,0 +1,214 @@
+"""A real worker against a real server: results, failures as statuses, safety, live logs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import grpc
+from google.protobuf import struct_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from cas.digest import Digest
+from cas.memory import MemoryStore
+from server.app import ReapiServer
+
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
+from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
+from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
+from tests.support.servers import channel_to
+from tests.worker.actions import ActionClient, metadata_of, response_of
+from tests.worker.trees import Exe, Link
+from worker.app import Worker
+
+OK = grpc.StatusCode.OK.value[0]
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION.value[0]
+
+
+async def test_an_action_runs_with_its_inputs_and_returns_outputs(client: ActionClient, worker: Worker) -> None:
+    response = await client.run(
+        ["sh", "-c", "tr a-z A-Z < src/in.txt > out/upper.txt; mkdir out/dir; ./tool.sh > out/dir/tool.out; "
+                     "ln -s upper.txt out/link; echo to-stdout; echo to-stderr >&2"],
+        {"src": {"in.txt": b"hello"}, "tool.sh": Exe(b"#!/bin/sh\necho tool ran\n")},
+        output_files=["out/upper.txt", "out/link", "out/missing"], output_directories=["out/dir"],
+    )
+    assert response.status.code == OK, response.status
+    result = response.result
+    assert result.exit_code == 0
+    assert [f.path for f in result.output_files] == ["out/upper.txt"]
+    assert await client.blob(result.output_files[0].digest) == b"HELLO"
+    assert [(s.path, s.target) for s in result.output_file_symlinks] == [("out/link", "upper.txt")]
+    tree = re_pb2.Tree()
+    tree.ParseFromString(await client.blob(result.output_directories[0].tree_digest))
+    assert [f.name for f in tree.root.files] == ["tool.out"]
+    assert await client.blob(tree.root.files[0].digest) == b"tool ran\n"
+    assert await client.blob(result.stdout_digest) == b"to-stdout\n"
+    assert await client.blob(result.stderr_digest) == b"to-stderr\n"
+    meta = result.execution_metadata
+    assert meta.worker == worker.daemon.settings.bot_id
+    stamps = [meta.worker_start_timestamp, meta.input_fetch_start_timestamp, meta.input_fetch_completed_timestamp,
+              meta.execution_start_timestamp, meta.execution_completed_timestamp,
+              meta.output_upload_start_timestamp, meta.output_upload_completed_timestamp,
+              meta.worker_completed_timestamp]
+    nanos = [s.ToNanoseconds() for s in stamps]
+    assert nanos == sorted(nanos) and nanos[0] > 0
+    usage = struct_pb2.Struct()
+    assert meta.auxiliary_metadata[0].Unpack(usage)
+    assert usage["max_rss_bytes"] > 0 and "user_cpu_seconds" in usage
+
+
+async def test_a_failing_command_is_a_result_not_an_error(client: ActionClient, worker: Worker) -> None:
+    response = await client.run(["sh", "-c", "echo failing >&2; exit 7"])
+    assert response.status.code == OK
+    assert response.result.exit_code == 7
+    assert await client.blob(response.result.stderr_digest) == b"failing\n"
+
+
+async def test_environment_is_exactly_the_commands_with_a_default_path(client: ActionClient, worker: Worker) -> None:
+    response = await client.run(["sh", "-c", "env"], env={"ONLY": "this"})
+    lines = set((await client.blob(response.result.stdout_digest)).decode().splitlines())
+    assert "ONLY=this" in lines
+    assert "PATH=/usr/local/bin:/usr/bin:/bin" in lines
+    assert not any(line.startswith(("HOME=", "REAPI_", "PYTHON")) for line in lines)
+
+
+async def test_working_directory_and_output_parents(client: ActionClient, worker: Worker) -> None:
+    response = await client.run(["sh", "-c", "pwd > ../gen/deep/where.txt"], {"pkg": {"BUILD": b""}},
+                                working_directory="pkg", outputs=["../gen/deep/where.txt"])
+    assert response.status.code == OK, response.status
+    [out] = response.result.output_files
+    assert out.path == "../gen/deep/where.txt"
+    assert (await client.blob(out.digest)).decode().strip().endswith("/root/pkg")
+
+
+async def test_timeout_is_deadline_exceeded_with_partial_output(client: ActionClient, worker: Worker) -> None:
+    started = time.monotonic()
+    response = await client.run(["sh", "-c", "echo before; sleep 30; echo after"], timeout=0.5)
+    assert time.monotonic() - started < 15
+    assert response.status.code == DEADLINE_EXCEEDED, response.status
+    assert "timed out" in response.status.message
+    assert await client.blob(response.result.stdout_digest) == b"before\n"
+
+
+async def test_missing_inputs_are_failed_precondition_naming_each_blob(
+    client: ActionClient, worker: Worker, exec_server: ReapiServer
+) -> None:
+    digest = await client.action(["cat", "a"], {"a": b"will vanish"})
+    missing = Digest.of(b"will vanish")
+    memory = exec_server.stores["cas-memory"]
+    assert isinstance(memory, MemoryStore) and await memory.has(missing)
+    memory._values.pop(missing)  # lost behind the client's back
+    try:
+        response = await client.execute(digest)
+        status = response.status
+    except grpc.aio.AioRpcError as exc:  # refused by the server's own check, before any worker
+        status = status_pb2.Status()
+        status.ParseFromString(dict(exc.trailing_metadata())["grpc-status-details-bin"])  # type: ignore[arg-type]
+    assert status.code == FAILED_PRECONDITION, status
+    failure = error_details_pb2.PreconditionFailure()
+    assert any(d.Unpack(failure) for d in status.details)
+    assert [(v.type, v.subject) for v in failure.violations] == [("MISSING", f"blobs/{missing.hash}/{missing.size_bytes}")]
+
+
+async def test_unsafe_trees_and_outputs_are_refused_and_touch_nothing(client: ActionClient, worker: Worker, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_bytes(b"untouched")
+    touch = ["sh", "-c", f"touch {outside}/touched; echo x > escape/keep; echo x > ../x"]
+    cases = {
+        "dotdot name": dict(inputs={"..": {"f": b"x"}}),
+        "escaping symlink": dict(inputs={"sub": {"escape": Link("../..")}}),
+        "symlinks escaping together": dict(inputs={"dot": Link("."), "escape": Link("dot/..")}),
+        "absolute symlink": dict(inputs={"escape": Link(str(outside))}),
+        "output outside": dict(outputs=["../escaped"]),
+        "output through symlink": dict(inputs={"escape": Link("..")}, outputs=["escape/x"]),
+    }
+    for label, kw in cases.items():
+        digest = await client.action(touch, kw.get("inputs"), outputs=kw.get("outputs", ()))  # type: ignore[arg-type]
+        try:
+            response = await client.execute(digest)
+            code, message = response.status.code, response.status.message
+        except grpc.aio.AioRpcError as exc:  # the server may refuse it before any worker sees it
+            code, message = exc.code().value[0], exc.details()
+        assert code == INVALID_ARGUMENT, f"{label}: {code} {message}"
+        assert message, label
+    assert sorted(os.listdir(outside)) == ["keep"]
+    assert (outside / "keep").read_bytes() == b"untouched"
+    assert not (tmp_path / "escaped").exists()
+
+
+async def test_cancelling_the_operation_kills_the_action(client: ActionClient, worker: Worker, tmp_path: Path) -> None:
+    marker = tmp_path / "pid"
+    digest = await client.action(["sh", "-c", f"echo $$ > {marker}; sleep 60"], salt=b"cancel")
+    stream = client.stream(digest)
+    first = await stream.read()
+    while not marker.exists() or not marker.read_text().strip():
+        await asyncio.sleep(0.05)
+    pid = int(marker.read_text())
+    await client.operations.CancelOperation(lro_pb2.CancelOperationRequest(name=first.name))
+    for _ in range(200):
+        if not _alive(pid):
+            break
+        await asyncio.sleep(0.05)
+    assert not _alive(pid)
+    stream.cancel()
+    # The worker is free again: the next action runs at once.
+    response = await client.run(["true"])
+    assert response.status.code == OK and worker.metrics.outcomes["CANCELLED"] == 1
+
+
+async def test_stdout_streams_live_while_the_action_runs(client: ActionClient, worker: Worker) -> None:
+    """Acceptance 2: a line every 100 ms for 3 s, read through ByteStream as it is written."""
+    digest = await client.action(["sh", "-c", "for i in $(seq 1 30); do echo line $i; sleep 0.1; done"])
+    bytestream = bs_grpc.ByteStreamStub(client.channel)
+    arrivals: list[tuple[float, bytes]] = []
+    reader: asyncio.Task[None] | None = None
+
+    async def read(name: str) -> None:
+        async for chunk in bytestream.Read(bs_pb2.ReadRequest(resource_name=name)):
+            arrivals.append((time.monotonic(), chunk.data))
+
+    finished_at = 0.0
+    final = None
+    async for operation in client.stream(digest):
+        meta = metadata_of(operation)
+        if reader is None and meta.stdout_stream_name:
+            reader = asyncio.create_task(read(meta.stdout_stream_name))
+        if operation.done:
+            finished_at = time.monotonic()
+            final = response_of(operation)
+    assert reader is not None, "the server never named a stdout stream"
+    await asyncio.wait_for(reader, 10)
+    early = [data for at, data in arrivals if at < finished_at - 1.0]
+    assert len(b"".join(early).splitlines()) >= 5, arrivals  # lines arrived well before the end
+    assert final is not None
+    streamed = b"".join(data for _, data in arrivals)
+    assert streamed == await client.blob(final.result.stdout_digest)
+    assert streamed.splitlines()[-1] == b"line 30"
+
+
+async def test_blake3_actions_use_blake3_throughout(exec_server: ReapiServer, worker: Worker) -> None:
+    async with channel_to(exec_server) as channel:
+        client = ActionClient(channel, function=re_pb2.DigestFunction.BLAKE3)
+        response = await client.run(["sh", "-c", "cat in > out"], {"in": b"blake3 input"}, outputs=["out"])
+        assert response.status.code == OK, response.status
+        [out] = response.result.output_files
+        assert len(out.digest.hash) == 64
+        assert await client.blob(out.digest) == b"blake3 input"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
