@@ -19,12 +19,15 @@ import grpc
 from cas.config import ConfigError, build_stores, close_stores
 from cas.digest import ALGORITHMS
 from cas.store import BlobStore
+from remote_apis_protos.build.bazel.remote.asset.v1 import remote_asset_pb2_grpc as asset_grpc
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from remote_apis_protos.build.bazel.remote.logstream.v1 import remote_logstream_pb2_grpc as logstream_grpc
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc as bots_grpc
 from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grpc
+from server.assets.assembly import AssetParts, build_assets
+from server.assets.config import AssetsConfig
 from server.config import ServerConfig, load_config
 from server.instances import InstanceRegistry
 from server.logstreams import LogStreamStore
@@ -41,6 +44,8 @@ from server.services.action_cache import ActionCacheService
 from server.services.bytestream import ByteStreamService
 from server.services.capabilities import CapabilitiesService
 from server.services.cas import ContentAddressableStorageService
+from server.services.fetch import FetchService
+from server.services.push import PushService
 from server.uploads import UploadRegistry
 
 log = logging.getLogger("reapi.server")
@@ -61,6 +66,7 @@ class ReapiServer:
     instances: InstanceRegistry
     uploads: UploadRegistry | None = None
     execution: ExecutionParts | None = None
+    assets: AssetParts | None = None
 
     @property
     def address(self) -> str:
@@ -73,6 +79,8 @@ class ReapiServer:
         await self.grpc_server.stop(grace)
         if self.uploads is not None:
             await self.uploads.aclose()  # partial uploads are open store writes
+        if self.assets is not None:
+            await self.assets.aclose()  # downloads still running, the HTTP client
         await close_stores(self.stores)
 
 
@@ -166,6 +174,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Reap
 
     ``clock`` drives the scheduler's leases and retention (tests pass a fake one)."""
     stores = await build_stores(config.stores)
+    assets: AssetParts | None = None
     try:
         instances = InstanceRegistry.from_config(config.instances, stores)
         execution = build_execution(config, instances, clock)
@@ -186,6 +195,12 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Reap
         re_grpc.add_ActionCacheServicer_to_server(ActionCacheService(instances), server)
         if execution is not None:
             add_execution_services(execution, instances, server)
+        # Remote Asset API (Fetch, Push): on when [assets] or a store named "assets" exists.
+        assets_config = AssetsConfig.parse(config.section("assets"), stores)
+        if assets_config is not None:
+            assets = build_assets(assets_config, stores[assets_config.index])
+            asset_grpc.add_FetchServicer_to_server(FetchService(instances, assets.fetcher), server)
+            asset_grpc.add_PushServicer_to_server(PushService(instances, assets.pusher), server)
         port = server.add_insecure_port(config.listen)
         if port == 0:
             raise ConfigError(f"cannot listen on {config.listen}")
@@ -193,9 +208,11 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Reap
         if execution is not None:
             execution.start()
     except BaseException:
+        if assets is not None:
+            await assets.aclose()
         await close_stores(stores)
         raise
-    return ReapiServer(server, port, config, stores, instances, uploads=uploads, execution=execution)
+    return ReapiServer(server, port, config, stores, instances, uploads=uploads, execution=execution, assets=assets)
 
 
 async def serve(config: ServerConfig) -> None:

@@ -69,6 +69,8 @@ def default_stores(root: Path | None = None) -> dict[str, dict[str, Any]]:
         "cas-disk": {"type": "disk", "path": str(root / "cas"), "max_size": "20GiB"},
         "cas": {"type": "verify", "inner": "cas-disk"},
         "ac": {"type": "disk", "path": str(root / "ac"), "max_size": "1GiB"},
+        # The Remote Asset index ((uri, qualifiers) -> digest); see docs/ASSETS.md.
+        "assets": {"type": "disk", "path": str(root / "assets"), "max_size": "256MiB"},
     }
 
 
