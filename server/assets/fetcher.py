@@ -184,6 +184,7 @@ class AssetFetcher:
             if entry is None or not entry.satisfies(request.oldest_accepted):
                 continue
             if await entry_is_complete(cas, entry):
+                log.debug("asset fetch: %s answered from the index (%s)", redact_uri(uri), entry.digest)
                 return FetchOutcome(uri, entry.digest, expires_at=entry.expires_at)
             log.info("asset index: %s is incomplete in the CAS; fetching again", redact_uri(uri))
         return None
