@@ -1,0 +1,132 @@
+"""Fixtures for the execution service tests: a real server with memory stores and a
+fake clock, a channel, an action builder on its CAS, and helpers to read Execute."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+import pytest
+
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
+from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
+from server.app import ReapiServer, start_server
+from server.config import WILDCARD_INSTANCE, InstanceConfig, ServerConfig
+from server.scheduler.memory import InMemoryScheduler
+from tests.support.actions import ActionBuilder, BuiltAction
+from tests.support.fake_clock import FakeClock
+from tests.support.test_bot import TestBot
+
+# Long enough that nothing in a test times out by accident; tests that need a
+# timeout or an expiry set it, or move the fake clock.
+TEST_EXECUTION = {
+    "worker_grace": 3600,
+    "bot_long_poll_timeout": 10,
+    "bot_session_timeout": 60,
+    "tick_interval": 3600,  # tests call tick() themselves, after moving the clock
+}
+
+
+def memory_config(**execution: Any) -> ServerConfig:
+    return ServerConfig(
+        listen="127.0.0.1:0",
+        stores={"mem": {"type": "memory"}, "cas": {"type": "verify", "inner": "mem"}, "ac": {"type": "memory"}},
+        instances=[InstanceConfig(name=WILDCARD_INSTANCE, cas="cas", ac="ac")],
+        raw={"execution": {**TEST_EXECUTION, **execution}},
+    )
+
+
+class ExecEnv:
+    """A running server plus what tests need to drive it."""
+
+    def __init__(self, server: ReapiServer, channel: grpc.aio.Channel, clock: FakeClock) -> None:
+        self.server = server
+        self.channel = channel
+        self.clock = clock
+        self.actions = ActionBuilder(server.instances.get("").cas)
+        self.execution = re_grpc.ExecutionStub(channel)
+        self._bots = 0
+
+    @property
+    def scheduler(self) -> InMemoryScheduler:
+        assert self.server.execution is not None
+        return self.server.execution.scheduler
+
+    def bot(self, **kwargs: Any) -> TestBot:
+        self._bots += 1
+        kwargs.setdefault("bot_id", f"bot-{self._bots}")
+        return TestBot(self.channel, **kwargs)
+
+    async def expire(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        await self.scheduler.tick()
+
+    def start(self, action: BuiltAction, **request: Any) -> grpc.aio.UnaryStreamCall:
+        return self.execution.Execute(re_pb2.ExecuteRequest(action_digest=action.digest.to_proto(), **request))
+
+    async def run(self, action: BuiltAction, **request: Any) -> list[lro_pb2.Operation]:
+        return [op async for op in self.start(action, **request)]
+
+
+def metadata_of(operation: lro_pb2.Operation) -> re_pb2.ExecuteOperationMetadata:
+    metadata = re_pb2.ExecuteOperationMetadata()
+    assert operation.metadata.Unpack(metadata)
+    return metadata
+
+
+def response_of(operation: lro_pb2.Operation) -> re_pb2.ExecuteResponse:
+    assert operation.done and not operation.HasField("error")
+    response = re_pb2.ExecuteResponse()
+    assert operation.response.Unpack(response)
+    return response
+
+
+def stages_of(operations: list[lro_pb2.Operation]) -> list[int]:
+    return [metadata_of(op).stage for op in operations]
+
+
+async def drain(call: grpc.aio.UnaryStreamCall) -> list[lro_pb2.Operation]:
+    """The rest of an Execute/WaitExecution stream (read() style, mixable with next_with_stage)."""
+    out = []
+    while (operation := await call.read()) is not grpc.aio.EOF:
+        out.append(operation)
+    return out
+
+
+async def next_with_stage(call: grpc.aio.UnaryStreamCall, stage: int) -> lro_pb2.Operation:
+    """Read the Execute stream until an Operation at ``stage``."""
+    while True:
+        operation = await call.read()
+        assert operation is not grpc.aio.EOF, f"stream ended before stage {stage}"
+        if metadata_of(operation).stage == stage:
+            return operation
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_env(clock: FakeClock) -> Callable[..., Any]:
+    """``async with make_env(max_retries=1) as env``: a server with [execution] overrides."""
+
+    @asynccontextmanager
+    async def factory(**execution: Any) -> AsyncIterator[ExecEnv]:
+        server = await start_server(memory_config(**execution), clock=clock)
+        try:
+            async with grpc.aio.insecure_channel(server.address) as channel:
+                yield ExecEnv(server, channel, clock)
+        finally:
+            await server.stop(grace=None)
+
+    return factory
+
+
+@pytest.fixture
+async def env(make_env: Callable[..., Any]) -> AsyncIterator[ExecEnv]:
+    async with make_env() as e:
+        yield e
