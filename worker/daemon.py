@@ -40,6 +40,8 @@ log = logging.getLogger("reapi.worker")
 
 DRAIN_CALL_TIMEOUT = 0.9
 DRAIN_HEARTBEAT = 5.0
+# After handing leases back, how long reporting them may still be attempted.
+REPORT_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class Backoff:
         self.attempt = 0
 
     def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.initial * (2 ** self.attempt))
+        ceiling = min(self.maximum, self.initial * (2 ** min(self.attempt, 32)))
         self.attempt += 1
         return ceiling * (0.5 + 0.5 * self.rng())
 
@@ -97,40 +99,47 @@ class BotDaemon:
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        drain_deadline: float | None = None
         loop = asyncio.get_running_loop()
+        hand_back_at: float | None = None  # running leases are handed back then
+        give_up_at = 0.0  # and reporting stops being attempted then
         while True:
             if stop.is_set() and not self._draining:
                 self._draining = True
-                drain_deadline = loop.time() + self.settings.drain_timeout
+                hand_back_at = loop.time() + self.settings.drain_timeout
+                give_up_at = hand_back_at + REPORT_GRACE
                 log.info("stopping: finishing %d running actions (up to %.0f s)", self._running(), self.settings.drain_timeout)
             if self._draining:
-                if drain_deadline is not None and loop.time() >= drain_deadline:
+                if hand_back_at is not None and loop.time() >= hand_back_at:
                     self._hand_back_running()
-                    drain_deadline = None
-                if not self.leases:
+                    hand_back_at = None
+                if not self.leases or not self.session_name:
                     break
-                await self._pace_drain(drain_deadline)
+                if not self._running():  # only reports left: they get REPORT_GRACE from now
+                    give_up_at = min(give_up_at, loop.time() + REPORT_GRACE)
+                if loop.time() >= give_up_at:
+                    log.warning("stopping without confirmation for %d leases (the server requeues any it did not get)", len(self.leases))
+                    break
+                await self._pace_drain(hand_back_at)
             try:
                 if not self.session_name:
                     await self._create_session()
-                await self._exchange(stop, drain_deadline)
+                await self._exchange(stop, hand_back_at)
+                if self.backoff.attempt:
+                    log.info("server reachable again")
                 self.backoff.reset()
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.CANCELLED:
                     continue
                 await self._on_rpc_error(exc, stop)
-                if self._draining and not self.session_name:
-                    break  # nothing left to hand back to
         await self._stop_all("worker stopped")
 
-    async def _pace_drain(self, drain_deadline: float | None) -> None:
+    async def _pace_drain(self, hand_back_at: float | None) -> None:
         """While stopping, calls are not held: wait for news (or a heartbeat) between them."""
         if self._changed.is_set() or any(held.completed for held in self.leases.values()):
             return
         wait = DRAIN_HEARTBEAT
-        if drain_deadline is not None:
-            wait = min(wait, max(0.0, drain_deadline - asyncio.get_running_loop().time()))
+        if hand_back_at is not None:
+            wait = min(wait, max(0.0, hand_back_at - asyncio.get_running_loop().time()))
         try:
             await asyncio.wait_for(self._changed.wait(), wait)
         except TimeoutError:
@@ -148,7 +157,7 @@ class BotDaemon:
         self.connected.set()
         self._apply(answer, await call.trailing_metadata())
 
-    async def _exchange(self, stop: asyncio.Event, drain_deadline: float | None) -> None:
+    async def _exchange(self, stop: asyncio.Event, hand_back_at: float | None) -> None:
         """One UpdateBotSession; cancelled early when a lease finishes or stop is requested."""
         self._changed.clear()
         session = bots_pb2.BotSession(name=self.session_name, bot_id=self.settings.bot_id,
@@ -165,8 +174,8 @@ class BotDaemon:
             waiters.append(asyncio.ensure_future(stop.wait()))
         answer_task = asyncio.ensure_future(self._answer(call))
         timeout = None
-        if drain_deadline is not None:
-            timeout = max(0.0, drain_deadline - asyncio.get_running_loop().time())
+        if hand_back_at is not None:
+            timeout = max(0.0, hand_back_at - asyncio.get_running_loop().time())
         try:
             done, _ = await asyncio.wait([answer_task, *waiters], timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -192,20 +201,26 @@ class BotDaemon:
 
     async def _on_rpc_error(self, exc: grpc.aio.AioRpcError, stop: asyncio.Event) -> None:
         self.connected.clear()
-        if exc.code() == grpc.StatusCode.NOT_FOUND and self.session_name:
+        code = exc.code()
+        if code == grpc.StatusCode.NOT_FOUND and self.session_name:
             log.warning("bot session %s is gone (%s); its leases were requeued", self.session_name, exc.details())
             await self._stop_all("session lost")
             self.session_name = ""
-            if self._draining:
-                return
-        elif exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
-                            grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNIMPLEMENTED):
-            log.error("the server refused the bot session: %s: %s", exc.code().name, exc.details())
+            self.backoff.reset()
+            return  # a new session at once
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
+                    grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNIMPLEMENTED):
+            log.error("the server refused the bot session: %s: %s", code.name, exc.details())
+        elif self.backoff.attempt == 0:
+            log.warning("server unreachable (%s: %s); retrying with backoff", code.name, exc.details())
         else:
-            log.warning("server unreachable (%s: %s); retrying", exc.code().name, exc.details())
+            log.debug("still unreachable (%s: %s)", code.name, exc.details())
         delay = self.backoff.next_delay()
+        if self._draining:
+            await asyncio.sleep(min(delay, 0.5))
+            return
         try:
-            await asyncio.wait_for(stop.wait(), delay if not self._draining else min(delay, 1.0))
+            await asyncio.wait_for(stop.wait(), delay)
         except TimeoutError:
             pass
 
