@@ -45,23 +45,29 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from cas import disk_files
 from cas.digest import Digest
 from cas.disk_files import CorruptValue, PendingWrite
-from cas.disk_layout import LAYOUT_MARKER, LAYOUT_VERSION, LOCK_FILE, TMP_DIR, clean_temp_dir, scan_values, value_path
+from cas.disk_layout import LAYOUT_MARKER, LAYOUT_VERSION, LOCK_FILE, temp_path, value_path
+from cas.disk_scan import scan_index
+from cas.disk_snapshot import current_boot_id, index_from_snapshot, take_snapshot, write_snapshot
 from cas.disk_locks import KeyLocks
 from cas.disk_threads import IoLane, close_after, then
 from cas.errors import FailedPrecondition, Internal, NotFound, ReapiError, ResourceExhausted
 from cas.store import READ_CHUNK_SIZE, BlobStore, check_read_range
 
 log = logging.getLogger("reapi.cas.disk")
+T = TypeVar("T")
 
 DEFAULT_IO_THREADS = 4
 # Persist an access time at most this often per value (seconds).
 DEFAULT_TOUCH_INTERVAL = 600.0
 # Streamed writes are gathered into buffers this large before each thread hop.
 DEFAULT_WRITE_BUFFER = 2 << 20
+# The smallest part of a batch worth its own thread.
+_MIN_PART = 64
 # A read retries when the value was overwritten under a new length meanwhile.
 _READ_ATTEMPTS = 3
 
@@ -103,10 +109,10 @@ class DiskStore(BlobStore):
         self._index = index
         self.total_bytes = sum(e.length for e in index.values())
         self._executor = executor
+        self.io_threads = io_threads
         self._lane = IoLane(executor, io_threads, name)
         self._lock_fd = lock_fd
         self._locks = KeyLocks()
-        self._tmp_prefix = os.path.join(root, TMP_DIR, "")
         self._tmp_ids = itertools.count()
         self._touch_queue: dict[Digest, str] = {}
         self.evicted = 0
@@ -147,9 +153,15 @@ class DiskStore(BlobStore):
         await self._lane.drain()
 
     async def aclose(self) -> None:
+        """Finish background work and write the index snapshot for a fast reopen."""
         if self._lane.closed:
             return
         await self.drain()
+        entries = list(self._index.items())
+        try:
+            await self._lane.run(_write_snapshot, self.root, entries)
+        except OSError as err:
+            log.warning("disk store %r: no index snapshot written (the next open scans): %s", self.name, err)
         self._lane.closed = True
         self._executor.shutdown(wait=True)
         os.close(self._lock_fd)
@@ -246,8 +258,14 @@ class DiskStore(BlobStore):
             return ResourceExhausted(f"{self.name}: no space left to {action} {path}")
         return Internal(f"{self.name}: cannot {action} {path}: {err.strerror or err} (errno {err.errno})")
 
-    def _temp_path(self) -> str:
-        return f"{self._tmp_prefix}{next(self._tmp_ids)}"
+    def _split(self, items: list[T]) -> list[list[T]]:
+        """A batch in parts for parallel threads, each big enough to be worth a hop."""
+        parts = max(1, min(self.io_threads, len(items) // _MIN_PART))
+        size = -(-len(items) // parts)
+        return [items[i : i + size] for i in range(0, len(items), size)]
+
+    def _temp_path(self, digest: Digest) -> str:
+        return temp_path(self.root, digest, next(self._tmp_ids))
 
     def _check_size(self, digest: Digest, length: int) -> None:
         if length > self.max_bytes:
@@ -348,7 +366,7 @@ class DiskStore(BlobStore):
                     await asyncio.shield(pending)
                     pending = None
                 if fd < 0:
-                    tmp_path = self._temp_path()
+                    tmp_path = self._temp_path(digest)
                     opening = await self._lane.started(disk_files.create_temp, tmp_path)
                     try:
                         fd = await asyncio.shield(opening)
@@ -371,7 +389,7 @@ class DiskStore(BlobStore):
             handed_off = True
             await self._commit_stream(digest, fd, tmp_path, buffer, length)
         except OSError as err:
-            raise self._os_error(err, "write", tmp_path or self._tmp_prefix) from None
+            raise self._os_error(err, "write", tmp_path or str(digest)) from None
         finally:
             if not handed_off and tmp_path:
                 await asyncio.shield(self._discard(fd, tmp_path, pending))
@@ -447,21 +465,23 @@ class DiskStore(BlobStore):
                 length = len(data)
                 plan.append(
                     PendingWrite(
-                        tmp_path=self._temp_path(),
+                        tmp_path=self._temp_path(digest),
                         final_path=value_path(self.root, digest, length),
                         old_path=None if old is None or old.length == length else value_path(self.root, digest, old.length),
                         data=data,
                         compare=old is not None and old.length == length,
                     )
                 )
-            writing = await self._lane.started(disk_files.write_values, plan, self.fsync)
+            writing = await self._lane.started_many(
+                disk_files.write_values, [(part, self.fsync) for part in self._split(plan)]
+            )
         except BaseException:
             self._locks.release_all(keys)
             raise
 
-        def apply(done: asyncio.Future[list[bool | OSError]]) -> dict[Digest, ReapiError]:
+        def apply(done: asyncio.Future[list[list[bool | OSError]]]) -> dict[Digest, ReapiError]:
             try:
-                outcomes = done.result()
+                outcomes = [outcome for part in done.result() for outcome in part]
             except BaseException as exc:  # noqa: BLE001 - becomes every item's failure
                 err = exc if isinstance(exc, ReapiError) else Internal(f"{self.name}: batch write failed: {exc!r}")
                 outcomes = [err] * len(plan)  # type: ignore[list-item]
@@ -514,7 +534,8 @@ class DiskStore(BlobStore):
         """Read whole values in one hop; vanished or damaged ones are left out."""
         items = [(value_path(self.root, d, e.length), e.length) for d, e in wanted]
         try:
-            results = await self._lane.run(disk_files.read_values, items)
+            reading = await self._lane.started_many(disk_files.read_values, [(part,) for part in self._split(items)])
+            results = [result for part in await asyncio.shield(reading) for result in part]
         except OSError as err:
             raise self._os_error(err, "read", self.root) from None
         out = {}
@@ -528,6 +549,10 @@ class DiskStore(BlobStore):
         return out
 
 
+def _write_snapshot(root: str, entries: list[tuple[Digest, IndexEntry]]) -> None:
+    write_snapshot(root, ((d, e.length, e.stamp) for d, e in entries), current_boot_id())
+
+
 def _close_opened(future: asyncio.Future[object]) -> None:
     """Close the descriptor a thread opened for a caller that was cancelled meanwhile."""
     if future.cancelled() or future.exception() is not None:
@@ -539,7 +564,7 @@ def _close_opened(future: asyncio.Future[object]) -> None:
 
 
 def _prepare(root: str, executor: ThreadPoolExecutor, name: str) -> tuple[int, OrderedDict[Digest, IndexEntry], str]:
-    """Runs in a thread at open: lock, check the layout, clean up, scan, build the index."""
+    """Runs in a thread at open: lock, check the layout, rebuild the index (cleaning up)."""
     try:
         os.makedirs(root, exist_ok=True)
         lock_fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -554,21 +579,18 @@ def _prepare(root: str, executor: ThreadPoolExecutor, name: str) -> tuple[int, O
                 f"(it holds the lock on {os.path.join(root, LOCK_FILE)})"
             ) from None
         _check_layout(root, name)
-        temp_removed = clean_temp_dir(root)
-        scan = scan_values(root, executor)
-        index = OrderedDict((v.digest, IndexEntry(v.length, v.mtime_ns / 1e9)) for v in scan.values)
+        snapshot = take_snapshot(root, current_boot_id())
+        if snapshot is not None:
+            index, report = index_from_snapshot(root, snapshot, IndexEntry)
+        else:
+            index, report = scan_index(root, executor, IndexEntry)
     except BaseException:
         os.close(lock_fd)
         raise
-    for path in scan.truncated:
+    for path in report.truncated_removed:
         log.warning("disk store %r: removed truncated value %s (left by a crash)", name, path)
-    notes = [
-        f"{temp_removed} unfinished temp files removed" if temp_removed else "",
-        f"{len(scan.truncated)} truncated values removed" if scan.truncated else "",
-        f"{len(scan.superseded)} superseded values removed" if scan.superseded else "",
-    ]
-    report = "; ".join(n for n in notes if n)
-    return lock_fd, index, f" ({report})" if report else ""
+    notes = "; ".join(n for n in ("from the snapshot" if snapshot is not None else "by a full scan", report.notes()) if n)
+    return lock_fd, index, f" ({notes})"
 
 
 def _check_layout(root: str, name: str) -> None:

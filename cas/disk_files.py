@@ -41,12 +41,7 @@ class PendingWrite:
 
 
 def _rename_into_place(tmp_path: str, final_path: str, fsync: bool) -> None:
-    try:
-        os.rename(tmp_path, final_path)
-    except FileNotFoundError:
-        # Shard directories are created on first use; a missing tmp_path raises again.
-        os.makedirs(os.path.dirname(final_path), exist_ok=True)
-        os.rename(tmp_path, final_path)
+    os.rename(tmp_path, final_path)
     if fsync:
         fsync_dir(os.path.dirname(final_path))
 
@@ -91,7 +86,7 @@ def write_values(items: Sequence[PendingWrite], fsync: bool) -> list[bool | OSEr
             continue
         fd = -1
         try:
-            fd = os.open(item.tmp_path, _CREATE_FLAGS, 0o644)
+            fd = create_temp(item.tmp_path)
             write_all(fd, [item.data])
             if fsync:
                 os.fdatasync(fd)
@@ -108,7 +103,12 @@ def write_values(items: Sequence[PendingWrite], fsync: bool) -> list[bool | OSEr
 
 
 def create_temp(tmp_path: str) -> int:
-    return os.open(tmp_path, _CREATE_FLAGS, 0o644)
+    try:
+        return os.open(tmp_path, _CREATE_FLAGS, 0o644)
+    except FileNotFoundError:
+        # Shard directories are made on first use (a temp file lives in its value's shard).
+        os.makedirs(os.path.dirname(tmp_path), exist_ok=True)
+        return os.open(tmp_path, _CREATE_FLAGS, 0o644)
 
 
 def write_all(fd: int, buffers: Sequence[bytes]) -> None:

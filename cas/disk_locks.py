@@ -19,7 +19,9 @@ from collections.abc import Hashable, Iterable
 
 class KeyLocks:
     def __init__(self) -> None:
-        self._held: dict[Hashable, asyncio.Event] = {}
+        # key -> None while held without waiters, or a future its waiters wait on.
+        # Uncontended keys (nearly all) cost one dict entry and no allocation.
+        self._held: dict[Hashable, asyncio.Future[None] | None] = {}
 
     def held(self, key: Hashable) -> bool:
         return key in self._held
@@ -27,23 +29,31 @@ class KeyLocks:
     def try_acquire(self, key: Hashable) -> bool:
         if key in self._held:
             return False
-        self._held[key] = asyncio.Event()
+        self._held[key] = None
         return True
 
     async def acquire(self, key: Hashable) -> None:
-        while (released := self._held.get(key)) is not None:
-            await released.wait()
-        self._held[key] = asyncio.Event()
+        held = self._held
+        while key in held:
+            released = held[key]
+            if released is None:
+                released = held[key] = asyncio.get_running_loop().create_future()
+            # Shielded: a cancelled waiter must not cancel the future the others wait on.
+            await asyncio.shield(released)
+        held[key] = None
 
     async def acquire_all(self, keys: Iterable[Hashable]) -> list[Hashable]:
         """Take every key (sorted, so batches never deadlock); return them in that order.
         If cancelled halfway, releases the keys already taken."""
         ordered = sorted(set(keys))  # type: ignore[type-var]
+        held = self._held
         taken: list[Hashable] = []
         try:
             for key in ordered:
-                if not self.try_acquire(key):
+                if key in held:
                     await self.acquire(key)
+                else:
+                    held[key] = None
                 taken.append(key)
         except BaseException:
             self.release_all(taken)
@@ -51,7 +61,9 @@ class KeyLocks:
         return taken
 
     def release(self, key: Hashable) -> None:
-        self._held.pop(key).set()
+        released = self._held.pop(key)
+        if released is not None:
+            released.set_result(None)
 
     def release_all(self, keys: Iterable[Hashable]) -> None:
         for key in keys:

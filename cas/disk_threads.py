@@ -14,7 +14,7 @@ to clean up after it. Here:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -55,6 +55,20 @@ class IoLane:
         future.add_done_callback(lambda _: self._slots.release())
         return future
 
+    async def started_many(self, fn: Callable[..., T], arg_lists: Sequence[tuple[Any, ...]]) -> asyncio.Future[list[T]]:
+        """Like ``started``, for one batch split into parts run in parallel threads (file
+        system calls release the GIL, so small-file batches gain from it). The batch
+        holds one slot; the future gives the parts' results in order, once all are done."""
+        await self._slots.acquire()
+        futures = []
+        try:
+            for args in arg_lists:
+                futures.append(self._submit(fn, *args))
+        finally:
+            combined = all_done(futures)
+            combined.add_done_callback(lambda _: self._slots.release())
+        return combined
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a thread; for calls whose result needs no cleanup if abandoned."""
         return await asyncio.shield(await self.started(fn, *args))
@@ -69,6 +83,34 @@ class IoLane:
         while self._running:
             await asyncio.gather(*list(self._running), return_exceptions=True)
             await asyncio.sleep(0)  # let done-callbacks that start more work run
+
+
+def all_done(futures: Sequence[asyncio.Future[T]]) -> asyncio.Future[list[T]]:
+    """A future for all ``futures``' results, set once every one has finished.
+
+    Unlike ``asyncio.gather`` it never cancels its children, which are thread calls
+    that run to the end anyway; the first failure is raised after all are done.
+    """
+    combined: asyncio.Future[list[T]] = asyncio.get_running_loop().create_future()
+    remaining = len(futures)
+
+    def one_done(_: asyncio.Future[T]) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining:
+            return
+        for future in futures:
+            if future.cancelled() or future.exception() is not None:
+                combined.set_exception(future.exception() if not future.cancelled() else asyncio.CancelledError())
+                combined.add_done_callback(_mark_retrieved)
+                return
+        combined.set_result([f.result() for f in futures])
+
+    if not futures:
+        combined.set_result([])
+    for future in futures:
+        future.add_done_callback(one_done)
+    return combined
 
 
 def then(future: asyncio.Future[T], apply: Callable[[asyncio.Future[T]], R]) -> asyncio.Future[R]:

@@ -7,6 +7,7 @@ only a disk store can get wrong.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,8 @@ import pytest
 
 from cas.digest import Digest
 from cas.disk import DiskStore
-from cas.disk_layout import LAYOUT_MARKER, TMP_DIR
+from cas.disk_layout import LAYOUT_MARKER, TEMP_PREFIX
+from cas.disk_snapshot import SNAPSHOT_FILE
 from cas.errors import FailedPrecondition, NotFound, OutOfRange, ResourceExhausted
 from tests.cas.streams import StreamBroke, chunks_of, read_all
 
@@ -38,12 +40,32 @@ def blob(seed: int, size: int) -> tuple[Digest, bytes]:
     return Digest.of(data), data
 
 
+def shard_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob("*/??/*") if p.is_file())
+
+
 def value_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.parent.parent.parent == root)
+    return [p for p in shard_files(root) if not p.name.startswith(TEMP_PREFIX)]
 
 
 def temp_files(root: Path) -> list[Path]:
-    return list((root / TMP_DIR).iterdir())
+    return [p for p in shard_files(root) if p.name.startswith(TEMP_PREFIX)]
+
+
+def as_if_crashed(root: Path) -> None:
+    """Make a cleanly closed store look like its process died: no index snapshot."""
+    (root / SNAPSHOT_FILE).unlink()
+
+
+def as_if_rebooted(root: Path) -> None:
+    """Make the snapshot look like it was written before a reboot."""
+    path = root / SNAPSHOT_FILE
+    document = json.loads(path.read_text())
+    document["boot_id"] = "another boot"
+    path.write_text(json.dumps(document))
+
+
+RESTARTS = {"crash": as_if_crashed, "reboot": as_if_rebooted, "clean": lambda root: None}
 
 
 async def open_store(root: Path, max_bytes: int = 64 * MiB, **options: object) -> DiskStore:
@@ -60,7 +82,8 @@ async def store(tmp_path: Path) -> AsyncIterator[DiskStore]:
 # -- restart -------------------------------------------------------------------------
 
 
-async def test_restart_keeps_values_and_accounting(tmp_path: Path) -> None:
+@pytest.mark.parametrize("restart", RESTARTS)
+async def test_restart_keeps_values_and_accounting(tmp_path: Path, restart: str) -> None:
     root = tmp_path / "store"
     store = await open_store(root)
     blobs = dict(blob(i, 100 + i) for i in range(20))
@@ -69,6 +92,7 @@ async def test_restart_keeps_values_and_accounting(tmp_path: Path) -> None:
     await store.write(big_digest, chunks_of(big))
     total = store.total_bytes
     await store.aclose()
+    RESTARTS[restart](root)
 
     store = await open_store(root)
     try:
@@ -81,8 +105,8 @@ async def test_restart_keeps_values_and_accounting(tmp_path: Path) -> None:
         await store.aclose()
 
 
-async def test_restart_keeps_lru_order_roughly(tmp_path: Path) -> None:
-    """An access persisted as mtime before the restart still protects the value after it."""
+async def test_crash_keeps_lru_order_roughly(tmp_path: Path) -> None:
+    """Without a snapshot, an access persisted as mtime still protects the value after a restart."""
     root = tmp_path / "store"
     clock = Clock()
     store = await open_store(root, touch_interval=60, clock=clock)
@@ -92,10 +116,52 @@ async def test_restart_keeps_lru_order_roughly(tmp_path: Path) -> None:
     clock.offset += 3600  # an hour later, a is used again
     assert await store.find_missing([a]) == set()
     await store.aclose()
+    as_if_crashed(root)
 
     store = await open_store(root, max_bytes=2500, clock=clock)  # room for two: evicts the oldest
     try:
         assert await store.find_missing([a, b, c]) == {b}
+    finally:
+        await store.aclose()
+
+
+async def test_clean_restart_keeps_the_exact_lru_order(tmp_path: Path) -> None:
+    """The snapshot keeps the order even where mtimes (refreshed lazily) cannot tell."""
+    root = tmp_path / "store"
+    store = await open_store(root, touch_interval=3600)
+    blobs = [blob(i, 100) for i in range(10)]
+    await store.put_many(dict(blobs))
+    used = [blobs[i][0] for i in (7, 2, 9, 0, 4)]
+    for digest in used:  # all within the touch interval: no mtime changes
+        assert await store.has(digest)
+    await store.aclose()
+    assert (root / SNAPSHOT_FILE).exists()
+
+    store = await open_store(root, max_bytes=500)  # keeps the five most recently used
+    try:
+        assert not (root / SNAPSHOT_FILE).exists()  # consumed: a crash from here means a full scan
+        assert await store.find_missing([d for d, _ in blobs]) == {d for d, _ in blobs} - set(used)
+    finally:
+        await store.aclose()
+
+
+async def test_snapshot_is_checked_against_the_files(tmp_path: Path) -> None:
+    """Values removed while the store was closed are dropped; values added are adopted."""
+    root = tmp_path / "store"
+    store = await open_store(root)
+    (a, da), (b, db), (c, dc) = blob(1, 100), blob(2, 200), blob(3, 300)
+    await store.put_many({a: da, b: db})
+    a_path = Path(store.path_of(a) or "")
+    await store.aclose()
+    a_path.unlink()
+    c_path = root / "sha256" / c.hash[:2] / f"{c.hash}-{c.size_bytes}"
+    c_path.parent.mkdir(exist_ok=True)
+    c_path.write_bytes(dc)
+    store = await open_store(root)
+    try:
+        assert await store.find_missing([a, b, c]) == {a}
+        assert await store.get_bytes(c) == dc
+        assert store.total_bytes == 500
     finally:
         await store.aclose()
 
@@ -310,14 +376,19 @@ async def test_cancelled_stream_leaves_no_temp_file(tmp_path: Path) -> None:
         await store.aclose()
 
 
-async def test_crash_leftovers_are_cleaned_at_open(tmp_path: Path) -> None:
+@pytest.mark.parametrize("restart", RESTARTS)
+async def test_crash_leftovers_are_cleaned_at_open(tmp_path: Path, restart: str) -> None:
     root = tmp_path / "store"
     store = await open_store(root)
     digest, data = blob(1, 100)
     await store.put_bytes(digest, data)
     await store.aclose()
-    (root / TMP_DIR / "17").write_bytes(b"half a blob")
-    (root / TMP_DIR / "18").write_bytes(b"")
+    RESTARTS[restart](root)
+    shard = Path(store.path_of(digest) or "").parent
+    (shard / f"{TEMP_PREFIX}17").write_bytes(b"half a blob")
+    (shard.parent / "00").mkdir(exist_ok=True)
+    (shard.parent / "00" / f"{TEMP_PREFIX}18").write_bytes(b"")
+    assert len(temp_files(root)) == 2
     store = await open_store(root)
     try:
         assert temp_files(root) == []
@@ -326,14 +397,16 @@ async def test_crash_leftovers_are_cleaned_at_open(tmp_path: Path) -> None:
         await store.aclose()
 
 
-async def test_truncated_file_is_never_served(tmp_path: Path) -> None:
-    """A crash can persist a rename before the data; such a file must not be served."""
+@pytest.mark.parametrize("restart", ["crash", "reboot"])
+async def test_truncated_file_is_never_served(tmp_path: Path, restart: str) -> None:
+    """A power cut can persist a rename before the data; such a file must not be served."""
     root = tmp_path / "store"
     store = await open_store(root)
     (a, da), (b, db) = blob(1, 5000), blob(2, 5000)
     await store.put_many({a: da, b: db})
     a_path, b_path = Path(store.path_of(a) or ""), Path(store.path_of(b) or "")
     await store.aclose()
+    RESTARTS[restart](root)
     os.truncate(a_path, 0)  # what delayed allocation leaves after a power cut
     store = await open_store(root)
     try:
@@ -400,7 +473,8 @@ async def test_identical_put_does_not_rewrite_the_file(store: DiskStore) -> None
     assert len(store) == 1 and store.total_bytes == 4096
 
 
-async def test_crash_between_overwrite_rename_and_unlink_keeps_the_newer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("restart", RESTARTS)
+async def test_crash_between_overwrite_rename_and_unlink_keeps_the_newer(tmp_path: Path, restart: str) -> None:
     root = tmp_path / "store"
     store = await open_store(root)
     key = Digest.of(b"action")
@@ -409,6 +483,7 @@ async def test_crash_between_overwrite_rename_and_unlink_keeps_the_newer(tmp_pat
     await store.put_bytes(key, b"newer value")
     new_path = Path(store.path_of(key) or "")
     await store.aclose()
+    RESTARTS[restart](root)
     old_path.write_bytes(b"old")  # as if the unlink after the rename never happened
     os.utime(old_path, (time.time() - 100, time.time() - 100))
     store = await open_store(root)
