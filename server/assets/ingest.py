@@ -5,7 +5,8 @@ Two paths:
 - **direct**: when the request's checksum is in the digest function's own algorithm
   and the origin announced the size, the digest is known up front, so the stream
   goes straight into ``cas.write``. A checksum mismatch raises before the stream
-  ends, and by the BlobStore rule the store then keeps nothing.
+  ends, and by the BlobStore rule the store then keeps nothing. (A VerifyingStore
+  does that check itself, so the stream is not hashed twice.)
 - **spooled**: otherwise the content is hashed into a SpoolFile, checked, and then
   written under the digest just computed (skipped if the CAS already holds it).
 
@@ -22,8 +23,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
 from cas.digest import ALGORITHMS, Digest, DigestFunctionValue, Hasher
-from cas.errors import Aborted
+from cas.errors import Aborted, InvalidArgument
 from cas.store import BlobStore
+from cas.verify import VerifyingStore
 from server.assets.spool import Spool, SpoolFile
 from server.assets.sri import Checksum, describe_mismatch, matching
 
@@ -114,6 +116,15 @@ async def ingest(
         expected = Digest(checksums[0].hex, expected_size, function)
         if await cas.has(expected):
             # The checksum names content we already hold: the body need not be read.
+            return Ingested(expected, {hasher.function_name: expected.hash})
+
+        if isinstance(cas, VerifyingStore):
+            # The store checks size and hash while it writes and keeps nothing on a
+            # mismatch; hashing here as well would double the CPU cost of a download.
+            try:
+                await cas.write(expected, chunks)
+            except InvalidArgument as err:
+                raise Aborted(f"{source}: checksum mismatch: expected {checksums[0].to_sri()}; {err.message}") from None
             return Ingested(expected, {hasher.function_name: expected.hash})
 
         async def checked() -> AsyncIterator[bytes]:
