@@ -36,7 +36,7 @@ _SECONDS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0
 # The keys each store type accepts besides "type"; docs/CONFIG.md ("Stores") explains them.
 STORE_KEYS: dict[str, frozenset[str]] = {
     "memory": frozenset({"max_size"}),
-    "disk": frozenset({"path", "max_size"}),
+    "disk": frozenset({"path", "max_size", "fsync"}),
     "redis": frozenset({"url", "key_prefix", "max_value_size", "ttl"}),
     "verify": frozenset({"inner"}),
     "size_partition": frozenset({"small", "large", "threshold"}),
@@ -196,7 +196,10 @@ async def build_store(name: str, spec: StoreSpec, built: Mapping[str, BlobStore]
             from cas.disk import DiskStore
 
             store = await DiskStore.open(
-                r.path("path", str(cache_home() / name)), max_bytes=r.size("max_size", "20GiB"), name=name
+                r.path("path", str(cache_home() / name)),
+                max_bytes=r.size("max_size", "20GiB"),
+                name=name,
+                fsync=r.boolean("fsync", False),
             )
         case "redis":
             from cas.redis import RedisStore
