@@ -14,13 +14,12 @@ Without an ``[assets]`` section the services run if a store named "assets" exist
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cas.config import ConfigError, expand_path, parse_size
+from cas.config import ConfigError, expand_path, parse_duration, parse_size
 from cas.store import BlobStore
 from cas.verify import VerifyingStore
 from server.assets.archive import DEFAULT_MAX_ENTRIES, DEFAULT_MAX_UNPACKED_SIZE
@@ -29,21 +28,10 @@ from server.assets.spool import DEFAULT_MEMORY_LIMIT
 
 DEFAULT_INDEX_STORE = "assets"
 KNOWN_SCHEMES = frozenset({"http", "https", "file", "git", "ssh"})
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
-def parse_duration(value: object, where: str) -> float:
-    """Seconds from a number or a string like "30s", "10m", "1h"."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a duration, got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ConfigError(f"{where}: {value!r} is not a duration (examples: 30, \"30s\", \"10m\", \"1h\")")
-        seconds = float(match.group(1)) * _SECONDS[match.group(2)]
+def positive_duration(value: object, where: str) -> float:
+    seconds = parse_duration(value, where)  # type: ignore[arg-type]
     if seconds <= 0:
         raise ConfigError(f"{where}: the duration must be positive")
     return seconds
@@ -104,8 +92,8 @@ class AssetsConfig:
             index=index,
             allow_push=bool(section.get("allow_push", True)),
             policy=policy,
-            default_timeout=parse_duration(section.get("default_timeout", 600), "[assets] default_timeout"),
-            max_timeout=parse_duration(section.get("max_timeout", 3600), "[assets] max_timeout"),
+            default_timeout=positive_duration(section.get("default_timeout", 600), "[assets] default_timeout"),
+            max_timeout=positive_duration(section.get("max_timeout", 3600), "[assets] max_timeout"),
             spool_dir=expand_path(str(spool_dir)) if spool_dir else None,
             spool_memory_limit=parse_size(section.get("spool_memory_limit", DEFAULT_MEMORY_LIMIT), "[assets] spool_memory_limit"),
             max_unpacked_size=parse_size(section.get("max_unpacked_size", DEFAULT_MAX_UNPACKED_SIZE), "[assets] max_unpacked_size"),
