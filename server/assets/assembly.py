@@ -38,6 +38,8 @@ class AssetParts:
 def build_assets(config: AssetsConfig, index_store: BlobStore, clock: Clock = time.time) -> AssetParts:
     """The fetcher and pusher over ``index_store``; must run inside the server's event loop."""
     policy = config.policy
+    if config.spool_dir is not None:
+        config.spool_dir.mkdir(parents=True, exist_ok=True)
     spool = Spool(config.spool_dir, config.spool_memory_limit)
     session = new_session()
     http = HttpDownloader(session, policy, spool)
