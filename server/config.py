@@ -113,11 +113,13 @@ def parse_config(data: dict[str, Any]) -> ServerConfig:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"instance names defined twice: {duplicates}")
+    max_batch = parse_size(server.get("max_batch_total_size_bytes", DEFAULT_MAX_BATCH), "[server] max_batch_total_size_bytes")
+    if max_batch < DEFAULT_MAX_BATCH:
+        # Clients size their batches to 4 MiB without asking; a smaller limit refuses them.
+        raise ConfigError(f"[server] max_batch_total_size_bytes = {max_batch} is below the 4MiB clients assume")
     return ServerConfig(
         listen=str(server.get("listen", DEFAULT_LISTEN)),
-        max_batch_total_size_bytes=parse_size(
-            server.get("max_batch_total_size_bytes", DEFAULT_MAX_BATCH), "[server] max_batch_total_size_bytes"
-        ),
+        max_batch_total_size_bytes=max_batch,
         stores=stores,
         instances=instances,
         raw=data,
