@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import grpc
+import pytest
 
+from cas.config import ConfigError
 from cas.digest import ALGORITHMS
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from server.config import parse_config
 from tests.server.client import StorageClient, expect_error
 
 
@@ -33,3 +36,10 @@ async def test_update_capability_follows_the_instance_config(named_client: Stora
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert "'x'" in message
+
+
+def test_a_batch_limit_below_4mib_is_a_config_error() -> None:
+    data = {"stores": {"m": {"type": "memory"}}, "instances": [{"name": "", "cas": "m", "ac": "m"}]}
+    assert parse_config({**data, "server": {"max_batch_total_size_bytes": "8MiB"}}).max_batch_total_size_bytes == 8 << 20
+    with pytest.raises(ConfigError, match="below the 4MiB"):
+        parse_config({**data, "server": {"max_batch_total_size_bytes": "1MiB"}})
