@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import fcntl
 import itertools
 import logging
 import os
@@ -43,19 +42,18 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cas import disk_files
 from cas.digest import Digest
 from cas.disk_files import CorruptValue, PendingWrite
-from cas.disk_layout import LAYOUT_MARKER, LAYOUT_VERSION, LOCK_FILE, temp_path, value_path
-from cas.disk_scan import scan_index
-from cas.disk_snapshot import current_boot_id, index_from_snapshot, take_snapshot, write_snapshot
+from cas.disk_index import DiskIndex, IndexEntry
+from cas.disk_layout import temp_path, value_path
 from cas.disk_locks import KeyLocks
+from cas.disk_open import open_directory, save_snapshot
 from cas.disk_threads import IoLane, close_after, then
-from cas.errors import FailedPrecondition, Internal, NotFound, ReapiError, ResourceExhausted
+from cas.errors import Internal, NotFound, ReapiError, ResourceExhausted
 from cas.store import READ_CHUNK_SIZE, BlobStore, check_read_range
 
 log = logging.getLogger("reapi.cas.disk")
@@ -70,13 +68,6 @@ DEFAULT_WRITE_BUFFER = 2 << 20
 _MIN_PART = 64
 # A read retries when the value was overwritten under a new length meanwhile.
 _READ_ATTEMPTS = 3
-
-
-@dataclass(slots=True)
-class IndexEntry:
-    length: int
-    # Last access time recorded (or queued) as the file's mtime, in clock seconds.
-    stamp: float
 
 
 class DiskStore(BlobStore):
@@ -102,12 +93,10 @@ class DiskStore(BlobStore):
         self.max_bytes = max_bytes
         self.name = name
         self.fsync = fsync
-        self.touch_interval = touch_interval
         self.chunk_size = chunk_size
         self.write_buffer = write_buffer
         self._clock = clock
-        self._index = index
-        self.total_bytes = sum(e.length for e in index.values())
+        self._index = DiskIndex(index, touch_interval)
         self._executor = executor
         self.io_threads = io_threads
         self._lane = IoLane(executor, io_threads, name)
@@ -135,14 +124,14 @@ class DiskStore(BlobStore):
         executor = ThreadPoolExecutor(io_threads, thread_name_prefix=f"disk-{name}")
         try:
             started = time.monotonic()
-            lock_fd, index, report = await asyncio.to_thread(_prepare, root, executor, name)
+            lock_fd, index, how = await asyncio.to_thread(open_directory, root, executor, name)
         except BaseException:
             executor.shutdown(wait=False)
             raise
         store = cls(root, max_bytes, index, executor, lock_fd, name=name, io_threads=io_threads, **options)  # type: ignore[arg-type]
         log.info(
-            "disk store %r at %s: %d values, %d bytes, index rebuilt in %.2fs%s",
-            name, root, len(index), store.total_bytes, time.monotonic() - started, report,
+            "disk store %r at %s: %d values, %d bytes, index rebuilt in %.2fs (%s)",
+            name, root, len(index), store.total_bytes, time.monotonic() - started, how,
         )
         store._evict_if_needed()
         return store
@@ -157,9 +146,8 @@ class DiskStore(BlobStore):
         if self._lane.closed:
             return
         await self.drain()
-        entries = list(self._index.items())
         try:
-            await self._lane.run(_write_snapshot, self.root, entries)
+            await self._lane.run(save_snapshot, self.root, self._index.entries())
         except OSError as err:
             log.warning("disk store %r: no index snapshot written (the next open scans): %s", self.name, err)
         self._lane.closed = True
@@ -168,6 +156,10 @@ class DiskStore(BlobStore):
 
     def __len__(self) -> int:
         return len(self._index)
+
+    @property
+    def total_bytes(self) -> int:
+        return self._index.total_bytes
 
     # -- the index -----------------------------------------------------------------
 
@@ -178,9 +170,7 @@ class DiskStore(BlobStore):
 
     def _refresh(self, digest: Digest, entry: IndexEntry, now: float) -> None:
         """Mark a hit: newest in memory now, on disk lazily."""
-        self._index.move_to_end(digest)
-        if now - entry.stamp >= self.touch_interval:
-            entry.stamp = now
+        if self._index.hit(digest, entry, now):
             if not self._touch_queue:
                 asyncio.get_running_loop().call_soon(self._flush_touches)
             self._touch_queue[digest] = value_path(self.root, digest, entry.length)
@@ -199,40 +189,17 @@ class DiskStore(BlobStore):
         self._refresh(digest, entry, self._clock())
         return entry
 
-    def _insert(self, digest: Digest, length: int) -> None:
-        old = self._index.pop(digest, None)
-        if old is not None:
-            self.total_bytes -= old.length
-        self._index[digest] = IndexEntry(length, self._clock())
-        self.total_bytes += length
-
-    def _forget(self, digest: Digest, entry: IndexEntry) -> None:
-        """Drop an entry whose file vanished, unless it was replaced meanwhile."""
-        if self._index.get(digest) is entry:
-            del self._index[digest]
-            self.total_bytes -= entry.length
-
     def _drop_corrupt(self, digest: Digest, entry: IndexEntry, error: CorruptValue) -> None:
         log.warning("disk store %r: dropping damaged value %s: %s", self.name, digest, error)
-        self._forget(digest, entry)
+        self._index.forget(digest, entry)
         if self._locks.try_acquire(digest):  # else a writer is replacing it right now
             future = self._lane.start(disk_files.remove_files, [value_path(self.root, digest, entry.length)])
             future.add_done_callback(lambda _: self._locks.release(digest))
 
     def _evict_if_needed(self) -> None:
-        excess = self.total_bytes - self.max_bytes
-        if excess <= 0:
-            return
-        victims: list[tuple[Digest, IndexEntry]] = []
-        for digest, entry in self._index.items():  # oldest first
-            if excess <= 0:
-                break
-            if self._locks.try_acquire(digest):
-                victims.append((digest, entry))
-                excess -= entry.length
-        for digest, entry in victims:
-            del self._index[digest]
-            self.total_bytes -= entry.length
+        """Remove the least recently used values until under the cap. Keys being
+        written are skipped; the victims' keys stay locked until their files are gone."""
+        victims = self._index.take_oldest(self.max_bytes, self._locks.try_acquire)
         if not victims:
             return
         self.evicted += len(victims)
@@ -333,10 +300,10 @@ class DiskStore(BlobStore):
             try:
                 fd, data = await asyncio.shield(opening)
             except asyncio.CancelledError:
-                opening.add_done_callback(_close_opened)
+                close_after(opening, lambda: _close_opened(opening))
                 raise
             except FileNotFoundError:
-                self._forget(digest, entry)  # evicted, or overwritten under a new length
+                self._index.forget(digest, entry)  # evicted, or overwritten under a new length
                 continue
             except CorruptValue as err:
                 self._drop_corrupt(digest, entry, err)
@@ -350,7 +317,7 @@ class DiskStore(BlobStore):
         buffer: list[bytes] = []
         buffered = length = 0
         fd, tmp_path = -1, ""
-        pending: asyncio.Future[None] | None = None  # the previous buffer's write
+        pending: asyncio.Future[Any] | None = None  # the thread call still using the temp file
         handed_off = False
         try:
             async for chunk in chunks:
@@ -367,12 +334,12 @@ class DiskStore(BlobStore):
                     pending = None
                 if fd < 0:
                     tmp_path = self._temp_path(digest)
-                    opening = await self._lane.started(disk_files.create_temp, tmp_path)
-                    try:
-                        fd = await asyncio.shield(opening)
-                    except asyncio.CancelledError:
-                        opening.add_done_callback(_close_opened)
-                        raise
+                    # Kept as ``pending`` until it is done, so a cancelled write's
+                    # cleanup waits for the file to exist before removing it.
+                    creating = await self._lane.started(disk_files.create_temp, tmp_path)
+                    pending = creating
+                    fd = await asyncio.shield(creating)
+                    pending = None
                 # Not awaited here: the disk write overlaps with receiving the next chunks.
                 pending = await self._lane.started(disk_files.write_all, fd, buffer)
                 buffer, buffered = [], 0
@@ -394,9 +361,12 @@ class DiskStore(BlobStore):
             if not handed_off and tmp_path:
                 await asyncio.shield(self._discard(fd, tmp_path, pending))
 
-    async def _discard(self, fd: int, tmp_path: str, pending: asyncio.Future[None] | None) -> None:
+    async def _discard(self, fd: int, tmp_path: str, pending: asyncio.Future[Any] | None) -> None:
+        """Remove an unfinished temp file once the thread call still using it is done."""
         if pending is not None:
-            await asyncio.gather(pending, return_exceptions=True)
+            await asyncio.wait([pending])
+            if fd < 0 and not pending.cancelled() and pending.exception() is None:
+                fd = pending.result()  # the temp file's creation finished after its writer was cancelled
         await self._lane.start(disk_files.discard, fd, tmp_path)
 
     async def _commit_stream(self, digest: Digest, fd: int, tmp_path: str, rest: list[bytes], length: int) -> None:
@@ -422,7 +392,7 @@ class DiskStore(BlobStore):
         def apply(done: asyncio.Future[None]) -> None:
             try:
                 if done.exception() is None:
-                    self._insert(digest, length)
+                    self._index.insert(digest, length, self._clock())
             finally:
                 self._locks.release(digest)
             err = done.exception()
@@ -490,7 +460,7 @@ class DiskStore(BlobStore):
             now = self._clock()
             for (digest, data), item, outcome in zip(accepted.items(), plan, outcomes):
                 if outcome is True:
-                    self._insert(digest, len(data))
+                    self._index.insert(digest, len(data), now)
                 elif outcome is False:  # identical value already stored
                     entry = self._index.get(digest)
                     if entry is not None:
@@ -543,67 +513,13 @@ class DiskStore(BlobStore):
             if isinstance(result, bytes):
                 out[digest] = result
             elif result is None:
-                self._forget(digest, entry)
+                self._index.forget(digest, entry)
             else:
                 self._drop_corrupt(digest, entry, result)
         return out
 
 
-def _write_snapshot(root: str, entries: list[tuple[Digest, IndexEntry]]) -> None:
-    write_snapshot(root, ((d, e.length, e.stamp) for d, e in entries), current_boot_id())
-
-
-def _close_opened(future: asyncio.Future[object]) -> None:
-    """Close the descriptor a thread opened for a caller that was cancelled meanwhile."""
-    if future.cancelled() or future.exception() is not None:
-        return
-    result = future.result()
-    fd = result[0] if isinstance(result, tuple) else result
-    if isinstance(fd, int) and fd >= 0:
-        os.close(fd)
-
-
-def _prepare(root: str, executor: ThreadPoolExecutor, name: str) -> tuple[int, OrderedDict[Digest, IndexEntry], str]:
-    """Runs in a thread at open: lock, check the layout, rebuild the index (cleaning up)."""
-    try:
-        os.makedirs(root, exist_ok=True)
-        lock_fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as err:
-        raise FailedPrecondition(f"disk store {name!r}: cannot use {root}: {err.strerror or err}") from None
-    try:
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FailedPrecondition(
-                f"disk store {name!r}: {root} is already in use by another store or process "
-                f"(it holds the lock on {os.path.join(root, LOCK_FILE)})"
-            ) from None
-        _check_layout(root, name)
-        snapshot = take_snapshot(root, current_boot_id())
-        if snapshot is not None:
-            index, report = index_from_snapshot(root, snapshot, IndexEntry)
-        else:
-            index, report = scan_index(root, executor, IndexEntry)
-    except BaseException:
-        os.close(lock_fd)
-        raise
-    for path in report.truncated_removed:
-        log.warning("disk store %r: removed truncated value %s (left by a crash)", name, path)
-    notes = "; ".join(n for n in ("from the snapshot" if snapshot is not None else "by a full scan", report.notes()) if n)
-    return lock_fd, index, f" ({notes})"
-
-
-def _check_layout(root: str, name: str) -> None:
-    marker = os.path.join(root, LAYOUT_MARKER)
-    try:
-        with open(marker) as f:
-            found = f.read()
-    except FileNotFoundError:
-        with open(marker, "w") as f:
-            f.write(LAYOUT_VERSION)
-        return
-    if found != LAYOUT_VERSION:
-        raise FailedPrecondition(
-            f"disk store {name!r}: {root} holds a different layout ({found.strip()!r}, this version "
-            f"reads {LAYOUT_VERSION.strip()!r}); point the store at an empty directory"
-        )
+def _close_opened(opened: asyncio.Future[tuple[int, bytes]]) -> None:
+    """Close the descriptor a thread opened for a reader that was cancelled meanwhile."""
+    if not opened.cancelled() and opened.exception() is None and opened.result()[0] >= 0:
+        os.close(opened.result()[0])

@@ -81,8 +81,14 @@ def take_snapshot(root: str, boot_id: str) -> dict[str, Any] | None:
         return None
     if not boot_id or document.get("boot_id") != boot_id:
         return None
-    columns = [document.get(k) for k in ("hash", "size", "function", "length", "stamp")]
-    if not all(isinstance(c, list) and len(c) == len(columns[0]) for c in columns):
+    columns = {k: document.get(k) for k in ("hash", "size", "function", "length", "stamp")}
+    count = len(document["hash"]) if isinstance(document.get("hash"), list) else -1
+    if not all(isinstance(c, list) and len(c) == count for c in columns.values()):
+        return None
+    kinds = {k: set(map(type, c)) for k, c in columns.items() if isinstance(c, list)}
+    ints = {int}
+    if count and not (kinds["hash"] == {str} and kinds["size"] == kinds["function"] == kinds["length"] == ints
+                      and kinds["stamp"] <= {int, float}):
         return None
     return document
 
@@ -112,10 +118,10 @@ def _index_from_snapshot(
     for hash_hex, size, function, length, stamp in zip(
         document["hash"], document["size"], document["function"], document["length"], document["stamp"]
     ):
-        names = on_disk.get(function)
+        listed = on_disk.get(function)
         name = f"{hash_hex}-{size}" if length == size else f"{hash_hex}-{size}-{length}"
-        if names is not None and name in names:
-            names.discard(name)
+        if listed is not None and name in listed:
+            listed.discard(name)
             index[Digest(hash_hex, size, function)] = make_entry(length, stamp)
     _adopt_unlisted(root, on_disk, index, make_entry, report)
     report.values = len(index)

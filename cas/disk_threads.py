@@ -100,8 +100,9 @@ def all_done(futures: Sequence[asyncio.Future[T]]) -> asyncio.Future[list[T]]:
         if remaining:
             return
         for future in futures:
-            if future.cancelled() or future.exception() is not None:
-                combined.set_exception(future.exception() if not future.cancelled() else asyncio.CancelledError())
+            error = asyncio.CancelledError() if future.cancelled() else future.exception()
+            if error is not None:
+                combined.set_exception(error)
                 combined.add_done_callback(_mark_retrieved)
                 return
         combined.set_result([f.result() for f in futures])
@@ -135,7 +136,11 @@ def close_after(future: asyncio.Future[Any] | None, close: Callable[[], object])
     if future is None or future.done():
         close()
     else:
-        future.add_done_callback(lambda f: (_mark_retrieved(f), close()))
+        def close_when_done(done: asyncio.Future[Any]) -> None:
+            _mark_retrieved(done)
+            close()
+
+        future.add_done_callback(close_when_done)
 
 
 def _mark_retrieved(future: asyncio.Future[Any]) -> None:

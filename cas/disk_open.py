@@ -1,0 +1,86 @@
+"""Opening and closing a DiskStore's directory: lock, layout check, index rebuild, snapshot.
+
+These run in a thread (they touch every file at open) and return plain values the
+DiskStore constructor takes, so the store itself does no I/O when it is built.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections import OrderedDict
+from concurrent.futures import Executor
+
+from cas.digest import Digest
+from cas.disk_index import IndexEntry
+from cas.disk_layout import LAYOUT_MARKER, LAYOUT_VERSION, LOCK_FILE
+from cas.disk_scan import scan_index
+from cas.disk_snapshot import current_boot_id, index_from_snapshot, take_snapshot, write_snapshot
+from cas.errors import FailedPrecondition
+
+log = logging.getLogger("reapi.cas.disk")
+
+
+def lock_directory(root: str, name: str) -> int:
+    """Create ``root`` if needed and lock it for this process; return the lock's fd.
+
+    Two stores on one directory would evict each other's files and disagree about
+    the byte count, so a second opener (in this process or another) is refused.
+    """
+    try:
+        os.makedirs(root, exist_ok=True)
+        fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        raise FailedPrecondition(f"disk store {name!r}: cannot use {root}: {err.strerror or err}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FailedPrecondition(
+            f"disk store {name!r}: {root} is already in use by another store or process "
+            f"(it holds the lock on {os.path.join(root, LOCK_FILE)})"
+        ) from None
+    return fd
+
+
+def check_layout(root: str, name: str) -> None:
+    """Mark a new directory with our layout version; refuse one with another."""
+    marker = os.path.join(root, LAYOUT_MARKER)
+    try:
+        with open(marker) as f:
+            found = f.read()
+    except FileNotFoundError:
+        with open(marker, "w") as f:
+            f.write(LAYOUT_VERSION)
+        return
+    if found != LAYOUT_VERSION:
+        raise FailedPrecondition(
+            f"disk store {name!r}: {root} holds a different layout ({found.strip()!r}, this version "
+            f"reads {LAYOUT_VERSION.strip()!r}); point the store at an empty directory"
+        )
+
+
+def open_directory(root: str, executor: Executor, name: str) -> tuple[int, OrderedDict[Digest, IndexEntry], str]:
+    """Lock, check the layout and rebuild the index: (lock fd, index, note for the log)."""
+    lock_fd = lock_directory(root, name)
+    try:
+        check_layout(root, name)
+        snapshot = take_snapshot(root, current_boot_id())
+        if snapshot is not None:
+            index, report = index_from_snapshot(root, snapshot, IndexEntry)
+        else:
+            index, report = scan_index(root, executor, IndexEntry)
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    for path in report.truncated_removed:
+        log.warning("disk store %r: removed truncated value %s (left by a crash)", name, path)
+    how = "from the snapshot" if snapshot is not None else "by a full scan"
+    notes = report.notes()
+    return lock_fd, index, f"{how}; {notes}" if notes else how
+
+
+def save_snapshot(root: str, entries: list[tuple[Digest, IndexEntry]]) -> None:
+    """At a clean close: write the index so the next open can skip the full scan."""
+    write_snapshot(root, ((d, e.length, e.stamp) for d, e in entries), current_boot_id())
