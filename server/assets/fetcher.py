@@ -220,8 +220,13 @@ class AssetFetcher:
     def _finished(self, key: tuple[object, ...], task: asyncio.Task[FetchOutcome]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
-        if not task.cancelled() and task.exception() is not None:
-            log.error("asset fetch failed unexpectedly", exc_info=task.exception())
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        if isinstance(error, ReapiError):
+            log.warning("asset fetch failed: %s", error)  # also raised to every waiting caller
+        else:
+            log.error("asset fetch failed unexpectedly", exc_info=error)
 
     async def _attempt(self, uri: str, deadline: Deadline, work: Callable[[], Awaitable[T]]) -> T:
         """Run one URI's work before ``deadline``; DEADLINE_EXCEEDED names the URI."""

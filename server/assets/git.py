@@ -43,7 +43,7 @@ log = logging.getLogger("reapi.assets")
 SMALL_FILE = 1 << 20
 _NOT_FOUND_HINTS = ("not found", "does not appear to be a git repository", "couldn't find remote ref", "no such remote ref", "404")
 _DENIED_HINTS = ("authentication failed", "could not read username", "terminal prompts disabled", "401", "403", "permission denied")
-_NO_SHALLOW_HINTS = ("shallow", "dumb http transport", "not our ref", "unadvertised object", "allowReachableSHA1InWant".lower())
+_NO_SHALLOW_HINTS = ("shallow", "dumb http transport", "not our ref", "unadvertised object", "allowreachablesha1inwant")
 
 
 @dataclass(frozen=True)

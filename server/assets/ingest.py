@@ -97,8 +97,9 @@ async def _hashed(chunks: AsyncIterable[bytes], hasher: ContentHasher, sink: Spo
             pending = None
     finally:
         if pending is not None:
-            # Never leave a thread writing into a hasher or file that is being dropped.
-            await asyncio.shield(pending)
+            # Never leave a thread writing into a hasher or file that is being dropped;
+            # wait() does not raise, so the error that brought us here is the one reported.
+            await asyncio.wait([pending])
 
 
 async def ingest(

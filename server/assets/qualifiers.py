@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from google.rpc import error_details_pb2
 
@@ -41,6 +42,12 @@ HTTP_HEADER_PREFIX = "http_header:"
 HTTP_HEADER_URL_PREFIX = "http_header_url:"
 
 GIT_RESOURCE_TYPE = "application/x-git"
+
+# Qualifiers held in a plain string field of Qualifiers (the ones ``without`` can drop).
+_SIMPLE_FIELDS = {
+    CANONICAL_ID: "canonical_id", RESOURCE_TYPE: "resource_type", DIRECTORY: "directory",
+    VCS_COMMIT: "vcs_commit", VCS_BRANCH: "vcs_branch",
+}
 
 BLOB_QUALIFIERS = frozenset({CHECKSUM_SRI, CANONICAL_ID, AUTH_HEADERS, RESOURCE_TYPE})
 DIRECTORY_QUALIFIERS = BLOB_QUALIFIERS | {DIRECTORY, VCS_COMMIT, VCS_BRANCH}
@@ -100,9 +107,10 @@ class Qualifiers:
         return self.resource_type == GIT_RESOURCE_TYPE
 
     def without(self, *names: str) -> Qualifiers:
-        """The same qualifiers minus ``names`` (e.g. the archive's own identity for FetchDirectory)."""
-        kept = [asset_pb2.Qualifier(name=n, value=v) for n, v in self.pairs if n not in names]
-        return parse_qualifiers(kept, uri_count=max(self.url_headers, default=-1) + 1)
+        """The same qualifiers minus ``names`` (FetchDirectory fetches its archive without
+        ``directory`` and ``resource_type``, which describe the tree, not the file)."""
+        cleared: dict[str, Any] = {_SIMPLE_FIELDS[name]: "" for name in names}
+        return replace(self, pairs=tuple(p for p in self.pairs if p[0] not in names), **cleared)
 
 
 def unsupported_error(names: Iterable[str], what: str) -> InvalidArgument:

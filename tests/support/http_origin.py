@@ -91,6 +91,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # git's dumb protocol opens many connections at once
+
+
 class HttpOrigin:
     """Start with ``start()`` (or ``with``); stop with ``stop()``: later requests are refused."""
 
@@ -101,8 +106,7 @@ class HttpOrigin:
         self._stopping = threading.Event()
         self.requests: list[RecordedRequest] = []
         handler = type("OriginHandler", (_Handler,), {"origin": self})
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="http-origin", daemon=True)
         self.port = int(self._server.server_address[1])
 
