@@ -222,6 +222,17 @@ async def test_requests_without_uris_or_with_bad_functions_are_refused(assets: A
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_a_fetch_outlives_a_short_rpc_deadline_and_the_retry_joins_it(assets: AssetHarness, origin: HttpOrigin) -> None:
+    url = origin.serve("/slow", DATA, delay=1.0)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await assets.fetch.FetchBlob(blob_request(url), timeout=0.2)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    retry = await assets.fetch.FetchBlob(blob_request(url))
+    assert retry.status.code == code_pb2.OK, retry.status.message
+    assert Digest.from_proto(retry.blob_digest) == Digest.of(DATA)
+    assert len(origin.requests_for("/slow")) == 1
+
+
 async def test_concurrent_identical_fetches_share_one_download(assets: AssetHarness, origin: HttpOrigin) -> None:
     import asyncio
 

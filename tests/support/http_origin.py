@@ -3,7 +3,8 @@
 It runs http.server in a background thread, so it answers the test's own event loop
 and separate processes (Bazel, reapi-server) alike. Routes can serve bytes or a file
 (with sendfile, fast enough for benchmarks), require headers (401 otherwise), answer
-a fixed status, redirect, or stall until the origin stops (for timeout tests);
+a fixed status, redirect, answer late (``delay``), or stall until the origin stops
+(for timeout tests);
 ``serve_directory`` exposes a directory tree (a bare git repository for git's dumb
 HTTP protocol). Every request is recorded with its headers.
 
@@ -30,6 +31,7 @@ class Route:
     require_headers: dict[str, str] = field(default_factory=dict)
     redirect_to: str | None = None
     stall: bool = False
+    delay: float = 0.0  # seconds to wait before answering (a slow origin)
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -57,6 +59,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if self.headers.get(name) != value:
                 self._reply(401, f"missing or wrong header {name}\n".encode())
                 return
+        if route.delay:
+            self.origin._stopping.wait(route.delay)
         if route.stall:
             self.send_response(200)
             self.send_header("Content-Length", "1000000")
