@@ -2,30 +2,33 @@
 
 How it stays correct and fast, and why:
 
-- **Index in memory.** An ordered dict, digest -> (length, stamp), oldest access
-  first. ``find_missing`` answers from it alone, without touching the disk; every
-  hit moves to the newest end. It is rebuilt at open by scanning the shard
-  directories in parallel threads (cas/disk_layout.py), which needs no extra
-  metadata file that could disagree with the files themselves.
-- **All or nothing.** A value is written to ``tmp/`` and renamed into place only
-  when its chunk stream ended without error; otherwise the temp file is removed
-  (also on cancellation). ``tmp/`` is emptied at open, so a crash leaves no trace.
+- **Index in memory** (disk_index.py): digest -> (length, stamp), oldest access
+  first, with the byte count. ``find_missing`` answers from it alone, without
+  touching the disk; every hit moves to the newest end. At open it is rebuilt from
+  a snapshot written at the last clean close on this boot, or else by a full scan
+  of the files, which are the only truth (disk_open.py, disk_scan.py).
+- **All or nothing.** A value is written to a temp file beside its final name and
+  renamed into place only when its chunk stream ended without error; otherwise
+  the temp file is removed (on cancellation too). Leftovers of a crash are removed
+  at open.
 - **fsync policy: off by default.** The store is a cache and clients re-upload
   what is missing, so losing the last seconds of writes to a power cut is
   acceptable; serving a damaged value is not. Without fsync a crash can persist a
   rename before its data, leaving the file short or empty, so each file's name
-  holds its expected length, and any file whose size differs is dropped at open
-  and at read. ``fsync=True`` adds fdatasync of each file and its directory before
-  a write returns, for operators who want durability over throughput.
-- **Access times survive restarts, lazily.** A hit whose stamp is older than
-  ``touch_interval`` queues a utime (mtime := now) for a background thread; the
-  scan at open orders values by mtime, so LRU order survives approximately.
+  holds its expected length, and a file whose size differs is dropped by the scan
+  after a crash or reboot and at every read. ``fsync=True`` adds fdatasync of each
+  file and its directory before a write returns, for durability over throughput.
+- **Access times survive restarts.** Exactly, through the snapshot, after a clean
+  close; approximately after a crash: a hit whose stamp is older than
+  ``touch_interval`` queues a utime (mtime := now) for a background thread, and
+  the scan orders values by mtime.
 - **Eviction** removes the oldest values until the total is under ``max_bytes``,
-  right after each write. A value being written is skipped (KeyLocks), and a reader
+  right after each write. A key being written is skipped (KeyLocks), and a reader
   holding a value open keeps reading it after it is unlinked (POSIX semantics).
 - **Threads.** Blocking calls run in the store's own executor behind a semaphore
-  (IoLane); batches (``put_many``, ``get_many``) do all their files in one hop.
-  The event loop only does dict work, bounded by the size of a request.
+  (IoLane, disk_threads.py); batches (``put_many``, ``get_many``) do their files in
+  one hop per thread, and streams move data in buffers of about a megabyte. The
+  event loop only does dict work, bounded by the size of a request.
 
 The value stored under a digest need not be that digest's content (the action cache
 stores ActionResults under action digests); checking content is VerifyingStore's job.
@@ -116,19 +119,28 @@ class DiskStore(BlobStore):
         name: str = "disk",
         *,
         io_threads: int = DEFAULT_IO_THREADS,
-        **options: object,
+        fsync: bool = False,
+        touch_interval: float = DEFAULT_TOUCH_INTERVAL,
+        clock: Callable[[], float] = time.time,
+        chunk_size: int = READ_CHUNK_SIZE,
+        write_buffer: int = DEFAULT_WRITE_BUFFER,
     ) -> DiskStore:
         """Lock the directory, clean crash leftovers, rebuild the index, and evict down
-        to ``max_bytes`` if the cap shrank. ``options`` are the constructor's keywords."""
+        to ``max_bytes`` if the cap shrank."""
         root = os.path.abspath(os.fspath(path))
         executor = ThreadPoolExecutor(io_threads, thread_name_prefix=f"disk-{name}")
+        started = time.monotonic()
+        opening = asyncio.ensure_future(asyncio.to_thread(open_directory, root, executor, name))
         try:
-            started = time.monotonic()
-            lock_fd, index, how = await asyncio.to_thread(open_directory, root, executor, name)
+            lock_fd, index, how = await asyncio.shield(opening)
         except BaseException:
-            executor.shutdown(wait=False)
+            # If cancelled, the thread still finishes: release what it took then.
+            opening.add_done_callback(lambda f: _release_opened(f, executor))
             raise
-        store = cls(root, max_bytes, index, executor, lock_fd, name=name, io_threads=io_threads, **options)  # type: ignore[arg-type]
+        store = cls(
+            root, max_bytes, index, executor, lock_fd, name=name, io_threads=io_threads, fsync=fsync,
+            touch_interval=touch_interval, clock=clock, chunk_size=chunk_size, write_buffer=write_buffer,
+        )
         log.info(
             "disk store %r at %s: %d values, %d bytes, index rebuilt in %.2fs (%s)",
             name, root, len(index), store.total_bytes, time.monotonic() - started, how,
@@ -523,3 +535,10 @@ def _close_opened(opened: asyncio.Future[tuple[int, bytes]]) -> None:
     """Close the descriptor a thread opened for a reader that was cancelled meanwhile."""
     if not opened.cancelled() and opened.exception() is None and opened.result()[0] >= 0:
         os.close(opened.result()[0])
+
+
+def _release_opened(opening: asyncio.Future[Any], executor: ThreadPoolExecutor) -> None:
+    """Undo an open whose caller went away (or that failed): unlock, stop the threads."""
+    executor.shutdown(wait=False)
+    if not opening.cancelled() and opening.exception() is None:
+        os.close(opening.result()[0])

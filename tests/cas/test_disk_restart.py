@@ -6,6 +6,7 @@ changing the boot id recorded in it; a power cut's damage by truncating files.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -239,3 +240,27 @@ async def test_foreign_layout_is_refused(tmp_path: Path) -> None:
     (root / LAYOUT_MARKER).write_text("some future layout 9\n")
     with pytest.raises(FailedPrecondition, match="different layout"):
         await open_store(root)
+
+
+async def test_cancelled_open_releases_the_directory(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    store = await open_store(root)
+    await store.put_many(dict(blob(i, 100) for i in range(100)))
+    await store.aclose()
+    opening = asyncio.create_task(open_store(root))
+    await asyncio.sleep(0)  # the rebuild has started in its thread
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    for _ in range(500):  # the abandoned rebuild finishes, then unlocks
+        try:
+            store = await open_store(root)
+            break
+        except FailedPrecondition:
+            await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the directory stayed locked after the cancelled open")
+    try:
+        assert len(store) == 100
+    finally:
+        await store.aclose()
