@@ -11,8 +11,9 @@ at ``max_buffered`` chunks plus whatever the store itself buffers.
 
 An upload idle for ``idle_timeout`` seconds, or beyond ``max_idle`` idle uploads,
 is aborted: the pipe raises into the store write, which (by the BlobStore
-all-or-nothing rule) leaves no trace. Expiry is checked whenever uploads start,
-at most once a second, with an injected clock so tests are exact.
+all-or-nothing rule) leaves no trace. Expiry is checked whenever uploads start (at
+most once a second) and by a background sweep every ``idle_timeout / 4`` (at most
+a minute), against an injected clock so tests are exact.
 """
 
 from __future__ import annotations
@@ -173,6 +174,7 @@ class UploadRegistry:
         self.clock = clock
         self._uploads: dict[UploadKey, Upload] = {}
         self._last_sweep = float("-inf")
+        self._sweeper: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._uploads)
@@ -190,7 +192,16 @@ class UploadRegistry:
         self.expire_idle()
         upload = Upload(key, store, self.max_buffered, self.clock())
         self._uploads[key] = upload
+        if self._sweeper is None:  # started here: only now is there a running loop
+            self._sweeper = asyncio.ensure_future(self._sweep_forever())
         return upload
+
+    async def _sweep_forever(self) -> None:
+        """Expire idle uploads even when no new upload comes along to trigger it."""
+        interval = max(0.05, min(60.0, self.idle_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            self.expire_idle(force=True)
 
     def discard(self, key: UploadKey, reason: ReapiError | None = None) -> None:
         """Forget ``key``; abort its store write if it is still open (a finished one is kept)."""
@@ -226,6 +237,10 @@ class UploadRegistry:
 
     async def aclose(self) -> None:
         """Abort every upload and wait for the store writes to clean up."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.wait([self._sweeper])
+            self._sweeper = None
         uploads = list(self._uploads.values())
         self._uploads.clear()
         for upload in uploads:

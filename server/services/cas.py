@@ -126,10 +126,9 @@ class ContentAddressableStorageService(re_grpc.ContentAddressableStorageServicer
     ) -> re_pb2.BatchReadBlobsResponse:
         cas = self.instances.get(request.instance_name).cas
         digests, refused = _digests_each(request.digests, request.digest_function)
-        wanted = set(digests)
-        wanted.discard(None)  # type: ignore[arg-type]
-        self._check_batch_size(sum(d.size_bytes for d in wanted), "BatchReadBlobs")  # type: ignore[union-attr]
-        found = await cas.get_many(wanted) if wanted else {}  # type: ignore[arg-type]
+        wanted: set[Digest] = {d for d in digests if d is not None}
+        self._check_batch_size(sum(d.size_bytes for d in wanted), "BatchReadBlobs")
+        found = await cas.get_many(wanted) if wanted else {}
         response = re_pb2.BatchReadBlobsResponse()
         add = response.responses.add
         for i, digest in enumerate(digests):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -24,10 +25,23 @@ class FakeClock:
         return self.now
 
 
+_OPEN: list[UploadRegistry] = []
+
+
 def setup(**kwargs: object) -> tuple[UploadRegistry, MemoryStore, VerifyingStore, FakeClock]:
     clock = FakeClock()
     inner = MemoryStore(1 << 20)
-    return UploadRegistry(clock=clock, **kwargs), inner, VerifyingStore(inner), clock  # type: ignore[arg-type]
+    registry = UploadRegistry(clock=clock, **kwargs)  # type: ignore[arg-type]
+    _OPEN.append(registry)
+    return registry, inner, VerifyingStore(inner), clock
+
+
+@pytest.fixture(autouse=True)
+async def close_registries() -> AsyncIterator[None]:
+    """Each registry's background sweep stops with the test."""
+    yield
+    while _OPEN:
+        await _OPEN.pop().aclose()
 
 
 async def test_chunks_fed_by_two_owners_in_turn_commit_once() -> None:
@@ -126,3 +140,18 @@ async def test_restarting_a_key_aborts_the_earlier_upload() -> None:
     await second.feed(owner, DATA)
     await second.finish(owner)
     assert await inner.get_bytes(DIGEST) == DATA
+
+
+async def test_the_background_sweep_expires_uploads_without_new_ones() -> None:
+    """No further upload starts, yet the idle one goes (real time, a 0.2 s timeout)."""
+    inner = MemoryStore(1 << 20)
+    registry = UploadRegistry(idle_timeout=0.2)
+    key = UploadKey("", "u", DIGEST)
+    upload = registry.start(key, VerifyingStore(inner))
+    owner = object()
+    upload.attach(owner, registry.clock())
+    await upload.feed(owner, DATA[:1000])
+    upload.detach(owner, registry.clock())
+    await asyncio.wait_for(upload.wait_closed(), timeout=30)
+    assert registry.get(key) is None and len(inner) == 0
+    await registry.aclose()
