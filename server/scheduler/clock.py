@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Callable
 from typing import Protocol
 
@@ -22,5 +22,6 @@ IdFactory = Callable[[], str]
 
 
 def random_id() -> str:
-    """32 lowercase hex digits: safe in resource names and gRPC metadata keys."""
-    return uuid.uuid4().hex
+    """32 lowercase hex digits (128 random bits): safe in resource names and gRPC
+    metadata keys, and cheaper than building a uuid.UUID on every dispatch."""
+    return os.urandom(16).hex()

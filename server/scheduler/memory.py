@@ -102,7 +102,7 @@ class InMemoryScheduler(Scheduler):
             operation = Operation(name, execution, self._seq, first_event=0)
             execution.record(Stage.QUEUED)
             self._enqueue(execution)
-        execution.operations.add(name)
+        execution.operations.append(name)
         self._ops[name] = operation
         return operation
 
@@ -122,9 +122,9 @@ class InMemoryScheduler(Scheduler):
             "Start a worker that offers these properties, or change the action's platform"
         )
 
-    async def watch(self, operation_name: str) -> AsyncIterator[OperationState]:
+    async def watch(self, operation_name: str, replay: bool = False) -> AsyncIterator[OperationState]:
         operation = self._operation(operation_name)
-        index = operation.first_event
+        index = operation.first_event if replay else len(operation.execution.history) - 1
         while True:
             execution = operation.execution
             if operation.cancelled_response is not None:
@@ -168,7 +168,8 @@ class InMemoryScheduler(Scheduler):
         operation.finished_at = now
         self._finished.append((now, operation.name))
         execution = operation.execution
-        execution.operations.discard(operation.name)
+        if operation.name in execution.operations:
+            execution.operations.remove(operation.name)
         if not execution.operations:
             self._stop(execution, _status(code_pb2.CANCELLED, "cancelled: every client cancelled its operation"))
         execution.notify()
@@ -176,7 +177,8 @@ class InMemoryScheduler(Scheduler):
     async def delete(self, operation_name: str) -> None:
         operation = self._operation(operation_name)
         del self._ops[operation_name]
-        operation.execution.operations.discard(operation_name)
+        if operation_name in operation.execution.operations:
+            operation.execution.operations.remove(operation_name)
 
     async def list_operations(
         self, instance_name: str | None, where: OperationFilter, page_size: int, page_token: str

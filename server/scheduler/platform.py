@@ -80,6 +80,14 @@ class RequirementSet:
     """What an action needs, normalised: sorted ``(key, sorted values)`` pairs."""
 
     items: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Hashed on every queue and index lookup: computed once.
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash(self.items))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def describe(self) -> str:
         if not self.items:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from server.scheduler.operation import Execution
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Lease:
     """One assignment of an execution to a session."""
 
@@ -76,7 +76,7 @@ class SessionAnswer:
     expire_time: float
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class BotSession:
     name: str
     registration: BotRegistration
