@@ -40,6 +40,16 @@ async def test_checksum_mismatch_is_aborted_and_stores_nothing(assets: AssetHarn
     assert not await assets.cas.has(Digest.of(DATA))
 
 
+@pytest.mark.parametrize("checksum", [True, False])
+async def test_a_body_without_content_length_is_spooled_and_checked(assets: AssetHarness, origin: HttpOrigin, checksum: bool) -> None:
+    url = origin.serve("/unsized", DATA, content_length=False)
+    response = await assets.fetch.FetchBlob(blob_request(url, q={"checksum.sri": sri(DATA)} if checksum else None))
+    assert response.status.code == code_pb2.OK, response.status.message
+    assert await assets.cas.get_bytes(Digest.from_proto(response.blob_digest)) == DATA
+    bad = await assets.fetch.FetchBlob(blob_request(origin.serve("/unsized2", DATA, content_length=False), q={"checksum.sri": sri(b"x")}))
+    assert bad.status.code == code_pb2.ABORTED
+
+
 async def test_several_sri_hashes_any_match_suffices(assets: AssetHarness, origin: HttpOrigin) -> None:
     url = origin.serve("/fox.txt", DATA)
     value = f"{sri(b'wrong')} {sri(DATA, 'sha384')} {sri(b'also wrong', 'sha512')}"

@@ -32,6 +32,7 @@ class Route:
     redirect_to: str | None = None
     stall: bool = False
     delay: float = 0.0  # seconds to wait before answering (a slow origin)
+    content_length: bool = True  # False: no Content-Length, the body ends when the connection closes
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -83,6 +84,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             with route.file.open("rb") as f:
                 self.connection.sendfile(f)
+            return
+        if not route.content_length:
+            self.send_response(route.status)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(route.body)
+            self.close_connection = True
             return
         self._reply(route.status, route.body, route.headers)
 
