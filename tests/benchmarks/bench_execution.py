@@ -30,7 +30,7 @@ import asyncio
 import gc
 import os
 import resource
-import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -84,8 +84,9 @@ def ms(values: list[float], q: float) -> float:
 class Actions:
     """Unique actions sharing one Command and the empty input root, uploaded in batches."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, prefix: str = "bench") -> None:
         self.cas = re_grpc.ContentAddressableStorageStub(channel)
+        self.prefix = prefix
         self.serial = 0
 
     async def upload(self, blobs: list[bytes]) -> list[Digest]:
@@ -106,7 +107,7 @@ class Actions:
             for _ in range(min(batch, count - len(out))):
                 self.serial += 1
                 action = re_pb2.Action(command_digest=command.to_proto(), input_root_digest=root.to_proto(),
-                                       salt=f"bench-{self.serial}".encode())
+                                       salt=f"{self.prefix}-{self.serial}".encode())
                 blobs.append(action.SerializeToString())
             out += await self.upload(blobs)
         return out
@@ -269,16 +270,17 @@ async def many_bots(address: str, pid: int, queued: int, bots: int, drain_second
         _, tasks = await start_bots(channel, bots, round_trips, prefix="many")
         rows.append(f"| connect {bots} bots (each gets a lease at once) | {time.perf_counter() - start:.1f} s |")
         # While the bots drain the queue, urgent actions jump it: Execute-to-EXECUTING
-        # is the dispatch latency a client sees with a deep queue and a busy fleet.
-        probes = await actions.make(200)
+        # is the dispatch latency a client sees with a deep queue and a busy fleet. The
+        # prober is its own process, so the bots' load here does not delay its reads.
         round_trips.clear()
         server_cpu = cpu_seconds(pid)
         started = time.perf_counter()
-        dispatch: list[float] = []
-        for digest in probes:
-            begin = time.perf_counter()
-            await until_stage(stub, digest, re_pb2.ExecutionStage.EXECUTING, priority=-1000)
-            dispatch.append(time.perf_counter() - begin)
+        prober = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.benchmarks.bench_execution", "--probe", address,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        output, _ = await prober.communicate()
+        dispatch = [float(line) for line in output.decode().split()]
         await asyncio.sleep(max(0.0, drain_seconds - (time.perf_counter() - started)))
         elapsed = time.perf_counter() - started
         dispatches = len(round_trips)
@@ -296,8 +298,20 @@ async def many_bots(address: str, pid: int, queued: int, bots: int, drain_second
     return rows
 
 
+async def probe(address: str, count: int = 200) -> None:
+    """Print the Execute-to-EXECUTING time of ``count`` sequential urgent actions."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        digests = await Actions(channel, prefix="probe").make(count)
+        stub = re_grpc.ExecutionStub(channel)
+        for digest in digests:
+            begin = time.perf_counter()
+            await until_stage(stub, digest, re_pb2.ExecutionStage.EXECUTING, priority=-1000)
+            print(time.perf_counter() - begin)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--probe", metavar="ADDRESS", help=argparse.SUPPRESS)
     parser.add_argument("--sequential", type=int, default=500)
     parser.add_argument("--throughput", type=int, default=3000)
     parser.add_argument("--bots", type=int, default=1000)
@@ -305,6 +319,9 @@ def main() -> None:
     parser.add_argument("--drain-seconds", type=float, default=15.0)
     parser.add_argument("--disk", action="store_true", help="zero-config disk stores instead of memory")
     args = parser.parse_args()
+    if args.probe:
+        asyncio.run(probe(args.probe))
+        return
     print("| measurement | result |\n|---|---|")
     print(*asyncio.run(scheduler_core(args.queued, args.bots)), sep="\n", flush=True)
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
