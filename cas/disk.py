@@ -65,8 +65,9 @@ T = TypeVar("T")
 DEFAULT_IO_THREADS = 4
 # Persist an access time at most this often per value (seconds).
 DEFAULT_TOUCH_INTERVAL = 600.0
-# Streamed writes are gathered into buffers this large before each thread hop.
-DEFAULT_WRITE_BUFFER = 2 << 20
+# Streamed writes are gathered into buffers this large before each thread hop. An
+# idle partial upload (server/uploads.py keeps them open) holds up to this much.
+DEFAULT_WRITE_BUFFER = 1 << 20
 # The smallest part of a batch worth its own thread.
 _MIN_PART = 64
 # A read retries when the value was overwritten under a new length meanwhile.
@@ -106,7 +107,7 @@ class DiskStore(BlobStore):
         self._lock_fd = lock_fd
         self._locks = KeyLocks()
         self._tmp_ids = itertools.count()
-        self._touch_queue: dict[Digest, str] = {}
+        self._touch_queue: dict[Digest, tuple[str, float]] = {}  # path, access time
         self.evicted = 0
 
     # -- opening and closing -------------------------------------------------------
@@ -154,16 +155,18 @@ class DiskStore(BlobStore):
         await self._lane.drain()
 
     async def aclose(self) -> None:
-        """Finish background work and write the index snapshot for a fast reopen."""
+        """Refuse new work, finish what runs, and write the index snapshot for a fast reopen."""
         if self._lane.closed:
             return
-        await self.drain()
+        self._flush_touches()
+        self._lane.closed = True
+        await self._lane.drain()
+        loop = asyncio.get_running_loop()
         try:
-            await self._lane.run(save_snapshot, self.root, self._index.entries())
+            await loop.run_in_executor(self._executor, save_snapshot, self.root, self._index.entries())
         except OSError as err:
             log.warning("disk store %r: no index snapshot written (the next open scans): %s", self.name, err)
-        self._lane.closed = True
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=True)  # idle by now: returns at once
         os.close(self._lock_fd)
 
     def __len__(self) -> int:
@@ -185,14 +188,14 @@ class DiskStore(BlobStore):
         if self._index.hit(digest, entry, now):
             if not self._touch_queue:
                 asyncio.get_running_loop().call_soon(self._flush_touches)
-            self._touch_queue[digest] = value_path(self.root, digest, entry.length)
+            self._touch_queue[digest] = (value_path(self.root, digest, entry.length), now)
 
     def _flush_touches(self) -> None:
         if not self._touch_queue or self._lane.closed:
             return
-        paths = list(self._touch_queue.values())
+        touches = list(self._touch_queue.values())
         self._touch_queue.clear()
-        self._lane.start(disk_files.touch_files, paths, self._clock()).add_done_callback(self._log_failures("refresh"))
+        self._lane.start(disk_files.touch_files, touches).add_done_callback(self._log_failures("refresh"))
 
     def _lookup(self, digest: Digest) -> IndexEntry:
         entry = self._index.get(digest)

@@ -87,7 +87,9 @@ def write_values(items: Sequence[PendingWrite], fsync: bool) -> list[bool | OSEr
         fd = -1
         try:
             fd = create_temp(item.tmp_path)
-            write_all(fd, [item.data])
+            written = os.write(fd, item.data)
+            if written != len(item.data):  # short writes are rare; finish them
+                write_all(fd, [memoryview(item.data)[written:]])
             if fsync:
                 os.fdatasync(fd)
             os.close(fd)
@@ -111,7 +113,7 @@ def create_temp(tmp_path: str) -> int:
         return os.open(tmp_path, _CREATE_FLAGS, 0o644)
 
 
-def write_all(fd: int, buffers: Sequence[bytes]) -> None:
+def write_all(fd: int, buffers: Sequence[bytes | memoryview]) -> None:
     """Write every buffer, in order, with as few system calls as possible."""
     pending = [memoryview(b) for b in buffers if b]
     while pending:
@@ -228,10 +230,10 @@ def remove_files(paths: Sequence[str]) -> list[tuple[str, OSError]]:
     return failures
 
 
-def touch_files(paths: Sequence[str], when: float) -> list[tuple[str, OSError]]:
-    """Record ``when`` as the last access (mtime) of each path, so LRU order survives restarts."""
+def touch_files(touches: Sequence[tuple[str, float]]) -> list[tuple[str, OSError]]:
+    """Record each access time as its file's mtime, so LRU order survives a crash."""
     failures = []
-    for path in paths:
+    for path, when in touches:
         try:
             os.utime(path, (when, when))
         except FileNotFoundError:
