@@ -161,12 +161,13 @@ class DiskStore(BlobStore):
         self._flush_touches()
         self._lane.closed = True
         await self._lane.drain()
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, save_snapshot, self.root, self._index.entries())
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, save_snapshot, self.root, self._index.entries()
+            )
         except OSError as err:
             log.warning("disk store %r: no index snapshot written (the next open scans): %s", self.name, err)
-        self._executor.shutdown(wait=True)  # idle by now: returns at once
+        await self._lane.shutdown()
         os.close(self._lock_fd)
 
     def __len__(self) -> int:
@@ -191,7 +192,7 @@ class DiskStore(BlobStore):
             self._touch_queue[digest] = (value_path(self.root, digest, entry.length), now)
 
     def _flush_touches(self) -> None:
-        if not self._touch_queue or self._lane.closed:
+        if not self._touch_queue:
             return
         touches = list(self._touch_queue.values())
         self._touch_queue.clear()

@@ -30,12 +30,25 @@ class IoLane:
         self._slots = asyncio.Semaphore(limit)
         self._running: set[asyncio.Future[Any]] = set()
         self._name = name
-        self.closed = False
+        self.closed = False  # refuses new requests; background work still runs
+        self._shut_down = False
 
-    def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    def _check_open(self) -> None:
         if self.closed:
             raise Unavailable(f"store {self._name!r} is closed")
-        future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        if self._shut_down:
+            # Cleanup that arrives after shutdown (a write cancelled as the store
+            # closed) runs right here: rare, and small (an unlink, a close).
+            done: asyncio.Future[T] = loop.create_future()
+            try:
+                done.set_result(fn(*args))
+            except Exception as exc:  # noqa: BLE001 - handed to whoever awaits it
+                done.set_exception(exc)
+            return done
+        future = loop.run_in_executor(self._executor, fn, *args)
         self._running.add(future)
         future.add_done_callback(self._running.discard)
         return future
@@ -46,8 +59,10 @@ class IoLane:
         Cancellation while waiting starts nothing. Once this returns, the call runs
         to the end whatever happens to the caller; the slot frees when it does.
         """
+        self._check_open()
         await self._slots.acquire()
         try:
+            self._check_open()
             future = self._submit(fn, *args)
         except BaseException:
             self._slots.release()
@@ -59,9 +74,11 @@ class IoLane:
         """Like ``started``, for one batch split into parts run in parallel threads (file
         system calls release the GIL, so small-file batches gain from it). The batch
         holds one slot; the future gives the parts' results in order, once all are done."""
+        self._check_open()
         await self._slots.acquire()
         futures = []
         try:
+            self._check_open()
             for args in arg_lists:
                 futures.append(self._submit(fn, *args))
         finally:
@@ -77,6 +94,13 @@ class IoLane:
         """Background work (evictions, timestamp refreshes, cleanup): not bounded by
         the slots, but tracked so ``drain`` waits for it."""
         return self._submit(fn, *args)
+
+    async def shutdown(self) -> None:
+        """Refuse new requests, wait for all started work, and stop the threads."""
+        self.closed = True
+        await self.drain()
+        self._shut_down = True
+        self._executor.shutdown(wait=True)  # idle by now: returns at once
 
     async def drain(self) -> None:
         """Wait until every started call has finished (and its callbacks ran)."""

@@ -322,3 +322,25 @@ async def test_closed_store_refuses_work(tmp_path: Path) -> None:
     await store.aclose()
     with pytest.raises(Exception, match="closed"):
         await store.put_bytes(*blob(1, 10))
+
+
+async def test_close_with_a_write_in_progress_leaves_no_temp_file(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    store = await open_store(root, write_buffer=MiB)
+    stalled = asyncio.Event()
+    resume = asyncio.Event()
+
+    async def stalls_midway() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield b"x" * MiB
+        stalled.set()
+        await resume.wait()
+        yield b"y" * MiB
+
+    task = asyncio.create_task(store.write(Digest.of(b"unfinished"), stalls_midway()))
+    await stalled.wait()
+    await store.aclose()
+    resume.set()  # the client carries on, into a closed store
+    with pytest.raises(Exception, match="closed"):
+        await task
+    assert temp_files(root) == [] and value_files(root) == []
