@@ -133,9 +133,9 @@ class Upload:
     async def _chunks(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         while True:
-            while not self._queue:
+            while not self._queue or self._error is not None:
                 if self._error is not None:
-                    raise self._error
+                    raise self._error  # aborted: stop at once, queued chunks or not
                 if self._finished:
                     return
                 self._data_ready = loop.create_future()
