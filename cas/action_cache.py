@@ -69,6 +69,7 @@ class ActionCache:
         """The cached result, or None on a miss (absent, unreadable or incomplete)."""
         data = await self.ac.get_or_none(action_digest)
         if data is None:
+            log.debug("action %s: no entry in %s", action_digest, self.ac.name)
             return None
         result = re_pb2.ActionResult()
         try:
@@ -83,7 +84,7 @@ class ActionCache:
                 log.warning("action cache entry %s references bad digests (%s); answering a miss", action_digest, err)
                 return None
             if missing:
-                log.debug("action %s: %d referenced blobs are gone; answering a miss", action_digest, len(missing))
+                log.debug("action %s: %d referenced blobs are gone (%s); answering a miss", action_digest, len(missing), sorted(map(str, missing))[:5])
                 return None
         if inline_stdout or inline_stderr or inline_output_files:
             await self._inline(result, action_digest.function, inline_stdout, inline_stderr, inline_output_files)

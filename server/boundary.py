@@ -36,6 +36,8 @@ async def abort(context: grpc.aio.ServicerContext, err: ReapiError) -> NoReturn:
 
 def _as_reapi_error(exc: Exception, method: str) -> ReapiError:
     if isinstance(exc, ReapiError):
+        # Clients see these; operators chasing a client's complaint can see them too.
+        log.debug("%s answered %s", method, exc)
         return exc
     log.exception("unexpected error in %s", method)
     return Internal(f"{method}: unexpected {type(exc).__name__}: {exc}")

@@ -8,6 +8,8 @@ INVALID_ARGUMENT, never NOT_FOUND, so it cannot pass for a miss.
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 
 from cas.digest import Digest
@@ -16,6 +18,8 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from server import boundary
 from server.instances import InstanceRegistry
+
+log = logging.getLogger("reapi.server.action_cache")
 
 
 class ActionCacheService(re_grpc.ActionCacheServicer):
@@ -49,4 +53,6 @@ class ActionCacheService(re_grpc.ActionCacheServicer):
                 "(ac_update_enabled = false; Capabilities says so too)"
             )
         digest = Digest.from_proto(request.action_digest, request.digest_function)
-        return await instance.action_cache.put(digest, request.action_result)
+        stored = await instance.action_cache.put(digest, request.action_result)
+        log.debug("stored the result of %s for instance %r", digest, request.instance_name)
+        return stored

@@ -9,6 +9,7 @@ parsed by server/resource_names.py.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,8 @@ from server.uploads import UploadKey, UploadRegistry
 
 if TYPE_CHECKING:
     from server.services.logstream import LogStreamByteStream
+
+log = logging.getLogger("reapi.server.bytestream")
 
 
 class ByteStreamService(bs_grpc.ByteStreamServicer):
@@ -74,6 +77,7 @@ class ByteStreamService(bs_grpc.ByteStreamServicer):
         key = UploadKey(resource.instance_name, resource.upload_id, digest)
         if await cas.has(digest):
             # Already stored (perhaps by a concurrent writer): done, with the full size.
+            log.debug("upload %s of %s: already stored", resource.upload_id, digest)
             self.uploads.discard(key)
             return bs_pb2.WriteResponse(committed_size=digest.size_bytes)
         # From here to attach() nothing awaits, so the offset check cannot go stale.
@@ -120,6 +124,7 @@ class ByteStreamService(bs_grpc.ByteStreamServicer):
                     finally:
                         if not upload.alive:
                             self.uploads.forget(upload)
+                    log.debug("stored %s from upload %s", digest, resource.upload_id)
                     return bs_pb2.WriteResponse(committed_size=digest.size_bytes)
                 following: bs_pb2.WriteRequest | None = await anext(rest, None)  # type: ignore[arg-type]
                 if following is None:
