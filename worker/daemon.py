@@ -38,7 +38,8 @@ from worker.platform import PlatformProperties
 
 log = logging.getLogger("reapi.worker")
 
-DRAIN_CALL_TIMEOUT = 0.9
+# Calls with this little time left are answered at once, never held (docs/BOTS_PROTOCOL.md).
+QUICK_CALL_TIMEOUT = 0.9
 DRAIN_HEARTBEAT = 5.0
 # After handing leases back, how long reporting them may still be attempted.
 REPORT_GRACE = 5.0
@@ -123,7 +124,7 @@ class BotDaemon:
             try:
                 if not self.session_name:
                     await self._create_session()
-                await self._exchange(stop, hand_back_at)
+                await self._exchange(stop)
                 if self.backoff.attempt:
                     log.info("server reachable again")
                 self.backoff.reset()
@@ -157,40 +158,43 @@ class BotDaemon:
         self.connected.set()
         self._apply(answer, await call.trailing_metadata())
 
-    async def _exchange(self, stop: asyncio.Event, hand_back_at: float | None) -> None:
-        """One UpdateBotSession; cancelled early when a lease finishes or stop is requested."""
+    async def _exchange(self, stop: asyncio.Event) -> None:
+        """One UpdateBotSession.
+
+        A call carrying completions (or made while stopping) gets a deadline under
+        1 s, so the server answers it at once instead of holding it, and it is never
+        cancelled: a report is never cut off while the server records it. Any other
+        call is held by the server and cancelled here as soon as there is something
+        to report, or a stop to announce.
+        """
         self._changed.clear()
         session = bots_pb2.BotSession(name=self.session_name, bot_id=self.settings.bot_id,
                                       status=self._status(), worker=self.worker,
                                       leases=[held.to_proto() for held in self.leases.values()])
+        quick = self._draining or any(held.completed for held in self.leases.values())
         call = self.bots.UpdateBotSession(
             bots_pb2.UpdateBotSessionRequest(name=self.session_name, bot_session=session),
-            # While stopping, a deadline under 1 s asks the server not to hold the call,
-            # so completions are acknowledged at once.
-            timeout=DRAIN_CALL_TIMEOUT if self._draining else self.settings.call_timeout,
+            timeout=QUICK_CALL_TIMEOUT if quick else self.settings.call_timeout,
         )
-        waiters = [asyncio.ensure_future(self._changed.wait())]
-        if not self._draining:
-            waiters.append(asyncio.ensure_future(stop.wait()))
-        answer_task = asyncio.ensure_future(self._answer(call))
-        timeout = None
-        if hand_back_at is not None:
-            timeout = max(0.0, hand_back_at - asyncio.get_running_loop().time())
-        try:
-            done, _ = await asyncio.wait([answer_task, *waiters], timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-        if answer_task not in done:
-            call.cancel()  # something to report: a fresh call carries it
-            answer_task.cancel()
+        if quick:
+            answer, trailing = await self._answer(call)
+        else:
+            waiters = [asyncio.ensure_future(self._changed.wait()), asyncio.ensure_future(stop.wait())]
+            answer_task = asyncio.ensure_future(self._answer(call))
             try:
-                await answer_task
-            except (asyncio.CancelledError, grpc.aio.AioRpcError):
-                pass
-            return
-        answer, trailing = answer_task.result()
+                done, _ = await asyncio.wait([answer_task, *waiters], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            if answer_task not in done:
+                call.cancel()  # something to report: a fresh call carries it
+                answer_task.cancel()
+                try:
+                    await answer_task
+                except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                    pass
+                return
+            answer, trailing = answer_task.result()
         self.connected.set()
         self._apply(answer, trailing)
 
