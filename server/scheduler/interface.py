@@ -82,9 +82,11 @@ class Scheduler(ABC):
         """
 
     @abstractmethod
-    def watch(self, operation_name: str) -> AsyncIterator[OperationState]:
-        """Every stage change from now on, and the current state again at least every
-        ``progress_interval``; ends after the completed state. NOT_FOUND if unknown."""
+    def watch(self, operation_name: str, replay: bool = False) -> AsyncIterator[OperationState]:
+        """The current state, every stage change after it, and the current state again
+        at least every ``progress_interval``; ends after the completed state.
+        ``replay`` starts from the operation's first stage instead (Execute, which must
+        stream every stage). NOT_FOUND if unknown."""
 
     @abstractmethod
     async def get(self, operation_name: str) -> OperationState: ...

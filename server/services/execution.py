@@ -74,7 +74,7 @@ class ExecutionService(re_grpc.ExecutionServicer):
         prepared = await self.preparer.prepare(instance.cas, request.instance_name, action_digest)
         priority = self.priorities.clamp(request.execution_policy.priority)
         await self.scheduler.submit(name, prepared, priority)
-        async for state in self.scheduler.watch(name):
+        async for state in self.scheduler.watch(name, replay=True):
             yield operation_proto(state)
 
     @boundary.streaming
