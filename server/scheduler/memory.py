@@ -243,8 +243,10 @@ class InMemoryScheduler(Scheduler):
         session.calls_in_progress += 1
         try:
             listed, completions = self._apply_reports(session, healthy, reports, partial_metadata)
-            for lease, report in completions:
-                await self._complete(lease, report)
+            if completions:
+                # The leases are detached already: finish them even if the bot hangs up
+                # now, or their executions would wait forever for a result we dropped.
+                await asyncio.shield(self._complete_all(completions))
             if session.closed:
                 raise NotFound(f"bot session {name} was closed; create a new one")
             self._fill(session)
@@ -299,6 +301,10 @@ class InMemoryScheduler(Scheduler):
                 lease.execution.partial_metadata = metadata
         return listed, completions
 
+    async def _complete_all(self, completions: list[tuple[Lease, LeaseReport]]) -> None:
+        for lease, report in completions:
+            await self._complete(lease, report)
+
     async def _complete(self, lease: Lease, report: LeaseReport) -> None:
         execution = lease.execution
         self._finish_streams(lease)
@@ -313,7 +319,9 @@ class InMemoryScheduler(Scheduler):
             action = execution.action
             try:
                 await self.results.store(action.instance_name, action.action_digest, response.result)
-            except ReapiError as err:
+            except Exception as err:  # noqa: BLE001 - the client still gets its result, told why
+                if not isinstance(err, ReapiError):
+                    log.exception("storing the result of %s failed", action.action_digest)
                 log.warning("result of %s not cached: %s", action.action_digest, err)
                 response.message = f"{response.message}; the result was not cached: {err}".lstrip("; ")
         if execution.stage is Stage.EXECUTING and execution.lease is None:

@@ -239,3 +239,32 @@ async def test_blake3_actions_tell_the_bot_their_digest_function(env: ExecEnv) -
     last = (await drain(call))[-1]
     assert metadata_of(last).digest_function == re_pb2.DigestFunction.BLAKE3
     assert response_of(last).status.code == code_pb2.OK
+
+
+async def test_a_report_survives_its_call_being_cancelled_mid_way(env: ExecEnv) -> None:
+    """The bot may cancel a call after sending it; the completion it carried must still land."""
+    action = await env.actions.build()
+    bot = env.bot()
+    await bot.create()
+    call = env.start(action)
+    [lease] = await bot.poll()
+    results = env.server.execution.results  # type: ignore[union-attr]
+    real_store = results.store
+    storing, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_store(*args):  # type: ignore[no-untyped-def]
+        storing.set()
+        await release.wait()  # the action cache write is in progress ...
+        await real_store(*args)
+
+    results.store = slow_store
+    bot.complete(lease.id, re_pb2.ActionResult(exit_code=0, stdout_raw=b"kept"))
+    report = asyncio.create_task(bot.poll())
+    await asyncio.wait_for(storing.wait(), GUARD)
+    report.cancel()  # ... when the bot hangs up
+    await asyncio.gather(report, return_exceptions=True)
+    await asyncio.sleep(0.05)
+    release.set()
+    response = response_of((await drain(call))[-1])
+    assert response.result.stdout_raw == b"kept"
+    assert await env.server.instances.get("").ac.get_or_none(action.digest) is not None
