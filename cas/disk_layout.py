@@ -3,7 +3,7 @@
     root/
       .reapi-disk-store                    marker holding the layout version
       .lock                                flock held by the one process using the store
-      index                                LRU snapshot written at a clean close (disk_snapshot.py)
+      .reapi-index                         LRU snapshot written at a clean close (disk_snapshot.py)
       sha256/ab/<hash>-<size>              a value as long as its digest says (every CAS blob)
       sha256/ab/<hash>-<size>-<length>     a value of another length (action cache entries)
       sha256/ab/.tmp-<n>                   a value being written; after a crash, a leftover

@@ -4,7 +4,7 @@ The full scan (disk_scan.py) stats every file, to drop values a crash truncated
 and to recover the LRU order from mtimes; in Python that costs several
 microseconds per value. After a clean close *on the same boot* no value can be
 truncated: every write had finished, and the kernel still holds the data. So
-``aclose`` writes the index, in LRU order, to ``root/index``, stamped with the
+``aclose`` writes the index, in LRU order, to ``root/.reapi-index``, stamped with the
 kernel's boot id, and the next ``open``:
 - takes the snapshot (reads it, then deletes it, so a crash of this run forces a
   full scan next time);
@@ -28,7 +28,7 @@ from cas.digest import ALGORITHMS, Digest
 from cas.disk_layout import TEMP_PREFIX, gc_paused, parse_name, shard_dirs, unlink_quietly, value_path
 from cas.disk_scan import ScanReport
 
-SNAPSHOT_FILE = "index"
+SNAPSHOT_FILE = ".reapi-index"  # dotted and prefixed: never a user's own file
 _FORMAT = "reapi disk index 1"
 _BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
