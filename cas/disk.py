@@ -37,7 +37,6 @@ stores ActionResults under action digests); checking content is VerifyingStore's
 from __future__ import annotations
 
 import asyncio
-import errno
 import itertools
 import logging
 import os
@@ -46,7 +45,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from cas import disk_files
 from cas.digest import Digest
@@ -54,7 +53,8 @@ from cas.disk_files import CorruptValue, PendingWrite
 from cas.disk_index import DiskIndex, IndexEntry
 from cas.disk_layout import temp_path, value_path
 from cas.disk_locks import KeyLocks
-from cas.disk_open import open_directory, save_snapshot
+from cas.disk_open import open_directory, release_opened, save_snapshot
+from cas.disk_temp_writer import TempFileWriter
 from cas.disk_threads import IoLane, close_after, then
 from cas.errors import Internal, NotFound, ReapiError, ResourceExhausted
 from cas.store import READ_CHUNK_SIZE, BlobStore, check_read_range
@@ -136,7 +136,7 @@ class DiskStore(BlobStore):
             lock_fd, index, how = await asyncio.shield(opening)
         except BaseException:
             # If cancelled, the thread still finishes: release what it took then.
-            opening.add_done_callback(lambda f: _release_opened(f, executor))
+            opening.add_done_callback(lambda f: release_opened(f, executor))
             raise
         store = cls(
             root, max_bytes, index, executor, lock_fd, name=name, io_threads=io_threads, fsync=fsync,
@@ -237,9 +237,7 @@ class DiskStore(BlobStore):
         return report
 
     def _os_error(self, err: OSError, action: str, path: str) -> ReapiError:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return ResourceExhausted(f"{self.name}: no space left to {action} {path}")
-        return Internal(f"{self.name}: cannot {action} {path}: {err.strerror or err} (errno {err.errno})")
+        return disk_files.as_store_error(self.name, err, action, path)
 
     def _split(self, items: list[T]) -> list[list[T]]:
         """A batch in parts for parallel threads, each big enough to be worth a hop."""
@@ -330,59 +328,27 @@ class DiskStore(BlobStore):
         raise NotFound(f"{digest} not found in {self.name}")
 
     async def write(self, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
-        buffer: list[bytes] = []
-        buffered = length = 0
-        fd, tmp_path = -1, ""
-        pending: asyncio.Future[Any] | None = None  # the thread call still using the temp file
-        handed_off = False
+        writer = TempFileWriter(self._lane, self._temp_path(digest), self.write_buffer)
+        length = 0
         try:
             async for chunk in chunks:
-                if not chunk:
-                    continue
-                length += len(chunk)
-                self._check_size(digest, length)
-                buffer.append(chunk)
-                buffered += len(chunk)
-                if buffered < self.write_buffer:
-                    continue
-                if pending is not None:
-                    await asyncio.shield(pending)
-                    pending = None
-                if fd < 0:
-                    tmp_path = self._temp_path(digest)
-                    # Kept as ``pending`` until it is done, so a cancelled write's
-                    # cleanup waits for the file to exist before removing it.
-                    creating = await self._lane.started(disk_files.create_temp, tmp_path)
-                    pending = creating
-                    fd = await asyncio.shield(creating)
-                    pending = None
-                # Not awaited here: the disk write overlaps with receiving the next chunks.
-                pending = await self._lane.started(disk_files.write_all, fd, buffer)
-                buffer, buffered = [], 0
-            if not tmp_path:
-                # The whole value fit in one buffer: one hop writes and commits it.
-                handed_off = True
-                failures = await self._put_values({digest: b"".join(buffer)})
-                if failures:
-                    raise failures[digest]
+                if chunk:
+                    length += len(chunk)
+                    self._check_size(digest, length)
+                    await writer.add(chunk)
+            if not writer.file_started:  # it fit in one buffer: one hop writes and commits it
+                await self.put_bytes(digest, writer.whole_value())
                 return
-            if pending is not None:
-                await asyncio.shield(pending)
-                pending = None
-            handed_off = True
-            await self._commit_stream(digest, fd, tmp_path, buffer, length)
+            fd, rest = await writer.hand_off()
+            await self._commit_stream(digest, fd, writer.tmp_path, rest, length)
         except OSError as err:
-            raise self._os_error(err, "write", tmp_path or str(digest)) from None
+            raise self._os_error(err, "write", writer.tmp_path) from None
         finally:
-            if not handed_off and tmp_path:
-                await asyncio.shield(self._discard(fd, tmp_path, pending))
+            # Removes the temp file of a write that failed or was cancelled; nothing
+            # to do once it was handed off (or if none was made).
+            await asyncio.shield(writer.discard())
 
-    async def _discard(self, fd: int, tmp_path: str, pending: asyncio.Future[Any] | None) -> None:
-        """Remove an unfinished temp file once the thread call still using it is done."""
-        if pending is not None:
-            await asyncio.wait([pending])
-            if fd < 0 and not pending.cancelled() and pending.exception() is None:
-                fd = pending.result()  # the temp file's creation finished after its writer was cancelled
+    async def _discard(self, fd: int, tmp_path: str) -> None:
         await self._lane.start(disk_files.discard, fd, tmp_path)
 
     async def _commit_stream(self, digest: Digest, fd: int, tmp_path: str, rest: list[bytes], length: int) -> None:
@@ -391,7 +357,7 @@ class DiskStore(BlobStore):
         try:
             await self._locks.acquire(digest)
         except BaseException:
-            await asyncio.shield(self._discard(fd, tmp_path, None))
+            await asyncio.shield(self._discard(fd, tmp_path))
             raise
         try:
             old = self._index.get(digest)
@@ -402,7 +368,7 @@ class DiskStore(BlobStore):
             )
         except BaseException:
             self._locks.release(digest)
-            await asyncio.shield(self._discard(fd, tmp_path, None))
+            await asyncio.shield(self._discard(fd, tmp_path))
             raise
 
         def apply(done: asyncio.Future[None]) -> None:
@@ -539,10 +505,3 @@ def _close_opened(opened: asyncio.Future[tuple[int, bytes]]) -> None:
     """Close the descriptor a thread opened for a reader that was cancelled meanwhile."""
     if not opened.cancelled() and opened.exception() is None and opened.result()[0] >= 0:
         os.close(opened.result()[0])
-
-
-def _release_opened(opening: asyncio.Future[Any], executor: ThreadPoolExecutor) -> None:
-    """Undo an open whose caller went away (or that failed): unlock, stop the threads."""
-    executor.shutdown(wait=False)
-    if not opening.cancelled() and opening.exception() is None:
-        os.close(opening.result()[0])

@@ -13,13 +13,24 @@ docstring for the fsync policy.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cas.errors import Internal, ReapiError, ResourceExhausted
+
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _IOV_MAX = 1024
+
+
+def as_store_error(store: str, err: OSError, action: str, path: str) -> ReapiError:
+    """The status a client gets for a file system failure: a full disk is
+    RESOURCE_EXHAUSTED (it may pass), anything else INTERNAL, naming the file."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceExhausted(f"{store}: no space left to {action} {path}")
+    return Internal(f"{store}: cannot {action} {path}: {err.strerror or err} (errno {err.errno})")
 
 
 class CorruptValue(Exception):

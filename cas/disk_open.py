@@ -6,11 +6,13 @@ DiskStore constructor takes, so the store itself does no I/O when it is built.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
 from collections import OrderedDict
 from concurrent.futures import Executor
+from typing import Any
 
 from cas.digest import Digest
 from cas.disk_index import IndexEntry
@@ -84,3 +86,10 @@ def open_directory(root: str, executor: Executor, name: str) -> tuple[int, Order
 def save_snapshot(root: str, entries: list[tuple[Digest, IndexEntry]]) -> None:
     """At a clean close: write the index so the next open can skip the full scan."""
     write_snapshot(root, ((d, e.length, e.stamp) for d, e in entries), current_boot_id())
+
+
+def release_opened(opening: asyncio.Future[Any], executor: Executor) -> None:
+    """Undo an open whose caller went away (or that failed): unlock, stop the threads."""
+    executor.shutdown(wait=False)
+    if not opening.cancelled() and opening.exception() is None:
+        os.close(opening.result()[0])
