@@ -32,7 +32,8 @@ off), because Bazel 4 reports a disk cache hit as "remote cache hit" and would h
 a miss; ``--nohome_rc`` keeps a developer's ~/.bazelrc out;
 ``--incompatible_strict_action_env`` makes action keys independent of the test
 runner's PATH, so keys agree between local builds, remote caching and remote
-execution.
+execution; ``--experimental_split_xml_generation=false`` keeps the test duration
+out of action keys.
 
 Flag helpers: ``remote_cache_flags``, ``remote_execution_flags`` (with
 ``--spawn_strategy=remote`` and exec properties) and ``remote_downloader_flags``.
@@ -62,6 +63,10 @@ ISOLATION_FLAGS = (
     "--disk_cache=",
     "--repository_cache=",
     "--incompatible_strict_action_env",
+    # Otherwise the separate test.xml action carries the test's duration in whole
+    # seconds on its command line, so its key changes between runs (1 s on a loaded
+    # first run, 0 s on the rerun) and it misses the cache.
+    "--experimental_split_xml_generation=false",
     "--color=no",
     "--curses=no",
     "--show_progress_rate_limit=5",
