@@ -65,6 +65,7 @@ class FileCache:
         self.root = root
         self.max_bytes = max_bytes
         self._tmp = root / "tmp"
+        self._root = str(root)
         self._lru: OrderedDict[CacheKey, int] = OrderedDict(entries)
         self.total_bytes = sum(self._lru.values())
         self._pins: dict[CacheKey, int] = {}
@@ -84,8 +85,9 @@ class FileCache:
     def __len__(self) -> int:
         return len(self._lru)
 
-    def path_of(self, digest: Digest, executable: bool) -> Path:
-        return self.root / digest.algorithm.name / digest.hash[:2] / _cache_name(digest, executable)
+    def path_of(self, digest: Digest, executable: bool) -> str:
+        """The cache file of a blob (a string: this runs once per input file of every action)."""
+        return f"{self._root}/{digest.algorithm.name}/{digest.hash[:2]}/{_cache_name(digest, executable)}"
 
     # -- the one public operation exec roots need ------------------------------------
 
@@ -179,10 +181,11 @@ class FileCache:
 
     def _store_verified(self, items: list[tuple[Digest, bytes]]) -> None:
         for digest, data in items:
-            try:
-                verify_bytes(digest, data)
-            except ReapiError as err:
-                raise Internal(f"the CAS returned corrupt content for input {digest}: {err.message}") from None
+            if len(data) != digest.size_bytes or _hex_digest(digest, data) != digest.hash:
+                try:
+                    verify_bytes(digest, data)
+                except ReapiError as err:
+                    raise Internal(f"the CAS returned corrupt content for input {digest}: {err.message}") from None
             self._write_file(self.path_of(digest, False), data, False)
 
     async def _fetch_large(self, digest: Digest, source: BlobStore) -> None:
@@ -231,16 +234,34 @@ class FileCache:
         for digest, executable in keys:
             self._add((digest, executable), digest.size_bytes)
 
-    def _write_file(self, path: Path, data: bytes, executable: bool) -> None:
-        tmp = self._tmp / uuid.uuid4().hex
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _MODE[executable])
+    def _write_file(self, path: str, data: bytes, executable: bool) -> None:
+        """Create a cache file (blocking).
+
+        Written in place with O_EXCL, which costs half of temp file + rename: nobody
+        reads it before the index lists it, and a file cut short by a crash has the
+        wrong size, which the startup scan removes. A file already there (not in the
+        index) may be linked into an exec root, so it is replaced atomically, never
+        rewritten.
+        """
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _MODE[executable])
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _MODE[executable])
+        except FileExistsError:
+            tmp = str(self._tmp / uuid.uuid4().hex)
+            self._write_file(tmp, data, executable)
+            os.rename(tmp, path)
+            return
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-        finally:
+        except BaseException:
             os.close(fd)
-        _rename_into(tmp, path)
+            os.unlink(path)
+            raise
+        os.close(fd)
 
     # -- adding outputs and bookkeeping ---------------------------------------------------
 
@@ -305,12 +326,18 @@ def _groups(digests: list[Digest]) -> Iterable[list[Digest]]:
         yield group
 
 
-def _rename_into(tmp: Path, path: Path) -> None:
+def _hex_digest(digest: Digest, data: bytes) -> str:
+    hasher = digest.algorithm.new()
+    hasher.update(data)
+    return hasher.hexdigest()
+
+
+def _rename_into(tmp: Path, path: str) -> None:
     """Rename, creating the two-level fan-out directory the first time it is needed."""
     try:
         os.rename(tmp, path)
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         os.rename(tmp, path)
 
 

@@ -44,6 +44,7 @@ class ActionClient:
         env: Mapping[str, str] | None = None,
         working_directory: str = "",
         salt: bytes = b"",
+        do_not_cache: bool = True,
     ) -> Digest:
         """Upload a Command, its input tree and the Action; return the action digest."""
         root = await put_tree(self.store, dict(inputs or {}), self.function)
@@ -59,7 +60,7 @@ class ActionClient:
         action = re_pb2.Action(
             command_digest=(await put_message(self.store, command, self.function)).to_proto(),
             input_root_digest=root.to_proto(),
-            do_not_cache=True,
+            do_not_cache=do_not_cache,
             salt=salt,
         )
         action.platform.CopyFrom(command.platform)

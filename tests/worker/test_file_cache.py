@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Collection, Iterable
 from pathlib import Path
 
@@ -43,6 +45,10 @@ class CountingStore(ForwardingStore):
         return await self.inner.find_missing(digests)
 
 
+def cached(cache: FileCache, digest: Digest, executable: bool) -> Path:
+    return Path(cache.path_of(digest, executable))
+
+
 @pytest.fixture
 def store() -> CountingStore:
     return CountingStore(MemoryStore(max_bytes=1 << 30))
@@ -60,7 +66,7 @@ async def test_small_blobs_come_in_one_batch_and_are_verified_files(store: Count
     await cache.ensure({(d, False) for d in digests}, store)
     assert len(store.get_many_calls) == 1
     for i, digest in enumerate(digests):
-        path = cache.path_of(digest, False)
+        path = cached(cache, digest, False)
         assert path.read_bytes() == f"blob {i}".encode()
         assert os.stat(path).st_mode & 0o777 == 0o444
 
@@ -71,8 +77,8 @@ async def test_large_blobs_are_streamed(store: CountingStore, tmp_path: Path) ->
     cache = await FileCache.open(tmp_path, 1 << 30)
     await cache.ensure({(digest, True)}, store)
     assert store.reads == [digest] and store.get_many_calls == []
-    assert cache.path_of(digest, True).read_bytes() == big
-    assert os.stat(cache.path_of(digest, True)).st_mode & 0o777 == 0o555
+    assert cached(cache, digest, True).read_bytes() == big
+    assert os.stat(cached(cache, digest, True)).st_mode & 0o777 == 0o555
 
 
 async def test_corrupt_content_never_enters_the_cache(store: CountingStore, tmp_path: Path) -> None:
@@ -82,10 +88,10 @@ async def test_corrupt_content_never_enters_the_cache(store: CountingStore, tmp_
     with pytest.raises(Internal, match="corrupt"):
         await cache.ensure({(digest, False)}, store)
     assert (digest, False) not in cache
-    assert not cache.path_of(digest, False).exists()
+    assert not cached(cache, digest, False).exists()
     store.corrupt = False
     await cache.ensure({(digest, False)}, store)
-    assert cache.path_of(digest, False).read_bytes() == b"the real content"
+    assert cached(cache, digest, False).read_bytes() == b"the real content"
 
 
 async def test_missing_blobs_are_reported_together(store: CountingStore, tmp_path: Path) -> None:
@@ -109,7 +115,7 @@ async def test_concurrent_leases_fetch_a_blob_once(store: CountingStore, tmp_pat
     store.gate.set()
     await asyncio.gather(first, second)
     assert len(store.get_many_calls) == 1
-    assert cache.path_of(digests[0], True).read_bytes() == b"shared one"
+    assert cached(cache, digests[0], True).read_bytes() == b"shared one"
 
 
 async def test_lru_eviction_spares_pinned_and_recent_files(store: CountingStore, tmp_path: Path) -> None:
@@ -124,18 +130,18 @@ async def test_lru_eviction_spares_pinned_and_recent_files(store: CountingStore,
         pass
     async with cache.pinned({(digests[5], False), (digests[6], False)}, store):
         # Pinned files stay even though the cache is over its cap inside the block.
-        assert cache.path_of(digests[5], False).exists()
+        assert cached(cache, digests[5], False).exists()
     kept = {d for d in digests if (d, False) in cache}
     assert kept == {digests[0], digests[3], digests[4], digests[5], digests[6]}
     assert cache.total_bytes == 500
-    assert not cache.path_of(digests[1], False).exists()
+    assert not cached(cache, digests[1], False).exists()
 
 
 async def test_a_restart_keeps_the_cache_and_drops_damaged_files(store: CountingStore, tmp_path: Path) -> None:
     digests = await put(store, b"one", b"two", b"three")
     cache = await FileCache.open(tmp_path, 1 << 30)
     await cache.ensure({(d, False) for d in digests} | {(digests[0], True)}, store)
-    damaged = cache.path_of(digests[1], False)
+    damaged = cached(cache, digests[1], False)
     os.chmod(damaged, 0o644)
     damaged.write_bytes(b"tw")  # truncated, as after a crash mid-write
     (tmp_path / "tmp" / "leftover").write_bytes(b"partial download")
@@ -157,6 +163,39 @@ async def test_outputs_can_be_adopted_by_hardlink(store: CountingStore, tmp_path
     assert cache.adopt(output, digest, False)
     cache.note_adopted(digest, False)
     assert (digest, False) in cache
-    assert os.stat(cache.path_of(digest, False)).st_ino == os.stat(output).st_ino
+    assert os.stat(cached(cache, digest, False)).st_ino == os.stat(output).st_ino
     await cache.ensure({(digest, False)}, store)
     assert store.get_many_calls == []
+
+
+async def test_a_stray_file_under_a_cache_name_is_replaced_not_rewritten(store: CountingStore, tmp_path: Path) -> None:
+    [digest] = await put(store, b"the right content")
+    cache = await FileCache.open(tmp_path, 1 << 30)
+    stray = cached(cache, digest, False)
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"stale bytes, maybe linked into a running exec root")
+    linked = tmp_path / "exec-root-input"
+    os.link(stray, linked)
+    await cache.ensure({(digest, False)}, store)
+    assert stray.read_bytes() == b"the right content"
+    assert linked.read_bytes() == b"stale bytes, maybe linked into a running exec root"  # never written through
+
+
+async def test_inputs_are_copied_where_hardlinks_are_impossible(store: CountingStore, tmp_path: Path) -> None:
+    from worker.directories import DirectoryCache
+    from worker.input_root import InputRootBuilder
+    from tests.worker.trees import Exe, put_tree
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a different filesystem from the test's tmp_path")
+    cache_root = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        cache = await FileCache.open(cache_root, 1 << 30)
+        root = await put_tree(store.inner, {"data": b"copied", "tool": Exe(b"#!/bin/sh\n")})
+        await InputRootBuilder(cache, DirectoryCache()).build(root, tmp_path / "exec", store)
+        assert (tmp_path / "exec" / "data").read_bytes() == b"copied"
+        assert os.stat(tmp_path / "exec" / "tool").st_mode & 0o111
+        assert os.stat(tmp_path / "exec" / "data").st_nlink == 1  # a copy, not a link
+    finally:
+        shutil.rmtree(cache_root)
