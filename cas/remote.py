@@ -200,6 +200,28 @@ class RemoteStore(BlobStore):
             except NotFound:
                 return {}
 
+    async def get_tree(self, root: Digest, page_size: int = 1000) -> tuple[list[re_pb2.Directory], bool]:
+        """The first ``page_size`` directories under ``root`` with one GetTree call.
+
+        Returns them and whether that was the whole tree. One round trip instead of one
+        per level of depth; callers hash each directory to key it and fall back to
+        batch reads for any the server serialised differently, or past the first page.
+        """
+        request = re_pb2.GetTreeRequest(instance_name=self.instance_name, root_digest=root.to_proto(),
+                                        page_size=page_size, digest_function=_request_function(root.function))
+        directories: list[re_pb2.Directory] = []
+        async with self._calls:
+            call = self._cas.GetTree(request)
+            try:
+                async for page in call:
+                    directories.extend(page.directories)
+                    if page.next_page_token:
+                        call.cancel()
+                        return directories, False
+            except grpc.aio.AioRpcError as exc:
+                raise self._error(exc, f"GetTree of {root}") from None
+        return directories, True
+
     # -- writes ------------------------------------------------------------------
 
     async def write(self, digest: Digest, chunks: AsyncIterable[bytes]) -> None:

@@ -2,7 +2,9 @@
 
 Input roots of successive actions share most of their directories (toolchains,
 sources), so parsed protos are kept in memory and a warm tree costs no round trip.
-A cold tree costs one batched read per level of depth, whatever its width. Every
+A tree whose root is new comes with one GetTree call when the store offers it (the
+first page of it, bounding the waste when most of a huge tree is cached already);
+whatever is still missing costs one batched read per level of depth. Every
 fetched directory is checked against its digest: a Directory is trusted to decide
 which files go where, so it must be exactly what the action named.
 """
@@ -11,14 +13,22 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
 
 from google.protobuf.message import DecodeError
 
 from cas.digest import Digest
-from cas.errors import Internal, InvalidArgument, MissingBlobs, ReapiError
+from cas.errors import Internal, InvalidArgument, MissingBlobs, NotFound, ReapiError
 from cas.store import BlobStore
 from cas.verify import verify_bytes
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+
+
+@runtime_checkable
+class TreeSource(Protocol):
+    """A store that can return a whole tree in one call (RemoteStore: GetTree)."""
+
+    async def get_tree(self, root: Digest) -> tuple[list[re_pb2.Directory], bool]: ...
 
 
 def child_directory_digests(directory: re_pb2.Directory, function: int) -> list[Digest]:
@@ -32,6 +42,7 @@ class DirectoryCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[Digest, re_pb2.Directory] = OrderedDict()
         self.fetched = 0
+        self.prefetched = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -39,13 +50,10 @@ class DirectoryCache:
     def has(self, digest: Digest) -> bool:
         return digest in self._entries
 
-    def add(self, digest: Digest, data: bytes) -> None:
-        """Keep a directory fetched elsewhere (with the Command, in one batch)."""
-        self._store(digest, data)
-        self._trim()
-
     async def tree(self, root: Digest, source: BlobStore) -> dict[Digest, re_pb2.Directory]:
         """Every directory reachable from ``root``; MissingBlobs names absent ones."""
+        if isinstance(source, TreeSource) and root not in self._entries:
+            await self._prefetch(root, source)
         out: dict[Digest, re_pb2.Directory] = {}
         level = [root]
         while level:
@@ -66,6 +74,22 @@ class DirectoryCache:
                         next_level[child] = None
             level = list(next_level)
         return out
+
+    async def _prefetch(self, root: Digest, source: TreeSource) -> None:
+        """One GetTree instead of a batch read per level; the walk then finds them cached.
+
+        Each directory is keyed by the hash of its serialisation, so one the server
+        serialised differently is simply not found, and is read by digest as usual.
+        """
+        try:
+            directories, _ = await source.get_tree(root)
+        except NotFound:
+            return  # the walk reports exactly what is missing
+        for directory in directories:
+            digest = Digest.of(directory.SerializeToString(deterministic=True), root.function)
+            self._entries[digest] = directory
+        self.prefetched += len(directories)
+        self._trim()
 
     async def _fetch(self, digests: list[Digest], source: BlobStore) -> Mapping[Digest, re_pb2.Directory]:
         found = await source.get_many(digests)

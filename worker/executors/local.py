@@ -1,8 +1,9 @@
 """LocalExecutor: run one action on this machine, start to finish.
 
 Phases, each stamped into ExecutedActionMetadata:
-1. input fetch: the Command (and the input root Directory, in the same batch),
-   then the exec root, hardlinked from the local FileCache; output parents created.
+1. input fetch: the Command and the input tree's directories (one GetTree) at
+   once, then the exec root, hardlinked from the local FileCache; output parents
+   created.
 2. execution: the runner (own process group, deadline, rusage), with live logs.
 3. output upload: outputs collected on a thread; stdout/stderr hashed; only blobs
    the CAS lacks are sent; the live logs are closed at the same time.
@@ -122,7 +123,8 @@ class LocalExecutor:
         function = task.digest_function
         command_digest = Digest.from_proto(task.action.command_digest, function)
         root_digest = Digest.from_proto(task.action.input_root_digest, function)
-        command = await self._command(command_digest, root_digest, store)
+        # The Command and the input tree's directories are fetched at the same time.
+        command, _ = await asyncio.gather(self._command(command_digest, store), self.inputs.layout(root_digest, store))
         outputs = declared_outputs(command)
         workdir = working_directory(command)
         await asyncio.to_thread(os.mkdir, scratch)
@@ -131,14 +133,12 @@ class LocalExecutor:
         await asyncio.to_thread(create_output_parents, exec_root, outputs, workdir)
         return command
 
-    async def _command(self, digest: Digest, root: Digest, store: BlobStore) -> re_pb2.Command:
+    async def _command(self, digest: Digest, store: BlobStore) -> re_pb2.Command:
         cached = self._commands.get(digest)
         if cached is not None:
             self._commands.move_to_end(digest)
             return cached
-        # One batch brings the Command and, when it is not cached, the root Directory.
-        wanted = [digest] if self.inputs.directories.has(root) else [digest, root]
-        found = await store.get_many(wanted)
+        found = await store.get_many([digest])
         if digest not in found:
             raise MissingBlobs([digest], "Command")
         data = found[digest]
@@ -148,8 +148,6 @@ class LocalExecutor:
             command.ParseFromString(data)
         except (ReapiError, DecodeError) as exc:
             raise InvalidArgument(f"the Command {digest} is not a valid Command message: {exc}") from None
-        if root in found:
-            self.inputs.directories.add(root, found[root])
         self._commands[digest] = command
         if len(self._commands) > self._max_commands:
             self._commands.popitem(last=False)
