@@ -28,7 +28,7 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 class TreeSource(Protocol):
     """A store that can return a whole tree in one call (RemoteStore: GetTree)."""
 
-    async def get_tree(self, root: Digest) -> tuple[list[re_pb2.Directory], bool]: ...
+    async def get_tree(self, root: Digest, page_size: int = ...) -> tuple[list[re_pb2.Directory], bool]: ...
 
 
 def child_directory_digests(directory: re_pb2.Directory, function: int) -> list[Digest]:
@@ -38,8 +38,9 @@ def child_directory_digests(directory: re_pb2.Directory, function: int) -> list[
 class DirectoryCache:
     """An LRU of Directory protos, holding at most ``max_entries``."""
 
-    def __init__(self, max_entries: int = 100_000) -> None:
+    def __init__(self, max_entries: int = 100_000, tree_page_size: int = 1000) -> None:
         self.max_entries = max_entries
+        self.tree_page_size = tree_page_size
         self._entries: OrderedDict[Digest, re_pb2.Directory] = OrderedDict()
         self.fetched = 0
         self.prefetched = 0
@@ -82,7 +83,7 @@ class DirectoryCache:
         serialised differently is simply not found, and is read by digest as usual.
         """
         try:
-            directories, _ = await source.get_tree(root)
+            directories, _ = await source.get_tree(root, self.tree_page_size)
         except NotFound:
             return  # the walk reports exactly what is missing
         for directory in directories:

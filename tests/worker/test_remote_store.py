@@ -103,3 +103,23 @@ async def test_writing_an_existing_blob_succeeds(cas_channel: grpc.aio.Channel) 
 
 async def test_the_batch_limit_comes_from_the_server(cas_channel: grpc.aio.Channel) -> None:
     assert await fetch_max_batch_bytes(cas_channel, "") == 4 << 20
+
+
+async def test_input_trees_come_with_one_get_tree(cas_channel: grpc.aio.Channel) -> None:
+    from tests.worker.trees import put_tree
+    from worker.directories import DirectoryCache
+
+    store = RemoteStore(cas_channel, "")
+    deep: dict = {"leaf.txt": b"leaf"}
+    for level in range(6):
+        deep = {f"level{level}": deep, f"file{level}": f"{level}".encode(), f"side{level}": {"x": f"side {level}".encode()}}
+    root = await put_tree(store, deep)
+    cache = DirectoryCache()
+    tree = await cache.tree(root, store)
+    assert len(tree) == 13
+    assert cache.prefetched == 13 and cache.fetched == 0  # no batch read per level
+
+    # Past the first page, the rest is read by digest, level by level.
+    small_pages = DirectoryCache(tree_page_size=5)
+    assert await small_pages.tree(root, store) == tree
+    assert small_pages.prefetched == 5 and small_pages.fetched == 8
