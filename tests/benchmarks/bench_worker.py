@@ -1,7 +1,7 @@
 """Remote execution end to end: a reapi-server process, a reapi-worker process, the client here.
 
     .venv/bin/python -m tests.benchmarks.bench_worker [--sequential 200] [--concurrent 500]
-        [--files 1000] [--cc-libraries 120] [--skip-bazel] [--dir PATH]
+        [--files 1000] [--cc-libraries 120] [--remote-jobs 4] [--skip-bazel] [--dir PATH]
 
 Both processes run as users start them (``python -m server.app --config``, ``python -m
 worker.app``), the server with a verified disk CAS and a disk AC, all under /dev/shm
@@ -16,9 +16,11 @@ each row measures real executions; uploads happen before the clock starts. Rows
 - 50 concurrent Executes (50 client threads) of ``/bin/true``: actions/s;
 - an action with ``--files`` small input files (100 per directory): cold (contents
   the worker has never seen) and warm (same input root, worker cache filled), median ms;
-- real Bazel (4.2.3) building a generated C++ workspace (``--cc-libraries`` libraries,
-  a compile and an archive action each, plus a binary): wall time of a local build
-  vs a remote-execution build against the same server and worker, from clean.
+- real Bazel (4.2.3) building a generated C++ workspace (``--cc-libraries`` libraries
+  and a binary using them all: a compile action each, a compile and a link for the
+  binary): wall time of a local build vs a remote-execution build against the same
+  server and worker (concurrency = CPU count), from clean, with the CPU the server
+  and worker processes used meanwhile.
 """
 
 from __future__ import annotations
@@ -224,7 +226,14 @@ def generate_cc_workspace(root: Path, libraries: int) -> None:
     (root / "BUILD").write_text(f'cc_binary(name = "main", srcs = ["main.cc"], deps = [{", ".join(deps)}])\n')
 
 
-def bench_bazel(server_url: str, workdir: Path, libraries: int) -> list[tuple[str, str]]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_bazel(server_url: str, pids: dict[str, int], workdir: Path, libraries: int,
+                remote_jobs: int) -> list[tuple[str, str]]:
     from tests.support.bazel import BazelInstallation, BazelUnavailable, remote_execution_flags
 
     try:
@@ -234,16 +243,21 @@ def bench_bazel(server_url: str, workdir: Path, libraries: int) -> list[tuple[st
     source = workdir / "cc-source"
     generate_cc_workspace(source, libraries)
     ws = installation.workspace(source, workdir / "cc-ws")
+    remote_flags = [*remote_execution_flags(server_url), f"--jobs={remote_jobs}"]
     try:
         ws.build("//:main", flags=["--nobuild"])  # start the server, load and configure once
         rows = []
-        for label, flags in (("local (default strategy)", []), ("remote execution", remote_execution_flags(server_url))):
+        walls = []
+        for label, flags in (("local (default strategy)", []), (f"remote execution, --jobs={remote_jobs}", remote_flags)):
             ws.clean()
             ws.build("//:main", flags=[*flags, "--nobuild"])
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             elapsed, run = timed(lambda: ws.build("//:main", flags=flags))
-            rows.append((f"Bazel {libraries * 2 + 2} actions: {label}", f"{elapsed / 1000:7.1f} s  ({run.summary})"))
-        local, remote = (float(r[1].split()[0]) for r in rows)
-        rows.append(("  remote / local wall time", f"{remote / local:7.2f}x"))
+            cpu = ", ".join(f"{name} {cpu_seconds(pid) - cpu_before[name]:.1f} s" for name, pid in pids.items())
+            walls.append(elapsed)
+            rows.append((f"Bazel C++ build, {run.summary.actions} actions: {label}", f"{elapsed / 1000:7.1f} s"))
+            rows.append(("  CPU used meanwhile by", cpu))
+        rows.append(("  remote / local wall time", f"{walls[1] / walls[0]:7.2f}x"))
         return rows
     finally:
         installation.shutdown_all()
@@ -255,6 +269,8 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=500)
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--cc-libraries", type=int, default=120)
+    parser.add_argument("--remote-jobs", type=int, default=4,
+                        help="Bazel --jobs for the remote build (more than the worker's slots hides round trips)")
     parser.add_argument("--skip-bazel", action="store_true")
     parser.add_argument("--dir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
     args = parser.parse_args()
@@ -269,7 +285,8 @@ def main() -> None:
             rows += bench_concurrent(client, args.concurrent)
             rows += bench_input_files(client, args.files)
             if not args.skip_bazel:
-                rows += bench_bazel(server.url, workdir, args.cc_libraries)
+                pids = {"reapi-server": server.process.pid, "reapi-worker": worker.pid}
+                rows += bench_bazel(server.url, pids, workdir, args.cc_libraries, args.remote_jobs)
             problems = server.problems() + worker.problems()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
