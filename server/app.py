@@ -30,6 +30,7 @@ from server.assets.assembly import AssetParts, build_assets
 from server.assets.config import AssetsConfig
 from server.config import ServerConfig, load_config
 from server.instances import InstanceRegistry
+from server.local_worker import parse_local_worker, start_local_worker
 from server.logstreams import LogStreamStore
 from server.scheduler.clock import Clock, SystemClock
 from server.scheduler.config import ExecutionConfig, parse_execution_config
@@ -215,19 +216,24 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Reap
     return ReapiServer(server, port, config, stores, instances, uploads=uploads, execution=execution, assets=assets)
 
 
-async def serve(config: ServerConfig) -> None:
+async def serve(config: ServerConfig, zero_config: bool = False, log_level: str = "INFO") -> None:
     """Run until SIGINT or SIGTERM."""
+    local_worker_config = parse_local_worker(config.section("local_worker"), zero_config)
     server = await start_server(config)
     log.info("reapi-server listening on %s", server.address)
     print(f"reapi-server listening on {server.address}", flush=True)
-    # Zero config also runs a local reapi-worker against this port (the worker's
-    # issue): start it here, after the server listens, and stop it before the server.
+    # Zero config also runs a local reapi-worker (a process) against this port:
+    # started once the server listens, stopped before the server.
+    local_worker = start_local_worker(local_worker_config, server.execution is not None,
+                                      config.listen.rsplit(":", 1)[0], server.port, log_level)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
+    if local_worker is not None:
+        await local_worker.stop()
     await server.stop(grace=5.0)
 
 
@@ -236,13 +242,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="TOML config file (default: embedded zero-config setup)")
     parser.add_argument("--listen", help="address to listen on, overriding the config (e.g. 0.0.0.0:8980)")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--no-local-worker", action="store_true",
+                        help="do not start the local reapi-worker the zero-config server runs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
         if args.listen:
             config.listen = args.listen
-        asyncio.run(serve(config))
+        if args.no_local_worker:
+            config.raw.setdefault("local_worker", {})["enabled"] = False
+        asyncio.run(serve(config, zero_config=args.config is None, log_level=args.log_level.upper()))
     except ConfigError as exc:
         print(f"reapi-server: configuration error: {exc}", file=sys.stderr)
         return 2

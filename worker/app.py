@@ -150,6 +150,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work-dir", help="where exec roots are made (same filesystem as the cache)")
     parser.add_argument("--bot-id", help="unique, stable id of this worker (default HOST.PID)")
     parser.add_argument("--config", type=Path, help="TOML file with a [worker] table")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="stop when the process that started this one exits (reapi-server's local worker)")
     parser.add_argument("--log-level", default=os.environ.get("REAPI_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
@@ -185,17 +187,33 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
     return replace(config, **changes)  # type: ignore[arg-type]
 
 
-async def serve(config: WorkerConfig) -> None:
+async def watch_parent(stop: asyncio.Event, interval: float = 1.0) -> None:
+    """Set ``stop`` once this process is orphaned (its parent's pid changes)."""
+    parent = os.getppid()
+    while not stop.is_set():
+        if os.getppid() != parent:
+            log.warning("the parent process %d is gone; stopping", parent)
+            stop.set()
+            return
+        await asyncio.sleep(interval)
+
+
+async def serve(config: WorkerConfig, exit_with_parent: bool = False) -> None:
     properties = detect_host().with_overrides(config.properties)
     worker = await build_worker(config, properties)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(watch_parent(stop)) if exit_with_parent else None
     offered = " ".join(f"{k}={v}" for k, v in properties.pairs())
     print(f"reapi-worker {worker.daemon.settings.bot_id} serving {config.server} "
           f"(concurrency {config.concurrency}; {offered})", flush=True)
-    await worker.run(stop)
+    try:
+        await worker.run(stop)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args)
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, args.exit_with_parent))
     except ConfigError as exc:
         print(f"reapi-worker: configuration error: {exc}", file=sys.stderr)
         return 2
