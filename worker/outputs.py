@@ -8,8 +8,8 @@ symlink leading outside is refused. Missing outputs are simply omitted (REv2).
 
 Files are hashed with the lease's digest function; small ones are kept in memory for
 the upload, large ones by path so the upload streams them. ``upload_missing`` then
-sends what the CAS lacks: one FindMissingBlobs, batched updates for small blobs,
-ByteStream for large ones (or, for a few small outputs, one batch outright).
+sends only what the CAS lacks: one FindMissingBlobs, batched updates for small
+blobs, ByteStream for large ones.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from worker.output_paths import DeclaredOutput, resolves_inside
 IN_MEMORY_LIMIT = 1 << 20
 
 BlobSource = bytes | Path
-# Outputs totalling at most this are uploaded without asking which the CAS lacks.
-BLIND_UPLOAD_LIMIT = 256 << 10
 
 
 @dataclass
@@ -172,17 +170,10 @@ async def file_chunks(path: Path) -> AsyncIterator[bytes]:
 
 
 async def upload_missing(store: BlobStore, blobs: Mapping[Digest, BlobSource]) -> int:
-    """Upload the blobs ``store`` lacks; return how many were sent. Raises the first failure.
-
-    When everything is small and in memory, asking first costs a round trip to save
-    a few kilobytes, so it is all sent in one batch (the CAS keeps one copy anyway).
-    """
+    """Upload the blobs ``store`` lacks; return how many were sent. Raises the first failure."""
     if not blobs:
         return 0
-    if all(isinstance(v, bytes) for v in blobs.values()) and sum(d.size_bytes for d in blobs) <= BLIND_UPLOAD_LIMIT:
-        missing = set(blobs)
-    else:
-        missing = await store.find_missing(list(blobs))
+    missing = await store.find_missing(list(blobs))
     if not missing:
         return 0
     in_memory = {d: blobs[d] for d in missing if isinstance(blobs[d], bytes)}
