@@ -172,6 +172,9 @@ class BotDaemon:
                                       status=self._status(), worker=self.worker,
                                       leases=[held.to_proto() for held in self.leases.values()])
         quick = self._draining or any(held.completed for held in self.leases.values())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("UpdateBotSession (%s): %s", "quick" if quick else "held",
+                      ", ".join(f"{h.lease_id}={'COMPLETED' if h.completed else 'ACTIVE'}" for h in self.leases.values()) or "no leases")
         call = self.bots.UpdateBotSession(
             bots_pb2.UpdateBotSessionRequest(name=self.session_name, bot_session=session),
             timeout=QUICK_CALL_TIMEOUT if quick else self.settings.call_timeout,
@@ -240,6 +243,9 @@ class BotDaemon:
         """Start new leases, stop cancelled or vanished ones, forget acknowledged completions."""
         listed = lease_context(answer, trailing, self.settings.instance_name)  # type: ignore[arg-type]
         present = {lease.id for lease, _, _ in listed}
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("answer: %s", ", ".join(f"{lease.id}={bots_pb2.LeaseState.Name(lease.state)}"
+                                              for lease, _, _ in listed) or "no leases")
         for lease_id in [i for i in self.leases if i not in present]:
             held = self.leases.pop(lease_id)
             if not held.completed:
