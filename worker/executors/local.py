@@ -32,7 +32,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
 
 from cas.digest import Digest
-from cas.errors import Internal, InvalidArgument, MissingBlobs, ReapiError
+from cas.errors import DeadlineExceeded, Internal, InvalidArgument, MissingBlobs, ReapiError
 from cas.store import BlobStore
 from cas.verify import verify_bytes
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
@@ -199,8 +199,8 @@ class LocalExecutor:
         result.exit_code = ran.exit_code
         result.execution_metadata.auxiliary_metadata.add().Pack(resource_usage(ran))
         if ran.timed_out:
-            response.status.code = 4  # DEADLINE_EXCEEDED
-            response.status.message = f"the action timed out after {request.timeout:g} s and was killed"
+            timed_out = DeadlineExceeded(f"the action timed out after {request.timeout:g} s and was killed")
+            response.status.CopyFrom(timed_out.to_status())
         return collected
 
     def _start_tails(self, task: Task, request: runner.RunRequest) -> list[LogTail]:
