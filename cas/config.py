@@ -41,6 +41,7 @@ STORE_KEYS: dict[str, frozenset[str]] = {
     "verify": frozenset({"inner"}),
     "size_partition": frozenset({"small", "large", "threshold"}),
     "read_cache": frozenset({"fast", "slow", "write_to_fast"}),
+    "grpc": frozenset({"address", "instance_name", "max_batch_size"}),
 }
 STORE_TYPES = tuple(STORE_KEYS)
 
@@ -225,6 +226,15 @@ async def build_store(name: str, spec: StoreSpec, built: Mapping[str, BlobStore]
 
             fast, slow = r.distinct_children("fast", "slow", built)
             store = ReadCachingStore(fast=fast, slow=slow, name=name, write_to_fast=r.boolean("write_to_fast", False))
+        case "grpc":
+            from cas.remote import RemoteStore
+
+            store = RemoteStore.connect(
+                r.string("address"),
+                r.string("instance_name", ""),
+                max_batch_bytes=r.size("max_batch_size", "4MiB"),
+                name=name,
+            )
         case _:
             raise ConfigError(f"store {name!r}: unknown type {kind!r} (known: {', '.join(STORE_TYPES)})")
     return store

@@ -88,6 +88,26 @@ class RemoteStore(BlobStore):
         self._bytestream = bs_grpc.ByteStreamStub(channel)
         self._calls = asyncio.Semaphore(max_parallel_calls)
         self._upload_ids = upload_ids
+        self._owned_channel: grpc.aio.Channel | None = None
+
+    @classmethod
+    def connect(cls, address: str, instance_name: str = "", **kwargs: Any) -> RemoteStore:
+        """A store with its own channel to ``address`` (``grpc://HOST:PORT`` or ``HOST:PORT``),
+        closed by ``aclose``. Creating a channel does no I/O; it connects on first use."""
+        target = address.removeprefix("grpc://")
+        if not target or "://" in target:
+            raise ValueError(f"address {address!r} is not grpc://HOST:PORT")
+        channel = grpc.aio.insecure_channel(target, options=[
+            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20),
+        ])
+        store = cls(channel, instance_name, **kwargs)
+        store._owned_channel = channel
+        return store
+
+    async def aclose(self) -> None:
+        if self._owned_channel is not None:
+            await self._owned_channel.close()
+            self._owned_channel = None
 
     def fits_in_batch(self, digest: Digest) -> bool:
         return digest.size_bytes + BATCH_ENTRY_OVERHEAD <= self.max_batch_bytes

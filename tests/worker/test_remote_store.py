@@ -13,6 +13,8 @@ from cas.errors import InvalidArgument, NotFound
 from cas.memory import MemoryStore
 from cas.remote import RemoteStore, fetch_max_batch_bytes, read_resource_name, write_resource_name
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from server.app import ReapiServer
+from tests.support.servers import channel_to, config_for, running_server
 
 BLAKE3 = re_pb2.DigestFunction.BLAKE3
 
@@ -123,3 +125,32 @@ async def test_input_trees_come_with_one_get_tree(cas_channel: grpc.aio.Channel)
     small_pages = DirectoryCache(tree_page_size=5)
     assert await small_pages.tree(root, store) == tree
     assert small_pages.prefetched == 5 and small_pages.fetched == 8
+
+
+async def test_a_server_can_front_another_servers_cas_with_a_grpc_store(
+    cas_server: ReapiServer, server_cas: MemoryStore
+) -> None:
+    """[stores.up] type = "grpc": server B keeps its CAS in server A."""
+    stores = {
+        "up": {"type": "grpc", "address": f"grpc://{cas_server.address}", "instance_name": "inner"},
+        "cas": {"type": "verify", "inner": "up"},
+        "ac": {"type": "memory", "max_size": "1MiB"},
+    }
+    async with running_server(config_for(stores=stores)) as front, channel_to(front) as channel:
+        client = RemoteStore(channel, "outer", max_batch_bytes=64 << 10)
+        values = {**blobs(20, 100), **blobs(1, 200 << 10)}
+        assert await client.put_many(values) == {}
+        assert await server_cas.get_many(values) == values  # stored in server A
+        assert await client.get_many(list(values)) == values
+        bad = Digest.of(b"claimed")
+        failures = await client.put_many({bad: b"other bytes"})
+        assert isinstance(failures[bad], InvalidArgument) and not await server_cas.has(bad)
+
+
+async def test_grpc_store_config_mistakes() -> None:
+    from cas.config import ConfigError, build_stores
+
+    with pytest.raises(ConfigError, match="address"):
+        await build_stores({"up": {"type": "grpc"}})
+    with pytest.raises(ConfigError, match="grpc://HOST:PORT"):
+        await build_stores({"up": {"type": "grpc", "address": "http://x:1"}})
