@@ -25,7 +25,7 @@ protos: venv
 	.venv/bin/python -m remote_apis_protos.generate
 
 check-protos: venv
-	../shared/contract/check-protos .
+	$$(.venv/bin/python -c "from tests.support.shared import shared_dir; print(shared_dir())")/contract/check-protos .
 
 lint: venv
 	.venv/bin/mypy

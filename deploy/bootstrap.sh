@@ -41,7 +41,12 @@ if [ "$want_test" = 1 ]; then
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v git >/dev/null || missing+=(git)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
-  shared=${REAPI_SHARED_DIR:-../shared}
+  # The workplace's shared folder: beside the checkout, or where CI keeps it.
+  shared=""
+  for cand in "${REAPI_SHARED_DIR:-}" ../shared /work/shared; do
+    [ -n "$cand" ] && [ -d "$cand/bazel" ] && { shared=$cand; break; }
+  done
+  shared=${shared:-../shared}
   if [ -x "$shared/bazel/setup-offline-bazel" ]; then
     # Installs bazel-bootstrap (which brings build-essential and a JDK) and the rule
     # packages the offline rc needs. The tests run it again for a private rc dir.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,14 +10,12 @@ import pytest
 
 from server.app import ReapiServer
 from tests.support.processes import redis_server
+from tests.support.shared import shared_dir  # noqa: F401 - re-exported for tests
 from tests.support.servers import channel_to, config_for, running_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def shared_dir() -> Path:
-    """The workplace's shared folder (contract checker, offline Bazel setup)."""
-    return Path(os.environ.get("REAPI_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
 
 
 @pytest.fixture(scope="session")

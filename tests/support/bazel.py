@@ -4,8 +4,8 @@ Reused by every test that points Bazel at reapi: the remote cache (tests/e2e),
 remote execution (next to a worker process) and the remote downloader. The pieces:
 
 ``BazelInstallation.find(session_root)``
-    Locates ``bazel`` and runs the shared ``setup-offline-bazel`` script (found via
-    $REAPI_SHARED_DIR or <repo>/../shared) for the rc that makes builds work with no
+    Locates ``bazel`` and runs the shared ``setup-offline-bazel`` script (found by
+    tests.support.shared.shared_dir) for the rc that makes builds work with no
     network. Raises ``BazelUnavailable`` with the reason when either is missing.
     One per test session: every workspace shares its ``output_user_root``, so the
     Bazel install and its JDK are unpacked once. ``shutdown_all()`` at session end
@@ -50,6 +50,7 @@ from pathlib import Path
 
 from tests.support.bazel_outputs import OutputSnapshot, snapshot_tree
 from tests.support.bazel_summary import ProcessSummary
+from tests.support.shared import shared_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # A command that takes longer than this has hung (a stuck remote call, usually).
@@ -85,11 +86,6 @@ class BazelUnavailable(RuntimeError):
 
 class BazelFailed(AssertionError):
     """A Bazel command ended with an unexpected exit code."""
-
-
-def shared_dir() -> Path:
-    """The workplace's shared folder, which holds bazel/setup-offline-bazel."""
-    return Path(os.environ.get("REAPI_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
 
 
 def fast_tmp_root() -> Path:
