@@ -187,9 +187,13 @@ class DiskStore(BlobStore):
     def _refresh(self, digest: Digest, entry: IndexEntry, now: float) -> None:
         """Mark a hit: newest in memory now, on disk lazily."""
         if self._index.hit(digest, entry, now):
-            if not self._touch_queue:
-                asyncio.get_running_loop().call_soon(self._flush_touches)
-            self._touch_queue[digest] = (value_path(self.root, digest, entry.length), now)
+            self._queue_touch(digest, entry, now)
+
+    def _queue_touch(self, digest: Digest, entry: IndexEntry, now: float) -> None:
+        """Persist ``now`` as the value's access time soon, in a batch, off the loop."""
+        if not self._touch_queue:
+            asyncio.get_running_loop().call_soon(self._flush_touches)
+        self._touch_queue[digest] = (value_path(self.root, digest, entry.length), now)
 
     def _flush_touches(self) -> None:
         if not self._touch_queue:
@@ -257,15 +261,10 @@ class DiskStore(BlobStore):
     # -- BlobStore -----------------------------------------------------------------
 
     async def find_missing(self, digests: Collection[Digest]) -> set[Digest]:
-        index = self._index
         now = self._clock()
-        missing = set()
-        for digest in digests:
-            entry = index.get(digest)
-            if entry is None:
-                missing.add(digest)
-            else:
-                self._refresh(digest, entry, now)
+        missing, stale = self._index.hit_many(digests, now)
+        for digest, entry in stale:
+            self._queue_touch(digest, entry, now)
         return missing
 
     async def has(self, digest: Digest) -> bool:

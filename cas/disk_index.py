@@ -9,7 +9,7 @@ file is in place and removed before its file is unlinked.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from cas.digest import Digest
@@ -49,6 +49,26 @@ class DiskIndex:
             entry.stamp = now
             return True
         return False
+
+    def hit_many(self, digests: Iterable[Digest], now: float) -> tuple[set[Digest], list[tuple[Digest, IndexEntry]]]:
+        """``hit`` for a whole request: the absent digests, and the present ones whose
+        access time should be persisted. One tight loop, because FindMissingBlobs
+        sends 10,000 digests and per-digest method calls dominated its cost."""
+        entries = self._entries
+        get, move_to_end = entries.get, entries.move_to_end
+        stale_before = now - self.touch_interval
+        missing: set[Digest] = set()
+        stale: list[tuple[Digest, IndexEntry]] = []
+        for digest in digests:
+            entry = get(digest)
+            if entry is None:
+                missing.add(digest)
+                continue
+            move_to_end(digest)
+            if entry.stamp <= stale_before:
+                entry.stamp = now
+                stale.append((digest, entry))
+        return missing, stale
 
     def insert(self, digest: Digest, length: int, now: float) -> None:
         """Record a value just put in place (replacing any older value of the key)."""
