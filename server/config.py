@@ -92,7 +92,14 @@ def parse_config(data: dict[str, Any]) -> ServerConfig:
     instances = []
     for i, entry in enumerate(data.get("instances", [])):
         where = f"[[instances]] #{i + 1}"
-        unknown = set(entry) - {"name", "cas", "ac", "ac_update_enabled", "ac_completeness_check", "scheduler"}
+        if "scheduler" in entry:
+            # Refused rather than ignored: a config that names one would silently share
+            # the one scheduler all instances use (see [execution] in docs/CONFIG.md).
+            raise ConfigError(
+                f"{where}: per-instance schedulers are not supported; every instance shares the one "
+                "configured by [execution], so remove the 'scheduler' key"
+            )
+        unknown = set(entry) - {"name", "cas", "ac", "ac_update_enabled", "ac_completeness_check"}
         if unknown:
             raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
         for key in ("cas", "ac"):
