@@ -28,10 +28,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from cas.digest import ALGORITHMS, Digest
+from cas.directory_lock import LOCK_FILE  # noqa: F401 - part of the layout described above
 
 LAYOUT_MARKER = ".reapi-disk-store"
 LAYOUT_VERSION = "reapi disk store layout 1\n"
-LOCK_FILE = ".lock"
 TEMP_PREFIX = ".tmp-"
 _HEX = "0123456789abcdef"
 

@@ -7,7 +7,6 @@ DiskStore constructor takes, so the store itself does no I/O when it is built.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 from collections import OrderedDict
@@ -15,8 +14,9 @@ from concurrent.futures import Executor
 from typing import Any
 
 from cas.digest import Digest
+from cas.directory_lock import lock_directory as lock_shared_directory
 from cas.disk_index import IndexEntry
-from cas.disk_layout import LAYOUT_MARKER, LAYOUT_VERSION, LOCK_FILE
+from cas.disk_layout import LAYOUT_MARKER, LAYOUT_VERSION
 from cas.disk_scan import scan_index
 from cas.disk_snapshot import current_boot_id, index_from_snapshot, take_snapshot, write_snapshot
 from cas.errors import FailedPrecondition
@@ -25,25 +25,8 @@ log = logging.getLogger("reapi.cas.disk")
 
 
 def lock_directory(root: str, name: str) -> int:
-    """Create ``root`` if needed and lock it for this process; return the lock's fd.
-
-    Two stores on one directory would evict each other's files and disagree about
-    the byte count, so a second opener (in this process or another) is refused.
-    """
-    try:
-        os.makedirs(root, exist_ok=True)
-        fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as err:
-        raise FailedPrecondition(f"disk store {name!r}: cannot use {root}: {err.strerror or err}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise FailedPrecondition(
-            f"disk store {name!r}: {root} is already in use by another store or process "
-            f"(it holds the lock on {os.path.join(root, LOCK_FILE)})"
-        ) from None
-    return fd
+    """Lock ``root`` for this process (cas/directory_lock.py); return the lock's fd."""
+    return lock_shared_directory(root, f"disk store {name!r}")
 
 
 def check_layout(root: str, name: str) -> None:

@@ -1,0 +1,37 @@
+"""One process per store directory: an exclusive, non-blocking flock on ``root/.lock``.
+
+Shared by the stores that own a directory (DiskStore, PackedStore). Two stores on
+one directory would evict each other's data and disagree about the byte count, so
+a second opener, in this process or another, is refused with a message naming the
+directory. The lock dies with the process, so a crash never leaves it stuck.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+from cas.errors import FailedPrecondition
+
+LOCK_FILE = ".lock"
+
+
+def lock_directory(root: str, owner: str) -> int:
+    """Create ``root`` if needed and lock it for this process; return the lock's fd.
+
+    ``owner`` names the store in messages, e.g. "disk store 'cas'".
+    """
+    try:
+        os.makedirs(root, exist_ok=True)
+        fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        raise FailedPrecondition(f"{owner}: cannot use {root}: {err.strerror or err}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FailedPrecondition(
+            f"{owner}: {root} is already in use by another store or process "
+            f"(it holds the lock on {os.path.join(root, LOCK_FILE)})"
+        ) from None
+    return fd
