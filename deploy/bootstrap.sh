@@ -22,6 +22,8 @@ apt_install() {
 }
 
 python=${PYTHON:-python3}
+# A minimal Debian has no Python at all; bookworm's python3 is 3.11.
+command -v "$python" >/dev/null || apt_install python3 python3-venv
 if ! "$python" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
   echo "bootstrap: reapi needs Python >= 3.11 ($python is $("$python" --version 2>&1))" >&2
   exit 1
@@ -35,6 +37,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+
+# The git client serves Remote Asset fetches of git repositories; optional for `make run`.
+command -v git >/dev/null || apt_install git || echo "bootstrap: without git, FetchDirectory of git repositories fails" >&2
 
 if [ "$want_test" = 1 ]; then
   missing=()
