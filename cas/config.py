@@ -42,6 +42,7 @@ STORE_KEYS: dict[str, frozenset[str]] = {
     "size_partition": frozenset({"small", "large", "threshold"}),
     "read_cache": frozenset({"fast", "slow", "write_to_fast"}),
     "grpc": frozenset({"address", "instance_name", "max_batch_size"}),
+    "packed": frozenset({"path", "max_size", "max_value_size", "segment_size", "fsync"}),
 }
 STORE_TYPES = tuple(STORE_KEYS)
 
@@ -200,6 +201,17 @@ async def build_store(name: str, spec: StoreSpec, built: Mapping[str, BlobStore]
                 r.path("path", str(cache_home() / name)),
                 max_bytes=r.size("max_size", "20GiB"),
                 name=name,
+                fsync=r.boolean("fsync", False),
+            )
+        case "packed":
+            from cas.packed import PackedStore
+
+            store = await PackedStore.open(
+                r.path("path", str(cache_home() / name)),
+                max_bytes=r.size("max_size", "4GiB"),
+                name=name,
+                max_value_size=r.size("max_value_size", "1MiB"),
+                segment_size=r.size("segment_size", 0) or None,
                 fsync=r.boolean("fsync", False),
             )
         case "redis":

@@ -55,10 +55,27 @@ def _disk(env: Env, name: str) -> dict[str, Any]:
     return {"type": "disk", "path": str(env.tmp_path / name), "max_size": "1GiB"}
 
 
+def _packed(env: Env, name: str, **options: str) -> dict[str, Any]:
+    # The contract streams values of a few MiB; the packed store's default limit is 1 MiB.
+    return {"type": "packed", "path": str(env.tmp_path / name), "max_size": "1GiB", "max_value_size": "8MiB", **options}
+
+
 # Each entry: the specs to build and the name of the store under test.
 SPECS: dict[str, Callable[[Env], dict[str, dict[str, Any]]]] = {
     "memory": lambda env: {"top": {"type": "memory", "max_size": "256MiB"}},
     "disk": lambda env: {"top": _disk(env, "disk")},
+    "packed": lambda env: {"top": _packed(env, "packed")},
+    # Segments barely larger than the biggest value: most writes start a new segment.
+    "packed(small segments)": lambda env: {
+        "top": _packed(env, "packed", max_value_size="4MiB", segment_size="4100KiB", max_size="64MiB")
+    },
+    # The zero-config CAS shape (server/config.py default_stores).
+    "verify(size_partition(small=packed,large=disk))": lambda env: {
+        "small": _packed(env, "small"),
+        "large": _disk(env, "large"),
+        "split": {"type": "size_partition", "small": "small", "large": "large", "threshold": "64KiB"},
+        "top": {"type": "verify", "inner": "split"},
+    },
     "redis": lambda env: {"top": _redis(env)},
     "verify(memory)": lambda env: {
         "mem": {"type": "memory", "max_size": "256MiB"},
@@ -85,7 +102,7 @@ SPECS: dict[str, Callable[[Env], dict[str, dict[str, Any]]]] = {
         "top": {"type": "verify", "inner": "cached"},
     },
 }
-CONTENT_ADDRESSED = {"verify(memory)", "verify(read_cache(fast=memory,slow=size_partition(redis,disk)),write_to_fast)"}
+CONTENT_ADDRESSED = {"verify(memory)", "verify(size_partition(small=packed,large=disk))", "verify(read_cache(fast=memory,slow=size_partition(redis,disk)),write_to_fast)"}
 
 
 @pytest.fixture(params=list(SPECS))
