@@ -28,6 +28,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from cas.digest import ALGORITHMS, Digest
@@ -46,6 +47,10 @@ RECORD_OVERHEAD = RECORD_HEADER.size + MAX_HASH_BYTES
 BATCH_OVERHEAD = BATCH_HEADER.size + RECORD_OVERHEAD
 
 _HASH_BYTES = {f: a.hex_length // 2 for f, a in ALGORITHMS.items()}
+# Batches of at most this many parts are written without joining them first.
+_MAX_SEPARATE_PARTS = 16
+# Builds a Digest from a (hash, size, function) tuple without running Python code.
+_make_digest = partial(tuple.__new__, Digest)
 
 
 class Buffer(Protocol):
@@ -86,10 +91,23 @@ def records_size(items: Sequence[tuple[Digest, bytes]]) -> int:
 
 def frame_batch(parts: Sequence[bytes], seq: int, offset: int) -> list[bytes]:
     """Header and body of a batch at ``offset`` of segment ``seq``, ready for one pwritev.
-    Runs in a thread: the join and the CRC are the costly part (the CRC drops the GIL)."""
-    body = b"".join(parts)
-    head = BATCH_HEADER.pack(BATCH_MAGIC, len(body), zlib.crc32(body), seq, offset, 0)
-    return [head[:-4] + struct.pack("<I", zlib.crc32(head[:-4])), body]
+
+    Runs in a thread. Many small parts are joined first (one CRC call, and pwritev
+    takes at most 1,024 buffers); a few large ones (a big value) are checksummed in
+    place and written as they are, sparing a copy.
+    """
+    if len(parts) <= _MAX_SEPARATE_PARTS:
+        crc = 0
+        for part in parts:
+            crc = zlib.crc32(part, crc)
+        body_parts = list(parts)
+    else:
+        body = b"".join(parts)
+        crc = zlib.crc32(body)
+        body_parts = [body]
+    length = sum(map(len, body_parts))
+    head = BATCH_HEADER.pack(BATCH_MAGIC, length, crc, seq, offset, 0)
+    return [head[:-4] + struct.pack("<I", zlib.crc32(head[:-4])), *body_parts]
 
 
 @dataclass
@@ -101,7 +119,7 @@ class SegmentRecords:
     lengths: list[int] = field(default_factory=list)
     end: int = SEGMENT_HEADER.size  # where the last good batch ends
     damaged_batches: int = 0
-    torn_tail: bool = False  # bytes after ``end`` that are not a batch
+    torn_tail: bool = False  # bytes after ``end`` that are not a batch, nor unwritten space
 
 
 class BadSegment(Exception):
@@ -138,7 +156,9 @@ def scan_segment(buf: Buffer, seq: int, size: int) -> SegmentRecords:
         if zlib.crc32(body) != body_crc or not _decode_body(body, body_start, found):
             found.damaged_batches += 1
         position = found.end = body_end
-    found.torn_tail = found.end < size
+    # Bytes after the last batch are a torn batch, unless they are zeros: the unwritten
+    # rest of a segment that was never sealed (its file is sparse at full capacity).
+    found.torn_tail = found.end < size and any(buf[found.end : found.end + BATCH_HEADER.size])
     return found
 
 
@@ -160,7 +180,7 @@ def _decode_body(body: bytes, base: int, into: SegmentRecords) -> bool:
         value_at = position + header_size + hash_bytes
         if value_at + length > len(body):
             return False
-        keys.append(Digest(body[position + header_size : value_at].hex(), size, function))
+        keys.append(_make_digest((body[position + header_size : value_at].hex(), size, function)))
         offsets.append(base + value_at)
         lengths.append(length)
         position = value_at + length

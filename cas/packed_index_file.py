@@ -21,6 +21,7 @@ import os
 import struct
 import zlib
 from collections.abc import Sequence
+from functools import partial
 
 from cas.digest import ALGORITHMS, Digest
 from cas.packed_format import SegmentRecords
@@ -29,6 +30,8 @@ INDEX_MAGIC = b"RPKIDX01"
 _HEADER = struct.Struct("<8sQQII")  # magic, seq, end, count, body length
 _CRC = struct.Struct("<I")
 _HEX_LENGTH = {f: a.hex_length for f, a in ALGORITHMS.items()}
+# Builds a Digest from a (hash, size, function) tuple without running Python code.
+_make_digest = partial(tuple.__new__, Digest)
 
 
 def encode_index(seq: int, end: int, keys: Sequence[Digest], offsets: Sequence[int], lengths: Sequence[int]) -> bytes:
@@ -64,18 +67,30 @@ def decode_index(data: bytes, seq: int) -> SegmentRecords | None:
     sizes = struct.unpack_from(f"<{count}Q", data, position)
     position += 8 * count
     hashes = data[position : -_CRC.size].hex()
-    keys = []
-    at = 0
-    try:
-        for function, size in zip(functions, sizes):
-            width = _HEX_LENGTH[function]
-            keys.append(Digest(hashes[at : at + width], size, function))
-            at += width
-    except KeyError:
-        return None
-    if at != len(hashes):
+    keys = _digests(hashes, functions, sizes)
+    if keys is None:
         return None
     return SegmentRecords(keys=keys, offsets=offsets, lengths=lengths, end=end)
+
+
+def _digests(hashes: str, functions: bytes, sizes: Sequence[int]) -> list[Digest] | None:
+    """Digests from the hash column (hex) and the function and size columns, built with
+    C-level passes when every record has the same function (the usual case)."""
+    kinds = set(functions)
+    if len(kinds) == 1 and (width := _HEX_LENGTH.get(functions[0])):
+        if len(hashes) != width * len(sizes):
+            return None
+        parts = [hashes[i : i + width] for i in range(0, len(hashes), width)]
+        return list(map(_make_digest, zip(parts, sizes, functions)))
+    keys = []
+    at = 0
+    for function, size in zip(functions, sizes):
+        width = _HEX_LENGTH.get(function, 0)
+        if not width:
+            return None
+        keys.append(_make_digest((hashes[at : at + width], size, function)))
+        at += width
+    return keys if at == len(hashes) else None
 
 
 def write_index_file(path: str, data: bytes) -> None:

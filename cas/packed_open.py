@@ -21,6 +21,7 @@ import logging
 import mmap
 import os
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from cas.digest import Digest
 from cas.directory_lock import lock_directory
@@ -97,11 +98,11 @@ def open_directory(root: str, name: str) -> OpenedDirectory:
         check_layout(root, name)
         report = OpenReport()
         seqs = _list_segments(root, report)
-        for seq in seqs:
-            segment = _load_segment(root, seq, report)
-            if segment is not None:
-                segments.append(segment)
-        with gc_paused():
+        with gc_paused():  # many small objects: the cyclic collector would rescan them again and again
+            for seq in seqs:
+                segment = _load_segment(root, seq, report)
+                if segment is not None:
+                    segments.append(segment)
             entries = _replay(segments)
     except BaseException:
         for segment in segments:
@@ -156,6 +157,7 @@ def _load_segment(root: str, seq: int, report: OpenReport) -> Segment | None:
             log.warning("packed store: %s: cut off %d bytes after the last whole batch (a crash?)",
                         base + SEGMENT_SUFFIX, size - records.end)
             report.torn_tails += 1
+        if records.end < size:
             os.ftruncate(fd, records.end)
         os.fdatasync(fd)
         write_index_file(base + INDEX_SUFFIX, encode_index(seq, records.end, records.keys, records.offsets, records.lengths))
@@ -176,8 +178,9 @@ def _map(fd: int, size: int) -> mmap.mmap:
 def _replay(segments: list[Segment]) -> dict[Digest, Location]:
     """Every key's newest record; an entry's ``used`` starts as its segment's number."""
     entries: dict[Digest, Location] = {}
-    for segment in segments:
-        seq = segment.seq
-        for digest, offset, length in zip(segment.keys, segment.offsets, segment.lengths):
-            entries[digest] = Location(segment, offset, length, seq)
+    for segment in segments:  # in order, and records in order: later ones overwrite earlier ones
+        entries.update(zip(
+            segment.keys,
+            map(Location, repeat(segment), segment.offsets, segment.lengths, repeat(segment.seq)),
+        ))
     return entries
