@@ -1,14 +1,21 @@
 """The storage services over loopback: a real reapi-server process, the client here.
 
-    .venv/bin/python -m tests.benchmarks.bench_storage [--stream-mib 512] [--big-gib 2] [--dir PATH]
+    .venv/bin/python -m tests.benchmarks.bench_storage [--stores defaults,disk,memory]
+        [--stream-mib 512] [--big-gib 2] [--dir PATH]
 
-The server runs as ``python -m server.app --config FILE`` with a verified disk CAS
-and a disk AC (under /dev/shm when it exists, so the numbers measure the server,
-not this machine's disk; ``--dir`` to choose). The client is the synchronous gRPC
-client in this process, as a build tool's would be: a separate process on the same
-host. Rows (targets from issue 2, acceptance 5):
+Each store set runs in its own ``python -m server.app --config FILE`` (under
+/dev/shm when it exists, so the numbers measure the server, not this machine's
+disk; ``--dir`` to choose):
+- ``defaults``: the zero-config stores (server/config.py ``default_stores``);
+- ``disk``: a verified one-file-per-blob disk CAS and a disk AC (the zero-config
+  shape before the packed store);
+- ``memory``: a memory CAS and AC, which separates the services' own cost from
+  the stores'.
+The client is the synchronous gRPC client in this process, as a build tool's would
+be: a separate process on the same host. Rows (targets from issue 2, acceptance 5):
 
-- ByteStream Write / Read of one ``--stream-mib`` blob in 1 MiB messages (MB/s);
+- ByteStream Write / Read of one ``--stream-mib`` blob in 1 MiB messages (MB/s),
+  against the first store set only;
 - FindMissingBlobs of 10,000 digests, half present, digest_function unset as Bazel
   sends it (median ms);
 - BatchUpdateBlobs / BatchReadBlobs of 1,000 x 1 KiB (blobs/s, median of runs;
@@ -16,10 +23,11 @@ host. Rows (targets from issue 2, acceptance 5):
 - GetActionResult round trip for a result with 10 output files, stdout and an
   output directory, completeness checked (median ms), next to GetCapabilities,
   the floor any unary call pays in grpc.aio;
-- the request rows again against a second server with a memory CAS and AC, which
-  separates the services' own cost from the disk store's (one file per blob);
 - server peak RSS (VmHWM) while streaming a ``--big-gib`` blob in and out, in a
   fresh server process so the peak belongs to that stream alone.
+"server cpu" is the server process's user + system time per call (per batch for
+the batch rows), which unlike wall time does not depend on what else the shared
+machine runs.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
+from server.config import default_stores
 from server.resource_names import download_name, upload_name
 from tests.support.server_process import reapi_server_process, server_config
 
@@ -158,6 +167,30 @@ def timings(runs: int, call: Callable[[], object]) -> list[float]:
     return times
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ServerCpu:
+    """The server's CPU time over a measured section, per call."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start = 0.0
+
+    def __enter__(self) -> ServerCpu:
+        self.start = cpu_seconds(self.pid)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.seconds = cpu_seconds(self.pid) - self.start
+
+    def per_call(self, calls: int) -> str:
+        return f"{self.seconds / calls * 1000:.3f} ms"
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -165,20 +198,20 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def row(name: str, median: str, best: str, target: str, ok: bool | None) -> None:
+def row(name: str, median: str, best: str, target: str, ok: bool | None, cpu: str = "") -> None:
     met = "" if ok is None else "yes" if ok else "NO"
-    print(f"| {name:<44} | {median:>16} | {best:>16} | {target:>14} | {met:>4} |")
+    print(f"| {name:<48} | {median:>16} | {best:>16} | {target:>14} | {met:>4} | {cpu:>10} |", flush=True)
 
 
-def latency_row(name: str, seconds: list[float], target_ms: float, digits: int = 1) -> None:
+def latency_row(name: str, seconds: list[float], target_ms: float, digits: int = 1, cpu: str = "") -> None:
     median, best = statistics.median(seconds) * 1000, min(seconds) * 1000
-    row(name, f"{median:.{digits}f} ms", f"{best:.{digits}f} ms", f"<= {target_ms:g} ms", median <= target_ms)
+    row(name, f"{median:.{digits}f} ms", f"{best:.{digits}f} ms", f"<= {target_ms:g} ms", median <= target_ms, cpu)
 
 
-def rate_row(name: str, seconds: list[float], amount: float, unit: str, target: float) -> None:
+def rate_row(name: str, seconds: list[float], amount: float, unit: str, target: float, cpu: str = "") -> None:
     median, best = amount / statistics.median(seconds), amount / min(seconds)
     fmt = "{:,.0f} " + unit
-    row(name, fmt.format(median), fmt.format(best), f">= {target:,.0f}", median >= target)
+    row(name, fmt.format(median), fmt.format(best), f">= {target:,.0f}", median >= target, cpu)
 
 
 def bench_streams(client: Client, stream_mib: int) -> None:
@@ -192,7 +225,7 @@ def bench_streams(client: Client, stream_mib: int) -> None:
     rate_row(f"ByteStream Read {stream_mib} MiB (3 runs)", reads, size / 1e6, "MB/s", 1000)
 
 
-def bench_requests(client: Client, label: str) -> None:
+def bench_requests(client: Client, label: str, pid: int) -> None:
     """FindMissingBlobs, the batch RPCs and GetActionResult; requests are built before timing."""
     present = kib_blobs(5000, f"present-{time.time()}")
     for start in range(0, len(present), 1000):
@@ -201,25 +234,31 @@ def bench_requests(client: Client, label: str) -> None:
     protos = [d.to_proto() for d, _ in present] + [d.to_proto() for d in absent]
     request = re_pb2.FindMissingBlobsRequest(blob_digests=protos)
     assert len(client.cas.FindMissingBlobs(request).missing_blob_digests) == 5000
-    latency_row(f"FindMissingBlobs 10,000 digests{label}", timings(30, lambda: client.cas.FindMissingBlobs(request)), 20)
+    with ServerCpu(pid) as cpu:
+        times = timings(30, lambda: client.cas.FindMissingBlobs(request))
+    latency_row(f"FindMissingBlobs 10,000 digests{label}", times, 20, cpu=cpu.per_call(30))
     named = re_pb2.FindMissingBlobsRequest(blob_digests=protos, digest_function=re_pb2.DigestFunction.SHA256)
-    latency_row("  ... with digest_function = SHA256", timings(30, lambda: client.cas.FindMissingBlobs(named)), 20)
+    with ServerCpu(pid) as cpu:
+        times = timings(30, lambda: client.cas.FindMissingBlobs(named))
+    latency_row("  ... with digest_function = SHA256", times, 20, cpu=cpu.per_call(30))
 
     updates = [
         re_pb2.BatchUpdateBlobsRequest(requests=[Req(digest=d.to_proto(), data=b) for d, b in kib_blobs(1000, f"batch-{i}-{time.time()}")])
         for i in range(10)
     ]
     times = []
-    for update in updates:
-        start = time.perf_counter()
-        response = client.cas.BatchUpdateBlobs(update)
-        times.append(time.perf_counter() - start)
-        assert all(r.status.code == 0 for r in response.responses)
-    rate_row(f"BatchUpdateBlobs 1,000 x 1 KiB{label}", times, 1000, "blobs/s", 100_000)
+    with ServerCpu(pid) as cpu:
+        for update in updates:
+            began = time.perf_counter()
+            response = client.cas.BatchUpdateBlobs(update)
+            times.append(time.perf_counter() - began)
+            assert all(r.status.code == 0 for r in response.responses)
+    rate_row(f"BatchUpdateBlobs 1,000 x 1 KiB{label}", times, 1000, "blobs/s", 100_000, cpu.per_call(len(updates)))
     read_request = re_pb2.BatchReadBlobsRequest(digests=[r.digest for r in updates[0].requests])
     assert all(r.status.code == 0 for r in client.cas.BatchReadBlobs(read_request).responses)
-    reads = timings(10, lambda: client.cas.BatchReadBlobs(read_request))
-    rate_row(f"BatchReadBlobs 1,000 x 1 KiB{label}", reads, 1000, "blobs/s", 100_000)
+    with ServerCpu(pid) as cpu:
+        reads = timings(10, lambda: client.cas.BatchReadBlobs(read_request))
+    rate_row(f"BatchReadBlobs 1,000 x 1 KiB{label}", reads, 1000, "blobs/s", 100_000, cpu.per_call(10))
 
     action = Digest.of(f"bench action {time.time()}".encode())
     outputs = present[:12]
@@ -236,16 +275,19 @@ def bench_requests(client: Client, label: str) -> None:
     assert client.ac.GetActionResult(get) == result
     for _ in range(200):
         client.ac.GetActionResult(get)
-    latency_row(f"GetActionResult round trip{label}", timings(2000, lambda: client.ac.GetActionResult(get)), 0.5, 3)
+    with ServerCpu(pid) as cpu:
+        times = timings(2000, lambda: client.ac.GetActionResult(get))
+    latency_row(f"GetActionResult round trip{label}", times, 0.5, 3, cpu.per_call(2000))
     capabilities = re_grpc.CapabilitiesStub(client.channel)
     caps_request = re_pb2.GetCapabilitiesRequest()
-    floor = timings(2000, lambda: capabilities.GetCapabilities(caps_request))
-    row("  (floor: GetCapabilities round trip)", f"{statistics.median(floor) * 1000:.3f} ms", f"{min(floor) * 1000:.3f} ms", "", None)
+    with ServerCpu(pid) as cpu:
+        floor = timings(2000, lambda: capabilities.GetCapabilities(caps_request))
+    row("  (floor: GetCapabilities round trip)", f"{statistics.median(floor) * 1000:.3f} ms", f"{min(floor) * 1000:.3f} ms", "", None, cpu.per_call(2000))
 
 
 def bench_memory(workdir: Path, data_root: Path, big_gib: float) -> None:
     size = int(big_gib * 1024) * MiB
-    with reapi_server_process(workdir / "memory-server", server_config(workdir, stores=stores(data_root / "big"))) as server:
+    with reapi_server_process(workdir / "memory-server", server_config(workdir, stores=default_stores(data_root / "big"))) as server:
         client = Client(server.address)
         try:
             pid = server.process.pid
@@ -263,32 +305,42 @@ def bench_memory(workdir: Path, data_root: Path, big_gib: float) -> None:
     row(f"  ... after reading it ({size / 1e6 / read_s:.0f} MB/s)", f"{after_read:.0f} MiB", "", "< +256 MiB", after_read < before + 256)
 
 
+STORE_SETS = {
+    "defaults": (" (defaults)", lambda root: default_stores(root)),
+    "disk": (" (one-file disk CAS)", stores),
+    "memory": (" (memory CAS)", lambda root: MEMORY_STORES),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stores", default="defaults,disk,memory", help="store sets to run, in order (defaults, disk, memory)")
     parser.add_argument("--stream-mib", type=int, default=512)
     parser.add_argument("--big-gib", type=float, default=2.0)
     parser.add_argument("--dir", type=Path, help="where the server keeps its stores (default: /dev/shm if present)")
     args = parser.parse_args()
+    chosen = [name.strip() for name in args.stores.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(STORE_SETS))
+    if unknown:
+        parser.error(f"unknown store sets {unknown} (known: {', '.join(STORE_SETS)})")
     base = args.dir or (Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
     workdir = Path(tempfile.mkdtemp(prefix="reapi-bench-storage-", dir=base))
     try:
-        print(f"stores under {workdir} (verified disk CAS, disk AC); client: sync grpc in this process")
+        print(f"stores under {workdir}; store sets: {', '.join(chosen)}; client: sync grpc in this process")
         print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
-        print(f"| {'measurement':<44} | {'median':>16} | {'best':>16} | {'target':>14} | {'met':>4} |")
-        print(f"|{'-' * 46}|{'-' * 18}|{'-' * 18}|{'-' * 16}|{'-' * 6}|")
-        with reapi_server_process(workdir / "server", server_config(workdir, stores=stores(workdir / "data"))) as server:
-            client = Client(server.address)
-            try:
-                bench_streams(client, args.stream_mib)
-                bench_requests(client, " (disk CAS)")
-            finally:
-                client.close()
-        with reapi_server_process(workdir / "memory", server_config(workdir, stores=MEMORY_STORES)) as server:
-            client = Client(server.address)
-            try:
-                bench_requests(client, " (memory CAS)")
-            finally:
-                client.close()
+        print(f"| {'measurement':<48} | {'median':>16} | {'best':>16} | {'target':>14} | {'met':>4} | {'server cpu':>10} |")
+        print(f"|{'-' * 50}|{'-' * 18}|{'-' * 18}|{'-' * 16}|{'-' * 6}|{'-' * 12}|")
+        for position, name in enumerate(chosen):
+            label, make_stores = STORE_SETS[name]
+            config = server_config(workdir, stores=make_stores(workdir / name))
+            with reapi_server_process(workdir / f"server-{name}", config) as server:
+                client = Client(server.address)
+                try:
+                    if position == 0 and args.stream_mib > 0:
+                        bench_streams(client, args.stream_mib)
+                    bench_requests(client, label, server.process.pid)
+                finally:
+                    client.close()
         if args.big_gib > 0:
             bench_memory(workdir, workdir / "data", args.big_gib)
         print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; 'met' judges the median")
