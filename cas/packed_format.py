@@ -65,28 +65,25 @@ def segment_header(seq: int) -> bytes:
     return head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
 
 
-def encode_records(items: Sequence[tuple[Digest, bytes]], first_offset: int) -> tuple[list[bytes], list[int]]:
+def encode_records(items: Sequence[tuple[Digest, bytes]], first_offset: int) -> tuple[list[bytes], list[int], list[int]]:
     """The buffers of ``items`` as records starting at ``first_offset`` in the segment,
-    and the offset of each value. Runs on the event loop: cheap per item, no copy of
-    the values."""
+    and each value's offset and length. Runs on the event loop: cheap per item, no
+    copy of the values."""
     parts: list[bytes] = []
     offsets: list[int] = []
-    append_part = parts.append
+    lengths: list[int] = []
     pack = RECORD_HEADER.pack
     header_size = RECORD_HEADER.size
     position = first_offset
     for digest, data in items:
         raw_hash = bytes.fromhex(digest.hash)
-        append_part(pack(digest.function, len(raw_hash), 0, len(data), digest.size_bytes) + raw_hash)
-        append_part(data)
+        length = len(data)
+        parts += (pack(digest.function, len(raw_hash), 0, length, digest.size_bytes) + raw_hash, data)
         position += header_size + len(raw_hash)
         offsets.append(position)
-        position += len(data)
-    return parts, offsets
-
-
-def records_size(items: Sequence[tuple[Digest, bytes]]) -> int:
-    return sum(RECORD_HEADER.size + len(d.hash) // 2 + len(v) for d, v in items)
+        lengths.append(length)
+        position += length
+    return parts, offsets, lengths
 
 
 def frame_batch(parts: Sequence[bytes], seq: int, offset: int) -> list[bytes]:

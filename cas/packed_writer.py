@@ -31,6 +31,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from cas.digest import Digest
 from cas.disk_files import as_store_error
@@ -56,7 +57,12 @@ class _Job:
     future: asyncio.Future[Failures] | None = None
     failures: Failures = field(default_factory=dict)
     cursor: int = 0  # next item (or copy) not yet taken into a batch
-    unfinished: int = 0  # taken or not, not yet written or failed
+    unfinished: int = 0  # items taken or not, not yet written or failed
+    items_size: int = 0  # record bytes of all the items, to take them whole when they fit
+
+    @property
+    def remaining(self) -> int:
+        return len(self.copies or self.items) - self.cursor
 
     def finish(self, count: int) -> None:
         self.unfinished -= count
@@ -69,12 +75,13 @@ class _Batch:
     segment: Segment
     create: bool  # the batch starts a new segment
     offset: int
-    keys: list[Digest]
-    lengths: list[int]
-    jobs: list[_Job]  # each item's job
-    copied: list[Location | None]  # each item's source, for refresh copies
-    size: int = 0  # bytes the batch adds to the segment, header included
+    values: list[tuple[Digest, bytes]] = field(default_factory=list)
+    # Each value's source location if it is a refresh copy; None while the batch has none.
+    copied: list[Location | None] | None = None
+    taken: list[tuple[_Job, int]] = field(default_factory=list)  # jobs and how many values of each, in order
+    size: int = BATCH_HEADER.size  # bytes the batch adds to the segment, header included
     offsets: list[int] = field(default_factory=list)  # of each value, once encoded
+    lengths: list[int] = field(default_factory=list)
 
 
 class PackedWriter:
@@ -115,7 +122,8 @@ class PackedWriter:
         if not items:
             future.set_result({})
             return future
-        self._queue.append(_Job(items=items, future=future, unfinished=len(items)))
+        size = RECORD_HEADER.size * len(items) + sum(len(d.hash) // 2 + len(v) for d, v in items)
+        self._queue.append(_Job(items=items, future=future, unfinished=len(items), items_size=size))
         self._pump()
         return future
 
@@ -123,7 +131,7 @@ class PackedWriter:
         """Queue refresh copies of values to the head of the log (for eviction)."""
         if not copies:
             return
-        self._queue.append(_Job(copies=copies, unfinished=len(copies)))
+        self._queue.append(_Job(copies=copies))
         self._pump()
 
     def then(self, action: Callable[[], None]) -> None:
@@ -174,30 +182,25 @@ class PackedWriter:
             self._idle.set_result(None)
             self._idle = None
 
-    def _next_item(self, job: _Job, taken: set[Digest]) -> tuple[Digest, bytes, Location | None] | None:
-        """The job's next item to write, skipping copies whose key moved on: rewritten
-        by an earlier batch (the index says so) or earlier in this one (``taken``)."""
+    def _first_value(self, job: _Job) -> tuple[Digest, bytes] | None:
+        """The job's next value to write; stale copies at its head are passed over."""
         entries = self.index.entries
         while job.cursor < len(job.copies):
             digest, location = job.copies[job.cursor]
-            if entries.get(digest) is location and digest not in taken:
-                return digest, location.segment.value(location.offset, location.length), location
+            if entries.get(digest) is location:
+                return digest, location.segment.value(location.offset, location.length)
             job.cursor += 1
-            job.finish(1)
         if job.cursor < len(job.items):
-            digest, data = job.items[job.cursor]
-            return digest, data, None
+            return job.items[job.cursor]
         return None
 
     def _form_batch(self) -> tuple[_Batch | None, list[bytes]]:
         """Take queued values (up to a barrier) that fit one batch into one segment."""
-        head = self._queue[0]
-        taken: set[Digest] = set()  # keys already in this batch
-        first = self._next_item(head, taken)
+        first = self._first_value(self._queue[0])
         if first is None:
             self._queue.popleft()
             return None, []
-        first_size = _record_size(first[0], first[1])
+        first_size = _record_size(*first)
         segment = self.index.active
         create = segment is None or BATCH_HEADER.size + first_size > segment.room
         if create:
@@ -209,32 +212,70 @@ class PackedWriter:
             offset = segment.end
             room = segment.room
         limit = min(room, max(self.batch_bytes, BATCH_HEADER.size + first_size))
-        batch = _Batch(segment, create, offset, [], [], [], [], size=BATCH_HEADER.size)
-        values: list[tuple[Digest, bytes]] = []
+        batch = _Batch(segment, create, offset)
+        taken_keys: set[Digest] | None = None  # made when the first copy job is reached
         while self._queue:
             job = self._queue[0]
             if job.action is not None:
                 break
-            item = self._next_item(job, taken)
-            if item is None:
-                self._queue.popleft()
-                continue
-            digest, data, source = item
-            size = _record_size(digest, data)
-            if batch.size + size > limit:
-                break
-            taken.add(digest)
-            batch.size += size
-            values.append((digest, data))
-            batch.keys.append(digest)
-            batch.lengths.append(len(data))
-            batch.jobs.append(job)
-            batch.copied.append(source)
-            job.cursor += 1
-        if not values:
+            before = len(batch.values)
+            if job.copies:
+                if taken_keys is None:
+                    taken_keys = {d for d, _ in batch.values}
+                self._take_copies(job, batch, limit, taken_keys)
+            else:
+                self._take_items(job, batch, limit)
+                if taken_keys is not None:
+                    taken_keys.update(d for d, _ in batch.values[before:])
+            if len(batch.values) > before:
+                batch.taken.append((job, len(batch.values) - before))
+            if job.remaining:
+                break  # the batch is full
+            self._queue.popleft()
+        if not batch.values:
             return None, []
-        parts, batch.offsets = encode_records(values, offset + BATCH_HEADER.size)
+        parts, batch.offsets, batch.lengths = encode_records(batch.values, offset + BATCH_HEADER.size)
         return batch, parts
+
+    @staticmethod
+    def _take_items(job: _Job, batch: _Batch, limit: int) -> None:
+        """As many of the job's values as fit; all of them at once when they do."""
+        items = job.items
+        start = job.cursor
+        if start == 0 and batch.size + job.items_size <= limit:
+            end, batch.size = len(items), batch.size + job.items_size
+        else:
+            end, size = start, batch.size
+            while end < len(items):
+                added = _record_size(*items[end])
+                if size + added > limit:
+                    break
+                size += added
+                end += 1
+            batch.size = size
+        batch.values += items[start:end]
+        if batch.copied is not None:
+            batch.copied += [None] * (end - start)
+        job.cursor = end
+
+    def _take_copies(self, job: _Job, batch: _Batch, limit: int, taken_keys: set[Digest]) -> None:
+        """The job's copies that fit and are still current: not rewritten by an earlier
+        batch (the index says so) nor earlier in this one (``taken_keys``)."""
+        if batch.copied is None:
+            batch.copied = [None] * len(batch.values)
+        entries = self.index.entries
+        while job.cursor < len(job.copies):
+            digest, location = job.copies[job.cursor]
+            if entries.get(digest) is location and digest not in taken_keys:
+                data = location.segment.value(location.offset, location.length)
+                size = _record_size(digest, data)
+                if batch.size + size > limit:
+                    return
+                batch.size += size
+                batch.values.append((digest, data))
+                batch.copied.append(location)
+                taken_keys.add(digest)
+            job.cursor += 1
 
     def _finish(self, batch: _Batch, done: asyncio.Future[None]) -> None:
         """Apply a written batch to the index (or hand its error to its callers)."""
@@ -249,26 +290,33 @@ class PackedWriter:
                     self.seal(old)
                 self.index.add_segment(segment)
             self.index.grew(segment, batch.size)
-            offsets = batch.offsets
-            segment.add_records(batch.keys, offsets, batch.lengths)
-            entries = self.index.entries
-            epoch = segment.seq
-            for digest, offset, length, source in zip(batch.keys, offsets, batch.lengths, batch.copied):
-                if source is None:
-                    entries[digest] = Location(segment, offset, length, epoch)
-                elif entries.get(digest) is source:
-                    entries[digest] = Location(segment, offset, length, source.used)
+            keys = [digest for digest, _ in batch.values]
+            segment.add_records(keys, batch.offsets, batch.lengths)
+            self._index_values(segment, keys, batch)
         else:
             failure = self._as_failure(error, segment)
             if not batch.create:
                 self.seal(segment)  # cut back in the thread; no more appends to it
-            for digest, job in zip(batch.keys, batch.jobs):
-                if job.future is not None:
+            values = iter(batch.values)
+            for job, count in batch.taken:
+                for _, (digest, _) in zip(range(count), values):
                     job.failures[digest] = failure
-        for job in batch.jobs:
-            job.finish(1)
+        for job, count in batch.taken:
+            job.finish(count)
         self.after_batch()
         self._pump()
+
+    def _index_values(self, segment: Segment, keys: list[Digest], batch: _Batch) -> None:
+        entries = self.index.entries
+        epoch = segment.seq
+        if batch.copied is None:  # the usual case: new values only, in one C-level pass
+            entries.update(zip(keys, map(Location, repeat(segment), batch.offsets, batch.lengths, repeat(epoch))))
+            return
+        for digest, offset, length, source in zip(keys, batch.offsets, batch.lengths, batch.copied):
+            if source is None:
+                entries[digest] = Location(segment, offset, length, epoch)
+            elif entries.get(digest) is source:  # a copy keeps its recency; a rewritten key keeps its new value
+                entries[digest] = Location(segment, offset, length, source.used)
 
     def _as_failure(self, error: BaseException, segment: Segment) -> ReapiError:
         if isinstance(error, OSError):
@@ -285,6 +333,7 @@ class PackedWriter:
 
 
 def _record_size(digest: Digest, data: bytes) -> int:
+    """Bytes of the record holding ``data`` (packed_format.encode_records)."""
     return RECORD_HEADER.size + len(digest.hash) // 2 + len(data)
 
 
