@@ -41,10 +41,11 @@ class SizePartitioningStore(BlobStore):
 
     async def find_missing(self, digests: Collection[Digest]) -> set[Digest]:
         small, large = self._split(digests)
-        missing_small, missing_large = await asyncio.gather(
-            self.small.find_missing(small) if small else _nothing(),
-            self.large.find_missing(large) if large else _nothing(),
-        )
+        if not large:  # one side only (the usual case for small requests): no tasks to make
+            return await self.small.find_missing(small) if small else set()
+        if not small:
+            return await self.large.find_missing(large)
+        missing_small, missing_large = await asyncio.gather(self.small.find_missing(small), self.large.find_missing(large))
         return missing_small | missing_large
 
     def read(self, digest: Digest, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:
@@ -67,28 +68,22 @@ class SizePartitioningStore(BlobStore):
 
     async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
         small, large = self._split(digests)
-        found_small, found_large = await asyncio.gather(
-            self.small.get_many(small) if small else _empty_dict(),
-            self.large.get_many(large) if large else _empty_dict(),
-        )
+        if not large:
+            return await self.small.get_many(small) if small else {}
+        if not small:
+            return await self.large.get_many(large)
+        found_small, found_large = await asyncio.gather(self.small.get_many(small), self.large.get_many(large))
         return found_small | found_large
 
     async def put_many(self, blobs: Mapping[Digest, bytes]) -> dict[Digest, ReapiError]:
         small = {d: v for d, v in blobs.items() if d.size_bytes <= self.threshold}
+        if len(small) == len(blobs):
+            return await self.small.put_many(small) if small else {}
         large = {d: v for d, v in blobs.items() if d.size_bytes > self.threshold}
-        failed_small, failed_large = await asyncio.gather(
-            self.small.put_many(small) if small else _empty_dict(),
-            self.large.put_many(large) if large else _empty_dict(),
-        )
+        if not small:
+            return await self.large.put_many(large)
+        failed_small, failed_large = await asyncio.gather(self.small.put_many(small), self.large.put_many(large))
         return failed_small | failed_large
 
     async def aclose(self) -> None:
         """Children may be shared; whoever built them closes them (cas.config.close_stores)."""
-
-
-async def _nothing() -> set[Digest]:
-    return set()
-
-
-async def _empty_dict() -> dict:  # type: ignore[type-arg]
-    return {}
