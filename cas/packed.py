@@ -76,13 +76,22 @@ DEFAULT_BATCH_BYTES = 4 << 20
 # of the store, big enough that files stay few.
 MAX_DEFAULT_SEGMENT_SIZE = 64 << 20
 MAX_SEGMENT_SIZE = 1 << 30  # index files hold offsets as u32
+# Each segment holds a memory map and a file descriptor (Python's mmap keeps its own
+# copy of the descriptor), so a store has at most this many: by default a quarter.
+MAX_SEGMENTS = 4096
+DEFAULT_MAX_SEGMENTS = 1024
 _IO_THREADS = 3  # the writer's one hop at a time, plus seals and unlinks in the background
 
 
 def default_segment_size(max_bytes: int, max_value_size: int) -> int:
-    """A sixteenth of the store, at most 64 MiB, and room for the largest value."""
-    size = max(min(MAX_DEFAULT_SEGMENT_SIZE, max_bytes // 16), max_value_size + SEGMENT_HEADER.size + BATCH_OVERHEAD)
-    return -(-size // 4096) * 4096
+    """A sixteenth of the store, at most 64 MiB, but large enough for the largest value
+    and for the store to need no more than DEFAULT_MAX_SEGMENTS segments."""
+    size = max(
+        min(MAX_DEFAULT_SEGMENT_SIZE, max_bytes // 16),
+        -(-max_bytes // DEFAULT_MAX_SEGMENTS),
+        max_value_size + SEGMENT_HEADER.size + BATCH_OVERHEAD,
+    )
+    return min(MAX_SEGMENT_SIZE, -(-size // 4096) * 4096)
 
 
 def check_sizes(max_bytes: int, max_value_size: int, segment_size: int) -> None:
@@ -95,6 +104,11 @@ def check_sizes(max_bytes: int, max_value_size: int, segment_size: int) -> None:
         raise ValueError(
             f"segment_size {segment_size} cannot hold a value of max_value_size {max_value_size} bytes "
             f"(it needs at least {max_value_size + SEGMENT_HEADER.size + BATCH_OVERHEAD})"
+        )
+    if max_bytes > MAX_SEGMENTS * segment_size:
+        raise ValueError(
+            f"max_size {max_bytes} would take more than {MAX_SEGMENTS} segments of segment_size {segment_size} "
+            "(each holds a file descriptor and a memory map); raise segment_size or lower max_size"
         )
     if max_bytes < 2 * segment_size:
         raise ValueError(

@@ -60,8 +60,8 @@ class Segment:
         self.mm: mmap.mmap | None = None
         # Every record appended, in order (dead ones too: the index says which are live).
         self.keys: list[Digest] = []
-        self.offsets = array.array("Q")
-        self.lengths = array.array("Q")
+        self.offsets = array.array("I")  # segments are at most 1 GiB
+        self.lengths = array.array("I")
         self.sealing: asyncio.Future[None] | None = None
         self.writable = False
 

@@ -246,6 +246,7 @@ async def test_values_over_max_value_size_are_refused_naming_the_limit(tmp_path:
         ({"max_size": "1MiB"}, r"store 'p': max_size 1048576 must hold at least two segments"),
         ({"max_value_size": "8MiB", "segment_size": "4MiB"}, r"store 'p': segment_size 4194304 cannot hold a value"),
         ({"segment_size": "2GiB", "max_size": "10GiB"}, r"store 'p': segment_size 2147483648 is over"),
+        ({"max_size": "8TiB"}, r"store 'p': max_size 8796093022208 would take more than 4096 segments"),
         ({"max_value_size": "a lot"}, r"store 'p' key 'max_value_size': 'a lot' is not a size"),
         ({"fsync": "yes"}, r"store 'p' key 'fsync': expected true or false"),
         ({"compression": "zstd"}, r"store 'p' \(packed\): unknown keys \['compression'\]"),
