@@ -34,6 +34,7 @@ from cas.digest import Digest
 from cas.disk import DiskStore
 from cas.packed import PackedStore
 from cas.store import BlobStore
+from tests.cas.packed_support import abandon
 
 REPEATS = 7
 MiB = 1 << 20
@@ -153,21 +154,19 @@ async def restart_rows(root: Path, count: int) -> list[Row]:
         opened = await open_packed(root)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         assert len(opened) == count
-        rows.append((f"packed: reopen {count:,} x 1 KiB, {label}", f"{count / wall:,.0f} values/s", wall, cpu))
+        rows.append((f"packed: reopen {count:,} values, {label}", f"{count / wall:,.0f} values/s", wall, cpu))
         return opened
 
-    store = await reopen(f"clean ({segments} index files)")
+    store = await reopen(f"clean ({segments} idx files)")
     assert await store.put_many(values(1000, "after-restart")) == {}
     await store.drain()
-    from tests.cas.packed_support import abandon  # the test helper that leaves a store as a crash would
-
-    await abandon(store)
+    await abandon(store)  # as a killed process leaves it: the open segment unsealed
     count += 1000
-    store = await reopen("after a crash (open segment scanned)")
+    store = await reopen("after a crash")
     await store.aclose()
     for index_file in root.glob("*.idx"):
         index_file.unlink()
-    store = await reopen("no index files (full scan)")
+    store = await reopen("no idx files (full scan)")
     await store.aclose()
     return rows
 

@@ -332,8 +332,9 @@ def main() -> None:
         print(f"|{'-' * 50}|{'-' * 18}|{'-' * 18}|{'-' * 16}|{'-' * 6}|{'-' * 12}|")
         for position, name in enumerate(chosen):
             label, make_stores = STORE_SETS[name]
-            config = server_config(workdir, stores=make_stores(workdir / name))
-            with reapi_server_process(workdir / f"server-{name}", config) as server:
+            run_dir = workdir / f"{position}-{name}"  # a set may be listed twice, to see the noise
+            config = server_config(run_dir, stores=make_stores(run_dir / "data"))
+            with reapi_server_process(run_dir, config) as server:
                 client = Client(server.address)
                 try:
                     if position == 0 and args.stream_mib > 0:
