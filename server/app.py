@@ -34,6 +34,7 @@ from server.local_worker import parse_local_worker, start_local_worker
 from server.logstreams import LogStreamStore
 from server.scheduler.clock import Clock, SystemClock
 from server.scheduler.config import ExecutionConfig, parse_execution_config
+from server.scheduler.input_cache import InputCache
 from server.scheduler.memory import InMemoryScheduler
 from server.scheduler.result_cache import InstanceResultCache
 from server.scheduler.validation import ActionPreparer
@@ -93,6 +94,7 @@ class ExecutionParts:
     scheduler: InMemoryScheduler
     logstreams: LogStreamStore
     results: InstanceResultCache
+    inputs: InputCache  # checked Commands and Directories: validation and inline lease blobs share it
     ticker: asyncio.Task[None] | None = None
 
     def capabilities(self) -> re_pb2.ExecutionCapabilities:
@@ -142,19 +144,20 @@ def build_execution(
     scheduler = InMemoryScheduler(
         execution.matcher(), execution.settings, results=results, log_streams=logstreams, clock=clock
     )
-    return ExecutionParts(execution, scheduler, logstreams, results)
+    return ExecutionParts(execution, scheduler, logstreams, results, InputCache(execution.input_cache_size))
 
 
 def add_execution_services(parts: ExecutionParts, instances: InstanceRegistry, server: grpc.aio.Server) -> None:
     """Execution, Operations, Bots and LogStream on the same port as everything else."""
     matcher = parts.config.matcher()
-    preparer = ActionPreparer(matcher, parts.config.max_action_timeout)
+    preparer = ActionPreparer(matcher, parts.config.max_action_timeout, parts.inputs)
     priorities = PriorityRange(parts.config.min_priority, parts.config.max_priority)
     re_grpc.add_ExecutionServicer_to_server(
         ExecutionService(instances, parts.scheduler, preparer, parts.results, priorities), server
     )
     lro_grpc.add_OperationsServicer_to_server(OperationsService(parts.scheduler), server)
-    bots_grpc.add_BotsServicer_to_server(BotsService(instances, parts.scheduler, matcher), server)
+    bots = BotsService(instances, parts.scheduler, matcher, parts.inputs, parts.config.inline_blob_limit)
+    bots_grpc.add_BotsServicer_to_server(bots, server)
     logstream_grpc.add_LogStreamServiceServicer_to_server(LogStreamService(parts.logstreams), server)
 
 

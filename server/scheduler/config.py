@@ -32,6 +32,8 @@ class ExecutionConfig:
     logstream_max_bytes: int = 16 << 20
     logstream_retention: float = 600.0
     tick_interval: float = 1.0
+    input_cache_size: int = 64 << 20
+    inline_blob_limit: int = 1 << 20
 
     def matcher(self) -> PlatformMatcher:
         return PlatformMatcher(self.policies, self.default_policy)
@@ -40,7 +42,7 @@ class ExecutionConfig:
 _SETTINGS_KEYS = {f for f in SchedulerSettings.__dataclass_fields__}
 _KEYS = _SETTINGS_KEYS | {
     "enabled", "max_action_timeout", "min_priority", "max_priority", "platform", "default_matching",
-    "logstream_max_bytes", "logstream_retention", "tick_interval",
+    "logstream_max_bytes", "logstream_retention", "tick_interval", "input_cache_size", "inline_blob_limit",
 }
 
 
@@ -99,6 +101,8 @@ def parse_execution_config(section: Mapping[str, Any]) -> ExecutionConfig:
         logstream_max_bytes=parse_size(section.get("logstream_max_bytes", 16 << 20), "[execution] logstream_max_bytes"),
         logstream_retention=_seconds(section, "logstream_retention", 600.0),
         tick_interval=_seconds(section, "tick_interval", 1.0),
+        input_cache_size=parse_size(section.get("input_cache_size", 64 << 20), "[execution] input_cache_size"),
+        inline_blob_limit=parse_size(section.get("inline_blob_limit", 1 << 20), "[execution] inline_blob_limit"),
     )
     if config.min_priority > config.max_priority:
         raise ConfigError("[execution] min_priority is above max_priority")

@@ -50,11 +50,15 @@ class OperationFilter:
 
 
 class ResultCache(Protocol):
-    """Where Execute looks for cached results and stores new ones."""
+    """Where Execute looks for cached results and stores new ones, with the output
+    blobs a bot sent inline in its report."""
 
     async def lookup(self, instance_name: str, action_digest: Digest) -> re_pb2.ActionResult | None: ...
 
     async def store(self, instance_name: str, action_digest: Digest, result: re_pb2.ActionResult) -> None: ...
+
+    async def store_blobs(self, instance_name: str, blobs: Mapping[Digest, bytes]) -> None:
+        """Write the blobs the instance's CAS lacks; raise the first failure."""
 
 
 class LogStreamFactory(Protocol):

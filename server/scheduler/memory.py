@@ -25,6 +25,7 @@ from server.scheduler.interface import (
     Scheduler,
     SchedulerSettings,
 )
+from server.scheduler.inline_outputs import take_inline_outputs
 from server.scheduler.operation import Execution, Operation, OperationState, PreparedAction, Stage, state_of
 from server.scheduler.platform import PlatformMatcher, RequirementSet
 from server.scheduler.queues import ActionQueues
@@ -315,6 +316,16 @@ class InMemoryScheduler(Scheduler):
             self._requeue(execution, lease, f"it reported {code_pb2.Code.Name(status.code)}: {status.message}")
             return
         response = build_response(report, lease, execution.queued_at, self.clock.now())
+        if self.results is not None and lease.session.registration.inline_limit > 0:
+            # Only bots that agreed on inline blobs: others' inline fields reach the client as sent.
+            try:
+                blobs = take_inline_outputs(response.result, execution.action.action_digest.function)
+                if blobs:
+                    await self.results.store_blobs(execution.action.instance_name, blobs)
+            except ReapiError as err:
+                if execution.stage is Stage.EXECUTING and execution.lease is None:
+                    self._requeue(execution, lease, f"its inline outputs could not be stored: {err.message}")
+                return
         if self.results is not None and not execution.action.do_not_cache and is_cacheable(response):
             action = execution.action
             try:
@@ -360,7 +371,8 @@ class InMemoryScheduler(Scheduler):
         for lease_id, (lease, _) in list(session.cancelled.items()):
             views.append(self._lease_view(lease, cancelled=True))
             session.cancelled[lease_id] = (lease, True)
-        return SessionAnswer(session.name, views, self.clock.now() + self.settings.bot_session_timeout)
+        return SessionAnswer(session.name, views, self.clock.now() + self.settings.bot_session_timeout,
+                             session.registration.inline_limit)
 
     @staticmethod
     def _lease_view(lease: Lease, cancelled: bool) -> LeaseView:

@@ -1,10 +1,13 @@
-"""Execute's view of the action cache: one ActionCache per configured instance.
+"""Execute's view of the action cache: one ActionCache per configured instance
+(and of the instance's CAS, for outputs a bot reported inline).
 
 The lookup is the same one GetActionResult makes (a hit only if every referenced
 blob still exists), so Execute never answers a cached result whose outputs are gone.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from cas.action_cache import ActionCache
 from cas.digest import Digest
@@ -29,3 +32,13 @@ class InstanceResultCache:
 
     async def store(self, instance_name: str, action_digest: Digest, result: re_pb2.ActionResult) -> None:
         await self._cache(self.instances.get(instance_name)).put(action_digest, result)
+
+    async def store_blobs(self, instance_name: str, blobs: Mapping[Digest, bytes]) -> None:
+        cas = self.instances.get(instance_name).cas
+        missing = await cas.find_missing(list(blobs))
+        if not missing:
+            return
+        failures = await cas.put_many({digest: blobs[digest] for digest in missing})
+        if failures:
+            digest, err = next(iter(failures.items()))
+            raise err.with_context(f"storing output {digest}")

@@ -43,6 +43,9 @@ class BotRegistration:
     capacity: int = 1
     healthy: bool = True
     hold_when_busy: bool = False
+    # Bytes of blobs its leases and reports may carry inline (docs/BOTS_PROTOCOL.md
+    # section 7): what the bot asked for, capped by the server; 0 = none.
+    inline_limit: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class SessionAnswer:
     name: str
     leases: list[LeaseView]
     expire_time: float
+    inline_limit: int = 0  # the session's BotRegistration.inline_limit
 
 
 @dataclass(eq=False, slots=True)

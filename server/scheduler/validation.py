@@ -8,7 +8,10 @@
 - the timeout must not exceed the configured maximum.
 
 The walk is breadth-first with one ``get_many`` per level, and the file check is
-one ``find_missing`` for the whole tree.
+one ``find_missing`` for the whole tree. Directories and Commands checked before
+come from the InputCache (input_cache.py) instead of the CAS: for them only their
+existence is checked, in that same ``find_missing``, so an action whose tree has
+been seen costs one read (the Action) and one existence check.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from cas.digest import Digest, digests_from_protos
 from cas.errors import InvalidArgument, MissingBlobs, ReapiError
 from cas.store import BlobStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from server.scheduler.input_cache import CheckedCommand, CheckedDirectory, InputCache
 from server.scheduler.operation import PreparedAction
 from server.scheduler.platform import PlatformMatcher
 
@@ -76,9 +80,10 @@ def _node_digests(nodes, function: int, where: str, kind: str) -> list[Digest]: 
 class ActionPreparer:
     """Turns an action digest into a PreparedAction, or raises the precise error."""
 
-    def __init__(self, matcher: PlatformMatcher, max_timeout: float) -> None:
+    def __init__(self, matcher: PlatformMatcher, max_timeout: float, cache: InputCache | None = None) -> None:
         self.matcher = matcher
         self.max_timeout = max_timeout
+        self.cache = cache if cache is not None else InputCache(0)
 
     async def prepare(self, cas: BlobStore, instance_name: str, action_digest: Digest) -> PreparedAction:
         function = action_digest.function
@@ -95,20 +100,39 @@ class ActionPreparer:
         command_digest = _digest(action.command_digest, function, "Action.command_digest")
         root_digest = _digest(action.input_root_digest, function, "Action.input_root_digest")
 
-        command_bytes = await cas.get_or_none(command_digest)
-        missing, files = await self._walk(cas, root_digest)
-        if command_bytes is None:
+        command = self.cache.command(command_digest)
+        prefetched: dict[Digest, bytes] = {}
+        if command is None:
+            # Read together with the input root, when that is not cached either: one store call.
+            wanted = [command_digest]
+            if not root_digest.is_empty and self.cache.directory(root_digest) is None:
+                wanted.append(root_digest)
+            prefetched = await cas.get_many(wanted)
+        missing, to_check = await self._walk(cas, root_digest, prefetched)
+        if command is None and command_digest not in prefetched:
             missing.add(command_digest)
-        if files:
-            missing |= await cas.find_missing(files)
+        if command is not None:
+            to_check.add(command_digest)  # cached: only its existence is checked
+        if to_check:
+            missing |= await cas.find_missing(to_check)
         if missing:
             raise MissingBlobs(missing, "inputs")
-        command = re_pb2.Command()
-        _parse(command, command_bytes or b"", f"the Command blob {command_digest}")
+        if command is None:
+            command = self._check_command(command_digest, prefetched[command_digest])
         # Buck2 fills only Command.platform; REv2 2.2+ clients fill Action.platform.
-        platform = action.platform if action.platform.properties else command.platform
-        requirements = self.matcher.requirements((p.name, p.value) for p in platform.properties)
+        if action.platform.properties:
+            properties = [(p.name, p.value) for p in action.platform.properties]
+        else:
+            properties = list(command.platform)
+        requirements = self.matcher.requirements(properties)
         return PreparedAction(instance_name, action_digest, action_bytes, requirements, action.do_not_cache)
+
+    def _check_command(self, digest: Digest, data: bytes) -> CheckedCommand:
+        parsed = re_pb2.Command()
+        _parse(parsed, data, f"the Command blob {digest}")
+        command = CheckedCommand(data, tuple((p.name, p.value) for p in parsed.platform.properties))
+        self.cache.add(digest, command)
+        return command
 
     def _check_timeout(self, action: re_pb2.Action) -> None:
         if not action.HasField("timeout"):
@@ -121,34 +145,59 @@ class ActionPreparer:
                 f"Action.timeout of {seconds:g}s is above this server's maximum of {self.max_timeout:g}s"
             )
 
-    async def _walk(self, cas: BlobStore, root: Digest) -> tuple[set[Digest], set[Digest]]:
-        """Check every Directory under ``root``; return (missing directories, file digests)."""
+    async def _walk(
+        self, cas: BlobStore, root: Digest, prefetched: dict[Digest, bytes]
+    ) -> tuple[set[Digest], set[Digest]]:
+        """Check every Directory under ``root``; return (missing directories, digests
+        whose existence is still to be checked: the files, and the cached directories)."""
         function = root.function
         missing: set[Digest] = set()
-        files: set[Digest] = set()
+        to_check: set[Digest] = set()
         paths = {root: ""}
         level = [root]
         while level:
             next_level: list[Digest] = []
-            for start in range(0, len(level), BATCH):
-                batch = level[start : start + BATCH]
-                found = await cas.get_many([d for d in batch if not d.is_empty])
+            to_read: list[Digest] = []
+            for digest in level:
+                checked = None if digest.is_empty else self.cache.directory(digest)
+                if checked is None:
+                    to_read.append(digest)
+                    continue
+                to_check.add(digest)
+                to_check.update(checked.files)
+                self._visit(checked, paths[digest], paths, next_level)
+            for start in range(0, len(to_read), BATCH):
+                batch = to_read[start : start + BATCH]
+                wanted = [d for d in batch if not d.is_empty and d not in prefetched]
+                found = await cas.get_many(wanted) if wanted else {}
                 for digest in batch:
-                    data = b"" if digest.is_empty else found.get(digest)
+                    data = b"" if digest.is_empty else found.get(digest, prefetched.get(digest))
                     if data is None:
                         missing.add(digest)
                         continue
-                    path = paths[digest]
-                    where = f"directory {path!r} ({digest})" if path else f"the input root ({digest})"
-                    directory = re_pb2.Directory()
-                    _parse(directory, data, f"input tree: {where}")
-                    check_directory(directory, where)
-                    files.update(_node_digests(directory.files, function, where, "file"))
-                    children = _node_digests(directory.directories, function, where, "directory")
-                    for node, child in zip(directory.directories, children):
-                        if child not in paths:
-                            paths[child] = f"{path}/{node.name}" if path else node.name
-                            next_level.append(child)
+                    checked = self._check_directory(digest, data, paths[digest], function)
+                    to_check.update(checked.files)
+                    self._visit(checked, paths[digest], paths, next_level)
             level = next_level
-        files.discard(Digest.empty(function))
-        return missing, files
+        to_check.discard(Digest.empty(function))
+        return missing, to_check
+
+    @staticmethod
+    def _visit(checked: CheckedDirectory, path: str, paths: dict[Digest, str], next_level: list[Digest]) -> None:
+        """Queue the children not seen yet in this walk, remembering a path of each for messages."""
+        for name, child in checked.children:
+            if child not in paths:
+                paths[child] = f"{path}/{name}" if path else name
+                next_level.append(child)
+
+    def _check_directory(self, digest: Digest, data: bytes, path: str, function: int) -> CheckedDirectory:
+        where = f"directory {path!r} ({digest})" if path else f"the input root ({digest})"
+        directory = re_pb2.Directory()
+        _parse(directory, data, f"input tree: {where}")
+        check_directory(directory, where)
+        files = tuple(_node_digests(directory.files, function, where, "file"))
+        children = _node_digests(directory.directories, function, where, "directory")
+        checked = CheckedDirectory(data, files, tuple(zip((n.name for n in directory.directories), children)))
+        if not digest.is_empty:
+            self.cache.add(digest, checked)
+        return checked

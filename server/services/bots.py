@@ -3,7 +3,9 @@
 docs/BOTS_PROTOCOL.md is the contract; this module only converts protos. Each
 answer carries, per lease and in lease order, an ``executeoperationmetadata-bin``
 (BuildGrid's convention, with the log stream write names and the digest function)
-and a ``reapi-instance-name-bin`` entry in its trailing metadata.
+and a ``reapi-instance-name-bin`` entry in its trailing metadata; for a bot that
+asked for inline blobs, also ``reapi-inline-blobs`` (the agreed limit, once) and a
+``reapi-lease-blobs-bin`` entry per lease (lease_inputs.py).
 """
 
 from __future__ import annotations
@@ -18,21 +20,29 @@ from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc as bots_grpc
 from server import boundary
 from server.instances import InstanceRegistry
+from server.scheduler.input_cache import InputCache
 from server.scheduler.interface import Scheduler
 from server.scheduler.platform import PlatformMatcher
 from server.scheduler.results import timestamp
 from server.scheduler.sessions import BotRegistration, LeaseReport, LeaseView, SessionAnswer
+from server.services.lease_inputs import lease_inputs
 
 OPERATION_METADATA_KEY = "executeoperationmetadata-bin"
 INSTANCE_NAME_KEY = "reapi-instance-name-bin"
 PARTIAL_METADATA_PREFIX = "partial-execution-metadata-"
 CAPACITY_CONFIG = "capacity"
 HOLD_WHEN_BUSY_CONFIG = "reapi-hold-when-busy"
+# A worker config (what the bot asks for) and an answer metadata key (what it gets).
+INLINE_BLOBS_KEY = "reapi-inline-blobs"
+LEASE_BLOBS_KEY = "reapi-lease-blobs-bin"
 ACTION_TYPE_URL = "type.googleapis.com/" + re_pb2.Action.DESCRIPTOR.full_name
 HEALTHY = (bots_pb2.BotStatus.OK, bots_pb2.BotStatus.BOT_STATUS_UNSPECIFIED)
 
 
-def registration_of(parent: str, session: bots_pb2.BotSession, matcher: PlatformMatcher) -> BotRegistration:
+def registration_of(
+    parent: str, session: bots_pb2.BotSession, matcher: PlatformMatcher, inline_cap: int = 0
+) -> BotRegistration:
+    """What the bot offers; ``inline_cap`` is the most inline blob bytes this server allows."""
     if not session.bot_id:
         raise InvalidArgument("bot_session.bot_id must be set (a stable, unique id of the bot process)")
     worker = session.worker
@@ -44,6 +54,13 @@ def registration_of(parent: str, session: bots_pb2.BotSession, matcher: Platform
         capacity = int(configs.get(CAPACITY_CONFIG, "1"))
     except ValueError:
         raise InvalidArgument(f"worker config capacity={configs[CAPACITY_CONFIG]!r} is not a whole number") from None
+    asked = configs.get(INLINE_BLOBS_KEY, "0")
+    try:
+        inline_limit = int(asked)
+    except ValueError:
+        inline_limit = -1
+    if inline_limit < 0:
+        raise InvalidArgument(f"worker config {INLINE_BLOBS_KEY}={asked!r} is not a byte count (a whole number >= 0)")
     return BotRegistration(
         bot_id=session.bot_id,
         instance_name=parent,
@@ -51,6 +68,7 @@ def registration_of(parent: str, session: bots_pb2.BotSession, matcher: Platform
         capacity=capacity,
         healthy=session.status in HEALTHY,
         hold_when_busy=configs.get(HOLD_WHEN_BUSY_CONFIG, "").lower() == "true",
+        inline_limit=min(inline_limit, inline_cap),
     )
 
 
@@ -105,8 +123,14 @@ def lease_proto(view: LeaseView) -> bots_pb2.Lease:
     return lease
 
 
-def trailing_metadata(answer: SessionAnswer) -> tuple[tuple[str, bytes], ...]:
-    entries: list[tuple[str, bytes]] = []
+def trailing_metadata(
+    answer: SessionAnswer, inputs: InputCache | None = None, known: frozenset[str] | set[str] = frozenset()
+) -> tuple[tuple[str, str | bytes], ...]:
+    """``known``: ids of leases the bot listed in its call; it has their inputs already."""
+    entries: list[tuple[str, str | bytes]] = []
+    inline = answer.inline_limit if inputs is not None else 0
+    if inline:
+        entries.append((INLINE_BLOBS_KEY, str(inline)))
     for view in answer.leases:
         metadata = re_pb2.ExecuteOperationMetadata(
             stage=re_pb2.ExecutionStage.COMPLETED if view.cancelled else re_pb2.ExecutionStage.EXECUTING,
@@ -117,14 +141,29 @@ def trailing_metadata(answer: SessionAnswer) -> tuple[tuple[str, bytes], ...]:
         )
         entries.append((OPERATION_METADATA_KEY, metadata.SerializeToString()))
         entries.append((INSTANCE_NAME_KEY, view.instance_name.encode()))
+        if inline:
+            assert inputs is not None
+            blobs = b"" if view.lease_id in known else lease_inputs(view, inputs, inline)
+            entries.append((LEASE_BLOBS_KEY, blobs))
     return tuple(entries)
 
 
 class BotsService(bots_grpc.BotsServicer):
-    def __init__(self, instances: InstanceRegistry, scheduler: Scheduler, matcher: PlatformMatcher) -> None:
+    def __init__(
+        self,
+        instances: InstanceRegistry,
+        scheduler: Scheduler,
+        matcher: PlatformMatcher,
+        inputs: InputCache | None = None,
+        inline_limit: int = 0,
+    ) -> None:
+        """``inputs`` and ``inline_limit`` (bytes; 0 = off) let leases carry their
+        Command and Directories to bots that ask (docs/BOTS_PROTOCOL.md section 7)."""
         self.instances = instances
         self.scheduler = scheduler
         self.matcher = matcher
+        self.inputs = inputs
+        self.inline_limit = inline_limit if inputs is not None else 0
 
     def _reply(
         self, request_session: bots_pb2.BotSession, answer: SessionAnswer, context: grpc.aio.ServicerContext
@@ -138,7 +177,8 @@ class BotsService(bots_grpc.BotsServicer):
             expire_time=timestamp(answer.expire_time),
             version=request_session.version,
         )
-        context.set_trailing_metadata(trailing_metadata(answer))
+        known = {lease.id for lease in request_session.leases}
+        context.set_trailing_metadata(trailing_metadata(answer, self.inputs, known))
         return reply
 
     @boundary.unary
@@ -146,7 +186,7 @@ class BotsService(bots_grpc.BotsServicer):
         self, request: bots_pb2.CreateBotSessionRequest, context: grpc.aio.ServicerContext
     ) -> bots_pb2.BotSession:
         self.instances.get(request.parent)  # INVALID_ARGUMENT for a name this server does not serve
-        registration = registration_of(request.parent, request.bot_session, self.matcher)
+        registration = registration_of(request.parent, request.bot_session, self.matcher, self.inline_limit)
         answer = await self.scheduler.create_session(registration)
         return self._reply(request.bot_session, answer, context)
 

@@ -117,7 +117,11 @@ def test_execution_config_errors_name_the_key() -> None:
     config = parse_execution_config({"bot_session_timeout": "2m", "platform": {"pool": "minimum"}})
     assert config.settings.bot_session_timeout == 120
     assert config.matcher().policy("pool") is MatchPolicy.MINIMUM
+    assert (config.input_cache_size, config.inline_blob_limit) == (64 << 20, 1 << 20)
+    sized = parse_execution_config({"input_cache_size": "1GiB", "inline_blob_limit": 0})
+    assert (sized.input_cache_size, sized.inline_blob_limit) == (1 << 30, 0)
     cases: list[tuple[dict[str, Any], str]] = [
+        ({"inline_blob_limit": "big"}, "inline_blob_limit"),
         ({"colour": 1}, "unknown keys ['colour']"),
         ({"platform": {"ISA": "fuzzy"}}, "unknown matching policy 'fuzzy'"),
         ({"max_retries": "3"}, "max_retries"),

@@ -36,6 +36,8 @@ class ReceivedLease:
     instance_name: str
     cancelled: bool = False
     completed: bots_pb2.Lease | None = None  # the report, while not yet acknowledged
+    # Blobs the lease carried inline (bots that asked for them), by (hash, size).
+    inline_blobs: dict[tuple[str, int], bytes] = field(default_factory=dict)
 
     @property
     def action_digest(self) -> re_pb2.Digest:
@@ -58,7 +60,10 @@ class TestBot:
     capacity: int = 1
     hold_when_busy: bool = False
     status: int = bots_pb2.BotStatus.OK
+    inline_limit: int = 0  # ask for inline blobs (docs/BOTS_PROTOCOL.md section 7)
     name: str = ""
+    inline_agreed: int = 0  # what the last answer's reapi-inline-blobs said
+    last_trailing: list[tuple[str, str | bytes]] = field(default_factory=list)
     leases: dict[str, ReceivedLease] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)  # every lease id ever received, in order
     cancelled: list[str] = field(default_factory=list)  # ids the server cancelled or took away
@@ -75,6 +80,8 @@ class TestBot:
         )
         if self.hold_when_busy:
             worker.configs.add(key="reapi-hold-when-busy", value="true")
+        if self.inline_limit:
+            worker.configs.add(key="reapi-inline-blobs", value=str(self.inline_limit))
         session = bots_pb2.BotSession(name=self.name, bot_id=self.bot_id, status=self.status, worker=worker)  # type: ignore[arg-type]
         for lease in self.leases.values():
             if lease.completed is not None:
@@ -103,12 +110,17 @@ class TestBot:
 
     def _absorb(self, answer: bots_pb2.BotSession, trailing: grpc.aio.Metadata | None) -> list[ReceivedLease]:
         items = list(trailing or ())
+        self.last_trailing = items
         metadata = [v for k, v in items if k == "executeoperationmetadata-bin"]
         instances = [v for k, v in items if k == "reapi-instance-name-bin"]
         assert len(metadata) == len(answer.leases) == len(instances), "one metadata entry per lease, in order"
+        agreed = [v for k, v in items if k == "reapi-inline-blobs"]
+        self.inline_agreed = int(agreed[0]) if agreed else 0
+        lease_blobs = [v for k, v in items if k == "reapi-lease-blobs-bin"]
+        assert len(lease_blobs) == (len(answer.leases) if self.inline_agreed else 0), "one blobs entry per lease"
         listed = set()
         new = []
-        for lease, raw_meta, raw_instance in zip(answer.leases, metadata, instances):
+        for i, (lease, raw_meta, raw_instance) in enumerate(zip(answer.leases, metadata, instances)):
             listed.add(lease.id)
             if lease.state == CANCELLED:
                 if lease.id in self.leases:
@@ -121,6 +133,9 @@ class TestBot:
             assert lease.payload.Unpack(action), f"payload is {lease.payload.type_url}, not an Action"
             meta = re_pb2.ExecuteOperationMetadata.FromString(raw_meta)
             received = ReceivedLease(lease.id, action, meta, raw_instance.decode())
+            if lease_blobs:
+                blobs = re_pb2.BatchReadBlobsResponse.FromString(lease_blobs[i])
+                received.inline_blobs = {(b.digest.hash, b.digest.size_bytes): b.data for b in blobs.responses}
             self.leases[lease.id] = received
             self.seen.append(lease.id)
             new.append(received)

@@ -1,0 +1,106 @@
+"""InputCache: Commands and Directories that validation has already read and checked.
+
+The actions of one build share most of their input trees (toolchains, the packages
+they depend on), and every action is validated before it is queued. A Directory is
+content-addressed, so once one has been read, parsed and found well formed, that
+verdict holds for every later action naming its digest: the walk then needs only
+what it learned (the file and child digests) and one existence check against the
+instance's CAS, which the preparer still makes, since a digest says nothing about
+whether a particular CAS still holds the blob.
+
+The bytes are kept as well, so a lease can carry its action's Command and input
+Directories to a bot that asked for them (docs/BOTS_PROTOCOL.md, "Inline blobs"),
+which saves the bot its first round trips. Bounded by bytes, least recently used
+first out.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from cas.digest import Digest
+
+# What one entry costs beyond its bytes (the record, the key, the digest tuples).
+ENTRY_OVERHEAD = 200
+DEFAULT_MAX_BYTES = 64 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedDirectory:
+    """A Directory that passed ``check_directory``, with what the tree walk needs from it."""
+
+    data: bytes
+    files: tuple[Digest, ...]
+    children: tuple[tuple[str, Digest], ...]  # (name, digest) of each subdirectory
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedCommand:
+    """A Command that parsed, with the platform properties it names."""
+
+    data: bytes
+    platform: tuple[tuple[str, str], ...]
+
+
+class InputCache:
+    """Checked Directories and Commands by digest, at most ``max_bytes`` of them (LRU)."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.total_bytes = 0
+        self._entries: OrderedDict[Digest, CheckedDirectory | CheckedCommand] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def directory(self, digest: Digest) -> CheckedDirectory | None:
+        entry = self._entries.get(digest)
+        if entry is None or not isinstance(entry, CheckedDirectory):
+            return None
+        self._entries.move_to_end(digest)
+        return entry
+
+    def command(self, digest: Digest) -> CheckedCommand | None:
+        entry = self._entries.get(digest)
+        if entry is None or not isinstance(entry, CheckedCommand):
+            return None
+        self._entries.move_to_end(digest)
+        return entry
+
+    def add(self, digest: Digest, entry: CheckedDirectory | CheckedCommand) -> None:
+        cost = len(entry.data) + ENTRY_OVERHEAD
+        if cost > self.max_bytes or digest in self._entries:
+            return
+        self._entries[digest] = entry
+        self.total_bytes += cost
+        while self.total_bytes > self.max_bytes:
+            _, dropped = self._entries.popitem(last=False)
+            self.total_bytes -= len(dropped.data) + ENTRY_OVERHEAD
+
+    def tree_blobs(self, command: Digest, root: Digest, max_bytes: int) -> dict[Digest, bytes]:
+        """The Command and the Directories under ``root`` that are cached, root first
+        (breadth-first), up to ``max_bytes`` of data: what a lease may carry inline.
+
+        Whatever is not cached, or does not fit, is left out; the bot reads it from
+        the CAS as usual."""
+        out: dict[Digest, bytes] = {}
+        budget = max_bytes
+        checked_command = self._entries.get(command)
+        if isinstance(checked_command, CheckedCommand) and len(checked_command.data) <= budget:
+            out[command] = checked_command.data
+            budget -= len(checked_command.data)
+        level = [root]
+        while level and budget > 0:
+            next_level: list[Digest] = []
+            for digest in level:
+                entry = self._entries.get(digest)
+                if not isinstance(entry, CheckedDirectory) or digest in out:
+                    continue
+                if len(entry.data) > budget:
+                    return out
+                out[digest] = entry.data
+                budget -= len(entry.data)
+                next_level.extend(child for _, child in entry.children)
+            level = next_level
+        return out

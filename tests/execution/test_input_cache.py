@@ -1,0 +1,108 @@
+"""Validation remembers the Commands and Directories it checked (server/scheduler/input_cache.py):
+a later action sharing them costs no reads, yet a CAS that lacks them is still told apart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+
+from cas.digest import Digest
+from cas.errors import InvalidArgument, MissingBlobs
+from cas.memory import MemoryStore
+from cas.store import ForwardingStore
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from server.scheduler.input_cache import ENTRY_OVERHEAD, CheckedCommand, CheckedDirectory, InputCache
+from server.scheduler.platform import PlatformMatcher
+from server.scheduler.validation import ActionPreparer
+from tests.support.actions import ActionBuilder
+
+INPUTS = {"src/lib/a.c": b"int a;", "src/b.h": b"#pragma once", "top.txt": b"top"}
+
+
+class CountingStore(ForwardingStore):
+    """A real store that counts the blobs read through it."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        super().__init__(inner)
+        self.read: list[Digest] = []
+
+    async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
+        digests = list(digests)
+        self.read += digests
+        return await self.inner.get_many(digests)
+
+    async def get_or_none(self, digest: Digest) -> bytes | None:
+        self.read.append(digest)
+        return await self.inner.get_or_none(digest)
+
+
+def _preparer(cache_bytes: int = 1 << 20) -> ActionPreparer:
+    return ActionPreparer(PlatformMatcher(), 3600.0, InputCache(cache_bytes))
+
+
+async def test_a_second_action_with_the_same_tree_reads_only_its_action() -> None:
+    store = CountingStore(MemoryStore(1 << 20))
+    builder = ActionBuilder(store)
+    preparer = _preparer()
+    first = await builder.build(["cc", "a.c"], inputs=INPUTS, command_platform={"OSFamily": "linux"})
+    await preparer.prepare(store, "", first.digest)
+    assert set(store.read) >= {first.command_digest, first.input_root, first.blobs["dir:src/lib"]}
+    store.read.clear()
+    second = await builder.build(["cc", "a.c"], inputs=INPUTS, command_platform={"OSFamily": "linux"})
+    prepared = await preparer.prepare(store, "", second.digest)
+    assert store.read == [second.digest]
+    assert prepared.requirements == PlatformMatcher().requirements([("OSFamily", "linux")])  # from the cached Command
+
+
+async def test_a_cas_that_lacks_a_remembered_directory_still_gets_missing_blobs() -> None:
+    preparer = _preparer()
+    full = MemoryStore(1 << 20)
+    await preparer.prepare(full, "", (await ActionBuilder(full).build(inputs=INPUTS)).digest)
+    other = MemoryStore(1 << 20)  # another instance's CAS: same digests, some blobs absent
+    action = await ActionBuilder(other).build(inputs=INPUTS, leave_out=["dir:src/lib", "command", "file:top.txt"])
+    with pytest.raises(MissingBlobs) as caught:
+        await preparer.prepare(other, "", action.digest)
+    assert set(caught.value.digests) >= {action.blobs["dir:src/lib"], action.command_digest, action.blobs["file:top.txt"]}
+
+
+async def test_a_malformed_directory_is_refused_every_time_and_never_remembered() -> None:
+    store = MemoryStore(1 << 20)
+    builder = ActionBuilder(store)
+    bad = re_pb2.Directory()
+    bad.files.add(name="../escape", digest=(await builder.put(b"x")).to_proto())
+    root = await builder.put(bad.SerializeToString())
+    command = await builder.put(re_pb2.Command(arguments=["true"]).SerializeToString())
+    action = await builder.put(re_pb2.Action(command_digest=command.to_proto(), input_root_digest=root.to_proto())
+                               .SerializeToString())
+    preparer = _preparer()
+    for _ in range(2):
+        with pytest.raises(InvalidArgument, match="escape"):
+            await preparer.prepare(store, "", action)
+    assert preparer.cache.directory(root) is None
+
+
+def test_the_cache_keeps_the_most_recently_used_entries_within_its_bytes() -> None:
+    cache = InputCache(max_bytes=3 * (100 + ENTRY_OVERHEAD))
+    digests = [Digest.of(bytes([i]) * 100) for i in range(4)]
+    for digest in digests[:3]:
+        cache.add(digest, CheckedDirectory(b"d" * 100, (), ()))
+    assert cache.directory(digests[0]) is not None  # now the most recently used
+    cache.add(digests[3], CheckedCommand(b"c" * 100, ()))
+    assert len(cache) == 3 and cache.total_bytes <= cache.max_bytes
+    assert cache.directory(digests[1]) is None  # the least recently used went
+    assert cache.directory(digests[3]) is None and cache.command(digests[3]) is not None  # kinds stay apart
+    cache.add(Digest.of(b"huge"), CheckedCommand(b"h" * 10_000, ()))  # larger than the whole cache
+    assert cache.command(Digest.of(b"huge")) is None
+
+
+def test_tree_blobs_walk_from_the_root_within_the_budget() -> None:
+    cache = InputCache()
+    leaf, mid, root, command = (Digest.of(name.encode()) for name in ("leaf", "mid", "root", "command"))
+    cache.add(leaf, CheckedDirectory(b"L" * 10, (), ()))
+    cache.add(mid, CheckedDirectory(b"M" * 10, (), (("leaf", leaf),)))
+    cache.add(root, CheckedDirectory(b"R" * 10, (), (("mid", mid), ("again", mid))))
+    cache.add(command, CheckedCommand(b"C" * 10, ()))
+    assert list(cache.tree_blobs(command, root, 1000)) == [command, root, mid, leaf]
+    assert list(cache.tree_blobs(command, root, 25)) == [command, root]
+    assert cache.tree_blobs(Digest.of(b"unknown"), Digest.of(b"unknown root"), 1000) == {}
