@@ -40,12 +40,18 @@ from worker.remote_stores import RemoteStores
 log = logging.getLogger("reapi.worker")
 
 MESSAGE_LIMIT = 64 << 20
+# Trailing metadata beyond the inline blobs themselves (the lease's other entries).
+METADATA_OVERHEAD = 64 << 10
 
 
-def channel_options() -> list[tuple[str, int]]:
+def channel_options(inline_blob_limit: int = 0) -> list[tuple[str, int]]:
+    # Inline lease blobs arrive in trailing metadata: take them (gRPC refuses more than 8-16 KiB by default).
+    metadata_limit = max(16 << 10, inline_blob_limit + METADATA_OVERHEAD)
     return [
         ("grpc.max_receive_message_length", MESSAGE_LIMIT),
         ("grpc.max_send_message_length", MESSAGE_LIMIT),
+        ("grpc.max_metadata_size", metadata_limit),
+        ("grpc.absolute_max_metadata_size", metadata_limit),
         # Reconnect quickly after a server restart (gRPC's default backoff reaches 120 s).
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.min_reconnect_backoff_ms", 100),
@@ -55,11 +61,12 @@ def channel_options() -> list[tuple[str, int]]:
     ]
 
 
-def open_channel(server: str) -> grpc.aio.Channel:
+def open_channel(server: str, inline_blob_limit: int = 0) -> grpc.aio.Channel:
     target, secure = target_of(server)
+    options = channel_options(inline_blob_limit)
     if secure:
-        return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=channel_options())
-    return grpc.aio.insecure_channel(target, options=channel_options())
+        return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
+    return grpc.aio.insecure_channel(target, options=options)
 
 
 @dataclass
@@ -89,7 +96,7 @@ async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> 
     files = await FileCache.open(config.cache_dir, config.cache_max_size)
     if not _same_filesystem(config.cache_dir, config.work_dir):
         log.warning("cache_dir and work_dir are on different filesystems: inputs will be copied, not hardlinked")
-    channel = open_channel(config.server)
+    channel = open_channel(config.server, config.inline_blob_limit)
     bytestream = bs_grpc.ByteStreamStub(channel)
     metrics = ExecutionMetrics()
 
@@ -120,6 +127,7 @@ async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> 
             capacity=config.concurrency,
             call_timeout=config.call_timeout,
             drain_timeout=config.drain_timeout,
+            inline_blob_limit=config.inline_blob_limit,
         ),
     )
     return Worker(config, channel, daemon, local, files, metrics)

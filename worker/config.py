@@ -46,12 +46,15 @@ class WorkerConfig:
     drain_timeout: float = 60.0
     bot_id: str = ""  # default: HOST.PID
     call_timeout: float = 60.0
+    # Bytes of blobs a lease answer and a completion report may carry inline (docs/BOTS_PROTOCOL.md
+    # section 7), if the server agrees; 0 = never (every input is read, every output uploaded).
+    inline_blob_limit: int = 1 << 20
 
 
 _KEYS = {
     "server", "instance_name", "concurrency", "cache_dir", "cache_max_size", "work_dir", "properties",
     "default_path", "default_timeout", "max_timeout", "kill_grace", "live_log_interval", "drain_timeout",
-    "bot_id", "call_timeout",
+    "bot_id", "call_timeout", "inline_blob_limit",
 }
 
 
@@ -112,8 +115,9 @@ def parse_worker_table(table: dict[str, Any]) -> WorkerConfig:
     for key in ("cache_dir", "work_dir"):
         if key in table:
             changes[key] = expand_path(str(table[key]))
-    if "cache_max_size" in table:
-        changes["cache_max_size"] = parse_size(table["cache_max_size"], "[worker] cache_max_size")
+    for key in ("cache_max_size", "inline_blob_limit"):
+        if key in table:
+            changes[key] = parse_size(table[key], f"[worker] {key}")
     for key in ("default_timeout", "max_timeout", "kill_grace", "live_log_interval", "drain_timeout", "call_timeout"):
         if key in table:
             changes[key] = _number(table, key)

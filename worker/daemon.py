@@ -33,7 +33,7 @@ from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import worker_pb2
 from worker.executors import Executor
-from worker.leases import HeldLease, lease_context, task_for
+from worker.leases import INLINE_BLOBS_KEY, HeldLease, inline_limit_of, lease_context, task_for
 from worker.platform import PlatformProperties
 
 log = logging.getLogger("reapi.worker")
@@ -54,6 +54,7 @@ class SessionSettings:
     drain_timeout: float = 60.0  # on stop: how long running actions may finish before being handed back
     backoff_initial: float = 0.1
     backoff_max: float = 10.0
+    inline_blob_limit: int = 0  # bytes of inline blobs to ask for (docs/BOTS_PROTOCOL.md section 7)
 
 
 class Backoff:
@@ -72,12 +73,14 @@ class Backoff:
         self.attempt = 0
 
 
-def worker_proto(properties: PlatformProperties, capacity: int) -> worker_pb2.Worker:
+def worker_proto(properties: PlatformProperties, capacity: int, inline_blob_limit: int = 0) -> worker_pb2.Worker:
     worker = worker_pb2.Worker()
     for key, value in properties.pairs():
         worker.properties.add(key=key, value=value)
     worker.configs.add(key="capacity", value=str(capacity))
     worker.configs.add(key="reapi-hold-when-busy", value="true")
+    if inline_blob_limit > 0:
+        worker.configs.add(key=INLINE_BLOBS_KEY, value=str(inline_blob_limit))
     return worker
 
 
@@ -89,9 +92,10 @@ class BotDaemon:
         self.bots = bots
         self.executor = executor
         self.settings = settings
-        self.worker = worker_proto(properties, settings.capacity)
+        self.worker = worker_proto(properties, settings.capacity, settings.inline_blob_limit)
         self.backoff = backoff or Backoff(settings.backoff_initial, settings.backoff_max)
         self.session_name = ""
+        self.inline_limit = 0  # what the server agreed to (0 until it says so)
         self.leases: dict[str, HeldLease] = {}
         self._changed = asyncio.Event()  # a lease finished: report now
         self._draining = False
@@ -241,17 +245,18 @@ class BotDaemon:
 
     def _apply(self, answer: bots_pb2.BotSession, trailing: object) -> None:
         """Start new leases, stop cancelled or vanished ones, forget acknowledged completions."""
+        self.inline_limit = inline_limit_of(trailing)  # type: ignore[arg-type]
         listed = lease_context(answer, trailing, self.settings.instance_name)  # type: ignore[arg-type]
-        present = {lease.id for lease, _, _ in listed}
+        present = {lease.id for lease, *_ in listed}
         if log.isEnabledFor(logging.DEBUG):
             log.debug("answer: %s", ", ".join(f"{lease.id}={bots_pb2.LeaseState.Name(lease.state)}"
-                                              for lease, _, _ in listed) or "no leases")
+                                              for lease, *_ in listed) or "no leases")
         for lease_id in [i for i in self.leases if i not in present]:
             held = self.leases.pop(lease_id)
             if not held.completed:
                 log.info("lease %s was taken away; stopping it", lease_id)
                 self._cancel(held)
-        for lease, meta, instance in listed:
+        for lease, meta, instance, blobs in listed:
             known = self.leases.get(lease.id)
             if lease.state == bots_pb2.LeaseState.CANCELLED:
                 if known is not None:
@@ -261,11 +266,12 @@ class BotDaemon:
                         self._cancel(known)
                 continue
             if known is None and lease.state in (bots_pb2.LeaseState.PENDING, bots_pb2.LeaseState.ACTIVE):
-                self._start(lease, meta, instance)
+                self._start(lease, meta, instance, blobs)
 
-    def _start(self, lease: bots_pb2.Lease, meta: re_pb2.ExecuteOperationMetadata | None, instance: str) -> None:
+    def _start(self, lease: bots_pb2.Lease, meta: re_pb2.ExecuteOperationMetadata | None, instance: str,
+               blobs: bytes) -> None:
         try:
-            task = task_for(lease, meta, instance)
+            task = task_for(lease, meta, instance, blobs, self.inline_limit)
         except ReapiError as err:
             held = HeldLease(lease.id, None)
             response = re_pb2.ExecuteResponse(status=err.to_status())

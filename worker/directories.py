@@ -2,11 +2,12 @@
 
 Input roots of successive actions share most of their directories (toolchains,
 sources), so parsed protos are kept in memory and a warm tree costs no round trip.
-A tree whose root is new comes with one GetTree call when the store offers it (the
-first page of it, bounding the waste when most of a huge tree is cached already);
-whatever is still missing costs one batched read per level of depth. Every
-fetched directory is checked against its digest: a Directory is trusted to decide
-which files go where, so it must be exactly what the action named.
+Directories the lease carried inline (docs/BOTS_PROTOCOL.md section 7) are taken
+first. A tree whose root is still new comes with one GetTree call when the store
+offers it (the first page of it, bounding the waste when most of a huge tree is
+cached already); whatever is still missing costs one batched read per level of
+depth. Every directory is checked against its digest, inline ones too: a Directory
+is trusted to decide which files go where, so it must be exactly what the action named.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class DirectoryCache:
         self._entries: OrderedDict[Digest, re_pb2.Directory] = OrderedDict()
         self.fetched = 0
         self.prefetched = 0
+        self.inlined = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -51,8 +53,13 @@ class DirectoryCache:
     def has(self, digest: Digest) -> bool:
         return digest in self._entries
 
-    async def tree(self, root: Digest, source: BlobStore) -> dict[Digest, re_pb2.Directory]:
-        """Every directory reachable from ``root``; MissingBlobs names absent ones."""
+    async def tree(
+        self, root: Digest, source: BlobStore, inline: Mapping[Digest, bytes] | None = None
+    ) -> dict[Digest, re_pb2.Directory]:
+        """Every directory reachable from ``root``; MissingBlobs names absent ones.
+        ``inline``: blobs the lease carried (any kind; Directories are picked by digest)."""
+        if inline:
+            self._take_inline(root, inline)
         if isinstance(source, TreeSource) and root not in self._entries:
             await self._prefetch(root, source)
         out: dict[Digest, re_pb2.Directory] = {}
@@ -75,6 +82,27 @@ class DirectoryCache:
                         next_level[child] = None
             level = list(next_level)
         return out
+
+    def _take_inline(self, root: Digest, inline: Mapping[Digest, bytes]) -> None:
+        """Parse the tree's directories found in ``inline`` (walking from ``root``);
+        one that does not match its digest is skipped, and then read from the CAS."""
+        level = [root]
+        while level:
+            next_level = []
+            for digest in level:
+                directory = self._entries.get(digest)
+                if directory is None:
+                    data = inline.get(digest)
+                    if data is None:
+                        continue
+                    try:
+                        directory = self._store(digest, data)
+                    except ReapiError:
+                        continue
+                    self.inlined += 1
+                next_level.extend(child_directory_digests(directory, root.function))
+            level = next_level
+        self._trim()
 
     async def _prefetch(self, root: Digest, source: TreeSource) -> None:
         """One GetTree instead of a batch read per level; the walk then finds them cached.

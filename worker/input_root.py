@@ -165,12 +165,13 @@ class InputRootBuilder:
         self._layouts: OrderedDict[Digest, InputLayout] = OrderedDict()
         self._max_layouts = max_cached_layouts
 
-    async def layout(self, root: Digest, source: BlobStore) -> InputLayout:
+    async def layout(self, root: Digest, source: BlobStore, inline: Mapping[Digest, bytes] | None = None) -> InputLayout:
+        """The checked layout of the tree under ``root``; ``inline``: Directories the lease carried."""
         cached = self._layouts.get(root)
         if cached is not None:
             self._layouts.move_to_end(root)
             return cached
-        tree = await self.directories.tree(root, source)
+        tree = await self.directories.tree(root, source, inline)
         layout = plan_layout(root, tree)
         self._layouts[root] = layout
         if len(self._layouts) > self._max_layouts:

@@ -2,10 +2,11 @@
 
 Per docs/BOTS_PROTOCOL.md: the payload is the REv2 Action; the trailing metadata of
 each Bots answer carries, per lease and in lease order, an ExecuteOperationMetadata
-(digest function, action digest, LogStream write names) and the instance name the
-action was submitted under. Servers that send less (BuildGrid sends no instance
-name) still work: the function is then inferred from the hash length and the
-worker's own instance name is used.
+(digest function, action digest, LogStream write names), the instance name the
+action was submitted under and, when the server agreed to inline blobs (section 7),
+some of the lease's Command and input Directories. Servers that send less (BuildGrid
+sends no instance name) still work: the function is then inferred from the hash
+length, the worker's own instance name is used, and every input is read from the CAS.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
 
 from cas.digest import Digest, infer_algorithm
 from cas.errors import InvalidArgument, ReapiError
@@ -22,6 +25,8 @@ from worker.executors import Task
 
 OPERATION_METADATA_KEY = "executeoperationmetadata-bin"
 INSTANCE_NAME_KEY = "reapi-instance-name-bin"
+INLINE_BLOBS_KEY = "reapi-inline-blobs"  # the worker's ask (a config) and the server's answer (metadata)
+LEASE_BLOBS_KEY = "reapi-lease-blobs-bin"
 
 
 @dataclass
@@ -66,12 +71,42 @@ def _function_of(action: re_pb2.Action, meta: re_pb2.ExecuteOperationMetadata | 
     return infer_algorithm(action.command_digest.hash).function
 
 
+def inline_limit_of(trailing: Sequence[tuple[str, str | bytes]] | None) -> int:
+    """The inline blob bytes the server agreed to in this answer (0: none)."""
+    for value in metadata_values(trailing, INLINE_BLOBS_KEY):
+        try:
+            return max(0, int(value))
+        except ValueError:
+            return 0
+    return 0
+
+
+def inline_blobs_of(raw: bytes, function: int) -> dict[Digest, bytes]:
+    """The blobs of a ``reapi-lease-blobs-bin`` entry (a BatchReadBlobsResponse).
+
+    Unverified: each is checked against its digest where it is used. A malformed
+    entry is ignored (the worker then reads everything from the CAS)."""
+    if not raw:
+        return {}
+    response = re_pb2.BatchReadBlobsResponse()
+    try:
+        response.ParseFromString(raw)
+        return {Digest.from_proto(item.digest, function): item.data for item in response.responses if not item.status.code}
+    except (DecodeError, ReapiError):
+        return {}
+
+
 def task_for(
     lease: bots_pb2.Lease,
     meta: re_pb2.ExecuteOperationMetadata | None,
     instance_name: str,
+    inline_blobs: bytes = b"",
+    inline_limit: int = 0,
 ) -> Task:
-    """The Task for one lease; INVALID_ARGUMENT when its payload is not an Action."""
+    """The Task for one lease; INVALID_ARGUMENT when its payload is not an Action.
+
+    ``inline_blobs`` is the lease's ``reapi-lease-blobs-bin`` entry; ``inline_limit``
+    the bytes of outputs its report may carry inline (what the server agreed to)."""
     action = re_pb2.Action()
     is_action = lease.payload.Is(re_pb2.Action.DESCRIPTOR)  # type: ignore[arg-type]
     if not is_action or not lease.payload.Unpack(action):
@@ -91,6 +126,8 @@ def task_for(
         digest_function=function,
         stdout_stream=meta.stdout_stream_name if meta is not None else "",
         stderr_stream=meta.stderr_stream_name if meta is not None else "",
+        inline_blobs=inline_blobs_of(inline_blobs, function),
+        inline_limit=inline_limit,
     )
 
 
@@ -98,12 +135,14 @@ def lease_context(
     session: bots_pb2.BotSession,
     trailing: Sequence[tuple[str, str | bytes]] | None,
     default_instance: str,
-) -> list[tuple[bots_pb2.Lease, re_pb2.ExecuteOperationMetadata | None, str]]:
-    """Each lease of an answer with its operation metadata and instance name."""
+) -> list[tuple[bots_pb2.Lease, re_pb2.ExecuteOperationMetadata | None, str, bytes]]:
+    """Each lease of an answer with its operation metadata, instance name and inline blobs."""
     metas = metadata_values(trailing, OPERATION_METADATA_KEY)
     names = metadata_values(trailing, INSTANCE_NAME_KEY)
+    blobs = metadata_values(trailing, LEASE_BLOBS_KEY)
     aligned_metas = len(metas) == len(session.leases)
     aligned_names = len(names) == len(session.leases)
+    aligned_blobs = len(blobs) == len(session.leases)
     out = []
     for i, lease in enumerate(session.leases):
         meta = None
@@ -115,5 +154,6 @@ def lease_context(
         if aligned_names:
             raw = names[i]
             name = raw.decode() if isinstance(raw, bytes) else raw
-        out.append((lease, meta, name))
+        inline = blobs[i] if aligned_blobs else b""
+        out.append((lease, meta, name, inline if isinstance(inline, bytes) else inline.encode()))
     return out

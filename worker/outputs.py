@@ -7,9 +7,11 @@ output directories become SymlinkNodes, and an output whose parent was turned in
 symlink leading outside is refused. Missing outputs are simply omitted (REv2).
 
 Files are hashed with the lease's digest function; small ones are kept in memory for
-the upload, large ones by path so the upload streams them. ``upload_missing`` then
-sends only what the CAS lacks: one FindMissingBlobs, batched updates for small
-blobs, ByteStream for large ones.
+the upload, large ones by path so the upload streams them. ``inline_outputs`` puts
+small output files and stdout/stderr into the result itself when the server agreed
+to take them that way (docs/BOTS_PROTOCOL.md section 7; the server stores those the
+CAS lacks); ``upload_missing`` sends the rest, only what the CAS lacks: one
+FindMissingBlobs, batched updates for small blobs, ByteStream for large ones.
 """
 
 from __future__ import annotations
@@ -167,6 +169,39 @@ async def file_chunks(path: Path) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         f.close()
+
+
+def inline_outputs(
+    result: re_pb2.ActionResult, blobs: Mapping[Digest, BlobSource], limit: int, function: int
+) -> dict[Digest, BlobSource]:
+    """Put small output files' contents and stdout/stderr into ``result`` (smallest
+    first, each blob once, at most ``limit`` bytes in all); return the blobs still to
+    upload. Only for a server that agreed to take outputs this way."""
+    rest = dict(blobs)
+    if limit <= 0:
+        return rest
+    slots: list[tuple[Digest, re_pb2.OutputFile | str]] = [
+        (Digest.from_proto(output.digest, function), output) for output in result.output_files
+    ]
+    for raw_field, digest_field in (("stdout_raw", "stdout_digest"), ("stderr_raw", "stderr_digest")):
+        if result.HasField(digest_field):
+            slots.append((Digest.from_proto(getattr(result, digest_field), function), raw_field))
+    budget = limit
+    inlined: set[Digest] = set()
+    for digest, slot in sorted(slots, key=lambda item: item[0].size_bytes):
+        data = blobs.get(digest)
+        if not isinstance(data, bytes) or not data or digest in inlined:
+            continue  # streamed from disk (large), empty (nothing to store), or sent already
+        if digest.size_bytes > budget:
+            break
+        budget -= digest.size_bytes
+        inlined.add(digest)
+        rest.pop(digest, None)
+        if isinstance(slot, str):
+            setattr(result, slot, data)
+        else:
+            slot.contents = data
+    return rest
 
 
 async def upload_missing(store: BlobStore, blobs: Mapping[Digest, BlobSource]) -> int:

@@ -21,6 +21,7 @@ from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
 from tests.support.servers import channel_to
 from tests.worker.actions import ActionClient, metadata_of, response_of
+from tests.worker.conftest import worker_in_process
 from tests.worker.trees import Exe, Link
 from worker.app import Worker
 
@@ -212,3 +213,31 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_inline_blobs_spare_the_worker_its_tree_reads_and_small_uploads(
+    exec_server: ReapiServer, tmp_path: Path
+) -> None:
+    """With inline blobs (the default) the lease brings the Command and Directories and the
+    report carries the small outputs; with them off everything goes through the CAS. Same result."""
+    inputs = {"src": {"lib": {"a.txt": b"alpha"}, "b.txt": b"beta"}}
+    argv = ["sh", "-c", "cat src/lib/a.txt src/b.txt > out.txt; echo done"]
+    results = {}
+    for limit in (1 << 20, 0):
+        async with (worker_in_process(exec_server, tmp_path / f"w{limit}", inline_blob_limit=limit) as worker,
+                    channel_to(exec_server) as channel):
+            client = ActionClient(channel)
+            response = await client.run(argv, inputs, outputs=["out.txt"], salt=str(limit).encode())
+            assert response.status.code == OK, response.status
+            directories = worker.local.inputs.directories
+            assert worker.daemon.inline_limit == limit
+            if limit:
+                assert directories.inlined == 3 and directories.prefetched == directories.fetched == 0
+            else:
+                assert directories.inlined == 0 and directories.prefetched + directories.fetched == 3
+            [out] = response.result.output_files
+            assert not out.contents and not response.result.stdout_raw  # clients get digests only
+            assert await client.blob(out.digest) == b"alphabeta"
+            assert await client.blob(response.result.stdout_digest) == b"done\n"
+            results[limit] = (out.digest, response.result.stdout_digest)
+    assert results[1 << 20] == results[0]

@@ -12,7 +12,7 @@ from cas.errors import FailedPrecondition, InvalidArgument
 from cas.memory import MemoryStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from worker.output_paths import create_output_parents, declared_outputs
-from worker.outputs import IN_MEMORY_LIMIT, OutputCollector, upload_missing
+from worker.outputs import IN_MEMORY_LIMIT, OutputCollector, inline_outputs, upload_missing
 
 
 def command(**fields: object) -> re_pb2.Command:
@@ -133,3 +133,29 @@ async def test_upload_sends_only_what_is_missing_and_streams_large_files(tmp_pat
     assert sent == 2
     assert await store.get_bytes(Digest.of(big)) == big
     assert await upload_missing(store, out.blobs) == 0
+
+
+def test_inline_outputs_fill_the_result_smallest_first_within_the_limit(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "small").write_bytes(b"s" * 10)
+    (tmp_path / "out" / "same").write_bytes(b"s" * 10)  # same content: sent once
+    (tmp_path / "out" / "mid").write_bytes(b"m" * 100)
+    (tmp_path / "out" / "big").write_bytes(b"b" * (IN_MEMORY_LIMIT + 1))  # streamed from disk: never inline
+    (tmp_path / "out" / "empty").write_bytes(b"")
+    collected = collect(tmp_path, command(output_paths=["out/small", "out/same", "out/mid", "out/big", "out/empty"]))
+    stdout = b"o" * 50
+    digest = collected.add_blob(stdout, re_pb2.DigestFunction.SHA256)
+    collected.result.stdout_digest.CopyFrom(digest.to_proto())
+    rest = inline_outputs(collected.result, collected.blobs, 70, re_pb2.DigestFunction.SHA256)
+    contents = {f.path: f.contents for f in collected.result.output_files}
+    assert contents == {"out/small": b"s" * 10, "out/same": b"", "out/mid": b"", "out/big": b"", "out/empty": b""}
+    assert collected.result.stdout_raw == stdout  # 10 + 50 fit in 70; the 100-byte file does not
+    # Left to upload_missing (the empty blob always exists; it is never sent).
+    assert set(rest) == {Digest.of(b"m" * 100), Digest.of(b"b" * (IN_MEMORY_LIMIT + 1)), Digest.of(b"")}
+
+
+def test_no_limit_means_nothing_inline(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"data")
+    collected = collect(tmp_path, command(output_paths=["f"]))
+    assert inline_outputs(collected.result, collected.blobs, 0, re_pb2.DigestFunction.SHA256) == collected.blobs
+    assert not collected.result.output_files[0].contents

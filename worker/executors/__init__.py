@@ -9,7 +9,8 @@ local -> timestamped -> metrics -> logged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cas.digest import Digest
@@ -27,6 +28,10 @@ class Task:
     digest_function: int = re_pb2.DigestFunction.SHA256
     stdout_stream: str = ""  # LogStream write resource names ("" = none)
     stderr_stream: str = ""
+    # Blobs the lease carried (its Command, input Directories), unverified; and how many
+    # bytes of outputs the report may carry inline (docs/BOTS_PROTOCOL.md section 7; 0 = none).
+    inline_blobs: Mapping[Digest, bytes] = field(default_factory=dict)
+    inline_limit: int = 0
 
     @property
     def label(self) -> str:

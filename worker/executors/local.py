@@ -24,7 +24,7 @@ import stat
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from worker.executors import Task
 from worker.input_root import InputRootBuilder
 from worker.logs import LogTail
 from worker.output_paths import create_output_parents, declared_outputs, working_directory
-from worker.outputs import CollectedOutputs, OutputCollector, hash_file, upload_missing
+from worker.outputs import CollectedOutputs, OutputCollector, hash_file, inline_outputs, upload_missing
 
 log = logging.getLogger("reapi.worker")
 
@@ -123,8 +123,11 @@ class LocalExecutor:
         function = task.digest_function
         command_digest = Digest.from_proto(task.action.command_digest, function)
         root_digest = Digest.from_proto(task.action.input_root_digest, function)
-        # The Command and the input tree's directories are fetched at the same time.
-        command, _ = await asyncio.gather(self._command(command_digest, store), self.inputs.layout(root_digest, store))
+        # The Command and the input tree's directories are fetched at the same time,
+        # unless the lease carried them (then no round trip at all).
+        inline = task.inline_blobs
+        command, _ = await asyncio.gather(self._command(command_digest, store, inline),
+                                          self.inputs.layout(root_digest, store, inline))
         outputs = declared_outputs(command)
         workdir = working_directory(command)
         await asyncio.to_thread(os.mkdir, scratch)
@@ -133,15 +136,17 @@ class LocalExecutor:
         await asyncio.to_thread(create_output_parents, exec_root, outputs, workdir)
         return command
 
-    async def _command(self, digest: Digest, store: BlobStore) -> re_pb2.Command:
+    async def _command(self, digest: Digest, store: BlobStore, inline: Mapping[Digest, bytes]) -> re_pb2.Command:
         cached = self._commands.get(digest)
         if cached is not None:
             self._commands.move_to_end(digest)
             return cached
-        found = await store.get_many([digest])
-        if digest not in found:
-            raise MissingBlobs([digest], "Command")
-        data = found[digest]
+        data = inline.get(digest)
+        if data is None or Digest.of(data, digest.function) != digest:  # a bad inline copy: read the CAS
+            found = await store.get_many([digest])
+            if digest not in found:
+                raise MissingBlobs([digest], "Command")
+            data = found[digest]
         try:
             verify_bytes(digest, data)
             command = re_pb2.Command()
@@ -189,7 +194,9 @@ class LocalExecutor:
             collected = await asyncio.to_thread(self._collect, command, exec_root, request, task, ran.timed_out)
             finishing = [t.finish() for t in tails]
             tails = []
-            await asyncio.gather(upload_missing(store, collected.blobs), *finishing)
+            # Small outputs ride in the report when the server agreed; the rest is uploaded.
+            to_upload = inline_outputs(collected.result, collected.blobs, task.inline_limit, task.digest_function)
+            await asyncio.gather(upload_missing(store, to_upload), *finishing)
         finally:
             for tail in tails:
                 tail.close()
