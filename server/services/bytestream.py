@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from cas.errors import InvalidArgument, OutOfRange
+from cas.errors import Aborted, InvalidArgument, OutOfRange
 from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from server import boundary
@@ -80,6 +80,16 @@ class ByteStreamService(bs_grpc.ByteStreamServicer):
             log.debug("upload %s of %s: already stored", resource.upload_id, digest)
             self.uploads.discard(key)
             return bs_pb2.WriteResponse(committed_size=digest.size_bytes)
+        if first.finish_write and first.write_offset == 0:
+            data = first.data
+            if len(data) == digest.size_bytes:
+                # The whole blob in one message (small blobs: most uploads): stored in one
+                # store call, without an Upload's task and pipe. It replaces any earlier
+                # partial upload under this name, as a restart at offset 0 would.
+                self.uploads.discard(key, Aborted(f"upload {resource.upload_id} of {digest} was restarted from offset 0"))
+                await cas.put_bytes(digest, data)
+                log.debug("stored %s from upload %s (one message)", digest, resource.upload_id)
+                return bs_pb2.WriteResponse(committed_size=digest.size_bytes)
         # From here to attach() nothing awaits, so the offset check cannot go stale.
         upload = self.uploads.get(key)
         committed = upload.received if upload is not None else 0

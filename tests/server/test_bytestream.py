@@ -161,3 +161,29 @@ async def test_write_streams_must_be_consistent(client: StorageClient) -> None:
 
 async def _read_all(client: StorageClient, name: str) -> bytes:
     return b"".join([r.data async for r in client.bytestream.Read(bs_pb2.ReadRequest(resource_name=name))])
+
+
+async def test_a_whole_blob_in_one_message_is_stored_and_replaces_a_partial_upload(
+    client: StorageClient, cas_memory: MemoryStore
+) -> None:
+    data = os.urandom(5000)
+    digest = Digest.of(data)
+    name = upload_name("", str(uuid.uuid4()), digest)
+    partial = write_requests(name, data[:2000], finish=False)
+    await expect_error(client.bytestream.Write(stream(partial)), grpc.StatusCode.INVALID_ARGUMENT)
+    [whole] = write_requests(name, data, chunk=len(data))
+    assert (await client.bytestream.Write(stream([whole]))).committed_size == len(data)
+    assert await client.read(digest) == data
+    status = await client.bytestream.QueryWriteStatus(bs_pb2.QueryWriteStatusRequest(resource_name=name))
+    assert (status.committed_size, status.complete) == (len(data), True)
+
+
+async def test_a_one_message_write_that_does_not_match_its_digest_stores_nothing(
+    client: StorageClient, cas_memory: MemoryStore
+) -> None:
+    data = b"the real content"
+    digest = Digest.of(data)
+    [wrong] = write_requests(upload_name("", str(uuid.uuid4()), digest), b"THE REAL CONTENT", chunk=100)
+    message = await expect_error(client.bytestream.Write(stream([wrong])), grpc.StatusCode.INVALID_ARGUMENT)
+    assert digest.hash in message
+    assert len(cas_memory) == 0
