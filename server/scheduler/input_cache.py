@@ -16,7 +16,8 @@ first out.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cas.digest import Digest
@@ -78,9 +79,13 @@ class InputCache:
             _, dropped = self._entries.popitem(last=False)
             self.total_bytes -= len(dropped.data) + ENTRY_OVERHEAD
 
-    def tree_blobs(self, command: Digest, root: Digest, max_bytes: int) -> dict[Digest, bytes]:
+    def tree_blobs(
+        self, command: Digest, root: Digest, max_bytes: int, sent: SentBlobs | None = None
+    ) -> dict[Digest, bytes]:
         """The Command and the Directories under ``root`` that are cached, root first
         (breadth-first), up to ``max_bytes`` of data: what a lease may carry inline.
+        Those in ``sent`` (the bot had them from an earlier lease) are left out, and
+        the ones returned are added to it.
 
         Whatever is not cached, or does not fit, is left out; the bot reads it from
         the CAS as usual."""
@@ -88,19 +93,53 @@ class InputCache:
         budget = max_bytes
         checked_command = self._entries.get(command)
         if isinstance(checked_command, CheckedCommand) and len(checked_command.data) <= budget:
-            out[command] = checked_command.data
-            budget -= len(checked_command.data)
-        level = [root]
-        while level and budget > 0:
-            next_level: list[Digest] = []
-            for digest in level:
-                entry = self._entries.get(digest)
-                if not isinstance(entry, CheckedDirectory) or digest in out:
-                    continue
+            if sent is None or not sent.has(command):
+                out[command] = checked_command.data
+                budget -= len(checked_command.data)
+        seen = {root}
+        queue = deque([root])
+        while queue:
+            digest = queue.popleft()
+            entry = self._entries.get(digest)
+            if not isinstance(entry, CheckedDirectory):
+                continue
+            if sent is None or not sent.has(digest):
                 if len(entry.data) > budget:
-                    return out
+                    break
                 out[digest] = entry.data
                 budget -= len(entry.data)
-                next_level.extend(child for _, child in entry.children)
-            level = next_level
+            for _, child in entry.children:  # below a sent one may be unsent ones (a budget cut them off)
+                if child not in seen:
+                    seen.add(child)
+                    queue.append(child)
+        if sent is not None:
+            sent.add(out)
         return out
+
+
+class SentBlobs:
+    """The blobs one bot session has been sent inline, most recent ``max_entries``.
+
+    A bot keeps the Directories and Commands it parsed, so sending them again with
+    every lease (a toolchain's dozens of directories) would only cost bytes and
+    parsing; an entry forgotten here is merely sent again."""
+
+    def __init__(self, max_entries: int = 20_000) -> None:
+        self.max_entries = max_entries
+        self._digests: OrderedDict[Digest, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def has(self, digest: Digest) -> bool:
+        if digest in self._digests:
+            self._digests.move_to_end(digest)
+            return True
+        return False
+
+    def add(self, digests: Iterable[Digest]) -> None:
+        for digest in digests:
+            self._digests[digest] = None
+            self._digests.move_to_end(digest)
+        while len(self._digests) > self.max_entries:
+            self._digests.popitem(last=False)

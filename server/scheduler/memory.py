@@ -372,7 +372,7 @@ class InMemoryScheduler(Scheduler):
             views.append(self._lease_view(lease, cancelled=True))
             session.cancelled[lease_id] = (lease, True)
         return SessionAnswer(session.name, views, self.clock.now() + self.settings.bot_session_timeout,
-                             session.registration.inline_limit)
+                             session.registration.inline_limit, session.sent_blobs)
 
     @staticmethod
     def _lease_view(lease: Lease, cancelled: bool) -> LeaseView:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from google.rpc import status_pb2
 
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from server.scheduler.input_cache import SentBlobs
 from server.scheduler.platform import RequirementSet, WorkerOffer
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class SessionAnswer:
     leases: list[LeaseView]
     expire_time: float
     inline_limit: int = 0  # the session's BotRegistration.inline_limit
+    sent_blobs: SentBlobs | None = None  # what the session's bot was sent inline so far
 
 
 @dataclass(eq=False, slots=True)
@@ -93,6 +95,7 @@ class BotSession:
     calls_in_progress: int = 0
     waiter: asyncio.Future[None] | None = None
     closed: bool = False
+    sent_blobs: SentBlobs = field(default_factory=SentBlobs)  # inline blobs this bot has had
 
     @property
     def bot_id(self) -> str:

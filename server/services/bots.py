@@ -143,7 +143,7 @@ def trailing_metadata(
         entries.append((INSTANCE_NAME_KEY, view.instance_name.encode()))
         if inline:
             assert inputs is not None
-            blobs = b"" if view.lease_id in known else lease_inputs(view, inputs, inline)
+            blobs = b"" if view.lease_id in known else lease_inputs(view, inputs, inline, answer.sent_blobs)
             entries.append((LEASE_BLOBS_KEY, blobs))
     return tuple(entries)
 

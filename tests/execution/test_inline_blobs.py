@@ -143,3 +143,25 @@ async def test_an_ask_that_is_not_a_byte_count_is_invalid_argument(env: ExecEnv)
             bot_session=bots_pb2.BotSession(bot_id="b", worker=worker)))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "reapi-inline-blobs='lots'" in (caught.value.details() or "")
+
+
+async def test_directories_a_bot_was_sent_once_are_not_sent_again(env: ExecEnv) -> None:
+    first = await env.actions.build(["cc", "a.c"], inputs=INPUTS)
+    second = await env.actions.build(["cc", "b.c"], inputs={**INPUTS, "top.txt": b"changed"})
+    bot = env.bot(inline_limit=1 << 20)
+    await bot.create()
+    calls = [env.start(first)]
+    [lease] = await bot.poll()
+    bot.complete(lease.id)
+    calls.append(env.start(second))
+    [lease] = await bot.poll()
+    shared = {first.blobs[name] for name in ("dir:src", "dir:src/lib")}
+    assert shared == {second.blobs["dir:src"], second.blobs["dir:src/lib"]}
+    assert set(lease.inline_blobs) == {_key(second.input_root), _key(second.command_digest)}  # only what is new
+    newcomer = env.bot(inline_limit=1 << 20)  # another session has had nothing yet
+    await newcomer.create()
+    calls.append(env.start(await env.actions.build(["cc", "b.c"], inputs={**INPUTS, "top.txt": b"changed"})))
+    [fresh] = await newcomer.poll()
+    assert {_key(d) for d in shared} <= set(fresh.inline_blobs)
+    for call in calls:
+        call.cancel()
