@@ -128,6 +128,7 @@ async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> 
             call_timeout=config.call_timeout,
             drain_timeout=config.drain_timeout,
             inline_blob_limit=config.inline_blob_limit,
+            busy_call_delay=config.busy_call_delay,
         ),
     )
     return Worker(config, channel, daemon, local, files, metrics)

@@ -49,12 +49,14 @@ class WorkerConfig:
     # Bytes of blobs a lease answer and a completion report may carry inline (docs/BOTS_PROTOCOL.md
     # section 7), if the server agrees; 0 = never (every input is read, every output uploaded).
     inline_blob_limit: int = 1 << 20
+    # With every slot busy: seconds before a call is held open only to hear of cancellations.
+    busy_call_delay: float = 0.5
 
 
 _KEYS = {
     "server", "instance_name", "concurrency", "cache_dir", "cache_max_size", "work_dir", "properties",
     "default_path", "default_timeout", "max_timeout", "kill_grace", "live_log_interval", "drain_timeout",
-    "bot_id", "call_timeout", "inline_blob_limit",
+    "bot_id", "call_timeout", "inline_blob_limit", "busy_call_delay",
 }
 
 
@@ -121,6 +123,11 @@ def parse_worker_table(table: dict[str, Any]) -> WorkerConfig:
     for key in ("default_timeout", "max_timeout", "kill_grace", "live_log_interval", "drain_timeout", "call_timeout"):
         if key in table:
             changes[key] = _number(table, key)
+    if "busy_call_delay" in table:
+        delay = _number(table, "busy_call_delay", positive=False)
+        if delay is None or delay < 0:
+            raise ConfigError(f"[worker] busy_call_delay: expected seconds >= 0, got {table['busy_call_delay']!r}")
+        changes["busy_call_delay"] = delay
     if "properties" in table:
         changes["properties"] = _properties(table["properties"])
     return replace(config, **changes)

@@ -1,11 +1,14 @@
 """The Bots session loop: take leases, run them through the executor, report results.
 
-It speaks docs/BOTS_PROTOCOL.md with the ``reapi-hold-when-busy`` extension: one
-UpdateBotSession call is always outstanding, held by the server until there is
+It speaks docs/BOTS_PROTOCOL.md with the ``reapi-hold-when-busy`` extension: an
+UpdateBotSession call is kept outstanding, held by the server until there is
 something new (a lease, a cancellation). When a lease finishes, that call is
 cancelled and a new one carries the completion at once, so results never wait
-for a poll interval. Every call lists every lease the worker holds; a completed
-lease is listed until an answer leaves it out (the server's acknowledgement).
+for a poll interval. With every slot busy, the held call (which could then only
+bring a cancellation) is opened ``busy_call_delay`` after the last exchange: a
+short action is reported before that, saving a call per action. Every call lists
+every lease the worker holds; a completed lease is listed until an answer leaves it
+out (the server's acknowledgement).
 
 Robustness:
 - transport errors: retry with capped, jittered exponential backoff; running
@@ -55,6 +58,9 @@ class SessionSettings:
     backoff_initial: float = 0.1
     backoff_max: float = 10.0
     inline_blob_limit: int = 0  # bytes of inline blobs to ask for (docs/BOTS_PROTOCOL.md section 7)
+    # With every slot busy, how long to wait before holding a call open just for
+    # cancellations: an action that finishes sooner is reported without one.
+    busy_call_delay: float = 0.5
 
 
 class Backoff:
@@ -171,11 +177,16 @@ class BotDaemon:
         call is held by the server and cancelled here as soon as there is something
         to report, or a stop to announce.
         """
+        quick = self._draining or any(held.completed for held in self.leases.values())
+        if not quick and self._running() >= self.settings.capacity and self.settings.busy_call_delay > 0:
+            # No slot free, so a held call could only bring a cancellation; most actions
+            # finish sooner than that is worth a call, and their report goes out at once.
+            if await self._wait_for_news(stop, self.settings.busy_call_delay):
+                return
         self._changed.clear()
         session = bots_pb2.BotSession(name=self.session_name, bot_id=self.settings.bot_id,
                                       status=self._status(), worker=self.worker,
                                       leases=[held.to_proto() for held in self.leases.values()])
-        quick = self._draining or any(held.completed for held in self.leases.values())
         if log.isEnabledFor(logging.DEBUG):
             log.debug("UpdateBotSession (%s): %s", "quick" if quick else "held",
                       ", ".join(f"{h.lease_id}={'COMPLETED' if h.completed else 'ACTIVE'}" for h in self.leases.values()) or "no leases")
@@ -204,6 +215,17 @@ class BotDaemon:
             answer, trailing = answer_task.result()
         self.connected.set()
         self._apply(answer, trailing)
+
+    async def _wait_for_news(self, stop: asyncio.Event, timeout: float) -> bool:
+        """Wait up to ``timeout`` for a lease to finish or a stop; whether either came."""
+        self._changed.clear()
+        waiters = [asyncio.ensure_future(self._changed.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return bool(done)
 
     @staticmethod
     async def _answer(call: grpc.aio.UnaryUnaryCall) -> tuple[bots_pb2.BotSession, object]:

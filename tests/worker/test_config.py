@@ -26,10 +26,10 @@ def test_a_full_table() -> None:
         "work_dir": "/w", "cache_max_size": "2GiB", "properties": {"ISA": ["arm-a64"], "pool": "big"},
         "default_path": "/bin", "default_timeout": 60, "max_timeout": 600, "kill_grace": 1.5,
         "live_log_interval": 0.05, "drain_timeout": 10, "bot_id": "w1", "call_timeout": 30,
-        "inline_blob_limit": "64KiB",
+        "inline_blob_limit": "64KiB", "busy_call_delay": 0,
     })
     assert config.concurrency == 8 and config.cache_max_size == 2 << 30
-    assert config.inline_blob_limit == 64 << 10
+    assert config.inline_blob_limit == 64 << 10 and config.busy_call_delay == 0.0
     assert config.properties == {"ISA": ["arm-a64"], "pool": ["big"]}
     assert config.cache_dir == Path("/c") and config.max_timeout == 600.0
     assert target_of(config.server) == ("build:443", True)
@@ -44,6 +44,7 @@ def test_a_full_table() -> None:
     ({"properties": {"ISA": [1]}}, "strings"),
     ({"cache_max_size": "lots"}, "not a size"),
     ({"inline_blob_limit": -1}, "inline_blob_limit"),
+    ({"busy_call_delay": -0.5}, "busy_call_delay"),
 ])
 def test_mistakes_name_the_key(table: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

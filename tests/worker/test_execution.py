@@ -241,3 +241,28 @@ async def test_inline_blobs_spare_the_worker_its_tree_reads_and_small_uploads(
             assert await client.blob(response.result.stdout_digest) == b"done\n"
             results[limit] = (out.digest, response.result.stdout_digest)
     assert results[1 << 20] == results[0]
+
+
+async def test_a_worker_with_every_slot_busy_still_hears_of_a_cancellation(
+    exec_server: ReapiServer, client: ActionClient, tmp_path: Path
+) -> None:
+    """At full capacity the held call opens busy_call_delay after the lease arrived; a
+    cancellation then reaches the action all the same."""
+    marker = tmp_path / "pid"
+    async with worker_in_process(exec_server, tmp_path / "w", concurrency=1, busy_call_delay=0.3) as worker:
+        digest = await client.action(["sh", "-c", f"echo $$ > {marker}; sleep 60"], salt=b"busy-cancel")
+        stream = client.stream(digest)
+        first = await stream.read()
+        while not marker.exists() or not marker.read_text().strip():
+            await asyncio.sleep(0.05)
+        pid = int(marker.read_text())
+        await asyncio.sleep(0.5)  # past the delay: the held call is open now
+        await client.operations.CancelOperation(lro_pb2.CancelOperationRequest(name=first.name))
+        for _ in range(100):
+            if not _alive(pid):
+                break
+            await asyncio.sleep(0.05)
+        assert not _alive(pid)
+        stream.cancel()
+        response = await client.run(["true"], salt=b"after")  # the slot is free again
+        assert response.status.code == OK and worker.metrics.outcomes["CANCELLED"] == 1
