@@ -86,7 +86,8 @@ class ByteStreamService(bs_grpc.ByteStreamServicer):
                 # The whole blob in one message (small blobs: most uploads): stored in one
                 # store call, without an Upload's task and pipe. It replaces any earlier
                 # partial upload under this name, as a restart at offset 0 would.
-                self.uploads.discard(key, Aborted(f"upload {resource.upload_id} of {digest} was restarted from offset 0"))
+                if self.uploads.get(key) is not None:
+                    self.uploads.discard(key, Aborted(f"upload {resource.upload_id} of {digest} was restarted from offset 0"))
                 await cas.put_bytes(digest, data)
                 log.debug("stored %s from upload %s (one message)", digest, resource.upload_id)
                 return bs_pb2.WriteResponse(committed_size=digest.size_bytes)
