@@ -37,12 +37,14 @@ def child_directory_digests(directory: re_pb2.Directory, function: int) -> list[
 
 
 class DirectoryCache:
-    """An LRU of Directory protos, holding at most ``max_entries``."""
+    """An LRU of Directory protos (and their children's digests), holding at most ``max_entries``."""
 
     def __init__(self, max_entries: int = 100_000, tree_page_size: int = 1000) -> None:
         self.max_entries = max_entries
         self.tree_page_size = tree_page_size
         self._entries: OrderedDict[Digest, re_pb2.Directory] = OrderedDict()
+        # Child digests, validated once per directory rather than at every walk through it.
+        self._children: dict[Digest, tuple[Digest, ...]] = {}
         self.fetched = 0
         self.prefetched = 0
         self.inlined = 0
@@ -57,10 +59,9 @@ class DirectoryCache:
         self, root: Digest, source: BlobStore, inline: Mapping[Digest, bytes] | None = None
     ) -> dict[Digest, re_pb2.Directory]:
         """Every directory reachable from ``root``; MissingBlobs names absent ones.
-        ``inline``: blobs the lease carried (any kind; Directories are picked by digest)."""
-        if inline:
-            self._take_inline(root, inline)
-        if isinstance(source, TreeSource) and root not in self._entries:
+        ``inline``: blobs the lease carried (Directories among them are taken by digest)."""
+        inline = inline or {}
+        if isinstance(source, TreeSource) and root not in self._entries and root not in inline:
             await self._prefetch(root, source)
         out: dict[Digest, re_pb2.Directory] = {}
         level = [root]
@@ -68,6 +69,8 @@ class DirectoryCache:
             missing = []
             for digest in level:
                 cached = self._entries.get(digest)
+                if cached is None and digest in inline:
+                    cached = self._take_inline(digest, inline[digest])
                 if cached is None:
                     missing.append(digest)
                 else:
@@ -77,32 +80,29 @@ class DirectoryCache:
                 out.update(await self._fetch(missing, source))
             next_level: dict[Digest, None] = {}
             for digest in level:
-                for child in child_directory_digests(out[digest], root.function):
+                for child in self._child_digests(digest, out[digest]):
                     if child not in out:
                         next_level[child] = None
             level = list(next_level)
+        self._trim()
         return out
 
-    def _take_inline(self, root: Digest, inline: Mapping[Digest, bytes]) -> None:
-        """Parse the tree's directories found in ``inline`` (walking from ``root``);
-        one that does not match its digest is skipped, and then read from the CAS."""
-        level = [root]
-        while level:
-            next_level = []
-            for digest in level:
-                directory = self._entries.get(digest)
-                if directory is None:
-                    data = inline.get(digest)
-                    if data is None:
-                        continue
-                    try:
-                        directory = self._store(digest, data)
-                    except ReapiError:
-                        continue
-                    self.inlined += 1
-                next_level.extend(child_directory_digests(directory, root.function))
-            level = next_level
-        self._trim()
+    def _child_digests(self, digest: Digest, directory: re_pb2.Directory) -> tuple[Digest, ...]:
+        children = self._children.get(digest)
+        if children is None:
+            children = tuple(child_directory_digests(directory, digest.function))
+            self._children[digest] = children
+        return children
+
+    def _take_inline(self, digest: Digest, data: bytes) -> re_pb2.Directory | None:
+        """A Directory the lease carried; None if it does not match its digest or
+        does not parse (then it is read from the CAS, which has the last word)."""
+        try:
+            directory = self._store(digest, data)
+        except ReapiError:
+            return None
+        self.inlined += 1
+        return directory
 
     async def _prefetch(self, root: Digest, source: TreeSource) -> None:
         """One GetTree instead of a batch read per level; the walk then finds them cached.
@@ -145,4 +145,5 @@ class DirectoryCache:
 
     def _trim(self) -> None:
         while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+            digest, _ = self._entries.popitem(last=False)
+            self._children.pop(digest, None)
