@@ -44,6 +44,12 @@ class CheckedCommand:
     platform: tuple[tuple[str, str], ...]
 
 
+def wire_size(digest: Digest, data: bytes) -> int:
+    """An upper bound of one blob's bytes in a serialized BatchReadBlobsResponse
+    (data, hash, size and the field tags around them)."""
+    return len(data) + len(digest.hash) + 32
+
+
 class InputCache:
     """Checked Directories and Commands by digest, at most ``max_bytes`` of them (LRU)."""
 
@@ -83,7 +89,8 @@ class InputCache:
         self, command: Digest, root: Digest, max_bytes: int, sent: SentBlobs | None = None
     ) -> dict[Digest, bytes]:
         """The Command and the Directories under ``root`` that are cached, root first
-        (breadth-first), up to ``max_bytes`` of data: what a lease may carry inline.
+        (breadth-first), up to ``max_bytes`` once serialized as a BatchReadBlobsResponse
+        (each blob costs its data and ``wire_size`` overhead): what a lease may carry inline.
         Those in ``sent`` (the bot had them from an earlier lease) are left out, and
         the ones returned are added to it.
 
@@ -92,10 +99,10 @@ class InputCache:
         out: dict[Digest, bytes] = {}
         budget = max_bytes
         checked_command = self._entries.get(command)
-        if isinstance(checked_command, CheckedCommand) and len(checked_command.data) <= budget:
+        if isinstance(checked_command, CheckedCommand) and wire_size(command, checked_command.data) <= budget:
             if sent is None or not sent.has(command):
                 out[command] = checked_command.data
-                budget -= len(checked_command.data)
+                budget -= wire_size(command, checked_command.data)
         seen = {root}
         queue = deque([root])
         while queue:
@@ -104,10 +111,11 @@ class InputCache:
             if not isinstance(entry, CheckedDirectory):
                 continue
             if sent is None or not sent.has(digest):
-                if len(entry.data) > budget:
+                size = wire_size(digest, entry.data)
+                if size > budget:
                     break
                 out[digest] = entry.data
-                budget -= len(entry.data)
+                budget -= size
             for _, child in entry.children:  # below a sent one may be unsent ones (a budget cut them off)
                 if child not in seen:
                     seen.add(child)

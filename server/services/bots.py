@@ -131,6 +131,7 @@ def trailing_metadata(
     inline = answer.inline_limit if inputs is not None else 0
     if inline:
         entries.append((INLINE_BLOBS_KEY, str(inline)))
+    budget = inline  # for the whole answer: it is what the bot's metadata limit was raised by
     for view in answer.leases:
         metadata = re_pb2.ExecuteOperationMetadata(
             stage=re_pb2.ExecutionStage.COMPLETED if view.cancelled else re_pb2.ExecutionStage.EXECUTING,
@@ -143,7 +144,8 @@ def trailing_metadata(
         entries.append((INSTANCE_NAME_KEY, view.instance_name.encode()))
         if inline:
             assert inputs is not None
-            blobs = b"" if view.lease_id in known else lease_inputs(view, inputs, inline, answer.sent_blobs)
+            blobs = b"" if view.lease_id in known else lease_inputs(view, inputs, budget, answer.sent_blobs)
+            budget -= len(blobs)
             entries.append((LEASE_BLOBS_KEY, blobs))
     return tuple(entries)
 

@@ -14,8 +14,9 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2, worker_pb2
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc as bots_grpc
 from server.scheduler.input_cache import DEFAULT_MAX_BYTES
-from tests.execution.conftest import ExecEnv, drain, response_of
+from tests.execution.conftest import ExecEnv, drain, next_with_stage, response_of
 
+QUEUED = 2
 INPUTS = {"src/lib/a.c": b"int a;", "src/b.h": b"#pragma once", "top.txt": b"top"}
 
 
@@ -39,15 +40,21 @@ async def test_a_bot_that_asks_gets_the_command_and_every_directory_with_its_lea
 
 
 async def test_inline_blobs_stay_within_the_limit_both_sides_set(make_env) -> None:  # type: ignore[no-untyped-def]
-    async with make_env(inline_blob_limit=60) as env:
-        action = await env.actions.build(["true"], inputs=INPUTS)
-        bot = env.bot(inline_limit=1 << 20)
+    async with make_env(inline_blob_limit=400) as env:
+        actions = [await env.actions.build(["true", str(n)], inputs=INPUTS) for n in range(2)]
+        bot = env.bot(inline_limit=1 << 20, capacity=2)
         await bot.create()
-        assert bot.inline_agreed == 60  # the server's cap wins
-        call = env.start(action)
-        [lease] = await bot.poll()
-        assert 0 < sum(len(data) for data in lease.inline_blobs.values()) <= 60
-        call.cancel()
+        assert bot.inline_agreed == 400  # the server's cap wins
+        calls = [env.start(action) for action in actions]
+        for call in calls:
+            await next_with_stage(call, QUEUED)
+        leases = await bot.poll()
+        assert len(leases) == 2  # one answer, two new leases
+        entries = [v for k, v in bot.last_trailing if k == "reapi-lease-blobs-bin"]
+        assert 0 < sum(len(entry) for entry in entries) <= 400  # the budget is per answer, serialized
+        assert sum(len(lease.inline_blobs) for lease in leases) < 2 * 5  # so not everything fitted
+        for call in calls:
+            call.cancel()
     async with make_env() as env:
         bot = env.bot(inline_limit=10)
         await bot.create()

@@ -12,7 +12,14 @@ from cas.errors import InvalidArgument, MissingBlobs
 from cas.memory import MemoryStore
 from cas.store import ForwardingStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
-from server.scheduler.input_cache import ENTRY_OVERHEAD, CheckedCommand, CheckedDirectory, InputCache, SentBlobs
+from server.scheduler.input_cache import (
+    ENTRY_OVERHEAD,
+    CheckedCommand,
+    CheckedDirectory,
+    InputCache,
+    SentBlobs,
+    wire_size,
+)
 from server.scheduler.platform import PlatformMatcher
 from server.scheduler.validation import ActionPreparer
 from tests.support.actions import ActionBuilder
@@ -103,8 +110,9 @@ def test_tree_blobs_walk_from_the_root_within_the_budget() -> None:
     cache.add(mid, CheckedDirectory(b"M" * 10, (), (("leaf", leaf),)))
     cache.add(root, CheckedDirectory(b"R" * 10, (), (("mid", mid), ("again", mid))))
     cache.add(command, CheckedCommand(b"C" * 10, ()))
+    each = wire_size(root, b"R" * 10)  # all four blobs cost the same here
     assert list(cache.tree_blobs(command, root, 1000)) == [command, root, mid, leaf]
-    assert list(cache.tree_blobs(command, root, 25)) == [command, root]
+    assert list(cache.tree_blobs(command, root, 2 * each + each // 2)) == [command, root]
     assert cache.tree_blobs(Digest.of(b"unknown"), Digest.of(b"unknown root"), 1000) == {}
 
 
@@ -117,7 +125,8 @@ def test_tree_blobs_leave_out_what_the_bot_was_sent_before() -> None:
     cache.add(other_root, CheckedDirectory(b"O" * 10, (), (("mid", mid),)))
     cache.add(command, CheckedCommand(b"C" * 10, ()))
     sent = SentBlobs()
-    assert list(cache.tree_blobs(command, root, 25, sent)) == [command, root]  # the budget stops at mid
+    budget = 2 * wire_size(root, b"R" * 10)
+    assert list(cache.tree_blobs(command, root, budget, sent)) == [command, root]  # the budget stops at mid
     assert list(cache.tree_blobs(command, other_root, 1000, sent)) == [other_root, mid, leaf]  # below a sent root too
     assert cache.tree_blobs(command, root, 1000, sent) == {}
     assert len(sent) == 5
