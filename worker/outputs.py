@@ -31,6 +31,10 @@ from worker.output_paths import DeclaredOutput, resolves_inside
 
 # Files up to this size are read into memory once (hash and upload); larger ones stream.
 IN_MEMORY_LIMIT = 1 << 20
+# At most this many bytes of outputs ride inline in a report, whatever the server
+# allows: the report goes on a call with a deadline under 1 s (worker/daemon.py), which
+# must carry them and have them stored in time even over a modest network link.
+MAX_INLINE_OUTPUT_BYTES = 256 << 10
 
 BlobSource = bytes | Path
 

@@ -41,7 +41,14 @@ from worker.executors import Task
 from worker.input_root import InputRootBuilder
 from worker.logs import LogTail
 from worker.output_paths import create_output_parents, declared_outputs, working_directory
-from worker.outputs import CollectedOutputs, OutputCollector, hash_file, inline_outputs, upload_missing
+from worker.outputs import (
+    MAX_INLINE_OUTPUT_BYTES,
+    CollectedOutputs,
+    OutputCollector,
+    hash_file,
+    inline_outputs,
+    upload_missing,
+)
 
 log = logging.getLogger("reapi.worker")
 
@@ -195,7 +202,8 @@ class LocalExecutor:
             finishing = [t.finish() for t in tails]
             tails = []
             # Small outputs ride in the report when the server agreed; the rest is uploaded.
-            to_upload = inline_outputs(collected.result, collected.blobs, task.inline_limit, task.digest_function)
+            budget = min(task.inline_limit, MAX_INLINE_OUTPUT_BYTES)
+            to_upload = inline_outputs(collected.result, collected.blobs, budget, task.digest_function)
             await asyncio.gather(upload_missing(store, to_upload), *finishing)
         finally:
             for tail in tails:
