@@ -21,6 +21,7 @@ import pytest
 
 from tests.e2e.conftest import SAMPLE_TESTS, LocalBuild
 from tests.support.bazel import BazelWorkspace, fast_tmp_root, remote_execution_flags, remove_tree
+from tests.support.bazel_execlog import cache_misses, read_execution_log
 from tests.support.bazel_summary import REMOTE, REMOTE_CACHE_HIT
 from tests.support.server_process import ServerProcess, reapi_server_process, server_config
 from tests.support.worker_process import WorkerProcess, reapi_worker_process
@@ -107,9 +108,13 @@ def test_bazel_remote_execution_matches_a_local_build_and_fills_the_cache(
         assert failing.summary.count(REMOTE) == failing.summary.actions >= 1
 
         ws.clean()
-        again = ws.test("//...", flags=flags)
-        assert again.summary.all_remote_cache_hits, f"after clean: {again.summary}"
-        assert again.summary.count(REMOTE_CACHE_HIT) == summary.actions
+        execution_log = tmp_path / "rebuild-spawns.json"
+        again = ws.test("//...", flags=[*flags, f"--execution_log_json_file={execution_log}"])
+        spawns = read_execution_log(execution_log)
+        assert len(spawns) == summary.actions, (len(spawns), summary)
+        broken, xml_duration_misses = cache_misses(spawns)
+        assert not broken, "after clean, not from the cache:\n" + "\n".join(map(str, broken))
+        assert again.summary.count(REMOTE_CACHE_HIT) == summary.actions - len(xml_duration_misses)
         assert not remote.diff(ws.outputs()), "the cached rebuild differs from the remote build"
 
         assert not server.problems(), "the server logged errors:\n" + "\n".join(server.problems())
