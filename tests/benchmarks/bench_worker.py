@@ -1,10 +1,10 @@
 """Remote execution end to end: a reapi-server process, a reapi-worker process, the client here.
 
     .venv/bin/python -m tests.benchmarks.bench_worker [--sequential 200] [--concurrent 500]
-        [--files 1000] [--cc-libraries 120] [--remote-jobs 4] [--bazel-rounds 2] [--skip-bazel] [--dir PATH]
+        [--files 1000] [--cc-libraries 250] [--remote-jobs 4] [--bazel-rounds 2] [--remote-flag FLAG ...] [--skip-bazel] [--dir PATH]
 
 Both processes run as users start them (``python -m server.app --config``, ``python -m
-worker.app``), the server with a verified disk CAS and a disk AC, all under /dev/shm
+worker.app``), the server with the zero-config stores, all under /dev/shm
 when it exists (``--dir`` to choose). The client is the synchronous gRPC client, as a
 build tool's would be. Every action is new (a fresh salt, ``skip_cache_lookup``), so
 each row measures real executions; uploads happen before the clock starts. Rows
@@ -33,7 +33,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ import grpc
 from cas.digest import Digest
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
+from server.config import default_stores
 from tests.support.server_process import reapi_server_process, server_config
 from tests.support.worker_process import reapi_worker_process
 
@@ -51,11 +52,8 @@ BATCH_BYTES = 3 << 20
 
 
 def stores(root: Path) -> dict[str, dict[str, Any]]:
-    return {
-        "cas-disk": {"type": "disk", "path": str(root / "cas"), "max_size": "16GiB"},
-        "cas": {"type": "verify", "inner": "cas-disk"},
-        "ac": {"type": "disk", "path": str(root / "ac"), "max_size": "1GiB"},
-    }
+    """The zero-config stores (packed small blobs and AC, disk for large blobs) under root."""
+    return {name: spec for name, spec in default_stores(root).items() if name != "assets"}
 
 
 class Client:
@@ -243,7 +241,7 @@ def mark_round(workspace: Path, round_number: int) -> None:
 
 
 def bench_bazel(server_url: str, pids: dict[str, int], workdir: Path, libraries: int,
-                remote_jobs: int, rounds: int = 2) -> list[tuple[str, str]]:
+                remote_jobs: int, rounds: int = 2, extra_remote_flags: Sequence[str] = ()) -> list[tuple[str, str]]:
     """Local vs remote builds from clean, ``rounds`` times (new sources each round).
 
     Round 1 runs in a fresh Bazel server, whose JVM has not yet compiled its remote
@@ -260,7 +258,7 @@ def bench_bazel(server_url: str, pids: dict[str, int], workdir: Path, libraries:
     source = workdir / "cc-source"
     generate_cc_workspace(source, libraries)
     ws = installation.workspace(source, workdir / "cc-ws")
-    remote_flags = [*remote_execution_flags(server_url), f"--jobs={remote_jobs}"]
+    remote_flags = [*remote_execution_flags(server_url), f"--jobs={remote_jobs}", *extra_remote_flags]
     try:
         ws.build("//:main", flags=["--nobuild"])  # start the server, load and configure once
         bazel_pid = int(str(ws.info("server_pid")))
@@ -271,7 +269,7 @@ def bench_bazel(server_url: str, pids: dict[str, int], workdir: Path, libraries:
             server_state = "fresh Bazel server" if round_number == 1 else f"warm Bazel server (round {round_number})"
             walls = []
             for label, flags, runner in (("local (default strategy)", [], bazel_pid),
-                                         (f"remote execution, --jobs={remote_jobs}", remote_flags, pids["reapi-worker"])):
+                                         (" ".join(["remote execution", f"--jobs={remote_jobs}", *extra_remote_flags]), remote_flags, pids["reapi-worker"])):
                 ws.clean()
                 ws.build("//:main", flags=[*flags, "--nobuild"])
                 watched = {"Bazel server": bazel_pid, **pids}
@@ -295,11 +293,13 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=200)
     parser.add_argument("--concurrent", type=int, default=500)
     parser.add_argument("--files", type=int, default=1000)
-    parser.add_argument("--cc-libraries", type=int, default=120)
+    parser.add_argument("--cc-libraries", type=int, default=250)
     parser.add_argument("--remote-jobs", type=int, default=4,
                         help="Bazel --jobs for the remote build (more than the worker's slots hides round trips)")
     parser.add_argument("--bazel-rounds", type=int, default=2,
                         help="local + remote builds this many times; round 1 in a fresh Bazel server")
+    parser.add_argument("--remote-flag", action="append", default=[],
+                        help="an extra Bazel flag for the remote build (repeat), e.g. --remote_download_minimal")
     parser.add_argument("--skip-bazel", action="store_true")
     parser.add_argument("--dir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
     args = parser.parse_args()
@@ -315,7 +315,8 @@ def main() -> None:
             rows += bench_input_files(client, args.files)
             if not args.skip_bazel:
                 pids = {"reapi-server": server.process.pid, "reapi-worker": worker.pid}
-                rows += bench_bazel(server.url, pids, workdir, args.cc_libraries, args.remote_jobs, args.bazel_rounds)
+                rows += bench_bazel(server.url, pids, workdir, args.cc_libraries, args.remote_jobs, args.bazel_rounds,
+                                    args.remote_flag)
             problems = server.problems() + worker.problems()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
