@@ -47,9 +47,9 @@ def measure(ws: BazelWorkspace, root: Path, repeat: int) -> tuple[int, dict[str,
         seconds, summary = timed_clean_build(ws, [])
         samples.setdefault("no remote", []).append(seconds)
         actions = summary.actions
-    for label, stores in (("disk", None), ("memory", MEMORY_STORES)):
+    for label, stores in (("zero-config stores", None), ("memory", MEMORY_STORES)):
         for attempt in range(repeat):
-            workdir = root / f"server-{label}-{attempt}"
+            workdir = root / f"server-{label.split()[0]}-{attempt}"
             with reapi_server_process(workdir, server_config(workdir, stores=stores)) as server:
                 flags = remote_cache_flags(server.url)
                 cold, _ = timed_clean_build(ws, flags)
