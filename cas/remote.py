@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from cas.digest import Digest
+from cas.resource_names import download_name, upload_name
 from cas.errors import Internal, NotFound, ReapiError
 from cas.rpc_errors import error_from_rpc, error_from_status
 from cas.store import READ_CHUNK_SIZE, BlobStore
@@ -35,25 +36,6 @@ BATCH_ENTRY_OVERHEAD = 256
 # FindMissingBlobs requests are split so none nears a 4 MiB message.
 FIND_MISSING_CHUNK = 10_000
 DEFAULT_MAX_BATCH_BYTES = 4 << 20
-
-
-def blob_path(digest: Digest) -> str:
-    """``blobs/{fn/}{hash}/{size}``: the function segment only where the hash length cannot tell it."""
-    algorithm = digest.algorithm
-    fn = "" if algorithm.inferable else f"{algorithm.name}/"
-    return f"blobs/{fn}{digest.hash}/{digest.size_bytes}"
-
-
-def with_instance(instance_name: str, path: str) -> str:
-    return f"{instance_name}/{path}" if instance_name else path
-
-
-def read_resource_name(instance_name: str, digest: Digest) -> str:
-    return with_instance(instance_name, blob_path(digest))
-
-
-def write_resource_name(instance_name: str, digest: Digest, upload_id: str) -> str:
-    return with_instance(instance_name, f"uploads/{upload_id}/{blob_path(digest)}")
 
 
 def _by_function(digests: Iterable[Digest]) -> dict[int, list[Digest]]:
@@ -148,7 +130,7 @@ class RemoteStore(BlobStore):
         if digest.is_empty and offset == 0:
             return
         request = bs_pb2.ReadRequest(
-            resource_name=read_resource_name(self.instance_name, digest), read_offset=offset, read_limit=limit or 0
+            resource_name=download_name(self.instance_name, digest), read_offset=offset, read_limit=limit or 0
         )
         try:
             async for response in self._bytestream.Read(request):
@@ -246,7 +228,7 @@ class RemoteStore(BlobStore):
 
     async def write(self, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
         """Stream with ByteStream.Write; an error in ``chunks`` cancels the call, so nothing commits."""
-        resource_name = write_resource_name(self.instance_name, digest, self._upload_ids())
+        resource_name = upload_name(self.instance_name, self._upload_ids(), digest)
         call = self._bytestream.Write()
         offset = 0
         try:

@@ -1,4 +1,5 @@
-"""ByteStream resource names for CAS blobs: parsing and formatting.
+"""ByteStream resource names for CAS blobs: parsing (formatting is cas/resource_names.py,
+re-exported here).
 
 REv2 names blobs inside ByteStream like this::
 
@@ -21,17 +22,18 @@ from dataclasses import dataclass
 
 from cas.digest import ALGORITHMS, Digest, algorithm_named
 from cas.errors import InvalidArgument
+from cas.resource_names import BLOBS, UPLOADS, download_name, upload_name
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 
-BLOBS = "blobs"
 COMPRESSED_BLOBS = "compressed-blobs"
-UPLOADS = "uploads"
 # Segments REv2 reserves; none of them may appear inside an instance name.
 RESERVED_SEGMENTS = frozenset({BLOBS, COMPRESSED_BLOBS, UPLOADS, "actions", "actionResults", "operations", "capabilities"})
 
 _HEXDIGITS = frozenset("0123456789abcdefABCDEF")
 _DOWNLOAD_FORM = "{instance}/blobs/{hash}/{size}"
 _UPLOAD_FORM = "{instance}/uploads/{uuid}/blobs/{hash}/{size}"
+__all__ = ["download_name", "upload_name", "parse_download", "parse_upload"]
+
 _COMPRESSOR_NAMES = {name.lower(): value for name, value in re_pb2.Compressor.Value.items()}
 _FUNCTION_NAMES = {name.lower() for name in re_pb2.DigestFunction.Value.keys()} - {"unknown"}
 
@@ -132,24 +134,3 @@ def parse_upload(name: str) -> UploadResource:
         raise _malformed(name, f"expected 'blobs' after the upload id, found {parts[2]!r}", _UPLOAD_FORM)
     digest, metadata = _parse_blob_part(name, parts[2:], _UPLOAD_FORM, allow_metadata=True)
     return UploadResource(instance, digest, upload_id=parts[1], metadata=metadata)
-
-
-def _digest_part(digest: Digest) -> str:
-    algorithm = digest.algorithm
-    prefix = "" if algorithm.inferable else f"{algorithm.name}/"
-    return f"{prefix}{digest.hash}/{digest.size_bytes}"
-
-
-def _with_instance(instance_name: str, rest: str) -> str:
-    return f"{instance_name}/{rest}" if instance_name else rest
-
-
-def download_name(instance_name: str, digest: Digest) -> str:
-    """The Read resource name for ``digest`` (for clients and tests)."""
-    return _with_instance(instance_name, f"{BLOBS}/{_digest_part(digest)}")
-
-
-def upload_name(instance_name: str, upload_id: str, digest: Digest, metadata: str = "") -> str:
-    """The Write resource name for ``digest`` under upload ``upload_id``."""
-    suffix = f"/{metadata}" if metadata else ""
-    return _with_instance(instance_name, f"{UPLOADS}/{upload_id}/{BLOBS}/{_digest_part(digest)}{suffix}")

@@ -11,7 +11,8 @@ import pytest
 from cas.digest import Digest
 from cas.errors import InvalidArgument, NotFound
 from cas.memory import MemoryStore
-from cas.remote import RemoteStore, fetch_max_batch_bytes, read_resource_name, write_resource_name
+from cas.remote import RemoteStore, fetch_max_batch_bytes
+from cas.resource_names import download_name, upload_name
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.app import ReapiServer
 from tests.support.servers import channel_to, config_for, running_server
@@ -30,9 +31,10 @@ def blobs(count: int, size: int, function: int = re_pb2.DigestFunction.SHA256) -
 def test_resource_names() -> None:
     sha = Digest.of(b"x")
     b3 = Digest.of(b"x", BLAKE3)
-    assert read_resource_name("", sha) == f"blobs/{sha.hash}/1"
-    assert read_resource_name("a/b", b3) == f"a/b/blobs/blake3/{b3.hash}/1"
-    assert write_resource_name("i", sha, "u") == f"i/uploads/u/blobs/{sha.hash}/1"
+    assert download_name("", sha) == f"blobs/{sha.hash}/1"
+    assert download_name("a/b", b3) == f"a/b/blobs/blake3/{b3.hash}/1"
+    assert upload_name("i", "u", sha) == f"i/uploads/u/blobs/{sha.hash}/1"
+    assert upload_name("", "u", sha, "meta/x") == f"uploads/u/blobs/{sha.hash}/1/meta/x"
 
 
 async def test_small_and_large_blobs_round_trip(cas_channel: grpc.aio.Channel, server_cas: MemoryStore) -> None:

@@ -1,0 +1,39 @@
+"""Formatting ByteStream resource names for blobs; the server parses them
+(server/resource_names.py), the worker's CAS client (cas/remote.py) writes them,
+so the one spelling lives here, below both.
+
+    download: {instance}/blobs/{fn/}{hash}/{size}
+    upload:   {instance}/uploads/{uuid}/blobs/{fn/}{hash}/{size}{/metadata}
+
+``{fn/}`` (the lowercase digest function) is written only where the hash length
+cannot tell it (BLAKE3); an empty instance name has no leading slash.
+"""
+
+from __future__ import annotations
+
+from cas.digest import Digest
+
+BLOBS = "blobs"
+UPLOADS = "uploads"
+
+
+def blob_path(digest: Digest) -> str:
+    """``blobs/{fn/}{hash}/{size}``."""
+    algorithm = digest.algorithm
+    prefix = "" if algorithm.inferable else f"{algorithm.name}/"
+    return f"{BLOBS}/{prefix}{digest.hash}/{digest.size_bytes}"
+
+
+def with_instance(instance_name: str, path: str) -> str:
+    return f"{instance_name}/{path}" if instance_name else path
+
+
+def download_name(instance_name: str, digest: Digest) -> str:
+    """The ByteStream Read resource name for ``digest``."""
+    return with_instance(instance_name, blob_path(digest))
+
+
+def upload_name(instance_name: str, upload_id: str, digest: Digest, metadata: str = "") -> str:
+    """The ByteStream Write resource name for ``digest`` under upload ``upload_id``."""
+    suffix = f"/{metadata}" if metadata else ""
+    return with_instance(instance_name, f"{UPLOADS}/{upload_id}/{blob_path(digest)}{suffix}")
