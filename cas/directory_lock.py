@@ -1,6 +1,7 @@
 """One process per store directory: an exclusive, non-blocking flock on ``root/.lock``.
 
-Shared by the stores that own a directory (DiskStore, PackedStore). Two stores on
+Shared by the stores that own a directory (DiskStore, PackedStore), with the layout
+marker (`claim_layout`) that keeps one store type from reading another's files. Two stores on
 one directory would evict each other's data and disagree about the byte count, so
 a second opener, in this process or another, is refused with a message naming the
 directory. The lock dies with the process, so a crash never leaves it stuck.
@@ -35,3 +36,24 @@ def lock_directory(root: str, owner: str) -> int:
             f"(it holds the lock on {os.path.join(root, LOCK_FILE)})"
         ) from None
     return fd
+
+
+def claim_layout(root: str, marker_name: str, version: str, owner: str) -> None:
+    """Mark a new store directory with its layout ``version``; refuse one marked otherwise.
+
+    A store that read another layout's files would serve or delete them wrongly, so a
+    directory written by another store type or version is refused, naming both.
+    """
+    marker = os.path.join(root, marker_name)
+    try:
+        with open(marker) as f:
+            found = f.read()
+    except FileNotFoundError:
+        with open(marker, "w") as f:
+            f.write(version)
+        return
+    if found != version:
+        raise FailedPrecondition(
+            f"{owner}: {root} holds a different layout ({found.strip()!r}, this version "
+            f"reads {version.strip()!r}); point the store at an empty directory"
+        )

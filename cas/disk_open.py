@@ -14,7 +14,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from cas.digest import Digest
-from cas.directory_lock import lock_directory as lock_shared_directory
+from cas.directory_lock import claim_layout, lock_directory as lock_shared_directory
 from cas.disk_index import IndexEntry
 from cas.disk_layout import LAYOUT_MARKER, LAYOUT_VERSION
 from cas.disk_scan import scan_index
@@ -31,19 +31,7 @@ def lock_directory(root: str, name: str) -> int:
 
 def check_layout(root: str, name: str) -> None:
     """Mark a new directory with our layout version; refuse one with another."""
-    marker = os.path.join(root, LAYOUT_MARKER)
-    try:
-        with open(marker) as f:
-            found = f.read()
-    except FileNotFoundError:
-        with open(marker, "w") as f:
-            f.write(LAYOUT_VERSION)
-        return
-    if found != LAYOUT_VERSION:
-        raise FailedPrecondition(
-            f"disk store {name!r}: {root} holds a different layout ({found.strip()!r}, this version "
-            f"reads {LAYOUT_VERSION.strip()!r}); point the store at an empty directory"
-        )
+    claim_layout(root, LAYOUT_MARKER, LAYOUT_VERSION, f"disk store {name!r}")
 
 
 def open_directory(root: str, executor: Executor, name: str) -> tuple[int, OrderedDict[Digest, IndexEntry], str]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 
 from cas.digest import Digest
-from cas.directory_lock import lock_directory
+from cas.directory_lock import claim_layout, lock_directory
 from cas.disk_layout import LAYOUT_MARKER as DISK_LAYOUT_MARKER
 from cas.disk_layout import gc_paused
 from cas.errors import FailedPrecondition
@@ -76,19 +76,7 @@ def check_layout(root: str, name: str) -> None:
             f"packed store {name!r}: {root} holds a disk store (one file per value); "
             "point the packed store at another directory"
         )
-    marker = os.path.join(root, LAYOUT_MARKER)
-    try:
-        with open(marker) as f:
-            found = f.read()
-    except FileNotFoundError:
-        with open(marker, "w") as f:
-            f.write(LAYOUT_VERSION)
-        return
-    if found != LAYOUT_VERSION:
-        raise FailedPrecondition(
-            f"packed store {name!r}: {root} holds a different layout ({found.strip()!r}, this version "
-            f"reads {LAYOUT_VERSION.strip()!r}); point the store at an empty directory"
-        )
+    claim_layout(root, LAYOUT_MARKER, LAYOUT_VERSION, f"packed store {name!r}")
 
 
 def open_directory(root: str, name: str) -> OpenedDirectory:
