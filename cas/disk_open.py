@@ -19,7 +19,6 @@ from cas.disk_index import IndexEntry
 from cas.disk_layout import LAYOUT_MARKER, LAYOUT_VERSION
 from cas.disk_scan import scan_index
 from cas.disk_snapshot import current_boot_id, index_from_snapshot, take_snapshot, write_snapshot
-from cas.errors import FailedPrecondition
 
 log = logging.getLogger("reapi.cas.disk")
 
