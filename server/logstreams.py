@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from cas.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange
 from cas.store import READ_CHUNK_SIZE
+from server.change_signal import ChangeSignal
 from server.scheduler.clock import Clock, IdFactory, SystemClock, random_id
 
 NAME_PATTERN = re.compile(r"^(?:.*/)?logstreams/[0-9a-f]{32}(?P<write>/write/[0-9a-f]{32})?$")
@@ -27,7 +28,7 @@ DEFAULT_MAX_BYTES = 16 << 20
 
 
 class LogStream:
-    __slots__ = ("name", "write_name", "data", "base", "finished", "last_activity", "drop_at", "_waiters")
+    __slots__ = ("name", "write_name", "data", "base", "finished", "last_activity", "drop_at", "signal")
 
     def __init__(self, name: str, write_name: str, now: float) -> None:
         self.name = name
@@ -37,22 +38,17 @@ class LogStream:
         self.finished = False
         self.last_activity = now
         self.drop_at: float | None = None
-        self._waiters: list[asyncio.Future[None]] = []
+        self.signal = ChangeSignal()
 
     @property
     def committed(self) -> int:
         return self.base + len(self.data)
 
     def notify(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self.signal.notify()
 
     def changed(self) -> asyncio.Future[None]:
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        return waiter
+        return self.signal.changed()
 
 
 class LogStreamStore:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from cas.digest import Digest
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from server.change_signal import ChangeSignal
 from server.scheduler.platform import RequirementSet
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class Execution:
     stdout_name: str = ""
     stderr_name: str = ""
     finished_at: float | None = None
-    _waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    signal: ChangeSignal = field(default_factory=ChangeSignal)
 
     @property
     def done(self) -> bool:
@@ -88,16 +89,11 @@ class Execution:
         self.notify()
 
     def notify(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self.signal.notify()
 
     def changed(self) -> asyncio.Future[None]:
         """A future resolved at the next change."""
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        return waiter
+        return self.signal.changed()
 
 
 @dataclass(eq=False, slots=True)
