@@ -181,15 +181,18 @@ async def test_a_stray_file_under_a_cache_name_is_replaced_not_rewritten(store: 
     assert linked.read_bytes() == b"stale bytes, maybe linked into a running exec root"  # never written through
 
 
+def _shm_is_another_filesystem() -> bool:
+    shm = Path("/dev/shm")
+    return shm.is_dir() and os.stat(shm).st_dev != os.stat(tempfile.gettempdir()).st_dev
+
+
+@pytest.mark.skipif(not _shm_is_another_filesystem(), reason="needs /dev/shm on another filesystem than the temp dir")
 async def test_inputs_are_copied_where_hardlinks_are_impossible(store: CountingStore, tmp_path: Path) -> None:
     from worker.directories import DirectoryCache
     from worker.input_root import InputRootBuilder
     from tests.worker.trees import Exe, put_tree
 
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("needs /dev/shm on a different filesystem from the test's tmp_path")
-    cache_root = Path(tempfile.mkdtemp(dir=shm))
+    cache_root = Path(tempfile.mkdtemp(dir="/dev/shm"))
     try:
         cache = await FileCache.open(cache_root, 1 << 30)
         root = await put_tree(store.inner, {"data": b"copied", "tool": Exe(b"#!/bin/sh\n")})
