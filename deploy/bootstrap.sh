@@ -57,7 +57,7 @@ if [ "$want_test" = 1 ]; then
     # packages the offline rc needs. The tests run it again for a private rc dir.
     if ! "$shared/bazel/setup-offline-bazel" >/dev/null; then
       [ "$(id -u)" = 0 ] && exit 1
-      echo "bootstrap: Bazel is not ready; the Bazel end-to-end tests will be skipped (and fail under CI)" >&2
+      echo "bootstrap: Bazel is not ready; the Bazel end-to-end tests will fail (pytest -m 'not bazel' leaves them out)" >&2
     fi
   else
     echo "bootstrap: $shared/bazel/setup-offline-bazel not found; Bazel end-to-end tests need it" >&2
