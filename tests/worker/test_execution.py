@@ -13,12 +13,14 @@ from google.rpc import error_details_pb2, status_pb2
 
 from cas.digest import Digest
 from cas.memory import MemoryStore
-from server.app import ReapiServer
-
-from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from remote_apis_protos.build.bazel.remote.execution.v2 import (
+    remote_execution_pb2 as re_pb2,
+)
 from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
+from server.app import ReapiServer
+from tests.support.processes import pid_alive
 from tests.support.servers import channel_to
 from tests.worker.actions import ActionClient, metadata_of, response_of
 from tests.worker.conftest import worker_in_process
@@ -153,10 +155,10 @@ async def test_cancelling_the_operation_kills_the_action(client: ActionClient, w
     pid = int(marker.read_text())
     await client.operations.CancelOperation(lro_pb2.CancelOperationRequest(name=first.name))
     for _ in range(200):
-        if not _alive(pid):
+        if not pid_alive(pid):
             break
         await asyncio.sleep(0.05)
-    assert not _alive(pid)
+    assert not pid_alive(pid)
     stream.cancel()
     # The worker is free again: the next action runs at once.
     response = await client.run(["true"])
@@ -203,18 +205,6 @@ async def test_blake3_actions_use_blake3_throughout(exec_server: ReapiServer, wo
         assert await client.blob(out.digest) == b"blake3 input"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 async def test_inline_blobs_spare_the_worker_its_tree_reads_and_small_uploads(
     exec_server: ReapiServer, tmp_path: Path
 ) -> None:
@@ -259,10 +249,10 @@ async def test_a_worker_with_every_slot_busy_still_hears_of_a_cancellation(
         await asyncio.sleep(0.5)  # past the delay: the held call is open now
         await client.operations.CancelOperation(lro_pb2.CancelOperationRequest(name=first.name))
         for _ in range(100):
-            if not _alive(pid):
+            if not pid_alive(pid):
                 break
             await asyncio.sleep(0.05)
-        assert not _alive(pid)
+        assert not pid_alive(pid)
         stream.cancel()
         response = await client.run(["true"], salt=b"after")  # the slot is free again
         assert response.status.code == OK and worker.metrics.outcomes["CANCELLED"] == 1

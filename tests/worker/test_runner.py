@@ -14,23 +14,11 @@ from cas.errors import InvalidArgument
 from worker.runner import RunRequest, run
 
 ENV = {"PATH": "/usr/bin:/bin"}
+from tests.support.processes import pid_alive
 
 
 def request(tmp_path: Path, *argv: str, **kw: object) -> RunRequest:
     return RunRequest(list(argv), kw.pop("env", ENV), tmp_path, tmp_path / "out", tmp_path / "err", **kw)  # type: ignore[arg-type]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie that nobody reaped yet counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def wait_gone(pid: int, timeout: float = 5.0) -> bool:
