@@ -195,7 +195,7 @@ async def build_store(name: str, spec: StoreSpec, built: Mapping[str, BlobStore]
 
             store = MemoryStore(max_bytes=r.size("max_size", "1GiB"), name=name)
         case "disk":
-            from cas.disk import DiskStore
+            from cas.disk.store import DiskStore
 
             store = await DiskStore.open(
                 r.path("path", str(cache_home() / name)),
@@ -204,7 +204,7 @@ async def build_store(name: str, spec: StoreSpec, built: Mapping[str, BlobStore]
                 fsync=r.boolean("fsync", False),
             )
         case "packed":
-            from cas.packed import PackedStore
+            from cas.packed.store import PackedStore
 
             store = await PackedStore.open(
                 r.path("path", str(cache_home() / name)),
@@ -225,16 +225,16 @@ async def build_store(name: str, spec: StoreSpec, built: Mapping[str, BlobStore]
                 name=name,
             )
         case "verify":
-            from cas.verify import VerifyingStore
+            from cas.decorators.verify import VerifyingStore
 
             store = VerifyingStore(r.child("inner", built), name=name)
         case "size_partition":
-            from cas.size_partition import SizePartitioningStore
+            from cas.decorators.size_partition import SizePartitioningStore
 
             small, large = r.distinct_children("small", "large", built)
             store = SizePartitioningStore(small=small, large=large, threshold=r.size("threshold", "64KiB"), name=name)
         case "read_cache":
-            from cas.read_cache import ReadCachingStore
+            from cas.decorators.read_cache import ReadCachingStore
 
             fast, slow = r.distinct_children("fast", "slow", built)
             store = ReadCachingStore(fast=fast, slow=slow, name=name, write_to_fast=r.boolean("write_to_fast", False))

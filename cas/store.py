@@ -3,7 +3,7 @@
 Stores hold values by ``Digest``. For the CAS the value is the blob the digest names;
 for the action cache the key is an action digest and the value a serialized
 ActionResult, so a store never assumes ``len(value) == digest.size_bytes``. Checking
-content against its digest is the job of ``VerifyingStore`` (cas/verify.py).
+content against its digest is the job of ``VerifyingStore`` (cas/decorators/verify.py).
 
 The one rule that makes decorators simple: ``write`` commits only if the chunk
 stream ends without an error; otherwise it leaves no trace. A decorator can abort

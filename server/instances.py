@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
-from cas.action_cache import ActionCache
+from cas.ac.action_cache import ActionCache
 from cas.errors import InvalidArgument
 from cas.store import BlobStore
 from server.config import WILDCARD_INSTANCE, InstanceConfig

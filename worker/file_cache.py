@@ -30,7 +30,7 @@ from typing import BinaryIO
 from cas.digest import ALGORITHMS, Digest, algorithm_named
 from cas.errors import Internal, MissingBlobs, NotFound, ReapiError
 from cas.store import BlobStore
-from cas.verify import verify_bytes
+from cas.decorators.verify import verify_bytes
 
 # (digest, executable): one cache file.
 CacheKey = tuple[Digest, bool]

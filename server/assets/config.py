@@ -21,7 +21,7 @@ from typing import Any
 
 from cas.config import ConfigError, expand_path, parse_duration, parse_size
 from cas.store import BlobStore
-from cas.verify import VerifyingStore
+from cas.decorators.verify import VerifyingStore
 from server.assets.archive import DEFAULT_MAX_ENTRIES, DEFAULT_MAX_UNPACKED_SIZE
 from server.assets.policy import DEFAULT_MAX_DOWNLOAD_SIZE, DEFAULT_MAX_REDIRECTS, DEFAULT_SCHEMES, FetchPolicy
 from server.assets.spool import DEFAULT_MEMORY_LIMIT

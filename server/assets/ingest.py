@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from cas.digest import ALGORITHMS, Digest, DigestFunctionValue, Hasher
 from cas.errors import Aborted, InvalidArgument
 from cas.store import BlobStore
-from cas.verify import VerifyingStore
+from cas.decorators.verify import VerifyingStore
 from server.assets.spool import Spool, SpoolFile
 from server.assets.sri import Checksum, describe_mismatch, matching
 

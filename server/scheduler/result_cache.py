@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cas.action_cache import ActionCache
+from cas.ac.action_cache import ActionCache
 from cas.digest import Digest
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.instances import Instance, InstanceRegistry

@@ -1,7 +1,7 @@
 """ActionCache: GetActionResult and UpdateActionResult over cas.action_cache.ActionCache.
 
 The service only translates: the completeness check, inlining and validation live
-in cas/action_cache.py, where the execution service reuses them. A miss is
+in cas/ac/action_cache.py, where the execution service reuses them. A miss is
 NOT_FOUND (clients read it as "run the action"); an unknown instance is
 INVALID_ARGUMENT, never NOT_FOUND, so it cannot pass for a miss.
 """

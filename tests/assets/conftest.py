@@ -12,7 +12,7 @@ import pytest
 
 from cas.memory import MemoryStore
 from cas.store import BlobStore
-from cas.verify import VerifyingStore
+from cas.decorators.verify import VerifyingStore
 from remote_apis_protos.build.bazel.remote.asset.v1 import remote_asset_pb2_grpc as asset_grpc
 from server.assets.assembly import AssetParts, build_assets
 from server.assets.config import AssetsConfig

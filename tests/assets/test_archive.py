@@ -9,7 +9,7 @@ import pytest
 from cas.digest import Digest
 from cas.errors import FailedPrecondition, ResourceExhausted
 from cas.memory import MemoryStore
-from cas.verify import VerifyingStore
+from cas.decorators.verify import VerifyingStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.assets.archive import ArchiveUnpacker
 from server.assets.spool import Spool

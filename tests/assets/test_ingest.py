@@ -11,7 +11,7 @@ from cas.digest import Digest
 from cas.errors import Aborted
 from cas.memory import MemoryStore
 from cas.store import BlobStore
-from cas.verify import VerifyingStore
+from cas.decorators.verify import VerifyingStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.assets.ingest import ingest
 from server.assets.spool import Spool

@@ -10,7 +10,7 @@ from google.rpc import code_pb2
 from cas.config import ConfigError
 from cas.digest import Digest
 from cas.memory import MemoryStore
-from cas.verify import VerifyingStore
+from cas.decorators.verify import VerifyingStore
 from remote_apis_protos.build.bazel.remote.asset.v1 import remote_asset_pb2_grpc as asset_grpc
 from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc

@@ -26,8 +26,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from cas.digest import Digest
-from cas.disk import DiskStore
-from cas.disk_snapshot import SNAPSHOT_FILE
+from cas.disk.store import DiskStore
+from cas.disk.snapshot import SNAPSHOT_FILE
 
 REPEATS = 5
 MiB = 1 << 20

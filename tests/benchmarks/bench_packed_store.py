@@ -31,8 +31,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from cas.digest import Digest
-from cas.disk import DiskStore
-from cas.packed import PackedStore
+from cas.disk.store import DiskStore
+from cas.packed.store import PackedStore
 from cas.store import BlobStore
 from tests.cas.packed_support import abandon
 

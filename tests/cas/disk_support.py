@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 from cas.digest import Digest
-from cas.disk import DiskStore
-from cas.disk_layout import TEMP_PREFIX
-from cas.disk_snapshot import SNAPSHOT_FILE
+from cas.disk.store import DiskStore
+from cas.disk.layout import TEMP_PREFIX
+from cas.disk.snapshot import SNAPSHOT_FILE
 
 MiB = 1 << 20
 

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 from cas.digest import Digest
-from cas.packed import PackedStore
-from cas.packed_format import BATCH_HEADER, RECORD_HEADER
-from cas.packed_segments import INDEX_SUFFIX, SEGMENT_SUFFIX, Segment
+from cas.packed.store import PackedStore
+from cas.packed.format import BATCH_HEADER, RECORD_HEADER
+from cas.packed.segments import INDEX_SUFFIX, SEGMENT_SUFFIX, Segment
 
 KiB = 1 << 10
 

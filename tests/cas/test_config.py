@@ -12,10 +12,10 @@ import pytest
 from cas.config import ConfigError, build_order, build_stores, close_stores, parse_duration, parse_size
 from cas.digest import Digest
 from cas.memory import MemoryStore
-from cas.read_cache import ReadCachingStore
+from cas.decorators.read_cache import ReadCachingStore
 from cas.redis import RedisStore
-from cas.size_partition import SizePartitioningStore
-from cas.verify import VerifyingStore
+from cas.decorators.size_partition import SizePartitioningStore
+from cas.decorators.verify import VerifyingStore
 from tests.cas.streams import blob, chunks_of, read_all
 
 
@@ -148,7 +148,7 @@ inner = "cached"
 
 
 async def test_a_toml_config_builds_working_wired_stores(redis_url: str, tmp_path: Path) -> None:
-    from cas.disk import DiskStore
+    from cas.disk.store import DiskStore
 
     text = CONFIG.format(redis_url=redis_url, prefix=f"config:{uuid.uuid4().hex}:", disk=tmp_path / "large")
     stores = await build_stores(tomllib.loads(text)["stores"])

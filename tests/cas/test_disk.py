@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cas.digest import Digest
-from cas.disk import DiskStore
+from cas.disk.store import DiskStore
 from cas.errors import NotFound, OutOfRange, ResourceExhausted
 from tests.cas.disk_support import (
     MiB,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cas.digest import Digest
-from cas.disk_layout import LAYOUT_MARKER, TEMP_PREFIX
-from cas.disk_snapshot import SNAPSHOT_FILE
+from cas.disk.layout import LAYOUT_MARKER, TEMP_PREFIX
+from cas.disk.snapshot import SNAPSHOT_FILE
 from cas.errors import FailedPrecondition, NotFound
 from tests.cas.disk_support import (
     MiB,

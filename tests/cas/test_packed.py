@@ -21,7 +21,7 @@ import pytest
 from cas.config import ConfigError, build_stores
 from cas.digest import Digest
 from cas.errors import Internal, NotFound, ResourceExhausted, Unavailable
-from cas.packed import PackedStore
+from cas.packed.store import PackedStore
 from tests.cas.packed_support import SMALL, KiB, blob, blobs, open_store, present, segment_file
 from tests.cas.streams import chunks_of, read_all
 

@@ -18,8 +18,8 @@ import pytest
 
 from cas.digest import Digest
 from cas.errors import FailedPrecondition
-from cas.packed_format import BATCH_HEADER
-from cas.packed_open import LAYOUT_MARKER
+from cas.packed.format import BATCH_HEADER
+from cas.packed.startup import LAYOUT_MARKER
 from tests.cas.packed_support import (
     SMALL,
     abandon,
@@ -252,7 +252,7 @@ async def test_foreign_layout_and_second_opener_are_refused(tmp_path: Path) -> N
 
 _WRITER = """
 import asyncio, sys
-from cas.packed import PackedStore
+from cas.packed.store import PackedStore
 from tests.cas.packed_support import blobs
 
 async def main(root):

@@ -11,7 +11,7 @@ import pytest
 from cas.digest import Digest
 from cas.errors import NotFound, Unavailable
 from cas.memory import MemoryStore
-from cas.read_cache import ReadCachingStore
+from cas.decorators.read_cache import ReadCachingStore
 from cas.store import BlobStore, ForwardingStore
 from tests.cas.streams import StreamBroke, blob, chunks_of, read_all, read_chunks
 

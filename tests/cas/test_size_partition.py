@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cas.memory import MemoryStore
-from cas.size_partition import SizePartitioningStore
+from cas.decorators.size_partition import SizePartitioningStore
 from cas.store import BlobStore
 from tests.cas.streams import blob, chunks_of, read_all
 

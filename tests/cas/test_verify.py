@@ -9,7 +9,7 @@ import pytest
 from cas.digest import BLAKE3, Digest
 from cas.errors import InvalidArgument, OutOfRange
 from cas.memory import MemoryStore
-from cas.verify import VerifyingStore
+from cas.decorators.verify import VerifyingStore
 from tests.cas.streams import blob, chunks_of, read_all, read_chunks
 
 

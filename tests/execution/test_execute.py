@@ -9,7 +9,7 @@ import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from cas.action_cache import ActionCache
+from cas.ac.action_cache import ActionCache
 from cas.digest import Digest
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import grpc
 
-from cas.action_cache import ActionCache
+from cas.ac.action_cache import ActionCache
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from tests.support.actions import ActionBuilder

@@ -1,15 +1,15 @@
-"""cas/action_cache.py without gRPC: which missing reference turns a hit into a miss."""
+"""cas/ac/action_cache.py without gRPC: which missing reference turns a hit into a miss."""
 
 from __future__ import annotations
 
 import pytest
 
-from cas.action_cache import ActionCache
+from cas.ac.action_cache import ActionCache
 from cas.digest import Digest
 from cas.errors import InvalidArgument
 from cas.memory import MemoryStore
 from cas.store import BlobStore
-from cas.verify import VerifyingStore
+from cas.decorators.verify import VerifyingStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 
 ACTION = Digest.of(b"action")

@@ -10,7 +10,7 @@ import pytest
 from cas.digest import Digest
 from cas.errors import Aborted, DeadlineExceeded, InvalidArgument
 from cas.memory import MemoryStore
-from cas.verify import VerifyingStore
+from cas.decorators.verify import VerifyingStore
 from server.uploads import UploadKey, UploadRegistry
 
 DATA = bytes(range(256)) * 400

@@ -34,7 +34,7 @@ from google.protobuf.message import DecodeError
 from cas.digest import Digest
 from cas.errors import DeadlineExceeded, Internal, InvalidArgument, MissingBlobs, ReapiError
 from cas.store import BlobStore
-from cas.verify import verify_bytes
+from cas.decorators.verify import verify_bytes
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from worker import runner
 from worker.executors import Task

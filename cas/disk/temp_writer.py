@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from cas import disk_files
-from cas.disk_threads import IoLane
+from cas.localfs import files as disk_files
+from cas.localfs.io_lane import IoLane
 
 
 class TempFileWriter:

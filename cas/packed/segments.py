@@ -3,8 +3,8 @@
     root/
       .reapi-packed-store        marker holding the layout version
       .lock                      flock held by the one process using the store
-      000000000000002a.seg       segment 42: header, then batches (packed_format.py)
-      000000000000002a.idx       its index file, once sealed (packed_index_file.py)
+      000000000000002a.seg       segment 42: header, then batches (format.py)
+      000000000000002a.idx       its index file, once sealed (index_file.py)
 
 Life of a segment: **created** sparse at its full capacity and mapped whole, so
 reads of anything appended are plain memory copies (the page cache is shared, so
@@ -26,9 +26,9 @@ import os
 from collections.abc import Sequence
 
 from cas.digest import Digest
-from cas.disk_files import fsync_dir
-from cas.packed_format import SEGMENT_HEADER, SegmentRecords, segment_header
-from cas.packed_index_file import encode_index, write_index_file
+from cas.localfs.files import fsync_dir
+from cas.packed.format import SEGMENT_HEADER, SegmentRecords, segment_header
+from cas.packed.index_file import encode_index, write_index_file
 
 SEGMENT_SUFFIX = ".seg"
 INDEX_SUFFIX = ".idx"

@@ -12,13 +12,13 @@ and recently used values copied forward first.
 How it stays correct:
 
 - **Log and index.** Values go into batches appended to the newest segment
-  (packed_writer.py: group commit, one write at a time, the index updated in write
+  (writer.py: group commit, one write at a time, the index updated in write
   order, so the newest write of a key wins in memory as on disk). The index maps a
-  key to (segment, offset, length) (packed_index.py). Written bytes are never
+  key to (segment, offset, length) (index.py). Written bytes are never
   changed, so a reader holding a segment's map always sees whole values.
 - **All or nothing.** A streamed write is gathered in memory (at most
   ``max_value_size``) and queued only once its stream ended without error.
-- **Crash safety** (packed_format.py). Each batch carries two CRC-32s (header and
+- **Crash safety** (format.py). Each batch carries two CRC-32s (header and
   body) plus its segment and offset; a scan trusts nothing that fails them, so a
   batch torn by a crash or power cut is dropped, never served.
 - **fsync: off by default**, like the disk store: a crash may lose the last
@@ -26,7 +26,7 @@ How it stays correct:
   ``fsync=True`` adds fdatasync of each batch before its writers return. Either
   way a full segment is flushed once when sealed, before its index file is
   written, so index files can be trusted after a power cut.
-- **Fast restart** (packed_open.py). Sealed segments are indexed from their index
+- **Fast restart** (startup.py). Sealed segments are indexed from their index
   files (values are not read); only the segment being written when the process
   stopped is scanned and checked.
 - **Eviction** (``max_size``, bytes on disk, dead records included): when over the
@@ -39,7 +39,7 @@ How it stays correct:
 - **Reads during eviction.** A read holds the segment object, whose map stays valid
   after its file is unlinked (Linux keeps the pages for mappings), so it finishes
   with the right bytes; reads that start after the drop get NotFound.
-- **One process per directory** (cas/directory_lock.py).
+- **One process per directory** (cas/localfs/directory_lock.py).
 
 Trade-off of reading on the event loop: a value whose page is not in the page
 cache is faulted in while the loop waits (one disk read). The store is meant for
@@ -58,13 +58,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cas.digest import Digest
-from cas.disk_threads import IoLane
+from cas.localfs.io_lane import IoLane
 from cas.errors import NotFound, ReapiError, ResourceExhausted, Unavailable
-from cas.packed_format import BATCH_OVERHEAD, SEGMENT_HEADER
-from cas.packed_index import Location, PackedIndex
-from cas.packed_open import OpenedDirectory, OpenReport, open_directory
-from cas.packed_segments import Segment, remove_files
-from cas.packed_writer import PackedWriter
+from cas.packed.format import BATCH_OVERHEAD, SEGMENT_HEADER
+from cas.packed.index import Location, PackedIndex
+from cas.packed.startup import OpenedDirectory, OpenReport, open_directory
+from cas.packed.segments import Segment, remove_files
+from cas.packed.writer import PackedWriter
 from cas.store import READ_CHUNK_SIZE, BlobStore, check_read_range
 
 log = logging.getLogger("reapi.cas.packed")

@@ -14,17 +14,17 @@ from concurrent.futures import Executor
 from typing import Any
 
 from cas.digest import Digest
-from cas.directory_lock import claim_layout, lock_directory as lock_shared_directory
-from cas.disk_index import IndexEntry
-from cas.disk_layout import LAYOUT_MARKER, LAYOUT_VERSION
-from cas.disk_scan import scan_index
-from cas.disk_snapshot import current_boot_id, index_from_snapshot, take_snapshot, write_snapshot
+from cas.localfs.directory_lock import claim_layout, lock_directory as lock_shared_directory
+from cas.disk.index import IndexEntry
+from cas.disk.layout import LAYOUT_MARKER, LAYOUT_VERSION
+from cas.disk.scan import scan_index
+from cas.disk.snapshot import current_boot_id, index_from_snapshot, take_snapshot, write_snapshot
 
 log = logging.getLogger("reapi.cas.disk")
 
 
 def lock_directory(root: str, name: str) -> int:
-    """Lock ``root`` for this process (cas/directory_lock.py); return the lock's fd."""
+    """Lock ``root`` for this process (cas/localfs/directory_lock.py); return the lock's fd."""
     return lock_shared_directory(root, f"disk store {name!r}")
 
 

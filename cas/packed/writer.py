@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from itertools import repeat
 
 from cas.digest import Digest
-from cas.disk_files import as_store_error
-from cas.disk_threads import IoLane
+from cas.localfs.files import as_store_error
+from cas.localfs.io_lane import IoLane
 from cas.errors import Internal, ReapiError, Unavailable
-from cas.packed_format import BATCH_HEADER, RECORD_HEADER, SEGMENT_HEADER, encode_records, frame_batch
-from cas.packed_index import Location, PackedIndex
-from cas.packed_segments import Segment, remove_files
+from cas.packed.format import BATCH_HEADER, RECORD_HEADER, SEGMENT_HEADER, encode_records, frame_batch
+from cas.packed.index import Location, PackedIndex
+from cas.packed.segments import Segment, remove_files
 
 log = logging.getLogger("reapi.cas.packed")
 
@@ -333,7 +333,7 @@ class PackedWriter:
 
 
 def _record_size(digest: Digest, data: bytes) -> int:
-    """Bytes of the record holding ``data`` (packed_format.encode_records)."""
+    """Bytes of the record holding ``data`` (format.encode_records)."""
     return RECORD_HEADER.size + len(digest.hash) // 2 + len(data)
 
 

@@ -1,7 +1,7 @@
 """Rebuilding a DiskStore's index at open by looking at every value file.
 
 The files are the only truth: there is no journal or database that could disagree
-with them. Each file's name gives its digest and expected length (disk_layout.py),
+with them. Each file's name gives its digest and expected length (layout.py),
 and ``stat`` gives its real size, to drop values a crash truncated, and its mtime,
 the last recorded access, to restore the LRU order. Shards are scanned by parallel
 threads; ``stat`` releases the GIL.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from cas.digest import Digest
-from cas.disk_layout import TEMP_PREFIX, gc_paused, parse_name, shard_dirs, unlink_quietly, value_path
+from cas.disk.layout import TEMP_PREFIX, gc_paused, parse_name, shard_dirs, unlink_quietly, value_path
 
 E = TypeVar("E")
 

@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from itertools import repeat
 
 from cas.digest import Digest
-from cas.directory_lock import claim_layout, lock_directory
-from cas.disk_layout import LAYOUT_MARKER as DISK_LAYOUT_MARKER
-from cas.disk_layout import gc_paused
+from cas.localfs.directory_lock import claim_layout, lock_directory
+from cas.disk.layout import LAYOUT_MARKER as DISK_LAYOUT_MARKER
+from cas.disk.layout import gc_paused
 from cas.errors import FailedPrecondition
-from cas.packed_format import SEGMENT_HEADER, BadSegment, scan_segment
-from cas.packed_index import Location
-from cas.packed_index_file import encode_index, read_index_file, write_index_file
-from cas.packed_segments import INDEX_SUFFIX, SEGMENT_SUFFIX, Segment, parse_segment_name, remove_files, segment_name
+from cas.packed.format import SEGMENT_HEADER, BadSegment, scan_segment
+from cas.packed.index import Location
+from cas.packed.index_file import encode_index, read_index_file, write_index_file
+from cas.packed.segments import INDEX_SUFFIX, SEGMENT_SUFFIX, Segment, parse_segment_name, remove_files, segment_name
 
 log = logging.getLogger("reapi.cas.packed")
 

@@ -3,7 +3,7 @@
     root/
       .reapi-disk-store                    marker holding the layout version
       .lock                                flock held by the one process using the store
-      .reapi-index                         LRU snapshot written at a clean close (disk_snapshot.py)
+      .reapi-index                         LRU snapshot written at a clean close (snapshot.py)
       sha256/ab/<hash>-<size>              a value as long as its digest says (every CAS blob)
       sha256/ab/<hash>-<size>-<length>     a value of another length (action cache entries)
       sha256/ab/.tmp-<n>                   a value being written; after a crash, a leftover
@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from cas.digest import ALGORITHMS, Digest
-from cas.directory_lock import LOCK_FILE  # noqa: F401 - part of the layout described above
+from cas.localfs.directory_lock import LOCK_FILE  # noqa: F401 - part of the layout described above
 
 LAYOUT_MARKER = ".reapi-disk-store"
 LAYOUT_VERSION = "reapi disk store layout 1\n"

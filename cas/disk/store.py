@@ -2,11 +2,11 @@
 
 How it stays correct and fast, and why:
 
-- **Index in memory** (disk_index.py): digest -> (length, stamp), oldest access
+- **Index in memory** (index.py): digest -> (length, stamp), oldest access
   first, with the byte count. ``find_missing`` answers from it alone, without
   touching the disk; every hit moves to the newest end. At open it is rebuilt from
   a snapshot written at the last clean close on this boot, or else by a full scan
-  of the files, which are the only truth (disk_open.py, disk_scan.py).
+  of the files, which are the only truth (startup.py, scan.py).
 - **All or nothing.** A value is written to a temp file beside its final name and
   renamed into place only when its chunk stream ended without error; otherwise
   the temp file is removed (on cancellation too). Leftovers of a crash are removed
@@ -26,7 +26,7 @@ How it stays correct and fast, and why:
   right after each write. A key being written is skipped (KeyLocks), and a reader
   holding a value open keeps reading it after it is unlinked (POSIX semantics).
 - **Threads.** Blocking calls run in the store's own executor behind a semaphore
-  (IoLane, disk_threads.py); batches (``put_many``, ``get_many``) do their files in
+  (IoLane, cas/localfs/io_lane.py); batches (``put_many``, ``get_many``) do their files in
   one hop per thread, and streams move data in buffers of about a megabyte. The
   event loop only does dict work, bounded by the size of a request.
 
@@ -47,15 +47,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from cas import disk_files
+from cas.localfs import files as disk_files
 from cas.digest import Digest
-from cas.disk_files import CorruptValue, PendingWrite
-from cas.disk_index import DiskIndex, IndexEntry
-from cas.disk_layout import temp_path, value_path
-from cas.disk_locks import KeyLocks
-from cas.disk_open import open_directory, release_opened, save_snapshot
-from cas.disk_temp_writer import TempFileWriter
-from cas.disk_threads import IoLane, close_after, then
+from cas.localfs.files import CorruptValue, PendingWrite
+from cas.disk.index import DiskIndex, IndexEntry
+from cas.disk.layout import temp_path, value_path
+from cas.disk.key_locks import KeyLocks
+from cas.disk.startup import open_directory, release_opened, save_snapshot
+from cas.disk.temp_writer import TempFileWriter
+from cas.localfs.io_lane import IoLane, close_after, then
 from cas.errors import Internal, NotFound, ReapiError, ResourceExhausted
 from cas.store import READ_CHUNK_SIZE, BlobStore, check_read_range
 

@@ -1,6 +1,6 @@
 """A snapshot of a DiskStore's index, written at a clean close, to reopen without a full scan.
 
-The full scan (disk_scan.py) stats every file, to drop values a crash truncated
+The full scan (scan.py) stats every file, to drop values a crash truncated
 and to recover the LRU order from mtimes; in Python that costs several
 microseconds per value. After a clean close *on the same boot* no value can be
 truncated: every write had finished, and the kernel still holds the data. So
@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from cas.digest import ALGORITHMS, Digest
-from cas.disk_layout import TEMP_PREFIX, gc_paused, parse_name, shard_dirs, unlink_quietly, value_path
-from cas.disk_scan import ScanReport
+from cas.disk.layout import TEMP_PREFIX, gc_paused, parse_name, shard_dirs, unlink_quietly, value_path
+from cas.disk.scan import ScanReport
 
 SNAPSHOT_FILE = ".reapi-index"  # dotted and prefixed: never a user's own file
 _FORMAT = "reapi disk index 1"

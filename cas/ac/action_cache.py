@@ -23,7 +23,7 @@ from collections.abc import Collection
 
 from google.protobuf.message import DecodeError
 
-from cas.action_result_checks import check_action_result
+from cas.ac.result_checks import check_action_result
 from cas.digest import Digest, digests_from_protos
 from cas.errors import InvalidArgument
 from cas.store import BlobStore

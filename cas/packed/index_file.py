@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from functools import partial
 
 from cas.digest import ALGORITHMS, Digest
-from cas.packed_format import SegmentRecords
+from cas.packed.format import SegmentRecords
 
 INDEX_MAGIC = b"RPKIDX01"
 _HEADER = struct.Struct("<8sQQII")  # magic, seq, end, count, body length

@@ -24,7 +24,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Collec
 from contextlib import aclosing
 from typing import cast
 
-from cas.cache_fill import CacheFill
+from cas.decorators.cache_fill import CacheFill
 from cas.digest import Digest
 from cas.errors import NotFound, ReapiError
 from cas.store import BlobStore

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cas.digest import Digest
-from cas.packed_segments import Segment
+from cas.packed.segments import Segment
 
 
 @dataclass(slots=True, eq=False)

@@ -1,0 +1,1 @@
+"""The action cache's logic: completeness checks, inlining, validation of ActionResults."""

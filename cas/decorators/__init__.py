@@ -1,0 +1,1 @@
+"""Stores that wrap other stores: verify, size_partition, read_cache."""
