@@ -65,11 +65,11 @@ def test_parse_duration_rejects(bad: Any) -> None:
         ({"a": {"type": "verify", "inner": "a"}}, r"stores form a cycle: a -> a"),
         (
             {"m": {"type": "memory", "max_sise": "1GiB"}},
-            r"store 'm' \(memory\): unknown keys \['max_sise'\] \(allowed: max_size\)",
+            r"store 'm' \(memory\): unknown key 'max_sise' \(did you mean 'max_size'\? known: max_size\)",
         ),
         ({"m": {"type": "memory", "max_size": "a lot"}}, r"store 'm' key 'max_size': 'a lot' is not a size"),
         ({"v": {"type": "verify"}}, r"store 'v' \(verify\): missing required key 'inner'"),
-        ({"v": {"type": "verify", "inner": 3}}, r"store 'v': child store names must be strings, got 3"),
+        ({"v": {"type": "verify", "inner": 3}}, r"store 'v' key 'inner': expected the name of a store, got 3"),
         (
             {"m": {"type": "memory"}, "rc": {"type": "read_cache", "fast": "m", "slow": "m"}},
             r"store 'rc': fast and slow are both 'm'; they must differ",

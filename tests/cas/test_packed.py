@@ -249,7 +249,7 @@ async def test_values_over_max_value_size_are_refused_naming_the_limit(tmp_path:
         ({"max_size": "8TiB"}, r"store 'p': max_size 8796093022208 would take more than 4096 segments"),
         ({"max_value_size": "a lot"}, r"store 'p' key 'max_value_size': 'a lot' is not a size"),
         ({"fsync": "yes"}, r"store 'p' key 'fsync': expected true or false"),
-        ({"compression": "zstd"}, r"store 'p' \(packed\): unknown keys \['compression'\]"),
+        ({"compression": "zstd"}, r"store 'p' \(packed\): unknown key 'compression' \(known: path, max_size"),
     ],
 )
 async def test_config_errors_name_the_store_and_the_setting(tmp_path: Path, options: dict[str, str], message: str) -> None:
