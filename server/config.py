@@ -4,7 +4,7 @@
     listen = "127.0.0.1:8980"
     max_batch_total_size_bytes = "4MiB"
 
-    [stores.cas-disk]            # see cas/config.py for store types
+    [stores.cas-disk]            # see cas/config/stores.py for store types
     type = "disk"
     path = "~/.cache/reapi/cas"
 
@@ -26,12 +26,18 @@ The reference of every key is docs/CONFIG.md.
 
 from __future__ import annotations
 
-import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cas.config import ConfigError, cache_home, parse_size
+from cas.config import (
+    ConfigError, Size, StoreName, StoreSpec, cache_home, check_sections, errors_in, read_store_specs, read_table,
+    read_toml,
+)
+from server.assets.config import read_assets_section
+from server.local_worker import parse_local_worker
+from server.scheduler.config import parse_execution_config
 
 WILDCARD_INSTANCE = "*"
 DEFAULT_LISTEN = "127.0.0.1:8980"
@@ -39,24 +45,46 @@ DEFAULT_MAX_BATCH = 4 << 20
 
 
 @dataclass(frozen=True)
+class ServerSection:
+    """``[server]``."""
+
+    listen: str = DEFAULT_LISTEN
+    """The address of the one gRPC port every service is on (``--listen`` overrides it)."""
+    max_batch_total_size_bytes: Size = DEFAULT_MAX_BATCH
+    """The most data one BatchUpdateBlobs / BatchReadBlobs may carry (at least 4MiB)."""
+
+    def __post_init__(self) -> None:
+        if self.max_batch_total_size_bytes < DEFAULT_MAX_BATCH:
+            # Clients size their batches to 4 MiB without asking; a smaller limit refuses them.
+            raise ValueError(
+                f"max_batch_total_size_bytes = {self.max_batch_total_size_bytes} is below the 4MiB clients assume"
+            )
+
+
+@dataclass(frozen=True)
 class InstanceConfig:
-    """One REAPI instance name and the stores behind it."""
+    """One ``[[instances]]`` entry: a REAPI instance name and the stores behind it."""
 
     name: str
-    cas: str
-    ac: str
+    """The instance name; ``"*"`` serves every name not listed. Default ``""`` in a file."""
+    cas: StoreName
+    """The store holding the instance's blobs."""
+    ac: StoreName
+    """The store holding its action results."""
     ac_update_enabled: bool = True
-    # Check that every blob an action result references exists before a cache hit.
+    """Whether clients may write action results (UpdateActionResult)."""
     ac_completeness_check: bool = True
+    """Check that every blob an action result references exists before a cache hit."""
 
 
 @dataclass
 class ServerConfig:
     listen: str = DEFAULT_LISTEN
     max_batch_total_size_bytes: int = DEFAULT_MAX_BATCH
-    stores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stores: Mapping[str, StoreSpec | Mapping[str, Any]] = field(default_factory=dict)
     instances: list[InstanceConfig] = field(default_factory=list)
-    # The whole parsed file, for sections that other parts of the server read.
+    # The whole parsed file, for the sections other parts of the server read where they
+    # are used ([execution], [assets], [local_worker]); parse_config has checked them.
     raw: dict[str, Any] = field(default_factory=dict)
 
     def section(self, name: str) -> dict[str, Any]:
@@ -94,65 +122,56 @@ def default_config() -> ServerConfig:
 
 
 def parse_config(data: dict[str, Any]) -> ServerConfig:
-    server = data.get("server", {})
-    if not isinstance(server, dict):
-        raise ConfigError("[server] must be a table")
-    stores = data.get("stores")
-    if not isinstance(stores, dict) or not stores:
+    """Every section of the file checked (the worker's [worker] is the worker's to check)."""
+    check_sections(data)
+    server = read_table(ServerSection, data.get("server", {}), "[server]")
+    tables = data.get("stores")
+    if not isinstance(tables, dict) or not tables:
         raise ConfigError("the config defines no [stores.NAME] tables")
-    instances = []
-    for i, entry in enumerate(data.get("instances", [])):
-        where = f"[[instances]] #{i + 1}"
-        if "scheduler" in entry:
-            # Refused rather than ignored: a config that names one would silently share
-            # the one scheduler all instances use (see [execution] in docs/CONFIG.md).
-            raise ConfigError(
-                f"{where}: per-instance schedulers are not supported; every instance shares the one "
-                "configured by [execution], so remove the 'scheduler' key"
-            )
-        unknown = set(entry) - {"name", "cas", "ac", "ac_update_enabled", "ac_completeness_check"}
-        if unknown:
-            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
-        for key in ("cas", "ac"):
-            if entry.get(key) not in stores:
-                raise ConfigError(f"{where}: {key} = {entry.get(key)!r} is not defined under [stores]")
-        instances.append(
-            InstanceConfig(
-                name=str(entry.get("name", "")),
-                cas=entry["cas"],
-                ac=entry["ac"],
-                ac_update_enabled=bool(entry.get("ac_update_enabled", True)),
-                ac_completeness_check=bool(entry.get("ac_completeness_check", True)),
-            )
-        )
-    if not instances:
-        raise ConfigError("the config defines no [[instances]]")
-    names = [i.name for i in instances]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ConfigError(f"instance names defined twice: {duplicates}")
-    max_batch = parse_size(server.get("max_batch_total_size_bytes", DEFAULT_MAX_BATCH), "[server] max_batch_total_size_bytes")
-    if max_batch < DEFAULT_MAX_BATCH:
-        # Clients size their batches to 4 MiB without asking; a smaller limit refuses them.
-        raise ConfigError(f"[server] max_batch_total_size_bytes = {max_batch} is below the 4MiB clients assume")
+    stores = read_store_specs(tables)
+    instances = parse_instances(data.get("instances", []), stores)
+    parse_execution_config(data.get("execution", {}))
+    read_assets_section(data.get("assets", {}))
+    parse_local_worker(data.get("local_worker", {}), zero_config=False)
     return ServerConfig(
-        listen=str(server.get("listen", DEFAULT_LISTEN)),
-        max_batch_total_size_bytes=max_batch,
+        listen=server.listen,
+        max_batch_total_size_bytes=server.max_batch_total_size_bytes,
         stores=stores,
         instances=instances,
         raw=data,
     )
 
 
+def parse_instances(entries: object, stores: Mapping[str, Any]) -> list[InstanceConfig]:
+    if not isinstance(entries, list):
+        raise ConfigError(f"[[instances]] must be an array of tables, got {entries!r}")
+    instances = []
+    for i, entry in enumerate(entries):
+        where = f"[[instances]] #{i + 1}"
+        if isinstance(entry, Mapping) and "scheduler" in entry:
+            # Refused rather than ignored: a config that names one would silently share
+            # the one scheduler all instances use (see [execution] in docs/CONFIG.md).
+            raise ConfigError(
+                f"{where}: per-instance schedulers are not supported; every instance shares the one "
+                "configured by [execution], so remove the 'scheduler' key"
+            )
+        instance = read_table(InstanceConfig, entry, where, defaults={"name": ""})
+        for key in ("cas", "ac"):
+            if getattr(instance, key) not in stores:
+                raise ConfigError(f"{where}: {key} = {getattr(instance, key)!r} is not defined under [stores]")
+        instances.append(instance)
+    if not instances:
+        raise ConfigError("the config defines no [[instances]]")
+    names = [i.name for i in instances]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"instance names defined twice: {duplicates}")
+    return instances
+
+
 def load_config(path: Path | None) -> ServerConfig:
     """Parse a TOML file, or return the embedded defaults when ``path`` is None."""
     if path is None:
         return default_config()
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    try:
-        return parse_config(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    with errors_in(path):
+        return parse_config(read_toml(path))

@@ -20,38 +20,30 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from cas.config import ConfigError
+from cas.config import AtLeast, read_table
 
 log = logging.getLogger("reapi.server.local_worker")
 
-_KEYS = {"enabled", "concurrency", "args"}
 _ANY_ADDRESS = {"0.0.0.0", "::", "[::]", ""}
 
 
 @dataclass(frozen=True)
 class LocalWorkerConfig:
+    """``[local_worker]``."""
+
     enabled: bool
-    concurrency: int | None = None  # None: the worker's default (CPU count)
-    args: tuple[str, ...] = field(default=())  # more reapi-worker arguments
+    """Start the local worker; default true only without a config file."""
+    concurrency: Annotated[int, AtLeast(1)] | None = None
+    """Actions it runs at once; None: the worker's default (CPU count)."""
+    args: tuple[str, ...] = field(default=())
+    """More reapi-worker arguments."""
 
 
 def parse_local_worker(section: Mapping[str, Any], zero_config: bool) -> LocalWorkerConfig:
     """The ``[local_worker]`` table; ``enabled`` defaults to ``zero_config``."""
-    unknown = sorted(set(section) - _KEYS)
-    if unknown:
-        raise ConfigError(f"[local_worker]: unknown keys {unknown}")
-    enabled = section.get("enabled", zero_config)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"[local_worker] enabled: expected true or false, got {enabled!r}")
-    concurrency = section.get("concurrency")
-    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
-        raise ConfigError(f"[local_worker] concurrency: expected a whole number >= 1, got {concurrency!r}")
-    args = section.get("args", [])
-    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-        raise ConfigError(f"[local_worker] args: expected a list of strings, got {args!r}")
-    return LocalWorkerConfig(enabled, concurrency, tuple(args))
+    return read_table(LocalWorkerConfig, section, "[local_worker]", defaults={"enabled": zero_config})
 
 
 def worker_target(listen_host: str, port: int) -> str:

@@ -18,46 +18,62 @@ Every key is documented in docs/CONFIG.md (section "Worker").
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from cas.config import ConfigError, cache_home, expand_path, parse_size
+from cas.config import (
+    ONE_OR_MORE, Above, AtLeast, ConfigError, Duration, Size, cache_home, check_sections, errors_in, read_table,
+    read_toml,
+)
 from worker.platform import host_cpu_count
 
 DEFAULT_SERVER = "grpc://127.0.0.1:8980"
+Seconds = Annotated[Duration, Above(0)]
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
+    """``[worker]``; docs/CONFIG.md ("Worker") explains each key for operators."""
+
     server: str = DEFAULT_SERVER
+    """The server: ``grpc://HOST:PORT`` or ``grpcs://HOST:PORT``."""
     instance_name: str = ""
-    concurrency: int = field(default_factory=host_cpu_count)
+    """The instance whose scheduler this worker serves."""
+    concurrency: Annotated[int, AtLeast(1)] = field(default_factory=host_cpu_count)
+    """Actions run at once (the capacity reported); default the CPU count."""
     cache_dir: Path = field(default_factory=lambda: cache_home() / "worker" / "cache")
-    cache_max_size: int = 10 << 30
+    """The local CAS cache, shared by all leases and kept across restarts."""
+    cache_max_size: Size = 10 << 30
+    """The cache's size cap."""
     work_dir: Path = field(default_factory=lambda: cache_home() / "worker" / "work")
-    properties: dict[str, list[str]] = field(default_factory=dict)
+    """Where exec roots are made; keep it on the cache's filesystem (hardlinks)."""
+    properties: dict[str, Annotated[list[str], ONE_OR_MORE]] = field(default_factory=dict)
+    """``[worker.properties]``: platform properties added to or replacing the detected ones."""
     default_path: str = "/usr/local/bin:/usr/bin:/bin"
-    default_timeout: float | None = None
-    max_timeout: float | None = None
-    kill_grace: float = 2.0
-    live_log_interval: float = 0.1
-    drain_timeout: float = 60.0
-    bot_id: str = ""  # default: HOST.PID
-    call_timeout: float = 60.0
-    # Bytes of blobs a lease answer and a completion report may carry inline (docs/BOTS_PROTOCOL.md
-    # section 7), if the server agrees; 0 = never (every input is read, every output uploaded).
-    inline_blob_limit: int = 1 << 20
-    # With every slot busy: seconds before a call is held open only to hear of cancellations.
-    busy_call_delay: float = 0.5
+    """PATH for commands whose environment has none."""
+    default_timeout: Seconds | None = None
+    """How long an action may run when its Action sets no timeout; None: no limit."""
+    max_timeout: Seconds | None = None
+    """The upper bound on any action's timeout; None: no bound."""
+    kill_grace: Seconds = 2.0
+    """Between SIGTERM and SIGKILL when an action times out."""
+    live_log_interval: Seconds = 0.1
+    """How often new stdout/stderr is sent to the action's LogStreams."""
+    drain_timeout: Seconds = 60.0
+    """On SIGTERM: how long running actions may finish before they are handed back."""
+    bot_id: str = ""
+    """The worker's id in the fleet; default HOST.PID."""
+    call_timeout: Seconds = 60.0
+    """The deadline of each UpdateBotSession call."""
+    inline_blob_limit: Size = 1 << 20
+    """Bytes of blobs a lease answer and a completion report may carry inline (docs/BOTS_PROTOCOL.md
+    section 7), if the server agrees; 0 = never (every input is read, every output uploaded)."""
+    busy_call_delay: Duration = 0.5
+    """With every slot busy: how long before a call is held open only to hear of cancellations."""
 
-
-_KEYS = {
-    "server", "instance_name", "concurrency", "cache_dir", "cache_max_size", "work_dir", "properties",
-    "default_path", "default_timeout", "max_timeout", "kill_grace", "live_log_interval", "drain_timeout",
-    "bot_id", "call_timeout", "inline_blob_limit", "busy_call_delay",
-}
+    def __post_init__(self) -> None:
+        target_of(self.server)
 
 
 def target_of(server: str) -> tuple[str, bool]:
@@ -75,76 +91,16 @@ def target_of(server: str) -> tuple[str, bool]:
     return target, secure
 
 
-def _number(table: dict[str, Any], key: str, positive: bool = True) -> float | None:
-    value = table.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or (positive and value <= 0):
-        raise ConfigError(f"[worker] {key}: expected a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _properties(value: Any) -> dict[str, list[str]]:
-    if not isinstance(value, dict):
-        raise ConfigError("[worker.properties] must be a table of KEY = \"value\" or KEY = [\"v1\", \"v2\"]")
-    out = {}
-    for key, values in value.items():
-        listed = values if isinstance(values, list) else [values]
-        if not all(isinstance(v, str) for v in listed):
-            raise ConfigError(f"[worker.properties] {key}: values must be strings, got {values!r}")
-        out[key] = list(listed)
-    return out
-
-
 def parse_worker_table(table: dict[str, Any]) -> WorkerConfig:
-    unknown = sorted(set(table) - _KEYS)
-    if unknown:
-        raise ConfigError(f"[worker]: unknown keys {unknown}")
-    config = WorkerConfig()
-    changes: dict[str, Any] = {}
-    for key in ("server", "instance_name", "default_path", "bot_id"):
-        if key in table:
-            if not isinstance(table[key], str):
-                raise ConfigError(f"[worker] {key}: expected a string, got {table[key]!r}")
-            changes[key] = table[key]
-    if "server" in changes:
-        target_of(changes["server"])
-    if "concurrency" in table:
-        value = table["concurrency"]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"[worker] concurrency: expected a whole number >= 1, got {value!r}")
-        changes["concurrency"] = value
-    for key in ("cache_dir", "work_dir"):
-        if key in table:
-            changes[key] = expand_path(str(table[key]))
-    for key in ("cache_max_size", "inline_blob_limit"):
-        if key in table:
-            changes[key] = parse_size(table[key], f"[worker] {key}")
-    for key in ("default_timeout", "max_timeout", "kill_grace", "live_log_interval", "drain_timeout", "call_timeout"):
-        if key in table:
-            changes[key] = _number(table, key)
-    if "busy_call_delay" in table:
-        delay = _number(table, "busy_call_delay", positive=False)
-        if delay is None or delay < 0:
-            raise ConfigError(f"[worker] busy_call_delay: expected seconds >= 0, got {table['busy_call_delay']!r}")
-        changes["busy_call_delay"] = delay
-    if "properties" in table:
-        changes["properties"] = _properties(table["properties"])
-    return replace(config, **changes)
+    return read_table(WorkerConfig, table, "[worker]")
 
 
 def load_worker_config(path: Path | None) -> WorkerConfig:
-    """The ``[worker]`` table of a TOML file (other tables are ignored), or the defaults."""
+    """The ``[worker]`` table of a TOML file, or the defaults. The file may hold the
+    server's sections too (the server checks those); an unknown section is an error."""
     if path is None:
         return WorkerConfig()
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    table = data.get("worker", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [worker] must be a table")
-    try:
-        return parse_worker_table(table)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    with errors_in(path):
+        data = read_toml(path)
+        check_sections(data)
+        return parse_worker_table(data.get("worker", {}))

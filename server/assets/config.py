@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from cas.config import ConfigError, expand_path, parse_duration, parse_size
+from cas.config import Above, AtLeast, ConfigError, Duration, Size, read_table
 from cas.store import BlobStore
 from cas.decorators.verify import VerifyingStore
 from server.assets.archive import DEFAULT_MAX_ENTRIES, DEFAULT_MAX_UNPACKED_SIZE
@@ -28,13 +28,52 @@ from server.assets.spool import DEFAULT_MEMORY_LIMIT
 
 DEFAULT_INDEX_STORE = "assets"
 KNOWN_SCHEMES = frozenset({"http", "https", "file", "git", "ssh"})
+Seconds = Annotated[Duration, Above(0)]
 
 
-def positive_duration(value: object, where: str) -> float:
-    seconds = parse_duration(value, where)  # type: ignore[arg-type]
-    if seconds <= 0:
-        raise ConfigError(f"{where}: the duration must be positive")
-    return seconds
+@dataclass(frozen=True)
+class AssetsSection:
+    """``[assets]`` as written in the file; ``AssetsConfig.parse`` adds the stores."""
+
+    enabled: bool = True
+    """Serve Fetch and Push."""
+    index: str = DEFAULT_INDEX_STORE
+    """The store holding the asset index (a plain store, not verify)."""
+    allow_push: bool = True
+    """Accept PushBlob and PushDirectory."""
+    allowed_schemes: tuple[str, ...] = tuple(sorted(DEFAULT_SCHEMES))
+    """URI schemes the server may fetch (of KNOWN_SCHEMES)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """If not empty, the only hosts fetched from: names, addresses or "*.example.com"."""
+    denied_hosts: tuple[str, ...] = ()
+    """Hosts never fetched from; wins over allowed_hosts."""
+    max_download_size: Size = DEFAULT_MAX_DOWNLOAD_SIZE
+    """Larger downloads fail with RESOURCE_EXHAUSTED."""
+    max_redirects: Annotated[int, AtLeast(0)] = DEFAULT_MAX_REDIRECTS
+    """Redirect hops followed per URI."""
+    default_timeout: Seconds = 600.0
+    """The fetch timeout when a request sets none."""
+    max_timeout: Seconds = 3600.0
+    """Longer request timeouts are clamped to this."""
+    spool_dir: Path | None = None
+    """Where downloads, archives and clones are kept while in use; default the system's temp dir."""
+    spool_memory_limit: Size = DEFAULT_MEMORY_LIMIT
+    """Spooled content up to this size stays in memory."""
+    max_unpacked_size: Size = DEFAULT_MAX_UNPACKED_SIZE
+    """An archive or git tree whose files add up to more fails."""
+    max_archive_entries: Annotated[int, AtLeast(1)] = DEFAULT_MAX_ENTRIES
+    """An archive or git tree with more entries fails."""
+    git: str = "git"
+    """The git executable."""
+
+    def __post_init__(self) -> None:
+        schemes = {s.lower() for s in self.allowed_schemes}
+        if schemes - KNOWN_SCHEMES:
+            raise ValueError(f"allowed_schemes: unknown schemes {sorted(schemes - KNOWN_SCHEMES)} (known: {sorted(KNOWN_SCHEMES)})")
+
+
+def read_assets_section(section: Mapping[str, Any]) -> AssetsSection:
+    return read_table(AssetsSection, section, "[assets]")
 
 
 @dataclass(frozen=True)
@@ -54,56 +93,31 @@ class AssetsConfig:
     @classmethod
     def parse(cls, section: Mapping[str, Any], stores: Mapping[str, BlobStore]) -> AssetsConfig | None:
         """The settings, or None when the services are off; ConfigError naming the bad key."""
-        known = {
-            "enabled", "index", "allow_push", "allowed_schemes", "allowed_hosts", "denied_hosts", "max_download_size",
-            "max_redirects", "default_timeout", "max_timeout", "spool_dir", "spool_memory_limit", "max_unpacked_size",
-            "max_archive_entries", "git",
-        }
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ConfigError(f"[assets]: unknown keys {unknown}")
-        if not section.get("enabled", True):
+        read = read_assets_section(section)
+        if not read.enabled:
             return None
-        index = str(section.get("index", DEFAULT_INDEX_STORE))
-        if index not in stores:
+        if read.index not in stores:
             if not section:
                 return None  # no [assets] section and no "assets" store: the services stay off
-            raise ConfigError(f"[assets] index = {index!r} is not defined under [stores]")
-        if isinstance(stores[index], VerifyingStore):
-            raise ConfigError(f"[assets] index = {index!r} is a verify store; the index needs a plain store (memory, disk, redis)")
-        schemes = frozenset(s.lower() for s in _strings(section, "allowed_schemes", sorted(DEFAULT_SCHEMES)))
-        if schemes - KNOWN_SCHEMES:
-            raise ConfigError(f"[assets] allowed_schemes: unknown schemes {sorted(schemes - KNOWN_SCHEMES)} (known: {sorted(KNOWN_SCHEMES)})")
-        max_redirects = section.get("max_redirects", DEFAULT_MAX_REDIRECTS)
-        if not isinstance(max_redirects, int) or isinstance(max_redirects, bool) or max_redirects < 0:
-            raise ConfigError(f"[assets] max_redirects: expected a whole number >= 0, got {max_redirects!r}")
-        entries = section.get("max_archive_entries", DEFAULT_MAX_ENTRIES)
-        if not isinstance(entries, int) or isinstance(entries, bool) or entries < 1:
-            raise ConfigError(f"[assets] max_archive_entries: expected a whole number >= 1, got {entries!r}")
+            raise ConfigError(f"[assets] index = {read.index!r} is not defined under [stores]")
+        if isinstance(stores[read.index], VerifyingStore):
+            raise ConfigError(f"[assets] index = {read.index!r} is a verify store; the index needs a plain store (memory, disk, redis)")
         policy = FetchPolicy(
-            allowed_schemes=schemes,
-            allowed_hosts=tuple(_strings(section, "allowed_hosts", [])),
-            denied_hosts=tuple(_strings(section, "denied_hosts", [])),
-            max_download_size=parse_size(section.get("max_download_size", DEFAULT_MAX_DOWNLOAD_SIZE), "[assets] max_download_size"),
-            max_redirects=max_redirects,
+            allowed_schemes=frozenset(s.lower() for s in read.allowed_schemes),
+            allowed_hosts=read.allowed_hosts,
+            denied_hosts=read.denied_hosts,
+            max_download_size=read.max_download_size,
+            max_redirects=read.max_redirects,
         )
-        spool_dir = section.get("spool_dir", "")
         return cls(
-            index=index,
-            allow_push=bool(section.get("allow_push", True)),
+            index=read.index,
+            allow_push=read.allow_push,
             policy=policy,
-            default_timeout=positive_duration(section.get("default_timeout", 600), "[assets] default_timeout"),
-            max_timeout=positive_duration(section.get("max_timeout", 3600), "[assets] max_timeout"),
-            spool_dir=expand_path(str(spool_dir)) if spool_dir else None,
-            spool_memory_limit=parse_size(section.get("spool_memory_limit", DEFAULT_MEMORY_LIMIT), "[assets] spool_memory_limit"),
-            max_unpacked_size=parse_size(section.get("max_unpacked_size", DEFAULT_MAX_UNPACKED_SIZE), "[assets] max_unpacked_size"),
-            max_archive_entries=entries,
-            git=str(section.get("git", "git")),
+            default_timeout=read.default_timeout,
+            max_timeout=read.max_timeout,
+            spool_dir=read.spool_dir,
+            spool_memory_limit=read.spool_memory_limit,
+            max_unpacked_size=read.max_unpacked_size,
+            max_archive_entries=read.max_archive_entries,
+            git=read.git,
         )
-
-
-def _strings(section: Mapping[str, Any], key: str, default: list[str]) -> list[str]:
-    value = section.get(key, default)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"[assets] {key}: expected a list of strings, got {value!r}")
-    return value

@@ -13,99 +13,83 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from cas.config import ConfigError, parse_duration, parse_size
+from cas.config import Above, AtLeast, Duration, Noun, Size, read_table
 from server.scheduler.interface import SchedulerSettings
 from server.scheduler.platform import MatchPolicy, PlatformMatcher
+
+_SCHEDULER = SchedulerSettings()  # the scheduler's own defaults
+Policy = Annotated[MatchPolicy, Noun("matching policy")]
 
 
 @dataclass(frozen=True)
 class ExecutionConfig:
+    """``[execution]``: remote execution, one in-memory scheduler for every instance."""
+
     enabled: bool = True
-    settings: SchedulerSettings = SchedulerSettings()
-    max_action_timeout: float = 7200.0
+    """Serve Execution, Operations, Bots and LogStream."""
+    max_action_timeout: Duration = 7200.0
+    """Actions asking for a longer timeout are refused."""
     min_priority: int = -1000
+    """The lowest ExecutionPolicy.priority advertised (lower runs first)."""
     max_priority: int = 1000
-    policies: Mapping[str, MatchPolicy] = field(default_factory=dict)
-    default_policy: MatchPolicy = MatchPolicy.EXACT
-    logstream_max_bytes: int = 16 << 20
-    logstream_retention: float = 600.0
-    tick_interval: float = 1.0
-    input_cache_size: int = 64 << 20
-    inline_blob_limit: int = 1 << 20
+    """The highest priority advertised; priorities outside are clamped."""
+    max_retries: Annotated[int, AtLeast(0)] = _SCHEDULER.max_retries
+    """How often an action is requeued after its worker is lost."""
+    worker_grace: Duration = _SCHEDULER.worker_grace
+    """How long an action no connected worker can run waits for one."""
+    bot_session_timeout: Duration = _SCHEDULER.bot_session_timeout
+    """A bot silent this long after its last call is dead; its leases are requeued."""
+    bot_long_poll_timeout: Duration = _SCHEDULER.bot_long_poll_timeout
+    """The longest an UpdateBotSession call is held waiting for work."""
+    progress_interval: Duration = _SCHEDULER.progress_interval
+    """Execute and WaitExecution repeat the state at least this often (at most 30 s)."""
+    operation_retention: Duration = _SCHEDULER.operation_retention
+    """Finished operations stay reachable this long."""
+    logstream_max_bytes: Size = 16 << 20
+    """Each live log stream keeps at most this many of its newest bytes."""
+    logstream_retention: Duration = 600.0
+    """Log streams are dropped this long after they finish."""
+    tick_interval: Annotated[Duration, Above(0)] = 1.0
+    """How often session expiry, retention and grace periods are checked."""
+    default_matching: Policy = MatchPolicy.EXACT
+    """The matching policy of platform properties not named in [execution.platform]."""
+    input_cache_size: Size = 64 << 20
+    """Bytes of validated Commands and Directories remembered; 0 turns it off."""
+    inline_blob_limit: Size = 1 << 20
+    """The most inline blob bytes a worker gets per Bots answer and report; 0 refuses."""
+    platform: Mapping[str, Policy] = field(default_factory=dict)
+    """``[execution.platform]``: property name -> matching policy."""
+
+    def __post_init__(self) -> None:
+        if self.progress_interval <= 0 or self.progress_interval > 30:
+            raise ValueError("progress_interval must be above 0 and at most 30 (clients time out at 60s)")
+        if self.min_priority > self.max_priority:
+            raise ValueError("min_priority is above max_priority")
+
+    @property
+    def settings(self) -> SchedulerSettings:
+        return SchedulerSettings(
+            max_retries=self.max_retries,
+            operation_retention=self.operation_retention,
+            bot_session_timeout=self.bot_session_timeout,
+            bot_long_poll_timeout=self.bot_long_poll_timeout,
+            worker_grace=self.worker_grace,
+            progress_interval=self.progress_interval,
+        )
+
+    @property
+    def policies(self) -> Mapping[str, MatchPolicy]:
+        return self.platform
+
+    @property
+    def default_policy(self) -> MatchPolicy:
+        return self.default_matching
 
     def matcher(self) -> PlatformMatcher:
         return PlatformMatcher(self.policies, self.default_policy)
 
 
-_SETTINGS_KEYS = {f for f in SchedulerSettings.__dataclass_fields__}
-_KEYS = _SETTINGS_KEYS | {
-    "enabled", "max_action_timeout", "min_priority", "max_priority", "platform", "default_matching",
-    "logstream_max_bytes", "logstream_retention", "tick_interval", "input_cache_size", "inline_blob_limit",
-}
-
-
-def _seconds(section: Mapping[str, Any], key: str, default: float) -> float:
-    """A duration: seconds, or a string such as "250ms", "90s", "10m"."""
-    seconds = parse_duration(section.get(key, default), f"[execution] {key}")
-    if seconds < 0:
-        raise ConfigError(f"[execution] {key}: must not be negative")
-    return seconds
-
-
-def _int(section: Mapping[str, Any], key: str, default: int) -> int:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"[execution] {key}: expected a whole number, got {value!r}")
-    return value
-
-
-def _policy(value: Any, where: str) -> MatchPolicy:
-    try:
-        return MatchPolicy(value)
-    except ValueError:
-        known = ", ".join(p.value for p in MatchPolicy)
-        raise ConfigError(f"{where}: unknown matching policy {value!r} (known: {known})") from None
-
-
 def parse_execution_config(section: Mapping[str, Any]) -> ExecutionConfig:
-    unknown = sorted(set(section) - _KEYS)
-    if unknown:
-        raise ConfigError(f"[execution]: unknown keys {unknown}")
-    defaults = SchedulerSettings()
-    settings = SchedulerSettings(
-        max_retries=_int(section, "max_retries", defaults.max_retries),
-        operation_retention=_seconds(section, "operation_retention", defaults.operation_retention),
-        bot_session_timeout=_seconds(section, "bot_session_timeout", defaults.bot_session_timeout),
-        bot_long_poll_timeout=_seconds(section, "bot_long_poll_timeout", defaults.bot_long_poll_timeout),
-        worker_grace=_seconds(section, "worker_grace", defaults.worker_grace),
-        progress_interval=_seconds(section, "progress_interval", defaults.progress_interval),
-    )
-    if settings.max_retries < 0:
-        raise ConfigError("[execution] max_retries must not be negative")
-    if settings.progress_interval <= 0 or settings.progress_interval > 30:
-        raise ConfigError("[execution] progress_interval must be above 0 and at most 30 (clients time out at 60s)")
-    platform = section.get("platform", {})
-    if not isinstance(platform, dict):
-        raise ConfigError("[execution.platform] must be a table of property name = matching policy")
-    policies = {key: _policy(value, f"[execution.platform] {key}") for key, value in platform.items()}
-    config = ExecutionConfig(
-        enabled=bool(section.get("enabled", True)),
-        settings=settings,
-        max_action_timeout=_seconds(section, "max_action_timeout", 7200.0),
-        min_priority=_int(section, "min_priority", -1000),
-        max_priority=_int(section, "max_priority", 1000),
-        policies=policies,
-        default_policy=_policy(section.get("default_matching", "exact"), "[execution] default_matching"),
-        logstream_max_bytes=parse_size(section.get("logstream_max_bytes", 16 << 20), "[execution] logstream_max_bytes"),
-        logstream_retention=_seconds(section, "logstream_retention", 600.0),
-        tick_interval=_seconds(section, "tick_interval", 1.0),
-        input_cache_size=parse_size(section.get("input_cache_size", 64 << 20), "[execution] input_cache_size"),
-        inline_blob_limit=parse_size(section.get("inline_blob_limit", 1 << 20), "[execution] inline_blob_limit"),
-    )
-    if config.min_priority > config.max_priority:
-        raise ConfigError("[execution] min_priority is above max_priority")
-    if config.tick_interval <= 0:
-        raise ConfigError("[execution] tick_interval must be above 0")
-    return config
+    return read_table(ExecutionConfig, section, "[execution]")

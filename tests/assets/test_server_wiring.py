@@ -74,7 +74,7 @@ def test_assets_config_parsing() -> None:
         ({"default_timeout": "soon"}, "not a duration"),
         ({"max_timeout": 0}, "must be positive"),
         ({"allowed_hosts": "example.com"}, "list of strings"),
-        ({"colour": "blue"}, "unknown keys"),
+        ({"colour": "blue"}, "unknown key 'colour'"),
     ],
 )
 def test_assets_config_errors_name_the_key(section: dict[str, object], complaint: str) -> None:

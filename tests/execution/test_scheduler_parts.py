@@ -122,7 +122,7 @@ def test_execution_config_errors_name_the_key() -> None:
     assert (sized.input_cache_size, sized.inline_blob_limit) == (1 << 30, 0)
     cases: list[tuple[dict[str, Any], str]] = [
         ({"inline_blob_limit": "big"}, "inline_blob_limit"),
-        ({"colour": 1}, "unknown keys ['colour']"),
+        ({"colour": 1}, "[execution]: unknown key 'colour'"),
         ({"platform": {"ISA": "fuzzy"}}, "unknown matching policy 'fuzzy'"),
         ({"max_retries": "3"}, "max_retries"),
         ({"progress_interval": 45}, "at most 30"),

@@ -37,7 +37,7 @@ def test_the_zero_config_serves_every_instance_name() -> None:
         ({"stores": {}}, "defines no [stores.NAME]"),
         (config(instances=[]), "defines no [[instances]]"),
         (config(instances=[{"name": "a", "cas": "nope", "ac": "ac"}]), "cas = 'nope' is not defined"),
-        (config(instances=[{"name": "a", "cas": "cas", "ac": "ac", "colour": 1}]), "unknown keys ['colour']"),
+        (config(instances=[{"name": "a", "cas": "cas", "ac": "ac", "colour": 1}]), "[[instances]] #1: unknown key 'colour'"),
         (config(instances=[{"name": "a", "cas": "cas", "ac": "ac", "scheduler": "main"}]), "per-instance schedulers"),
         (
             config(instances=[{"name": "a", "cas": "cas", "ac": "ac"}, {"name": "a", "cas": "cas", "ac": "ac"}]),

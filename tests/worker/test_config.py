@@ -36,7 +36,7 @@ def test_a_full_table() -> None:
 
 
 @pytest.mark.parametrize("table, message", [
-    ({"colour": "red"}, "unknown keys"),
+    ({"colour": "red"}, r"\[worker\]: unknown key 'colour'"),
     ({"concurrency": 0}, "concurrency"),
     ({"concurrency": True}, "concurrency"),
     ({"server": "http2://x"}, "grpc://"),
