@@ -130,6 +130,8 @@ def parse_config(data: dict[str, Any]) -> ServerConfig:
         raise ConfigError("the config defines no [stores.NAME] tables")
     stores = read_store_specs(tables)
     instances = parse_instances(data.get("instances", []), stores)
+    # Read again where they are used (ServerConfig.section); checked now so that a
+    # mistake names the file and stops the server before anything is opened or bound.
     parse_execution_config(data.get("execution", {}))
     read_assets_section(data.get("assets", {}))
     parse_local_worker(data.get("local_worker", {}), zero_config=False)

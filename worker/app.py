@@ -180,11 +180,11 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
             raise ConfigError(f"--concurrency {args.concurrency}: must be at least 1")
         changes["concurrency"] = args.concurrency
     if args.cache_dir:
-        changes["cache_dir"] = expand_path(args.cache_dir)
+        changes["cache_dir"] = expand_path(args.cache_dir, "--cache-dir")
     if args.cache_max_size:
         changes["cache_max_size"] = parse_size(args.cache_max_size, "--cache-max-size")
     if args.work_dir:
-        changes["work_dir"] = expand_path(args.work_dir)
+        changes["work_dir"] = expand_path(args.work_dir, "--work-dir")
     if args.bot_id:
         changes["bot_id"] = args.bot_id
     if args.property:

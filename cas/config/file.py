@@ -56,5 +56,5 @@ def check_sections(data: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"top-level key {key!r} belongs in a section (known sections: {', '.join(FILE_SECTIONS.values())})"
         )
-    check_known(data.keys(), FILE_SECTIONS, "the config file", what="section")
+    check_known(data.keys(), FILE_SECTIONS, "", what="section", show=lambda name: FILE_SECTIONS.get(name, f"[{name}]"))
 

@@ -24,7 +24,7 @@ import dataclasses
 import difflib
 import enum
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -86,7 +86,7 @@ def read_table(
     hints = _hints(cls)
     check_known(table.keys(), hints.keys(), title)
     values = dict(defaults or {})
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]  # any dataclass
         if field.name in table:
             hint = hints[field.name]
             place = table_place(where, field.name) if _is_table(hint) else key_place(where, field.name)
@@ -96,27 +96,30 @@ def read_table(
             raise ConfigError(f"{title}: missing required key {field.name!r}")
     try:
         return cls(**values)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    except ValueError as exc:  # __post_init__ refusing a combination of values
+    except ValueError as exc:  # __post_init__ refusing a combination of values (or a ConfigError of its own)
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def check_known(keys: Iterable[str], known: Iterable[str], title: str, what: str = "key") -> None:
-    """ConfigError listing the unknown ``keys``, with the closest known one for each."""
+def check_known(
+    keys: Iterable[str], known: Iterable[str], title: str, what: str = "key", show: Callable[[str], str] | None = None
+) -> None:
+    """ConfigError listing the unknown ``keys``, with the closest known one for each;
+    ``show`` writes a name (default: quoted, and plain in the list of known ones)."""
     known = list(known)
-    unknown = sorted(set(keys) - set(known))
+    quote, listed = (show, show) if show else (repr, str)
+    unknown = sorted(set(keys) - set(known), key=str)
     if not unknown:
         return
     hints = []
     for key in unknown:
         close = difflib.get_close_matches(str(key), known, n=1)
         if close:
-            hints.append(f"'{close[0]}'" if len(unknown) == 1 else f"'{close[0]}' for '{key}'")
+            hints.append(quote(close[0]) if len(unknown) == 1 else f"{quote(close[0])} for {quote(key)}")
     suggestion = f"did you mean {', '.join(hints)}? " if hints else ""
-    listed = ", ".join(repr(k) for k in unknown)
     plural = "s" if len(unknown) > 1 else ""
-    raise ConfigError(f"{title}: unknown {what}{plural} {listed} ({suggestion}known: {', '.join(known)})")
+    names = ", ".join(quote(str(k)) for k in unknown)
+    message = f"unknown {what}{plural} {names} ({suggestion}known: {', '.join(map(listed, known))})"
+    raise ConfigError(f"{title}: {message}" if title else message)
 
 
 def key_place(where: str, key: str) -> str:
@@ -189,7 +192,7 @@ def _convert(base: Any, marks: tuple[Any, ...], value: Any, where: str, hint: An
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
+            raise ConfigError(f"{where} must be a table, got {value!r}")
         item_hint = get_args(base)[1]
         return {str(k): convert(item_hint, v, key_place(where, str(k))) for k, v in value.items()}
     if dataclasses.is_dataclass(base) and isinstance(base, type):

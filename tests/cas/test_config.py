@@ -1,4 +1,4 @@
-"""The store factory: sizes, durations, errors that name the culprit, and a TOML file built for real."""
+"""Store specs and the factory: sizes, durations, ${VAR}, errors that name the culprit, and a TOML file built for real."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from typing import Any
 
 import pytest
 
-from cas.config import ConfigError, build_order, build_stores, close_stores, parse_duration, parse_size
+from cas.config import (
+    STORE_TYPES, ConfigError, build_order, build_stores, close_stores, expand_env, parse_duration, parse_size,
+    read_store_spec,
+)
+from cas.config.stores import DiskSpec, MemorySpec, PackedSpec, RedisSpec, SizePartitionSpec
 from cas.digest import Digest
 from cas.memory import MemoryStore
 from cas.decorators.read_cache import ReadCachingStore
@@ -186,5 +190,86 @@ async def test_redis_defaults_need_no_keys() -> None:
         assert isinstance(redis, RedisStore)
         assert redis.key_prefix == "reapi:r:" and redis.ttl_ms == 0 and redis.max_value_size == 64 << 20
         assert redis.location == "redis://127.0.0.1:6379/0"
+    finally:
+        await close_stores(stores)
+
+
+# -- ${VAR} in string values ----------------------------------------------------------
+
+
+def test_env_references_expand_and_dollar_dollar_is_a_dollar() -> None:
+    env = {"HOST": "cache.internal", "EMPTY": ""}
+    assert expand_env("redis://${HOST}:6379/0", env=env) == "redis://cache.internal:6379/0"
+    assert expand_env("pa$$word${EMPTY}", env=env) == "pa$word"
+    assert expand_env("$$${HOST}", env=env) == "$cache.internal"
+    assert expand_env("cost $5 and $HOST", env=env) == "cost $5 and $HOST"  # other $ are kept
+    assert expand_env("$HOME/x", env={"HOME": "/h"}, bare=True) == "/h/x"  # paths: bare $NAME too
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("${NOT_SET_ANYWHERE}", r"^\[server\] key 'listen': environment variable NOT_SET_ANYWHERE is not set"),
+        ("${HOST", r"'\$\{HOST' is not a \$\{NAME\} reference \(write \$\$ for a literal \$\)"),
+        ("${1X}", r"'\$\{1X\}' is not a \$\{NAME\} reference"),
+    ],
+)
+def test_env_reference_mistakes_name_the_variable(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        expand_env(text, "[server] key 'listen'", env={"HOST": "h"})
+
+
+def test_store_keys_take_values_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("REAPI_TEST_REDIS", "10.0.0.5")
+    monkeypatch.setenv("REAPI_TEST_ROOT", str(tmp_path))
+    monkeypatch.setenv("REAPI_TEST_SIZE", "2GiB")
+    redis = read_store_spec("r", {"type": "redis", "url": "redis://:a$$b@${REAPI_TEST_REDIS}:6379/1"})
+    assert isinstance(redis, RedisSpec) and redis.url == "redis://:a$b@10.0.0.5:6379/1"
+    disk = read_store_spec("d", {"type": "disk", "path": "${REAPI_TEST_ROOT}/cas", "max_size": "${REAPI_TEST_SIZE}"})
+    assert isinstance(disk, DiskSpec) and disk.path == tmp_path / "cas" and disk.max_size == 2 << 30
+    with pytest.raises(ConfigError, match=r"^store 'r' key 'url': environment variable REAPI_TEST_UNSET is not set"):
+        read_store_spec("r", {"type": "redis", "url": "redis://${REAPI_TEST_UNSET}"})
+
+
+# -- specs: one dataclass per type ------------------------------------------------------
+
+
+def test_each_type_is_one_spec_whose_fields_are_its_keys_and_defaults() -> None:
+    assert STORE_TYPES == ("memory", "disk", "redis", "verify", "size_partition", "read_cache", "grpc", "packed")
+    spec = read_store_spec("p", {"type": "packed"})
+    assert spec == PackedSpec() and spec.max_size == 4 << 30 and spec.max_value_size == 1 << 20
+    assert read_store_spec("sp", {"type": "size_partition", "small": "a", "large": "b"}) == SizePartitionSpec("a", "b")
+    assert read_store_spec("m", {"type": "memory", "max_size": 1024}) == MemorySpec(max_size=1024)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"type": "packd"}, r"^store 'x': unknown type 'packd' \(did you mean 'packed'\? known: memory, disk"),
+        ({"type": "disk", "max_szie": "1GiB"}, r"^store 'x' \(disk\): unknown key 'max_szie' \(did you mean 'max_size'\?"),
+        (
+            {"type": "disk", "pth": "/x", "colour": 1},
+            r"^store 'x' \(disk\): unknown keys 'colour', 'pth' \(did you mean 'path' for 'pth'\? known: path, max_size, fsync\)",
+        ),
+        ({"type": "disk", "path": 7}, r"^store 'x' key 'path': expected a path, got 7"),
+        ({"type": "grpc"}, r"^store 'x' \(grpc\): missing required key 'address'"),
+    ],
+)
+def test_spec_mistakes_are_one_line_naming_store_and_key(table: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        read_store_spec("x", table)
+    assert "\n" not in str(caught.value)
+
+
+async def test_a_shared_child_is_built_once() -> None:
+    stores = await build_stores({
+        "hot": {"type": "memory"}, "cold": {"type": "memory"},
+        "a": {"type": "read_cache", "fast": "hot", "slow": "cold"},
+        "b": {"type": "verify", "inner": "cold"},
+    })
+    try:
+        a, b = stores["a"], stores["b"]
+        assert isinstance(a, ReadCachingStore) and isinstance(b, VerifyingStore)
+        assert a.slow is b.inner is stores["cold"]
     finally:
         await close_stores(stores)

@@ -14,7 +14,7 @@ import pytest
 
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
-from server.config import WILDCARD_INSTANCE, parse_config
+from server.config import WILDCARD_INSTANCE, load_config, parse_config
 from server.local_worker import parse_local_worker
 from tests.conftest import REPO_ROOT
 from tests.support.servers import channel_to, running_server
@@ -47,6 +47,7 @@ def test_there_are_examples() -> None:
 @pytest.mark.parametrize("path", SERVER_CONFIGS, ids=lambda p: p.name)
 async def test_server_config_starts_and_serves_each_instance(path: Path, tmp_path: Path, redis_url: str) -> None:
     data = tomllib.loads(path.read_text())
+    load_config(path)  # the file as written: every section and key known, every value valid
     parse_local_worker(data.get("local_worker", {}), zero_config=False)  # its keys are valid
     config = parse_config(localised(data, tmp_path, redis_url))
     execution_wanted = data.get("execution", {}).get("enabled", True)

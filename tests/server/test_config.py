@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cas.config import ConfigError
+from server.app import main as server_main
 from server.config import WILDCARD_INSTANCE, default_config, load_config, parse_config
 
 STORES = {"cas": {"type": "memory"}, "ac": {"type": "memory"}}
@@ -71,3 +72,77 @@ def test_a_toml_file_is_read_and_its_errors_name_the_file(tmp_path: Path) -> Non
         load_config(bad)
     with pytest.raises(ConfigError, match="missing.toml"):
         load_config(tmp_path / "missing.toml")
+
+
+# -- unknown keys and sections, wrong types: one clear line each ----------------------
+
+GOOD_FILE = '[stores.m]\ntype = "memory"\n[[instances]]\ncas = "m"\nac = "m"\n'
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('[server]\nlistn = "0.0.0.0:1"\n',
+         "[server]: unknown key 'listn' (did you mean 'listen'? known: listen, max_batch_total_size_bytes)"),
+        ("[stores.n]\ntype = 'memory'\nmax_sise = 1\n", "store 'n' (memory): unknown key 'max_sise' (did you mean 'max_size'?"),
+        ("[[instances]]\nname = 'x'\ncas = 'm'\nac = 'm'\nac_update = false\n",
+         "[[instances]] #2: unknown key 'ac_update' (did you mean 'ac_update_enabled'?"),
+        ("[execution]\nmax_retry = 1\n", "[execution]: unknown key 'max_retry' (did you mean 'max_retries'?"),
+        ("[assets]\nallowed_host = []\n", "[assets]: unknown key 'allowed_host' (did you mean 'allowed_hosts'?"),
+        ("[local_worker]\nenable = true\n", "[local_worker]: unknown key 'enable' (did you mean 'enabled'?"),
+        ("[srever]\nlisten = 'x'\n", "unknown section [srever] (did you mean [server]? known: [server], [stores.NAME], "
+         "[[instances]], [execution], [assets], [local_worker], [worker])"),
+        ("[store.x]\ntype = 'memory'\n", "unknown section [store] (did you mean [stores.NAME]?"),
+        ("[server]\nlisten = 8980\n", "[server] key 'listen': expected a string, got 8980"),
+        ("[stores.n]\ntype = 'memory'\nmax_size = true\n", "store 'n' key 'max_size': expected a size, got True"),
+        ("[[instances]]\nname = 'x'\ncas = 'm'\nac = 'm'\nac_update_enabled = 'no'\n",
+         "[[instances]] #2 key 'ac_update_enabled': expected true or false, got 'no'"),
+        ("[execution]\nmax_retries = '3'\n", "[execution] key 'max_retries': expected a whole number, got '3'"),
+        ("[execution]\ndefault_matching = 'exakt'\n",
+         "[execution] key 'default_matching': unknown matching policy 'exakt' (did you mean 'exact'? known: exact, all_of, minimum, ignore)"),
+        ("[execution.platform]\nISA = 3\n", "[execution.platform] key 'ISA': unknown matching policy 3"),
+        ("[execution]\nplatform = 'ignore'\n", "[execution.platform] must be a table, got 'ignore'"),
+        ("[assets]\nallow_push = 'no'\n", "[assets] key 'allow_push': expected true or false, got 'no'"),
+        ("[local_worker]\nargs = '--x'\n", "[local_worker] key 'args': expected a list of strings, got '--x'"),
+        ("[local_worker]\nconcurrency = 0\n", "[local_worker] key 'concurrency': must be at least 1, got 0"),
+        ("listen = '0.0.0.0:1'\n", "top-level key 'listen' belongs in a section"),
+    ],
+)
+def test_file_mistakes_name_the_file_section_and_key(tmp_path: Path, extra: str, message: str) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text(extra + GOOD_FILE if extra.startswith("listen") else GOOD_FILE + extra)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: {message}")
+    assert "\n" not in str(caught.value)
+
+
+def test_the_cli_prints_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text('[server]\nlistn = "0.0.0.0:1"\n' + GOOD_FILE)
+    assert server_main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"reapi-server: configuration error: {path}: [server]: unknown key 'listn' "
+                   "(did you mean 'listen'? known: listen, max_batch_total_size_bytes)\n")
+
+
+def test_a_worker_table_in_the_servers_file_is_the_workers(tmp_path: Path) -> None:
+    path = tmp_path / "both.toml"
+    path.write_text(GOOD_FILE + '[worker]\nconcurrency = 2\n')
+    assert [i.cas for i in load_config(path).instances] == ["m"]
+
+
+def test_string_values_take_environment_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REAPI_TEST_LISTEN", "0.0.0.0:9100")
+    monkeypatch.setenv("REAPI_TEST_STORE", "m")
+    path = tmp_path / "env.toml"
+    path.write_text('[server]\nlisten = "${REAPI_TEST_LISTEN}"\n[stores.m]\ntype = "memory"\n'
+                    '[[instances]]\nname = "cost$$"\ncas = "${REAPI_TEST_STORE}"\nac = "m"\n')
+    parsed = load_config(path)
+    assert parsed.listen == "0.0.0.0:9100"
+    assert (parsed.instances[0].name, parsed.instances[0].cas) == ("cost$", "m")
+    monkeypatch.delenv("REAPI_TEST_LISTEN")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (f"{path}: [server] key 'listen': environment variable REAPI_TEST_LISTEN is not set "
+                                 "(used as ${REAPI_TEST_LISTEN})")

@@ -8,6 +8,7 @@ import pytest
 
 from cas.config import ConfigError
 from worker.app import config_from_args, parse_args
+from worker.app import main as worker_main
 from worker.config import WorkerConfig, load_worker_config, parse_worker_table, target_of
 
 
@@ -66,3 +67,44 @@ def test_command_line_overrides_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=str(path)):
         path.write_text("[worker]\nconcurrency = 'many'\n")
         load_worker_config(path)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[worker]\nconcurency = 2\n", "[worker]: unknown key 'concurency' (did you mean 'concurrency'? known: server, "),
+    ("[wroker]\nconcurrency = 2\n", "unknown section [wroker] (did you mean [worker]?"),
+    ("[worker]\nconcurrency = 'many'\n", "[worker] key 'concurrency': expected a whole number, got 'many'"),
+    ("[worker]\nkill_grace = 0\n", "[worker] key 'kill_grace': must be positive, got 0"),
+    ("[worker]\ncache_dir = 3\n", "[worker] key 'cache_dir': expected a path, got 3"),
+    ("[worker]\nserver = 'http2://x'\n", "[worker]: server 'http2://x': use grpc://HOST:PORT or grpcs://HOST:PORT"),
+    ("[worker.properties]\nISA = [1]\n", "[worker.properties] key 'ISA': expected a string or a list of strings, got [1]"),
+    ("[worker]\nproperties = 'pool=big'\n", "[worker.properties] must be a table, got 'pool=big'"),
+    ("[worker]\nserver = '${REAPI_TEST_UNSET}'\n", "[worker] key 'server': environment variable REAPI_TEST_UNSET is not set"),
+])
+def test_file_mistakes_name_the_file_section_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_worker_config(path)
+    assert str(caught.value).startswith(f"{path}: {message}")
+    assert "\n" not in str(caught.value)
+
+
+def test_durations_and_environment_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REAPI_TEST_SERVER", "build:8980")
+    path = tmp_path / "worker.toml"
+    path.write_text('[worker]\nserver = "grpc://${REAPI_TEST_SERVER}"\nmax_timeout = "1h"\ndrain_timeout = "90s"\n'
+                    'cache_dir = "${REAPI_TEST_SERVER}$$/c"\n')
+    config = load_worker_config(path)
+    assert config.server == "grpc://build:8980"
+    assert (config.max_timeout, config.drain_timeout) == (3600.0, 90.0)
+    assert config.cache_dir == Path("build:8980$/c")
+
+
+def test_the_cli_prints_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text("[worker]\nconcurency = 2\n")
+    assert worker_main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"reapi-worker: configuration error: {path}: [worker]: unknown key 'concurency' "
+                          "(did you mean 'concurrency'? known: ")
+    assert err.count("\n") == 1
