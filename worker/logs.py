@@ -43,19 +43,21 @@ class LogTail:
         self._call: grpc.aio.StreamUnaryCall | None = None
         self._failed = False
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._fd = -1
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._follow(), name=f"log tail {self.path.name}")
 
     async def finish(self) -> None:
-        """Send the remaining bytes and close the stream (finish_write)."""
+        """Send the remaining bytes and close the stream (finish_write).
+
+        The follower is asked to stop and awaited, never cancelled: cancelling it
+        inside ``await call.write(...)`` makes grpc cancel the whole call, which lost
+        the stream's tail (and, on the first message, its resource name)."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await self._task
         try:
             await self._send_new()
             if self._call is not None and not self._failed:
@@ -68,7 +70,8 @@ class LogTail:
             self.close()
 
     def close(self) -> None:
-        """Abandon the stream (cancellation); the server closes it with the lease."""
+        """Abandon the stream (cancellation); the server closes it with the lease.
+        Only here is the follower cancelled: the call is being given up anyway."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
         if self._call is not None and not self._call.done() and self._failed:
@@ -78,8 +81,12 @@ class LogTail:
             self._fd = -1
 
     async def _follow(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+                return  # finish() sends the rest
+            except TimeoutError:
+                pass
             try:
                 await self._send_new()
             except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
