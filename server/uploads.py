@@ -1,13 +1,13 @@
-"""Resumable ByteStream uploads: partial uploads that outlive the Write call.
+"""Resumable ByteStream uploads: the Write protocol over partial uploads that outlive a call.
 
 A client whose Write call breaks asks QueryWriteStatus how much arrived and resumes
-from there. Rather than spooling partial uploads somewhere of our own, each upload
-IS an open ``store.write`` running in its own task, fed chunk by chunk through a
-small bounded pipe. When a Write call ends early, the store write simply waits for
-more; the next Write call with the same upload id attaches and goes on feeding it.
-So a partial upload lives where the finished blob will (a disk store's temp file,
-a Redis store's bounded buffer), costs no extra copy, and memory per upload stays
-at ``max_buffered`` chunks plus whatever the store itself buffers.
+from there. Each partial upload is a live store write (server/partial_upload.py);
+``UploadRegistry`` keeps them by (instance, upload id, digest) and ``write`` takes
+one Write call's messages into the right one: a blob already stored finishes at
+once with its full size (as REv2 allows, so concurrent writers of one blob cost
+little); a whole blob in one message is stored in one store call, with no upload
+at all; anything else starts an upload, or resumes one at the offset it reached,
+and checks every message's offset and the digest's size as the bytes arrive.
 
 An upload idle for ``idle_timeout`` seconds, or beyond ``max_idle`` idle uploads,
 is aborted: the pipe raises into the store write, which (by the BlobStore
@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
-from cas.digest import Digest
-from cas.errors import Aborted, DeadlineExceeded, ReapiError
+from cas.errors import Aborted, DeadlineExceeded, InvalidArgument, ReapiError
 from cas.store import BlobStore
+from server.partial_upload import Upload, UploadKey
+
+__all__ = ["Upload", "UploadKey", "UploadRegistry", "WriteMessage", "WriteStatus"]
 
 log = logging.getLogger("reapi.server.uploads")
 
@@ -38,128 +39,31 @@ DEFAULT_MAX_IDLE = 1000
 DEFAULT_MAX_BUFFERED = 4
 
 
-class UploadKey(NamedTuple):
-    instance_name: str
-    upload_id: str
-    digest: Digest
-
-
-class Upload:
-    """One upload in progress: a store write fed by whichever Write call is attached."""
-
-    def __init__(self, key: UploadKey, store: BlobStore, max_buffered: int, now: float) -> None:
-        self.key = key
-        self.received = 0  # bytes handed to the store write; what QueryWriteStatus reports
-        self.last_active = now
-        self._max_buffered = max_buffered
-        self._queue: deque[bytes] = deque()
-        self._finished = False
-        self._error: ReapiError | None = None
-        self._data_ready: asyncio.Future[None] | None = None
-        self._space_ready: asyncio.Future[None] | None = None
-        self._owner: object | None = None
-        self._task = asyncio.ensure_future(store.write(key.digest, self._chunks()))
-        self._task.add_done_callback(self._on_write_done)
+class WriteMessage(Protocol):
+    """What the Write protocol reads of one message: a ByteStream WriteRequest fits as it is."""
 
     @property
-    def digest(self) -> Digest:
-        return self.key.digest
+    def resource_name(self) -> str: ...
 
     @property
-    def alive(self) -> bool:
-        return not self._task.done() and self._error is None
+    def write_offset(self) -> int: ...
 
     @property
-    def attached(self) -> bool:
-        return self._owner is not None
+    def finish_write(self) -> bool: ...
 
-    def attach(self, owner: object, now: float) -> None:
-        """Make ``owner`` (one Write call) the only feeder; an earlier one loses its turn."""
-        self._owner = owner
-        self.last_active = now
-        self._wake_producer()  # an earlier feeder blocked on a full pipe wakes and sees it lost its turn
+    @property
+    def data(self) -> bytes: ...
 
-    def detach(self, owner: object, now: float) -> None:
-        if self._owner is owner:
-            self._owner = None
-            self.last_active = now
 
-    async def feed(self, owner: object, chunk: bytes) -> None:
-        """Queue ``chunk`` for the store write; waits while the pipe is full."""
-        self._check_usable(owner)
-        self._queue.append(chunk)
-        self.received += len(chunk)
-        self._wake_consumer()
-        while len(self._queue) >= self._max_buffered and not self._task.done():
-            self._space_ready = asyncio.get_running_loop().create_future()
-            await self._space_ready
-        self._raise_if_write_failed()
+class WriteStatus(NamedTuple):
+    """QueryWriteStatus's answer: bytes committed so far, and whether the blob is stored."""
 
-    async def finish(self, owner: object) -> None:
-        """End the stream and wait for the store to commit; raises the store's error."""
-        self._check_usable(owner)
-        self._finished = True
-        self._wake_consumer()
-        # Shielded: if this Write call is cancelled now, the commit still completes.
-        await asyncio.shield(self._task)
-
-    def abort(self, error: ReapiError) -> None:
-        """Make the store write fail with ``error`` (it then leaves no trace)."""
-        if self._error is None and not self._task.done():
-            self._error = error
-            self._wake_consumer()
-
-    async def wait_closed(self) -> None:
-        """Wait until the store write has ended, whichever way."""
-        await asyncio.wait([self._task])
-
-    # -- internals -------------------------------------------------------------
-
-    def _check_usable(self, owner: object) -> None:
-        if self._owner is not owner:
-            raise Aborted(f"upload {self.key.upload_id} of {self.digest} was taken over by another Write call")
-        self._raise_if_write_failed()
-        if self._error is not None:
-            raise self._error
-
-    def _raise_if_write_failed(self) -> None:
-        if self._task.done() and not self._task.cancelled():
-            exc = self._task.exception()
-            if exc is not None:
-                raise exc
-            if not self._finished:
-                raise Aborted(f"upload {self.key.upload_id} of {self.digest} ended before finish_write")
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        while True:
-            while not self._queue or self._error is not None:
-                if self._error is not None:
-                    raise self._error  # aborted: stop at once, queued chunks or not
-                if self._finished:
-                    return
-                self._data_ready = loop.create_future()
-                await self._data_ready
-            chunk = self._queue.popleft()
-            self._wake_producer()
-            yield chunk
-
-    def _wake_consumer(self) -> None:
-        if self._data_ready is not None and not self._data_ready.done():
-            self._data_ready.set_result(None)
-
-    def _wake_producer(self) -> None:
-        if self._space_ready is not None and not self._space_ready.done():
-            self._space_ready.set_result(None)
-
-    def _on_write_done(self, task: asyncio.Future[None]) -> None:
-        self._wake_producer()
-        if not task.cancelled() and task.exception() is not None and self._error is None:
-            log.debug("upload %s of %s failed: %s", self.key.upload_id, self.digest, task.exception())
+    committed_size: int
+    complete: bool
 
 
 class UploadRegistry:
-    """The uploads in progress, by (instance, upload id, digest)."""
+    """The uploads in progress, by (instance, upload id, digest), and the Write protocol over them."""
 
     def __init__(
         self,
@@ -178,6 +82,111 @@ class UploadRegistry:
 
     def __len__(self) -> int:
         return len(self._uploads)
+
+    # -- the Write protocol ----------------------------------------------------------
+
+    async def write(
+        self, store: BlobStore, key: UploadKey, first: WriteMessage, rest: AsyncIterator[WriteMessage]
+    ) -> int:
+        """Take one Write call's messages (``first``, then ``rest``) into upload ``key`` of
+        a blob for ``store``; the committed size once the blob is stored."""
+        digest = key.digest
+        if await store.has(digest):
+            # Already stored (perhaps by a concurrent writer): done, with the full size.
+            log.debug("upload %s of %s: already stored", key.upload_id, digest)
+            self.discard(key)
+            return digest.size_bytes
+        if first.finish_write and first.write_offset == 0:
+            data = first.data
+            if len(data) == digest.size_bytes:
+                # The whole blob in one message (small blobs: most uploads): stored in one
+                # store call, without an Upload's task and pipe. It replaces any earlier
+                # partial upload under this name, as a restart at offset 0 would.
+                if self.get(key) is not None:
+                    self.discard(key, Aborted(f"upload {key.upload_id} of {digest} was restarted from offset 0"))
+                await store.put_bytes(digest, data)
+                log.debug("stored %s from upload %s (one message)", digest, key.upload_id)
+                return digest.size_bytes
+        # From here to attach() nothing awaits, so the offset check cannot go stale.
+        upload = self._upload_to_feed(store, key, first.write_offset)
+        owner = object()
+        upload.attach(owner, self.clock())
+        try:
+            await self._feed(upload, owner, first, rest)
+        finally:
+            upload.detach(owner, self.clock())
+        log.debug("stored %s from upload %s", digest, key.upload_id)
+        return digest.size_bytes
+
+    async def status(self, store: BlobStore, key: UploadKey) -> WriteStatus:
+        """What QueryWriteStatus reports for upload ``key`` of a blob for ``store``."""
+        digest = key.digest
+        if await store.has(digest):
+            return WriteStatus(digest.size_bytes, complete=True)
+        upload = self.get(key)
+        # An unknown upload has nothing committed: the client starts again at 0.
+        return WriteStatus(upload.received if upload else 0, complete=False)
+
+    def _upload_to_feed(self, store: BlobStore, key: UploadKey, offset: int) -> Upload:
+        """The upload a Write call starting at ``offset`` feeds: the one it resumes, or a
+        fresh one (offset 0 always starts again, dropping what an earlier call sent)."""
+        upload = self.get(key)
+        committed = upload.received if upload is not None else 0
+        if offset != committed and offset != 0:
+            raise InvalidArgument(
+                f"write_offset {offset} does not match the {committed} bytes committed so far "
+                f"for upload {key.upload_id} of {key.digest} (ask QueryWriteStatus, or start again at 0)"
+            )
+        if upload is None or offset == 0 and committed:
+            upload = self.start(key, store)
+        return upload
+
+    async def _feed(
+        self, upload: Upload, owner: object, first: WriteMessage, rest: AsyncIterator[WriteMessage]
+    ) -> None:
+        """Feed ``upload`` one Write call's messages, checking each, until finish_write commits it."""
+        digest = upload.digest
+        request = first
+        while True:
+            if request.resource_name and request.resource_name != first.resource_name:
+                raise InvalidArgument(
+                    f"resource_name changed within one Write stream: {request.resource_name!r} "
+                    f"after {first.resource_name!r}"
+                )
+            if request.write_offset != upload.received:
+                raise InvalidArgument(
+                    f"write_offset {request.write_offset} does not follow the {upload.received} bytes "
+                    f"received so far for {digest}"
+                )
+            data = request.data
+            if data:
+                if upload.received + len(data) > digest.size_bytes:
+                    raise InvalidArgument(
+                        f"digest size {digest.size_bytes} does not match the data: {upload.received + len(data)} "
+                        f"bytes received for {digest.hash}"
+                    )
+                await upload.feed(owner, data)
+            if request.finish_write:
+                if upload.received != digest.size_bytes:
+                    raise InvalidArgument(
+                        f"finish_write after {upload.received} bytes, but digest {digest} says "
+                        f"{digest.size_bytes} bytes"
+                    )
+                try:
+                    await upload.finish(owner)
+                finally:
+                    if not upload.alive:
+                        self.forget(upload)
+                return
+            following = await anext(rest, None)
+            if following is None:
+                raise InvalidArgument(
+                    f"the Write stream for {digest} ended after {upload.received} bytes without finish_write "
+                    "(the upload is kept: ask QueryWriteStatus and resume)"
+                )
+            request = following
+
+    # -- uploads in progress -----------------------------------------------------------
 
     def get(self, key: UploadKey) -> Upload | None:
         upload = self._uploads.get(key)
