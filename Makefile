@@ -25,7 +25,7 @@ protos: venv
 	.venv/bin/python -m remote_apis_protos.generate
 
 check-protos: venv
-	$$(.venv/bin/python -c "from tests.support.shared import shared_dir; print(shared_dir())")/contract/check-protos .
+	check=$$(.venv/bin/python -m tests.support.shared contract/check-protos) && $$check .
 
 lint: venv
 	.venv/bin/mypy

@@ -4,13 +4,43 @@
 #
 #   deploy/bootstrap.sh            # .venv with reapi installed (editable)
 #   deploy/bootstrap.sh --test     # plus redis-server and Debian's bazel-bootstrap
+#   deploy/bootstrap.sh --find-shared bazel/setup-offline-bazel   # where that file is
 #
 # Installs Debian packages only when they are missing and we run as root; otherwise
 # it says what is missing. Safe to run again: it does nothing when all is in place.
 set -euo pipefail
+# A relative $REAPI_SHARED_DIR means from where we were called, as in tests/support/shared.py.
+case "${REAPI_SHARED_DIR:-}" in ""|/*) ;; *) REAPI_SHARED_DIR="$PWD/$REAPI_SHARED_DIR" ;; esac
 cd "$(dirname "$0")/.."
+
+# The workplace's shared folder, searched the same way as tests/support/shared.py does:
+# $REAPI_SHARED_DIR if set, then a directory named `shared` beside the checkout
+# (../shared), then beside each ancestor of the checkout, nearest first (../../shared,
+# ...; a CI clone placed deeper still finds it). The first candidate that holds the
+# wanted file wins: its path is printed. When none does, the message names every
+# place looked in.
+find_shared() {  # $1: a path inside the shared folder, e.g. bazel/setup-offline-bazel
+  local want=$1 dir cand looked
+  local candidates=()
+  [ -n "${REAPI_SHARED_DIR:-}" ] && candidates+=("$REAPI_SHARED_DIR")
+  dir=$(pwd -P)
+  while [ "$dir" != / ]; do
+    dir=$(dirname "$dir")
+    candidates+=("${dir%/}/shared")
+  done
+  for cand in "${candidates[@]}"; do
+    [ -e "$cand/$want" ] && { echo "$cand/$want"; return 0; }
+  done
+  looked=$(printf '%s, ' "${candidates[@]}")
+  echo "bootstrap: $want is in no shared folder (looked in ${looked%, }; set REAPI_SHARED_DIR to the folder)" >&2
+  return 1
+}
+
 want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+case "${1:-}" in
+  --test) want_test=1 ;;
+  --find-shared) find_shared "${2:?usage: deploy/bootstrap.sh --find-shared PATH}"; exit ;;
+esac
 
 apt_install() {
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
@@ -46,20 +76,14 @@ if [ "$want_test" = 1 ]; then
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v git >/dev/null || missing+=(git)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
-  # The workplace's shared folder: beside the checkout, or where CI keeps it.
-  shared=""
-  for cand in "${REAPI_SHARED_DIR:-}" ../shared /work/shared; do
-    [ -n "$cand" ] && [ -d "$cand/bazel" ] && { shared=$cand; break; }
-  done
-  shared=${shared:-../shared}
-  if [ -x "$shared/bazel/setup-offline-bazel" ]; then
+  if setup=$(find_shared bazel/setup-offline-bazel); then
     # Installs bazel-bootstrap (which brings build-essential and a JDK) and the rule
     # packages the offline rc needs. The tests run it again for a private rc dir.
-    if ! "$shared/bazel/setup-offline-bazel" >/dev/null; then
+    if ! "$setup" >/dev/null; then
       [ "$(id -u)" = 0 ] && exit 1
       echo "bootstrap: Bazel is not ready; the Bazel end-to-end tests will fail (pytest -m 'not bazel' leaves them out)" >&2
     fi
   else
-    echo "bootstrap: $shared/bazel/setup-offline-bazel not found; Bazel end-to-end tests need it" >&2
+    echo "bootstrap: the Bazel end-to-end tests need it" >&2
   fi
 fi

@@ -10,7 +10,6 @@ import pytest
 
 from server.app import ReapiServer
 from tests.support.processes import redis_server
-from tests.support.shared import shared_dir  # noqa: F401 - re-exported for tests
 from tests.support.servers import channel_to, config_for, running_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

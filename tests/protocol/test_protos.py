@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, shared_dir
+from tests.conftest import REPO_ROOT
+from tests.support.shared import CHECK_PROTOS, SharedFileMissing, shared_file
 
-CHECK_PROTOS = shared_dir() / "contract" / "check-protos"
+try:
+    check_protos: Path | None = shared_file(CHECK_PROTOS)
+    not_here = ""
+except SharedFileMissing as missing:
+    check_protos, not_here = None, str(missing)
 
 
-@pytest.mark.skipif(not CHECK_PROTOS.exists(), reason=f"{CHECK_PROTOS} is not on this machine")
+@pytest.mark.skipif(check_protos is None, reason=not_here)
 def test_protos_match_the_upstream_wire_contract() -> None:
-    result = subprocess.run([str(CHECK_PROTOS), str(REPO_ROOT)], capture_output=True, text=True, timeout=120)
+    assert check_protos is not None
+    result = subprocess.run([str(check_protos), str(REPO_ROOT)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "items match" in result.stdout
 

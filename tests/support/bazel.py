@@ -5,7 +5,7 @@ remote execution (next to a worker process) and the remote downloader. The piece
 
 ``BazelInstallation.find(session_root)``
     Locates ``bazel`` and runs the shared ``setup-offline-bazel`` script (found by
-    tests.support.shared.shared_dir) for the rc that makes builds work with no
+    tests.support.shared.shared_file) for the rc that makes builds work with no
     network. Raises ``BazelUnavailable`` with the reason when either is missing.
     One per test session: every workspace shares its ``output_user_root``, so the
     Bazel install and its JDK are unpacked once. ``shutdown_all()`` at session end
@@ -54,7 +54,7 @@ from pathlib import Path
 
 from tests.support.bazel_outputs import OutputSnapshot, snapshot_tree
 from tests.support.bazel_summary import ProcessSummary
-from tests.support.shared import shared_dir
+from tests.support.shared import SETUP_OFFLINE_BAZEL, SharedFileMissing, shared_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # A command that takes longer than this has hung (a stuck remote call, usually).
@@ -165,9 +165,10 @@ class BazelInstallation:
     @classmethod
     def find(cls, session_root: Path) -> BazelInstallation:
         """Locate bazel and prepare the offline rc; ``session_root`` holds all state."""
-        setup = shared_dir() / "bazel" / "setup-offline-bazel"
-        if not setup.exists():
-            raise BazelUnavailable(f"{setup} not found (set REAPI_SHARED_DIR to the shared folder)")
+        try:
+            setup = shared_file(SETUP_OFFLINE_BAZEL)
+        except SharedFileMissing as missing:
+            raise BazelUnavailable(str(missing)) from None
         result = subprocess.run(
             [str(setup), str(session_root / "offline")], capture_output=True, text=True, timeout=600
         )
