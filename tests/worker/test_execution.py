@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2
@@ -17,6 +18,7 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import (
     remote_execution_pb2 as re_pb2,
 )
 from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
+from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
 from server.app import ReapiServer
@@ -240,13 +242,14 @@ async def test_a_worker_with_every_slot_busy_still_hears_of_a_cancellation(
     cancellation then reaches the action all the same."""
     marker = tmp_path / "pid"
     async with worker_in_process(exec_server, tmp_path / "w", concurrency=1, busy_call_delay=0.3) as worker:
+        held_call_open = note_held_calls_while_busy(worker)
         digest = await client.action(["sh", "-c", f"echo $$ > {marker}; sleep 60"], salt=b"busy-cancel")
         stream = client.stream(digest)
         first = await stream.read()
         while not marker.exists() or not marker.read_text().strip():
             await asyncio.sleep(0.05)
         pid = int(marker.read_text())
-        await asyncio.sleep(0.5)  # past the delay: the held call is open now
+        await asyncio.wait_for(held_call_open.wait(), timeout=30)  # past the delay, the call is open
         await client.operations.CancelOperation(lro_pb2.CancelOperationRequest(name=first.name))
         for _ in range(100):
             if not pid_alive(pid):
@@ -256,3 +259,21 @@ async def test_a_worker_with_every_slot_busy_still_hears_of_a_cancellation(
         stream.cancel()
         response = await client.run(["true"], salt=b"after")  # the slot is free again
         assert response.status.code == OK and worker.metrics.outcomes["CANCELLED"] == 1
+
+
+def note_held_calls_while_busy(worker: Worker) -> asyncio.Event:
+    """An event set once ``worker`` opens an UpdateBotSession the server may hold (the
+    worker's full call deadline, not a quick report) while it runs a lease."""
+    opened = asyncio.Event()
+    daemon = worker.daemon
+    update = daemon.bots.UpdateBotSession
+
+    def update_and_note(request: bots_pb2.UpdateBotSessionRequest, **kwargs: Any) -> Any:
+        call = update(request, **kwargs)
+        running = any(lease.state == bots_pb2.LeaseState.ACTIVE for lease in request.bot_session.leases)
+        if running and kwargs.get("timeout") == daemon.settings.call_timeout:
+            opened.set()
+        return call
+
+    daemon.bots.UpdateBotSession = update_and_note  # type: ignore[method-assign]
+    return opened
