@@ -208,6 +208,8 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Reap
         port = server.add_insecure_port(config.listen)
         if port == 0:
             raise ConfigError(f"cannot listen on {config.listen}")
+        if assets is not None:
+            assets.serving_on(port)  # a fetch may not call the server itself
         await server.start()
         if execution is not None:
             execution.start()

@@ -9,7 +9,11 @@ paths are checked by TreeBuilder (nothing may escape the root).
 
 The archive is read in a worker thread (tarfile and zipfile block); file contents
 go to the CAS through a ThreadUploader, so memory stays bounded whatever the
-archive holds.
+archive holds. The UnpackLimits (server/assets/limits.py) bound the tree by the
+CAS's size, the archive's compression ratio and the number of entries; a member
+whose declared size would pass them is refused before it is read. Files stored
+before a refusal are referenced by nothing (no index entry, no Directory) and
+leave with the CAS's eviction.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import IO
 from cas.digest import Digest, DigestFunctionValue
 from cas.errors import FailedPrecondition
 from cas.store import BlobStore
+from server.assets.limits import UnpackLimits
 from server.assets.spool import Spool
 from server.assets.tree_builder import BuiltTree, TreeBuilder, UnsafeEntry
 from server.assets.uploader import ThreadUploader
@@ -32,8 +37,6 @@ log = logging.getLogger("reapi.assets")
 
 # Files up to this size are read whole and batched; larger ones are streamed.
 SMALL_FILE = 1 << 20
-DEFAULT_MAX_UNPACKED_SIZE = 64 << 30
-DEFAULT_MAX_ENTRIES = 1_000_000
 
 # resource_type values that mean "an archive to unpack" (the format is sniffed).
 ARCHIVE_RESOURCE_TYPES = frozenset({
@@ -49,17 +52,15 @@ ARCHIVE_RESOURCE_TYPES = frozenset({
 class ArchiveUnpacker:
     """Turns a tar or zip blob into a tree; limits guard against archive bombs."""
 
-    def __init__(self, spool: Spool, max_unpacked_size: int = DEFAULT_MAX_UNPACKED_SIZE, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+    def __init__(self, spool: Spool, limits: UnpackLimits | None = None) -> None:
         self.spool = spool
-        self.max_unpacked_size = max_unpacked_size
-        self.max_entries = max_entries
+        self.limits = limits or UnpackLimits()
 
     async def unpack(self, cas: BlobStore, archive: Digest, function: DigestFunctionValue, source: str = "archive") -> BuiltTree:
         """Unpack ``archive`` (a blob in ``cas``); store every file and Directory; the tree."""
         spooled = await self.spool.copy_from(cas, archive)
-        uploader = ThreadUploader(
-            cas, asyncio.get_running_loop(), self.spool, function, self.max_unpacked_size, self.max_entries, what=source
-        )
+        budget = self.limits.budget(cas, packed_size=archive.size_bytes)
+        uploader = ThreadUploader(cas, asyncio.get_running_loop(), self.spool, function, budget, what=source)
 
         def run() -> BuiltTree:
             with spooled:
@@ -120,6 +121,7 @@ def _unpack_tar(file: IO[bytes], builder: TreeBuilder, uploader: ThreadUploader)
                 target = builder.file_at(member.linkname)
                 if target is None:
                     raise UnsafeEntry(f"hard link {member.name!r} points to {member.linkname!r}, which is not an earlier file")
+                uploader.count_copy(target[0].size_bytes)
                 builder.add_file(member.name, target[0], executable=target[1])
             else:
                 log.debug("skipping special file %r in archive", member.name)
@@ -144,6 +146,7 @@ def _unpack_zip(file: IO[bytes], builder: TreeBuilder, uploader: ThreadUploader)
 
 def _store(member: IO[bytes], size: int, uploader: ThreadUploader) -> Digest:
     # tarfile and zipfile never return more than the member's declared size.
+    uploader.ensure_room(size)
     if size <= SMALL_FILE:
         return uploader.put(member.read())
     return uploader.put_stream(member.read, size)

@@ -5,7 +5,9 @@
     allowed_schemes = ["http", "https"]
     allowed_hosts = []                # empty: any host not denied
     denied_hosts = ["*.internal"]
+    allow_private_networks = false    # loopback and private ranges stay unreachable
     max_download_size = "16GiB"
+    max_unpacked_size = "8GiB"        # unset: 1/8 of the CAS
     default_timeout = "10m"
 
 Without an ``[assets]`` section the services run if a store named "assets" exists
@@ -22,7 +24,7 @@ from typing import Annotated, Any
 from cas.config import Above, AtLeast, ConfigError, Duration, Size, read_table
 from cas.store import BlobStore
 from cas.decorators.verify import VerifyingStore
-from server.assets.archive import DEFAULT_MAX_ENTRIES, DEFAULT_MAX_UNPACKED_SIZE
+from server.assets.limits import DEFAULT_MAX_COMPRESSION_RATIO, DEFAULT_MAX_ENTRIES, UnpackLimits
 from server.assets.policy import DEFAULT_MAX_DOWNLOAD_SIZE, DEFAULT_MAX_REDIRECTS, DEFAULT_SCHEMES, FetchPolicy
 from server.assets.spool import DEFAULT_MEMORY_LIMIT
 
@@ -47,6 +49,8 @@ class AssetsSection:
     """If not empty, the only hosts fetched from: names, addresses or "*.example.com"."""
     denied_hosts: tuple[str, ...] = ()
     """Hosts never fetched from; wins over allowed_hosts."""
+    allow_private_networks: bool = False
+    """Let fetches reach loopback, private (RFC 1918, unique local) and CGNAT addresses."""
     max_download_size: Size = DEFAULT_MAX_DOWNLOAD_SIZE
     """Larger downloads fail with RESOURCE_EXHAUSTED."""
     max_redirects: Annotated[int, AtLeast(0)] = DEFAULT_MAX_REDIRECTS
@@ -59,10 +63,12 @@ class AssetsSection:
     """Where downloads, archives and clones are kept while in use; default the system's temp dir."""
     spool_memory_limit: Size = DEFAULT_MEMORY_LIMIT
     """Spooled content up to this size stays in memory."""
-    max_unpacked_size: Size = DEFAULT_MAX_UNPACKED_SIZE
-    """An archive or git tree whose files add up to more fails."""
+    max_unpacked_size: Size | None = None
+    """An archive or git tree whose files add up to more fails; unset: 1/8 of the CAS (server/assets/limits.py)."""
     max_archive_entries: Annotated[int, AtLeast(1)] = DEFAULT_MAX_ENTRIES
     """An archive or git tree with more entries fails."""
+    max_compression_ratio: Annotated[int, AtLeast(0)] = DEFAULT_MAX_COMPRESSION_RATIO
+    """Unpacked content past 64 MiB may be at most this many times the archive; 0: no limit."""
     git: str = "git"
     """The git executable."""
 
@@ -86,8 +92,7 @@ class AssetsConfig:
     max_timeout: float = 3600.0
     spool_dir: Path | None = None
     spool_memory_limit: int = DEFAULT_MEMORY_LIMIT
-    max_unpacked_size: int = DEFAULT_MAX_UNPACKED_SIZE
-    max_archive_entries: int = DEFAULT_MAX_ENTRIES
+    limits: UnpackLimits = field(default_factory=UnpackLimits)
     git: str = "git"
 
     @classmethod
@@ -108,6 +113,7 @@ class AssetsConfig:
             denied_hosts=read.denied_hosts,
             max_download_size=read.max_download_size,
             max_redirects=read.max_redirects,
+            allow_private_networks=read.allow_private_networks,
         )
         return cls(
             index=read.index,
@@ -117,7 +123,6 @@ class AssetsConfig:
             max_timeout=read.max_timeout,
             spool_dir=read.spool_dir,
             spool_memory_limit=read.spool_memory_limit,
-            max_unpacked_size=read.max_unpacked_size,
-            max_archive_entries=read.max_archive_entries,
+            limits=UnpackLimits(read.max_unpacked_size, read.max_archive_entries, read.max_compression_ratio),
             git=read.git,
         )

@@ -9,12 +9,14 @@ Steps, in a scratch directory under the spool directory:
    their contents to the CAS through a ThreadUploader. Nothing is checked out, so
    no file is written for each entry of the repository.
 
-Git runs with no user or system configuration, no prompts, only the schemes the
-fetch policy allows (``protocol.allow``), and no redirects when the policy limits
-hosts (git cannot re-check each hop). Header qualifiers become
+Where git may connect, and how much it may download, is decided by
+server/assets/git_transport.py (addresses checked after DNS and pinned, only the
+allowed schemes, no redirects, a transfer limit). Header qualifiers become
 ``http.extraHeader`` settings passed in the environment, not on the command line,
 so other local users cannot read them from the process list. Submodules are not
-fetched (their entries are left out).
+fetched (their entries are left out). The listing is streamed, so a tree with
+millions of entries (a "git bomb") stops at the entry limit without being held
+in memory.
 """
 
 from __future__ import annotations
@@ -22,17 +24,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from cas.digest import Digest, DigestFunctionValue
-from cas.errors import NotFound, PermissionDenied, ReapiError, Unavailable
+from cas.errors import FailedPrecondition, NotFound, PermissionDenied, ReapiError, Unavailable
 from cas.store import BlobStore
 from server.assets.archive import store_directories
-from server.assets.policy import FetchPolicy
+from server.assets.git_transport import GitTarget, GitTransferWatch, GitTransport, git_version
+from server.assets.guard import NetworkGuard
+from server.assets.limits import UnpackLimits
 from server.assets.spool import Spool
 from server.assets.tree_builder import BuiltTree, TreeBuilder
 from server.assets.uploader import ThreadUploader
@@ -43,6 +49,7 @@ log = logging.getLogger("reapi.assets")
 SMALL_FILE = 1 << 20
 _NOT_FOUND_HINTS = ("not found", "does not appear to be a git repository", "couldn't find remote ref", "no such remote ref", "404")
 _DENIED_HINTS = ("authentication failed", "could not read username", "terminal prompts disabled", "401", "403", "permission denied")
+_REDIRECTED = re.compile(r"returned error: 30[12378]\b")
 _NO_SHALLOW_HINTS = ("shallow", "dumb http transport", "not our ref", "unadvertised object", "allowreachablesha1inwant")
 
 
@@ -61,41 +68,31 @@ class GitFailed(Exception):
 class GitFetcher:
     """Runs ``git`` to turn (uri, commit or branch) into a tree in the CAS."""
 
-    def __init__(self, spool: Spool, policy: FetchPolicy, max_unpacked_size: int, max_entries: int, git: str = "git") -> None:
+    def __init__(self, spool: Spool, guard: NetworkGuard, limits: UnpackLimits | None = None, git: str = "git") -> None:
         self.spool = spool
-        self.policy = policy
-        self.max_unpacked_size = max_unpacked_size
-        self.max_entries = max_entries
+        self.guard = guard
+        self.limits = limits or UnpackLimits()
         self.git = git
+        self._transport: GitTransport | None = None
 
-    def _env(self, home: str, headers: Mapping[str, str]) -> dict[str, str]:
-        config = [("protocol.allow", "never")]
-        config += [(f"protocol.{scheme}.allow", "always") for scheme in sorted(self.policy.allowed_schemes)]
-        config += [("http.extraHeader", f"{name}: {value}") for name, value in headers.items()]
-        if self.policy.restricts_hosts:
-            config.append(("http.followRedirects", "false"))
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": home,
-            "XDG_CONFIG_HOME": home,
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_ASKPASS": "false",
-            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
-            "LC_ALL": "C",
-            "GIT_CONFIG_COUNT": str(len(config)),
-        }
-        for i, (key, value) in enumerate(config):
-            env[f"GIT_CONFIG_KEY_{i}"] = key
-            env[f"GIT_CONFIG_VALUE_{i}"] = value
-        return env
+    async def transport(self) -> GitTransport:
+        """The transport, once the git version (which decides how names are pinned) is known."""
+        if self._transport is None:
+            try:
+                version = git_version(await self._git({"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "--version"))
+            except (GitFailed, OSError):
+                version = (0, 0)
+            self._transport = GitTransport(self.guard, version)
+        return self._transport
 
-    async def _git(self, env: Mapping[str, str], *args: str) -> str:
-        """Run git; its stdout, or GitFailed with its stderr. Killed if the caller is cancelled."""
+    async def _git(self, env: Mapping[str, str], *args: str, watch: GitTransferWatch | None = None) -> str:
+        """Run git; its stdout, or GitFailed with its stderr. Killed if the caller is cancelled
+        or (with ``watch``) when its transfer passes the limit."""
         process = await asyncio.create_subprocess_exec(
             self.git, *args, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True,
         )
+        watcher = asyncio.ensure_future(watch.watch(process)) if watch is not None else None
         try:
             stdout, stderr = await process.communicate()
         except BaseException:
@@ -103,16 +100,25 @@ class GitFetcher:
                 os.killpg(process.pid, signal.SIGKILL)
                 await process.wait()
             raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+        if watch is not None and watch.exceeded:
+            raise watch.error()
         if process.returncode != 0:
             raise GitFailed(stderr.decode("utf-8", "replace"))
         return stdout.decode("utf-8", "replace")
 
-    def _error(self, uri: str, failure: GitFailed) -> ReapiError:
-        text = failure.stderr.replace(uri, redact_uri(uri)).strip()
+    def _error(self, uri: str, failure: GitFailed, pinned_url: str) -> ReapiError:
+        text = failure.stderr.replace(pinned_url, redact_uri(pinned_url)).replace(uri, redact_uri(uri)).strip()
         lines = [line for line in text.splitlines() if line.strip()]
         detail = " / ".join(lines[-3:]) or "git failed"
         lowered = text.lower()
         message = f"{redact_uri(uri)}: git fetch failed: {detail}"
+        if _REDIRECTED.search(lowered):
+            return FailedPrecondition(f"{message} (git's redirects are not followed, since the server cannot check each hop: "
+                                      "fetch the repository by its final URL)")
         if any(h in lowered for h in _DENIED_HINTS):
             return PermissionDenied(message)
         if any(h in lowered for h in _NOT_FOUND_HINTS):
@@ -122,24 +128,28 @@ class GitFetcher:
     async def fetch(
         self, uri: str, headers: Mapping[str, str], commit: str, branch: str, cas: BlobStore, function: DigestFunctionValue
     ) -> GitTree:
-        self.policy.check(uri)
+        parts = self.guard.policy.check(uri)
+        transport = await self.transport()
         with self.spool.temporary_directory() as scratch:
-            env = self._env(scratch, headers)
+            target = await transport.target(uri, parts, scratch, headers)
+            watch = GitTransferWatch(Path(scratch), self.guard.policy.max_download_size, redact_uri(uri))
             repo = str(Path(scratch) / "repo.git")
-            await self._git(env, "init", "--bare", "--quiet", repo)
+            await self._git(target.env, "init", "--bare", "--quiet", repo)
             ref = commit or (f"refs/heads/{branch}" if branch else "HEAD")
             try:
-                await self._fetch(env, repo, uri, ref, commit)
-                resolved = commit or (await self._git(env, "-C", repo, "rev-parse", "--verify", "FETCH_HEAD^{commit}")).strip()
+                await self._fetch(target, repo, ref, commit, watch)
+                watch.check()
+                resolved = commit or (await self._git(target.env, "-C", repo, "rev-parse", "--verify", "FETCH_HEAD^{commit}")).strip()
             except GitFailed as failure:
-                raise self._error(uri, failure) from None
-            tree = await self._read_tree(env, repo, resolved, cas, function, redact_uri(uri))
+                raise self._error(uri, failure, target.url) from None
+            tree = await self._read_tree(target.env, repo, resolved, cas, function, redact_uri(uri))
         return GitTree(tree, resolved)
 
-    async def _fetch(self, env: Mapping[str, str], repo: str, uri: str, ref: str, commit: str) -> None:
+    async def _fetch(self, target: GitTarget, repo: str, ref: str, commit: str, watch: GitTransferWatch) -> None:
+        env, uri = target.env, target.url
         base = ("-C", repo, "fetch", "--quiet", "--no-tags")
         try:
-            await self._git(env, *base, "--depth=1", "--", uri, ref)
+            await self._git(env, *base, "--depth=1", "--", uri, ref, watch=watch)
             return
         except GitFailed as failure:
             # A shallow fetch can fail where a full one works; anything else is final
@@ -147,13 +157,13 @@ class GitFetcher:
             if not commit and not any(h in failure.stderr.lower() for h in _NO_SHALLOW_HINTS):
                 raise
         try:
-            await self._git(env, *base, "--", uri, ref)
+            await self._git(env, *base, "--", uri, ref, watch=watch)
             return
         except GitFailed:
             if not commit:
                 raise
         # The server will not hand out a commit by id: fetch every branch and tag, then look.
-        await self._git(env, *base, "--", uri, "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
+        await self._git(env, *base, "--", uri, "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*", watch=watch)
         try:
             await self._git(env, "-C", repo, "cat-file", "-e", f"{commit}^{{commit}}")
         except GitFailed:
@@ -162,34 +172,40 @@ class GitFetcher:
     async def _read_tree(
         self, env: Mapping[str, str], repo: str, commit: str, cas: BlobStore, function: DigestFunctionValue, source: str
     ) -> BuiltTree:
-        listing = await self._git(env, "-C", repo, "ls-tree", "-r", "-z", "--full-tree", commit)
-        entries = [_parse_ls_tree(record) for record in listing.split("\0") if record]
-        uploader = ThreadUploader(
-            cas, asyncio.get_running_loop(), self.spool, function, self.max_unpacked_size, self.max_entries, what=source
-        )
+        uploader = ThreadUploader(cas, asyncio.get_running_loop(), self.spool, function, self.limits.budget(cas), what=source)
         try:
-            tree = await asyncio.to_thread(self._store_entries, env, repo, entries, uploader, function)
+            tree = await asyncio.to_thread(self._store_entries, env, repo, commit, uploader, function)
         finally:
             uploader.cancel()
         await store_directories(cas, tree)
         return tree
 
     def _store_entries(
-        self, env: Mapping[str, str], repo: str, entries: Sequence[tuple[str, str, str, str]], uploader: ThreadUploader,
-        function: DigestFunctionValue,
+        self, env: Mapping[str, str], repo: str, commit: str, uploader: ThreadUploader, function: DigestFunctionValue
     ) -> BuiltTree:
+        """Blocking: stream ``git ls-tree`` and feed each file's content from ``git cat-file --batch``."""
         builder = TreeBuilder(function)
+        listing = subprocess.Popen(
+            [self.git, "-C", repo, "ls-tree", "-r", "-z", "--full-tree", commit], env=dict(env),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
         cat = subprocess.Popen(
             [self.git, "-C", repo, "cat-file", "--batch"], env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
-        assert cat.stdin is not None and cat.stdout is not None
+        assert listing.stdout is not None and listing.stderr is not None and cat.stdin is not None and cat.stdout is not None
         by_object: dict[str, Digest] = {}
         try:
-            for mode, kind, oid, path in entries:
+            for record in _records(listing.stdout):
+                mode, kind, oid, path = _parse_ls_tree(record)
                 uploader.count_entry()
                 if kind != "blob":
                     log.info("git: skipping %s %s at %r (submodules are not fetched)", kind, oid[:12], path)
+                    continue
+                cached = by_object.get(oid)
+                if cached is not None and mode != "120000":
+                    uploader.count_copy(cached.size_bytes)  # stored once, but every copy counts
+                    builder.add_file(path, cached, executable=mode == "100755")
                     continue
                 cat.stdin.write(f"{oid}\n".encode())
                 cat.stdin.flush()
@@ -200,24 +216,37 @@ class GitFetcher:
                     cat.stdout.read(1)
                     builder.add_symlink(path, target)
                     continue
-                cached = by_object.get(oid)
-                if cached is not None:
-                    cat.stdout.read(size + 1)
-                    digest = cached
-                elif size <= SMALL_FILE:
+                uploader.ensure_room(size)
+                if size <= SMALL_FILE:
                     digest = uploader.put(cat.stdout.read(size))
-                    cat.stdout.read(1)
                 else:
                     digest = uploader.put_stream(cat.stdout.read, size)
-                    cat.stdout.read(1)
+                cat.stdout.read(1)
                 by_object[oid] = digest
                 builder.add_file(path, digest, executable=mode == "100755")
+            if listing.wait() != 0:
+                raise GitFailed(listing.stderr.read().decode("utf-8", "replace"))
             uploader.flush()
         finally:
+            for process in (listing, cat):
+                process.kill()
+                process.wait()
             cat.stdin.close()
-            cat.kill()
-            cat.wait()
+            for stream in (listing.stdout, listing.stderr, cat.stdout):
+                stream.close()
         return builder.build()
+
+
+def _records(stream: IO[bytes]) -> Iterator[str]:
+    """NUL-terminated records from ``stream`` as they arrive (the listing is never held whole)."""
+    pending = b""
+    while chunk := stream.read1(1 << 16):  # type: ignore[attr-defined]
+        *records, pending = (pending + chunk).split(b"\0")
+        for record in records:
+            if record:
+                yield record.decode("utf-8", "replace")
+    if pending:
+        yield pending.decode("utf-8", "replace")
 
 
 def _parse_ls_tree(record: str) -> tuple[str, str, str, str]:

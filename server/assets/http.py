@@ -1,7 +1,9 @@
 """Downloads over HTTP(S), streamed into the CAS with bounded memory.
 
 Redirects are followed by hand (at most ``policy.max_redirects``) so that every
-hop is checked against the fetch policy again, and credentials (Authorization,
+hop is checked against the fetch policy again (names here, addresses by the
+NetworkGuard: hosts written as addresses before the request, names inside the
+client's resolver, after DNS), and credentials (Authorization,
 Cookie) are dropped when a redirect leaves the origin, as browsers do; a GitHub
 release that redirects to a signed S3 URL would otherwise fail. We ask for the
 identity encoding and never decompress: the checksum names the bytes of the file.
@@ -22,11 +24,13 @@ import aiohttp
 from cas.digest import DigestFunctionValue
 from cas.errors import FailedPrecondition, NotFound, PermissionDenied, ReapiError, ResourceExhausted, Unavailable
 from cas.store import BlobStore
+from server.assets.guard import AddressRefused, NetworkGuard
 from server.assets.ingest import Ingested, ingest
 from server.assets.policy import FetchPolicy
+from server.assets.resolver import GuardedResolver
 from server.assets.spool import Spool
 from server.assets.sri import Checksum
-from server.assets.uris import origin_of, redact_uri
+from server.assets.uris import origin_of, port_of, redact_uri
 
 log = logging.getLogger("reapi.assets")
 
@@ -37,9 +41,12 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"
 USER_AGENT = "reapi-remote-asset"
 
 
-def new_session() -> aiohttp.ClientSession:
-    """The shared client session: no overall timeout (the fetcher sets deadlines), no env proxies."""
+def new_session(guard: NetworkGuard) -> aiohttp.ClientSession:
+    """The shared client session: no overall timeout (the fetcher sets deadlines), no env
+    proxies, and every name resolved through ``guard`` (no DNS cache: each connection's
+    addresses are checked when it is made)."""
     return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(resolver=GuardedResolver(guard), use_dns_cache=False),
         timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None),
         auto_decompress=False,
         read_bufsize=CHUNK_SIZE,
@@ -60,12 +67,18 @@ def status_error(status: int, reason: str, uri: str) -> ReapiError:
     return FailedPrecondition(where)
 
 
+def refused(url: str, first: str, reason: str) -> PermissionDenied:
+    hop = f" (redirected from {redact_uri(first)})" if url != first else ""
+    return PermissionDenied(f"fetch of {redact_uri(url)}{hop} refused: {reason}")
+
+
 class HttpDownloader:
     """Fetches one URI into the CAS, following (re-checked) redirects."""
 
-    def __init__(self, session: aiohttp.ClientSession, policy: FetchPolicy, spool: Spool) -> None:
+    def __init__(self, session: aiohttp.ClientSession, policy: FetchPolicy, guard: NetworkGuard, spool: Spool) -> None:
         self.session = session
         self.policy = policy
+        self.guard = guard
         self.spool = spool
 
     async def download(
@@ -79,8 +92,9 @@ class HttpDownloader:
         url = uri
         current_headers = dict(headers)
         for hop in range(self.policy.max_redirects + 1):
-            self.policy.check(url)
+            parts = self.policy.check(url)
             try:
+                self.guard.check_literal(parts.hostname or "", port_of(parts))
                 async with self.session.get(url, headers=current_headers, allow_redirects=False) as response:
                     if response.status in REDIRECT_STATUSES and "Location" in response.headers:
                         target = urljoin(url, response.headers["Location"])
@@ -99,6 +113,8 @@ class HttpDownloader:
                     return await ingest(
                         self._body(response, url), cas, self.spool, function, checksums, expected_size=size, source=redact_uri(url)
                     )
+            except AddressRefused as refusal:
+                raise refused(url, uri, refusal.reason) from None
             except aiohttp.InvalidURL:
                 raise FailedPrecondition(f"{redact_uri(url)}: not a valid URL") from None
             except (aiohttp.ClientError, OSError) as exc:

@@ -2,31 +2,32 @@
 
 The fetch service makes outgoing requests on behalf of its clients, so an operator
 decides where it may go: schemes (``file`` is off unless named), host allow and
-deny lists, a size cap, and a redirect limit. Every redirect target is checked
-again, so a permitted host cannot bounce the server somewhere forbidden.
+deny lists, a size cap, a redirect limit, and whether private networks are
+reachable. Every redirect target is checked again, so a permitted host cannot
+bounce the server somewhere forbidden. This class judges names; the addresses
+they resolve to are judged by ``NetworkGuard`` (server/assets/guard.py).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
 from cas.errors import InvalidArgument, PermissionDenied
+from server.assets.addresses import canonical_host
 from server.assets.uris import redact_uri
 
 DEFAULT_SCHEMES = frozenset({"http", "https"})
 DEFAULT_MAX_DOWNLOAD_SIZE = 16 << 30
 DEFAULT_MAX_REDIRECTS = 5
+# In allowed_hosts, "*" alone admits any host but names none: it lifts no address rule.
+ANY_HOST = "*"
 
 
-def _normal_host(host: str) -> str:
-    host = host.strip().lower().rstrip(".")
-    try:
-        return str(ipaddress.ip_address(host.strip("[]")))
-    except ValueError:
-        return host
+def _matches(host: str, patterns: tuple[str, ...]) -> bool:
+    host = canonical_host(host)
+    return any(fnmatch.fnmatchcase(host, canonical_host(p)) for p in patterns)
 
 
 @dataclass(frozen=True)
@@ -38,16 +39,23 @@ class FetchPolicy:
     denied_hosts: tuple[str, ...] = ()
     max_download_size: int = DEFAULT_MAX_DOWNLOAD_SIZE
     max_redirects: int = DEFAULT_MAX_REDIRECTS
+    allow_private_networks: bool = False  # loopback, RFC 1918, unique local, CGNAT
 
     @property
     def restricts_hosts(self) -> bool:
         return bool(self.allowed_hosts or self.denied_hosts)
 
+    def host_denied(self, host: str) -> bool:
+        return _matches(host, self.denied_hosts)
+
     def host_allowed(self, host: str) -> bool:
-        host = _normal_host(host)
-        if any(fnmatch.fnmatchcase(host, _normal_host(p)) for p in self.denied_hosts):
+        if self.host_denied(host):
             return False
-        return not self.allowed_hosts or any(fnmatch.fnmatchcase(host, _normal_host(p)) for p in self.allowed_hosts)
+        return not self.allowed_hosts or _matches(host, self.allowed_hosts)
+
+    def names_host(self, host: str) -> bool:
+        """True if allowed_hosts lists ``host`` (a name or an address) by a pattern other than "*"."""
+        return _matches(host, tuple(p for p in self.allowed_hosts if p.strip() != ANY_HOST))
 
     def check(self, uri: str) -> SplitResult:
         """The parsed URI if the policy permits fetching it; PERMISSION_DENIED otherwise."""

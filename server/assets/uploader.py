@@ -3,9 +3,10 @@
 Unpacking an archive (tarfile, zipfile) and reading git objects are blocking
 loops, so they run in a thread; this class is their door to the CAS. Small files
 are batched (one find_missing + put_many per few MiB), large ones are spooled
-while hashed and then streamed in. It also enforces the limits on the unpacked
-size and the number of entries (zip bombs), and stops the thread promptly once
-the request is abandoned (``cancel()``).
+while hashed and then streamed in. It also enforces the UnpackBudget (unpacked
+size and number of entries: archive bombs), refusing a member whose declared size
+would pass it before reading any of it, and stops the thread promptly once the
+request is abandoned (``cancel()``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from cas.digest import ALGORITHMS, Digest, DigestFunctionValue
 from cas.errors import Cancelled, ResourceExhausted
 from cas.store import BlobStore
+from server.assets.limits import UnpackBudget
 from server.assets.spool import Spool, SpoolFile
 
 BATCH_BYTES = 4 << 20
@@ -34,16 +36,14 @@ class ThreadUploader:
         loop: asyncio.AbstractEventLoop,
         spool: Spool,
         function: DigestFunctionValue,
-        max_total_bytes: int,
-        max_entries: int,
+        budget: UnpackBudget,
         what: str = "content",
     ) -> None:
         self.cas = cas
         self.loop = loop
         self.spool = spool
         self.function = function
-        self.max_total_bytes = max_total_bytes
-        self.max_entries = max_entries
+        self.budget = budget
         self.what = what
         self.total_bytes = 0
         self.entries = 0
@@ -57,15 +57,23 @@ class ThreadUploader:
     def _check(self, more_bytes: int) -> None:
         if self._cancelled.is_set():
             raise Cancelled(f"{self.what}: abandoned (timeout or cancelled request)")
+        self.ensure_room(more_bytes)
         self.total_bytes += more_bytes
-        if self.total_bytes > self.max_total_bytes:
-            raise ResourceExhausted(f"{self.what}: unpacked content passed the {self.max_total_bytes}-byte limit")
+
+    def ensure_room(self, size: int) -> None:
+        """RESOURCE_EXHAUSTED if ``size`` more bytes would pass the budget (checked before reading them)."""
+        if self.total_bytes + size > self.budget.max_bytes:
+            raise ResourceExhausted(f"{self.what}: {self.budget.bytes_message()}")
 
     def count_entry(self) -> None:
         self._check(0)
         self.entries += 1
-        if self.entries > self.max_entries:
-            raise ResourceExhausted(f"{self.what}: more than {self.max_entries} entries")
+        if self.entries > self.budget.max_entries:
+            raise ResourceExhausted(f"{self.what}: {self.budget.entries_message()}")
+
+    def count_copy(self, size: int) -> None:
+        """A file whose content is already stored (a hard link, a git blob used again) still counts."""
+        self._check(size)
 
     def _run(self, coroutine: Any) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self.loop)

@@ -12,6 +12,7 @@ from cas.memory import MemoryStore
 from cas.decorators.verify import VerifyingStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.assets.archive import ArchiveUnpacker
+from server.assets.limits import UnpackLimits
 from server.assets.spool import Spool
 from server.assets.tree_builder import TreeBuilder, UnsafeEntry
 from tests.assets.archives import Entry, archive_bytes
@@ -42,7 +43,7 @@ async def unpack(data: bytes, function: int = SHA256, **limits: int):  # type: i
     cas = VerifyingStore(MemoryStore(1 << 30))
     archive = Digest.of(data, function)
     await cas.put_bytes(archive, data)
-    tree = await ArchiveUnpacker(Spool(memory_limit=1 << 16), **limits).unpack(cas, archive, function, "test archive")
+    tree = await ArchiveUnpacker(Spool(memory_limit=1 << 16), UnpackLimits(**limits)).unpack(cas, archive, function, "test archive")
     return cas, tree
 
 

@@ -128,7 +128,7 @@ async def test_redirects_are_followed_and_rechecked(origin: HttpOrigin) -> None:
             looped = await assets.fetch.FetchBlob(blob_request(loop))
             assert looped.status.code == code_pb2.FAILED_PRECONDITION and "redirects" in looped.status.message
         # The same redirect into a denied host is refused at the hop.
-        policy = FetchPolicy(allowed_hosts=("127.0.0.1",), denied_hosts=("127.0.0.1",))
+        policy = FetchPolicy(allowed_hosts=("127.0.0.1",), denied_hosts=("127.0.0.1",), allow_private_networks=True)
         async with asset_services(AssetsConfig(policy=policy)) as denied:
             response = await denied.fetch.FetchBlob(blob_request(hop))
             assert response.status.code == code_pb2.PERMISSION_DENIED
@@ -193,7 +193,7 @@ async def test_mirrors_are_tried_in_order(assets: AssetHarness, origin: HttpOrig
 
 async def test_size_limit_is_resource_exhausted(origin: HttpOrigin) -> None:
     url = origin.serve("/big", DATA)
-    async with asset_services(AssetsConfig(policy=FetchPolicy(max_download_size=100))) as assets:
+    async with asset_services(AssetsConfig(policy=FetchPolicy(max_download_size=100, allow_private_networks=True))) as assets:
         response = await assets.fetch.FetchBlob(blob_request(url))
         assert response.status.code == code_pb2.RESOURCE_EXHAUSTED
         assert "100-byte" in response.status.message and url in response.status.message

@@ -39,7 +39,7 @@ from remote_apis_protos.build.bazel.remote.asset.v1 import remote_asset_pb2_grpc
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from tests.support.bazel import fast_tmp_root
 from tests.support.http_origin import HttpOrigin
-from tests.support.server_process import reapi_server_process
+from tests.support.server_process import reapi_server_process, server_config
 
 MIB = 1 << 20
 
@@ -95,6 +95,11 @@ async def fetch_directory(address: str, url: str) -> tuple[float, asset_pb2.Fetc
         return time.perf_counter() - start, response
 
 
+def local_origin_config(workdir: Path) -> dict[str, object]:
+    """The zero-config stores, and permission to fetch from the loopback origin."""
+    return server_config(workdir, assets={"allow_private_networks": True})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=256)
@@ -116,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             ("BLAKE3 + sha256 checksum (spooled)", sri, re_pb2.DigestFunction.BLAKE3),
         ]
         for i, (label, checksum, function) in enumerate(cases):
-            with reapi_server_process(server_root / f"server-{i}") as server:
+            with reapi_server_process(server_root / f"server-{i}", local_origin_config(server_root / f"server-{i}")) as server:
                 before, _ = peak_rss_mib(server.process.pid)
                 cpu_before = cpu_seconds(server.process.pid)
                 seconds, response = asyncio.run(fetch_blob(server.address, url, checksum, function))
@@ -133,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
         archive = many_files_archive(args.files)
         archive_url = origin.serve("/many.tar.gz", archive)
-        with reapi_server_process(server_root / "server-dir") as server:
+        with reapi_server_process(server_root / "server-dir", local_origin_config(server_root / "server-dir")) as server:
             cpu_before = cpu_seconds(server.process.pid)
             unpack_seconds, unpacked = asyncio.run(fetch_directory(server.address, archive_url))
             cpu = cpu_seconds(server.process.pid) - cpu_before

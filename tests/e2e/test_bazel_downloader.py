@@ -20,7 +20,7 @@ from pathlib import Path
 from server.assets.http import USER_AGENT
 from tests.support.bazel import BazelInstallation, remote_cache_flags, remote_downloader_flags
 from tests.support.http_origin import HttpOrigin
-from tests.support.server_process import reapi_server_process
+from tests.support.server_process import reapi_server_process, server_config
 
 WORKSPACE_TEMPLATE = Path(__file__).resolve().parent / "downloader_workspace"
 GREETING = b"hello from an http_archive\n"
@@ -54,7 +54,9 @@ def test_bazel_fetches_through_the_remote_downloader_and_then_from_the_cache(
             .replace("@DATA_SHA256@", hashlib.sha256(DATA).hexdigest()),
         )
         repository_cache = tmp_path / "repository_cache"
-        with reapi_server_process(tmp_path / "server") as server:
+        # The origin listens on 127.0.0.1, which the server fetches from only when told it may.
+        config = server_config(tmp_path / "server", assets={"allow_private_networks": True})
+        with reapi_server_process(tmp_path / "server", config) as server:
             flags = [
                 *remote_cache_flags(server.url),
                 *remote_downloader_flags(server.url),
