@@ -198,14 +198,6 @@ class RedisStore(BlobStore):
             )
         return {batch[i - 1] for batch, positions in zip(batches, replies) for i in positions}
 
-    async def has(self, digest: Digest) -> bool:
-        with self._redis_errors(f"checking {digest}"):
-            return bool(await self._refresh(self.client, self.key(digest)))
-
-    def _refresh(self, client: aioredis.Redis, key: str):  # type: ignore[no-untyped-def]
-        """PEXPIRE or TOUCH ``key``; the reply (1 or 0) says whether it exists."""
-        return client.pexpire(key, self.ttl_ms) if self.ttl_ms else client.touch(key)
-
     # -- reads ---------------------------------------------------------------------
 
     async def read(self, digest: Digest, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:
@@ -240,24 +232,6 @@ class RedisStore(BlobStore):
             reply = await self._read_chunk_script(keys=[key], args=[self.ttl_ms, start, stop - 1])
         return None if reply is None else (int(reply[0]), reply[1])
 
-    async def _get(self, digest: Digest) -> bytes | None:
-        with self._redis_errors(f"reading {digest}"):
-            key = self.key(digest)
-            if self.ttl_ms:
-                return await self.client.getex(key, px=self.ttl_ms)  # type: ignore[return-value]  # bytes: no decoding
-            return await self.client.get(key)  # type: ignore[return-value]
-
-    async def get_bytes(self, digest: Digest, max_size: int | None = None) -> bytes:
-        value = await self._get(digest)
-        if value is None:
-            raise NotFound(f"{digest} not found in {self.name}")
-        if max_size is not None and len(value) > max_size:
-            raise ResourceExhausted(f"value of {digest} is {len(value)} bytes, over the {max_size}-byte limit")
-        return value
-
-    async def get_or_none(self, digest: Digest) -> bytes | None:
-        return await self._get(digest)
-
     async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
         unique = list(dict.fromkeys(digests))
         if not unique:
@@ -285,11 +259,7 @@ class RedisStore(BlobStore):
             if total > self.max_value_size:
                 raise self._too_large(digest, f"at least {total}")
             parts.append(chunk)
-        await self.put_bytes(digest, b"".join(parts))
-
-    async def put_bytes(self, digest: Digest, data: bytes) -> None:
-        if len(data) > self.max_value_size:
-            raise self._too_large(digest, str(len(data)))
+        data = b"".join(parts)
         with self._redis_errors(f"writing {digest}"):
             await self.client.set(self.key(digest), data, px=self.ttl_ms or None)
 

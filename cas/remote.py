@@ -139,14 +139,6 @@ class RemoteStore(BlobStore):
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc, f"ByteStream.Read of {digest}") from None
 
-    async def get_bytes(self, digest: Digest, max_size: int | None = None) -> bytes:
-        if self.fits_in_batch(digest) and (max_size is None or digest.size_bytes <= max_size):
-            found = await self.get_many([digest])
-            if digest not in found:
-                raise NotFound(f"{digest} not found in {self.name}")
-            return found[digest]
-        return await super().get_bytes(digest, max_size)
-
     async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
         """Small blobs in parallel batches, large ones streamed in parallel; absent ones left out."""
         unique = set(digests)
@@ -259,16 +251,6 @@ class RemoteStore(BlobStore):
             raise Internal(
                 f"{self.name} ByteStream.Write of {digest}: server committed {response.committed_size} bytes"
             )
-
-    async def put_bytes(self, digest: Digest, data: bytes) -> None:
-        if digest.is_empty:
-            return
-        if self.fits_in_batch(digest):
-            failures = await self.put_many({digest: data})
-            if digest in failures:
-                raise failures[digest]
-            return
-        await super().put_bytes(digest, data)
 
     async def put_many(self, blobs: Mapping[Digest, bytes]) -> dict[Digest, ReapiError]:
         """Small blobs in parallel BatchUpdateBlobs calls, large ones with ByteStream."""

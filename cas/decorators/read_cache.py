@@ -8,7 +8,7 @@
   ask for, and the next whole read fills.
 - Writes go to ``slow``; with ``write_to_fast`` also to ``fast``, which commits only
   after ``slow`` has.
-- ``find_missing`` and ``has`` ask only ``slow``: ``fast`` may evict at any time, and
+- ``find_missing`` (so ``has`` too) asks only ``slow``: ``fast`` may evict at any time, and
   a blob it holds that ``slow`` lost must still be reported missing so clients
   upload it again.
 
@@ -20,22 +20,14 @@ leaves a stale copy in ``fast`` until it is evicted.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Collection, Iterable, Mapping
-from contextlib import aclosing
-from typing import cast
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping
 
 from cas.decorators.cache_fill import CacheFill
 from cas.digest import Digest
 from cas.errors import NotFound, ReapiError
-from cas.store import BlobStore
+from cas.store import BlobStore, closing
 
 log = logging.getLogger("reapi.cas.read_cache")
-
-
-def closing(stream: AsyncIterator[bytes]) -> aclosing[AsyncGenerator[bytes, None]]:
-    """Close a read stream (an async generator) even when the consumer stops early,
-    so a child's cleanup and an aborted fill happen now, not at garbage collection."""
-    return aclosing(cast(AsyncGenerator[bytes, None], stream))
 
 
 class ReadCachingStore(BlobStore):
@@ -49,9 +41,6 @@ class ReadCachingStore(BlobStore):
 
     async def find_missing(self, digests: Collection[Digest]) -> set[Digest]:
         return await self.slow.find_missing(digests)
-
-    async def has(self, digest: Digest) -> bool:
-        return await self.slow.has(digest)
 
     # -- reads ---------------------------------------------------------------------
 
@@ -81,7 +70,7 @@ class ReadCachingStore(BlobStore):
         try:
             first = await anext(chunks)  # NotFound from slow propagates before any fill starts
         except StopAsyncIteration:
-            await self._fill_bytes(digest, b"")
+            await self._fill_many({digest: b""})
             return
         fill = CacheFill(self.fast, digest)
         complete = False
@@ -98,25 +87,9 @@ class ReadCachingStore(BlobStore):
             else:
                 await fill.abort()
 
-    async def get_bytes(self, digest: Digest, max_size: int | None = None) -> bytes:
-        try:
-            return await self.fast.get_bytes(digest, max_size)
-        except NotFound:
-            pass
-        value = await self.slow.get_bytes(digest, max_size)
-        await self._fill_bytes(digest, value)
-        return value
-
-    async def get_or_none(self, digest: Digest) -> bytes | None:
-        value = await self.fast.get_or_none(digest)
-        if value is not None:
-            return value
-        value = await self.slow.get_or_none(digest)
-        if value is not None:
-            await self._fill_bytes(digest, value)
-        return value
-
     async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
+        """The batch twin of ``read``: hits from ``fast``, misses from ``slow`` in one
+        batch, filled into ``fast`` in one batch."""
         digests = list(digests)
         found = await self.fast.get_many(digests)
         misses = [d for d in digests if d not in found]
@@ -127,16 +100,14 @@ class ReadCachingStore(BlobStore):
             found.update(from_slow)
         return found
 
-    async def _fill_bytes(self, digest: Digest, value: bytes) -> None:
-        try:
-            await self.fast.put_bytes(digest, value)
-        except ReapiError as err:
-            log.warning("not caching %s in %s: %s", digest, self.fast.name, err)
-
     async def _fill_many(self, values: Mapping[Digest, bytes]) -> None:
-        failures = await self.fast.put_many(values)
-        for digest, err in failures.items():
-            log.warning("not caching %s in %s: %s", digest, self.fast.name, err)
+        """Best effort (``slow`` has the values): failures are logged, never raised."""
+        try:
+            failures = await self.fast.put_many(values)
+        except ReapiError as err:
+            failures = dict.fromkeys(values, err)
+        for digest, failure in failures.items():
+            log.warning("not caching %s in %s: %s", digest, self.fast.name, failure)
 
     # -- writes --------------------------------------------------------------------
 
@@ -165,11 +136,6 @@ class ReadCachingStore(BlobStore):
             await fill.finish()
         else:
             await fill.abort()
-
-    async def put_bytes(self, digest: Digest, data: bytes) -> None:
-        await self.slow.put_bytes(digest, data)
-        if self.write_to_fast:
-            await self._fill_bytes(digest, data)
 
     async def put_many(self, blobs: Mapping[Digest, bytes]) -> dict[Digest, ReapiError]:
         failures = await self.slow.put_many(blobs)

@@ -21,7 +21,10 @@ from cas.store import BlobStore
 
 
 class SizePartitioningStore(BlobStore):
-    """Blobs of at most ``threshold`` bytes live in ``small``, larger ones in ``large``."""
+    """Blobs of at most ``threshold`` bytes live in ``small``, larger ones in ``large``.
+
+    Each primitive routes by digest; a batch is split in two (run concurrently only
+    when both sides have work), so each child still sees one batch."""
 
     def __init__(self, small: BlobStore, large: BlobStore, threshold: int, name: str = "size_partition") -> None:
         self.small = small
@@ -53,18 +56,6 @@ class SizePartitioningStore(BlobStore):
 
     async def write(self, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
         await self.store_for(digest).write(digest, chunks)
-
-    async def has(self, digest: Digest) -> bool:
-        return await self.store_for(digest).has(digest)
-
-    async def get_bytes(self, digest: Digest, max_size: int | None = None) -> bytes:
-        return await self.store_for(digest).get_bytes(digest, max_size)
-
-    async def get_or_none(self, digest: Digest) -> bytes | None:
-        return await self.store_for(digest).get_or_none(digest)
-
-    async def put_bytes(self, digest: Digest, data: bytes) -> None:
-        await self.store_for(digest).put_bytes(digest, data)
 
     async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
         small, large = self._split(digests)

@@ -63,7 +63,10 @@ async def verified_chunks(digest: Digest, chunks: AsyncIterable[bytes]) -> Async
 
 
 class VerifyingStore(ForwardingStore):
-    """Checks every write against its digest; treats empty blobs as always present."""
+    """Checks every write against its digest; treats empty blobs as always present.
+
+    ``write`` checks as the chunks stream; ``put_many`` checks each whole value at
+    once and passes the good ones on as one batch."""
 
     def __init__(self, inner: BlobStore, name: str = "verify") -> None:
         super().__init__(inner)
@@ -73,19 +76,10 @@ class VerifyingStore(ForwardingStore):
         wanted = [d for d in digests if not d.is_empty]
         return await self.inner.find_missing(wanted)
 
-    async def has(self, digest: Digest) -> bool:
-        return digest.is_empty or await self.inner.has(digest)
-
     def read(self, digest: Digest, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:
         if digest.is_empty:
             return _empty_read(digest, offset)
         return self.inner.read(digest, offset, limit)
-
-    async def get_bytes(self, digest: Digest, max_size: int | None = None) -> bytes:
-        return b"" if digest.is_empty else await self.inner.get_bytes(digest, max_size)
-
-    async def get_or_none(self, digest: Digest) -> bytes | None:
-        return b"" if digest.is_empty else await self.inner.get_or_none(digest)
 
     async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
         digests = list(digests)
@@ -100,11 +94,6 @@ class VerifyingStore(ForwardingStore):
                 pass
             return
         await self.inner.write(digest, checked)
-
-    async def put_bytes(self, digest: Digest, data: bytes) -> None:
-        verify_bytes(digest, data)
-        if not digest.is_empty:
-            await self.inner.put_bytes(digest, data)
 
     async def put_many(self, blobs: Mapping[Digest, bytes]) -> dict[Digest, ReapiError]:
         failures: dict[Digest, ReapiError] = {}

@@ -18,13 +18,15 @@ How it stays correct and fast, and why:
   holds its expected length, and a file whose size differs is dropped by the scan
   after a crash or reboot and at every read. ``fsync=True`` adds fdatasync of each
   file and its directory before a write returns, for durability over throughput.
+- **Commits** (commit.py): a key's lock spans rename and index update, so an
+  eviction of the key cannot slip in between; batches write their files in one
+  thread hop per part.
 - **Access times survive restarts.** Exactly, through the snapshot, after a clean
-  close; approximately after a crash: a hit whose stamp is older than
-  ``touch_interval`` queues a utime (mtime := now) for a background thread, and
-  the scan orders values by mtime.
-- **Eviction** removes the oldest values until the total is under ``max_bytes``,
-  right after each write. A key being written is skipped (KeyLocks), and a reader
-  holding a value open keeps reading it after it is unlinked (POSIX semantics).
+  close; approximately after a crash, through mtimes refreshed in the background
+  (upkeep.py), by which a scan orders values.
+- **Eviction** (upkeep.py) removes the oldest values until the total is under
+  ``max_bytes``, right after each write. A key being written is skipped, and a
+  reader holding a value open keeps reading it after it is unlinked (POSIX).
 - **Threads.** Blocking calls run in the store's own executor behind a semaphore
   (IoLane, cas/localfs/io_lane.py); batches (``put_many``, ``get_many``) do their files in
   one hop per thread, and streams move data in buffers of about a megabyte. The
@@ -37,7 +39,6 @@ stores ActionResults under action digests); checking content is VerifyingStore's
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import time
@@ -45,22 +46,22 @@ from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
-from cas.localfs import files as disk_files
 from cas.digest import Digest
-from cas.localfs.files import CorruptValue, PendingWrite
+from cas.disk.commit import DiskCommitter
 from cas.disk.index import DiskIndex, IndexEntry
-from cas.disk.layout import temp_path, value_path
 from cas.disk.key_locks import KeyLocks
+from cas.disk.layout import value_path
 from cas.disk.startup import open_directory, release_opened, save_snapshot
 from cas.disk.temp_writer import TempFileWriter
-from cas.localfs.io_lane import IoLane, close_after, then
-from cas.errors import Internal, NotFound, ReapiError, ResourceExhausted
+from cas.disk.upkeep import DiskUpkeep
+from cas.errors import Internal, NotFound, ReapiError
+from cas.localfs import files as disk_files
+from cas.localfs.files import CorruptValue
+from cas.localfs.io_lane import IoLane, close_after
 from cas.store import READ_CHUNK_SIZE, BlobStore, check_read_range
 
 log = logging.getLogger("reapi.cas.disk")
-T = TypeVar("T")
 
 DEFAULT_IO_THREADS = 4
 # Persist an access time at most this often per value (seconds).
@@ -68,8 +69,6 @@ DEFAULT_TOUCH_INTERVAL = 600.0
 # Streamed writes are gathered into buffers this large before each thread hop. An
 # idle partial upload (server/uploads.py keeps them open) holds up to this much.
 DEFAULT_WRITE_BUFFER = 1 << 20
-# The smallest part of a batch worth its own thread.
-_MIN_PART = 64
 # A read retries when the value was overwritten under a new length meanwhile.
 _READ_ATTEMPTS = 3
 
@@ -94,9 +93,7 @@ class DiskStore(BlobStore):
         write_buffer: int = DEFAULT_WRITE_BUFFER,
     ) -> None:
         self.root = root
-        self.max_bytes = max_bytes
         self.name = name
-        self.fsync = fsync
         self.chunk_size = chunk_size
         self.write_buffer = write_buffer
         self._clock = clock
@@ -106,9 +103,10 @@ class DiskStore(BlobStore):
         self._lane = IoLane(executor, io_threads, name)
         self._lock_fd = lock_fd
         self._locks = KeyLocks()
-        self._tmp_ids = itertools.count()
-        self._touch_queue: dict[Digest, tuple[str, float]] = {}  # path, access time
-        self.evicted = 0
+        self._upkeep = DiskUpkeep(root, name, self._index, self._lane, self._locks)
+        self._commits = DiskCommitter(
+            root, name, self._index, self._lane, self._locks, self._upkeep, max_bytes=max_bytes, fsync=fsync, clock=clock
+        )
 
     # -- opening and closing -------------------------------------------------------
 
@@ -146,19 +144,19 @@ class DiskStore(BlobStore):
             "disk store %r at %s: %d values, %d bytes, index rebuilt in %.2fs (%s)",
             name, root, len(index), store.total_bytes, time.monotonic() - started, how,
         )
-        store._evict_if_needed()
+        store._upkeep.evict_if_needed(max_bytes)
         return store
 
     async def drain(self) -> None:
         """Finish background work: queued access-time refreshes, evictions, cleanups."""
-        self._flush_touches()
+        self._upkeep.flush_touches()
         await self._lane.drain()
 
     async def aclose(self) -> None:
         """Refuse new work, finish what runs, and write the index snapshot for a fast reopen."""
         if self._lane.closed:
             return
-        self._flush_touches()
+        self._upkeep.flush_touches()
         self._lane.closed = True
         await self._lane.drain()
         try:
@@ -174,6 +172,19 @@ class DiskStore(BlobStore):
         return len(self._index)
 
     @property
+    def max_bytes(self) -> int:
+        return self._commits.max_bytes
+
+    @property
+    def fsync(self) -> bool:
+        return self._commits.fsync
+
+    @property
+    def evicted(self) -> int:
+        """Values evicted since open."""
+        return self._upkeep.evicted
+
+    @property
     def total_bytes(self) -> int:
         return self._index.total_bytes
 
@@ -184,94 +195,20 @@ class DiskStore(BlobStore):
         entry = self._index.get(digest)
         return None if entry is None else value_path(self.root, digest, entry.length)
 
-    def _refresh(self, digest: Digest, entry: IndexEntry, now: float) -> None:
-        """Mark a hit: newest in memory now, on disk lazily."""
-        if self._index.hit(digest, entry, now):
-            self._queue_touch(digest, entry, now)
-
-    def _queue_touch(self, digest: Digest, entry: IndexEntry, now: float) -> None:
-        """Persist ``now`` as the value's access time soon, in a batch, off the loop."""
-        if not self._touch_queue:
-            asyncio.get_running_loop().call_soon(self._flush_touches)
-        self._touch_queue[digest] = (value_path(self.root, digest, entry.length), now)
-
-    def _flush_touches(self) -> None:
-        if not self._touch_queue:
-            return
-        touches = list(self._touch_queue.values())
-        self._touch_queue.clear()
-        self._lane.start(disk_files.touch_files, touches).add_done_callback(self._log_failures("refresh"))
+    def _os_error(self, err: OSError, action: str, path: str) -> ReapiError:
+        return disk_files.as_store_error(self.name, err, action, path)
 
     def _lookup(self, digest: Digest) -> IndexEntry:
         entry = self._index.get(digest)
         if entry is None:
             raise NotFound(f"{digest} not found in {self.name}")
-        self._refresh(digest, entry, self._clock())
+        self._upkeep.hit(digest, entry, self._clock())
         return entry
-
-    def _drop_corrupt(self, digest: Digest, entry: IndexEntry, error: CorruptValue) -> None:
-        log.warning("disk store %r: dropping damaged value %s: %s", self.name, digest, error)
-        self._index.forget(digest, entry)
-        if self._locks.try_acquire(digest):  # else a writer is replacing it right now
-            future = self._lane.start(disk_files.remove_files, [value_path(self.root, digest, entry.length)])
-            future.add_done_callback(lambda _: self._locks.release(digest))
-
-    def _evict_if_needed(self) -> None:
-        """Remove the least recently used values until under the cap. Keys being
-        written are skipped; the victims' keys stay locked until their files are gone."""
-        victims = self._index.take_oldest(self.max_bytes, self._locks.try_acquire)
-        if not victims:
-            return
-        self.evicted += len(victims)
-        paths = [value_path(self.root, d, e.length) for d, e in victims]
-        future = self._lane.start(disk_files.remove_files, paths)
-        future.add_done_callback(lambda _: self._locks.release_all(d for d, _ in victims))
-        future.add_done_callback(self._log_failures("evict"))
-
-    def _log_failures(self, action: str) -> Callable[[asyncio.Future[list[tuple[str, OSError]]]], None]:
-        def report(future: asyncio.Future[list[tuple[str, OSError]]]) -> None:
-            if future.cancelled():
-                return
-            if future.exception() is not None:
-                log.error("disk store %r: %s failed: %s", self.name, action, future.exception())
-                return
-            for path, err in future.result():
-                log.error("disk store %r: cannot %s %s: %s", self.name, action, path, err)
-
-        return report
-
-    def _os_error(self, err: OSError, action: str, path: str) -> ReapiError:
-        return disk_files.as_store_error(self.name, err, action, path)
-
-    def _split(self, items: list[T]) -> list[list[T]]:
-        """A batch in parts for parallel threads, each big enough to be worth a hop."""
-        parts = max(1, min(self.io_threads, len(items) // _MIN_PART))
-        size = -(-len(items) // parts)
-        return [items[i : i + size] for i in range(0, len(items), size)]
-
-    def _temp_path(self, digest: Digest) -> str:
-        return temp_path(self.root, digest, next(self._tmp_ids))
-
-    def _check_size(self, digest: Digest, length: int) -> None:
-        if length > self.max_bytes:
-            raise ResourceExhausted(
-                f"{digest}: a value of {length} bytes is larger than {self.name}'s {self.max_bytes}-byte capacity"
-            )
 
     # -- BlobStore -----------------------------------------------------------------
 
     async def find_missing(self, digests: Collection[Digest]) -> set[Digest]:
-        now = self._clock()
-        missing, stale = self._index.hit_many(digests, now)
-        for digest, entry in stale:
-            self._queue_touch(digest, entry, now)
-        return missing
-
-    async def has(self, digest: Digest) -> bool:
-        entry = self._index.get(digest)
-        if entry is not None:
-            self._refresh(digest, entry, self._clock())
-        return entry is not None
+        return self._upkeep.hit_many(digests, self._clock())
 
     async def read(self, digest: Digest, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:
         fd, data, end = await self._open_for_read(digest, offset, limit)
@@ -319,7 +256,7 @@ class DiskStore(BlobStore):
                 self._index.forget(digest, entry)  # evicted, or overwritten under a new length
                 continue
             except CorruptValue as err:
-                self._drop_corrupt(digest, entry, err)
+                self._upkeep.drop_corrupt(digest, entry, err)
                 raise NotFound(f"{digest} in {self.name} was damaged (a crash?) and has been removed") from None
             except OSError as err:
                 raise self._os_error(err, "read", path) from None
@@ -327,19 +264,22 @@ class DiskStore(BlobStore):
         raise NotFound(f"{digest} not found in {self.name}")
 
     async def write(self, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
-        writer = TempFileWriter(self._lane, self._temp_path(digest), self.write_buffer)
+        commits = self._commits
+        writer = TempFileWriter(self._lane, commits.temp_path(digest), self.write_buffer)
         length = 0
         try:
             async for chunk in chunks:
                 if chunk:
                     length += len(chunk)
-                    self._check_size(digest, length)
+                    commits.check_size(digest, length)
                     await writer.add(chunk)
             if not writer.file_started:  # it fit in one buffer: one hop writes and commits it
-                await self.put_bytes(digest, writer.whole_value())
+                failures = await commits.put_values({digest: writer.whole_value()})
+                if failures:
+                    raise failures[digest]
                 return
             fd, rest = await writer.hand_off()
-            await self._commit_stream(digest, fd, writer.tmp_path, rest, length)
+            await commits.commit_stream(digest, fd, writer.tmp_path, rest, length)
         except OSError as err:
             raise self._os_error(err, "write", writer.tmp_path) from None
         finally:
@@ -347,128 +287,8 @@ class DiskStore(BlobStore):
             # to do once it was handed off (or if none was made).
             await asyncio.shield(writer.discard())
 
-    async def _discard(self, fd: int, tmp_path: str) -> None:
-        await self._lane.start(disk_files.discard, fd, tmp_path)
-
-    async def _commit_stream(self, digest: Digest, fd: int, tmp_path: str, rest: list[bytes], length: int) -> None:
-        """Write the rest, close and rename into place, and index it; the lock on the
-        key spans rename and index update, so eviction cannot slip in between."""
-        try:
-            await self._locks.acquire(digest)
-        except BaseException:
-            await asyncio.shield(self._discard(fd, tmp_path))
-            raise
-        try:
-            old = self._index.get(digest)
-            old_path = value_path(self.root, digest, old.length) if old is not None and old.length != length else None
-            final_path = value_path(self.root, digest, length)
-            finishing = await self._lane.started(
-                disk_files.finish_stream, fd, rest, tmp_path, final_path, old_path, self.fsync
-            )
-        except BaseException:
-            self._locks.release(digest)
-            await asyncio.shield(self._discard(fd, tmp_path))
-            raise
-
-        def apply(done: asyncio.Future[None]) -> None:
-            try:
-                if done.exception() is None:
-                    self._index.insert(digest, length, self._clock())
-            finally:
-                self._locks.release(digest)
-            err = done.exception()
-            if isinstance(err, OSError):
-                raise self._os_error(err, "store", final_path)
-            if err is not None:
-                raise err
-            self._evict_if_needed()
-
-        await asyncio.shield(then(finishing, apply))
-
-    # -- fast paths for many small values --------------------------------------------
-
-    async def put_bytes(self, digest: Digest, data: bytes) -> None:
-        failures = await self._put_values({digest: data})
-        if failures:
-            raise failures[digest]
-
     async def put_many(self, blobs: Mapping[Digest, bytes]) -> dict[Digest, ReapiError]:
-        return await self._put_values(blobs)
-
-    async def _put_values(self, blobs: Mapping[Digest, bytes]) -> dict[Digest, ReapiError]:
-        failures: dict[Digest, ReapiError] = {}
-        accepted: dict[Digest, bytes] = {}
-        for digest, data in blobs.items():
-            try:
-                self._check_size(digest, len(data))
-            except ReapiError as err:
-                failures[digest] = err
-                continue
-            accepted[digest] = data
-        if not accepted:
-            return failures
-        keys = await self._locks.acquire_all(accepted)
-        try:
-            # Planned under the locks, so each key's current length is stable until applied.
-            plan = []
-            for digest, data in accepted.items():
-                old = self._index.get(digest)
-                length = len(data)
-                plan.append(
-                    PendingWrite(
-                        tmp_path=self._temp_path(digest),
-                        final_path=value_path(self.root, digest, length),
-                        old_path=None if old is None or old.length == length else value_path(self.root, digest, old.length),
-                        data=data,
-                        compare=old is not None and old.length == length,
-                    )
-                )
-            writing = await self._lane.started_many(
-                disk_files.write_values, [(part, self.fsync) for part in self._split(plan)]
-            )
-        except BaseException:
-            self._locks.release_all(keys)
-            raise
-
-        def apply(done: asyncio.Future[list[list[bool | OSError]]]) -> dict[Digest, ReapiError]:
-            try:
-                outcomes = [outcome for part in done.result() for outcome in part]
-            except BaseException as exc:  # noqa: BLE001 - becomes every item's failure
-                err = exc if isinstance(exc, ReapiError) else Internal(f"{self.name}: batch write failed: {exc!r}")
-                outcomes = [err] * len(plan)  # type: ignore[list-item]
-            finally:
-                self._locks.release_all(keys)
-            now = self._clock()
-            for (digest, data), item, outcome in zip(accepted.items(), plan, outcomes):
-                if outcome is True:
-                    self._index.insert(digest, len(data), now)
-                elif outcome is False:  # identical value already stored
-                    entry = self._index.get(digest)
-                    if entry is not None:
-                        self._refresh(digest, entry, now)
-                elif isinstance(outcome, OSError):
-                    failures[digest] = self._os_error(outcome, "store", item.final_path)
-                else:
-                    failures[digest] = outcome  # type: ignore[assignment]
-            self._evict_if_needed()
-            return failures
-
-        return await asyncio.shield(then(writing, apply))
-
-    async def get_bytes(self, digest: Digest, max_size: int | None = None) -> bytes:
-        entry = self._lookup(digest)
-        if max_size is not None and entry.length > max_size:
-            raise ResourceExhausted(f"value of {digest} is {entry.length} bytes, over the {max_size}-byte limit")
-        found = await self._read_whole([(digest, entry)])
-        if digest not in found:
-            raise NotFound(f"{digest} not found in {self.name}")
-        return found[digest]
-
-    async def get_or_none(self, digest: Digest) -> bytes | None:
-        try:
-            return await self.get_bytes(digest)
-        except NotFound:
-            return None
+        return await self._commits.put_values(blobs)
 
     async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
         index = self._index
@@ -477,7 +297,7 @@ class DiskStore(BlobStore):
         for digest in digests:
             entry = index.get(digest)
             if entry is not None:
-                self._refresh(digest, entry, now)
+                self._upkeep.hit(digest, entry, now)
                 wanted.append((digest, entry))
         return await self._read_whole(wanted) if wanted else {}
 
@@ -485,7 +305,7 @@ class DiskStore(BlobStore):
         """Read whole values in one hop; vanished or damaged ones are left out."""
         items = [(value_path(self.root, d, e.length), e.length) for d, e in wanted]
         try:
-            reading = await self._lane.started_many(disk_files.read_values, [(part,) for part in self._split(items)])
+            reading = await self._lane.started_many(disk_files.read_values, [(part,) for part in self._lane.parts(items)])
             results = [result for part in await asyncio.shield(reading) for result in part]
         except OSError as err:
             raise self._os_error(err, "read", self.root) from None
@@ -496,7 +316,7 @@ class DiskStore(BlobStore):
             elif result is None:
                 self._index.forget(digest, entry)
             else:
-                self._drop_corrupt(digest, entry, result)
+                self._upkeep.drop_corrupt(digest, entry, result)
         return out
 
 

@@ -23,10 +23,14 @@ from cas.errors import Unavailable
 T = TypeVar("T")
 R = TypeVar("R")
 
+# The smallest part of a batch worth its own thread.
+MIN_PART = 64
+
 
 class IoLane:
     def __init__(self, executor: ThreadPoolExecutor, limit: int, name: str) -> None:
         self._executor = executor
+        self.limit = limit
         self._slots = asyncio.Semaphore(limit)
         self._running: set[asyncio.Future[Any]] = set()
         self._name = name
@@ -85,6 +89,13 @@ class IoLane:
             combined = all_done(futures)
             combined.add_done_callback(lambda _: self._slots.release())
         return combined
+
+    def parts(self, items: list[T]) -> list[list[T]]:
+        """A batch in parts for ``started_many``: one per thread, each big enough
+        (``MIN_PART`` items) to be worth a hop."""
+        count = max(1, min(self.limit, len(items) // MIN_PART))
+        size = -(-len(items) // count) or 1
+        return [items[i : i + size] for i in range(0, len(items), size)]
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a thread; for calls whose result needs no cleanup if abandoned."""

@@ -60,61 +60,16 @@ from pathlib import Path
 from cas.digest import Digest
 from cas.localfs.io_lane import IoLane
 from cas.errors import NotFound, ReapiError, ResourceExhausted, Unavailable
-from cas.packed.format import BATCH_OVERHEAD, SEGMENT_HEADER
 from cas.packed.index import Location, PackedIndex
 from cas.packed.startup import OpenedDirectory, OpenReport, open_directory
 from cas.packed.segments import Segment, remove_files
+from cas.packed.sizing import DEFAULT_BATCH_BYTES, DEFAULT_MAX_VALUE_SIZE, check_sizes, default_segment_size
 from cas.packed.writer import PackedWriter
 from cas.store import READ_CHUNK_SIZE, BlobStore, check_read_range
 
 log = logging.getLogger("reapi.cas.packed")
 
-DEFAULT_MAX_VALUE_SIZE = 1 << 20
-# A batch is capped so one caller's big batch cannot hold the others up for long.
-DEFAULT_BATCH_BYTES = 4 << 20
-# Segments are an eviction unit: small enough that dropping one frees a small part
-# of the store, big enough that files stay few.
-MAX_DEFAULT_SEGMENT_SIZE = 64 << 20
-MAX_SEGMENT_SIZE = 1 << 30  # index files hold offsets as u32
-# Each segment holds a memory map and a file descriptor (Python's mmap keeps its own
-# copy of the descriptor), so a store has at most this many: by default a quarter.
-MAX_SEGMENTS = 4096
-DEFAULT_MAX_SEGMENTS = 1024
 _IO_THREADS = 3  # the writer's one hop at a time, plus seals and unlinks in the background
-
-
-def default_segment_size(max_bytes: int, max_value_size: int) -> int:
-    """A sixteenth of the store, at most 64 MiB, but large enough for the largest value
-    and for the store to need no more than DEFAULT_MAX_SEGMENTS segments."""
-    size = max(
-        min(MAX_DEFAULT_SEGMENT_SIZE, max_bytes // 16),
-        -(-max_bytes // DEFAULT_MAX_SEGMENTS),
-        max_value_size + SEGMENT_HEADER.size + BATCH_OVERHEAD,
-    )
-    return min(MAX_SEGMENT_SIZE, -(-size // 4096) * 4096)
-
-
-def check_sizes(max_bytes: int, max_value_size: int, segment_size: int) -> None:
-    """ValueError naming the setting at fault (the config layer adds the store's name)."""
-    if max_value_size < 1:
-        raise ValueError(f"max_value_size {max_value_size} must be at least 1 byte")
-    if segment_size > MAX_SEGMENT_SIZE:
-        raise ValueError(f"segment_size {segment_size} is over the {MAX_SEGMENT_SIZE}-byte maximum")
-    if segment_size < max_value_size + SEGMENT_HEADER.size + BATCH_OVERHEAD:
-        raise ValueError(
-            f"segment_size {segment_size} cannot hold a value of max_value_size {max_value_size} bytes "
-            f"(it needs at least {max_value_size + SEGMENT_HEADER.size + BATCH_OVERHEAD})"
-        )
-    if max_bytes > MAX_SEGMENTS * segment_size:
-        raise ValueError(
-            f"max_size {max_bytes} would take more than {MAX_SEGMENTS} segments of segment_size {segment_size} "
-            "(each holds a file descriptor and a memory map); raise segment_size or lower max_size"
-        )
-    if max_bytes < 2 * segment_size:
-        raise ValueError(
-            f"max_size {max_bytes} must hold at least two segments of segment_size {segment_size} "
-            "(eviction drops a whole segment while another takes writes)"
-        )
 
 
 class PackedStore(BlobStore):
@@ -275,13 +230,6 @@ class PackedStore(BlobStore):
                 location.used = epoch
         return missing
 
-    async def has(self, digest: Digest) -> bool:
-        self._check_open()
-        location = self._index.entries.get(digest)
-        if location is not None:
-            location.used = self._index.epoch
-        return location is not None
-
     async def read(self, digest: Digest, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:
         location = self._lookup(digest)
         end = check_read_range(digest, location.length, offset, limit)
@@ -301,23 +249,11 @@ class PackedStore(BlobStore):
             if length > self.max_value_size:
                 raise self._too_large(digest, length, at_least=True)
             parts.append(chunk)
-        await self.put_bytes(digest, b"".join(parts))
+        failures = await self.put_many({digest: b"".join(parts)})
+        if failures:
+            raise failures[digest]
 
-    # -- the in-memory shortcuts: no thread hop for reads ------------------------------------
-
-    async def get_bytes(self, digest: Digest, max_size: int | None = None) -> bytes:
-        location = self._lookup(digest)
-        if max_size is not None and location.length > max_size:
-            raise ResourceExhausted(f"value of {digest} is {location.length} bytes, over the {max_size}-byte limit")
-        return location.segment.value(location.offset, location.length)
-
-    async def get_or_none(self, digest: Digest) -> bytes | None:
-        self._check_open()
-        location = self._index.entries.get(digest)
-        if location is None:
-            return None
-        location.used = self._index.epoch
-        return location.segment.value(location.offset, location.length)
+    # -- batches: reads copy out of the maps on the loop, writes join the group commit --------
 
     async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
         self._check_open()
@@ -330,11 +266,6 @@ class PackedStore(BlobStore):
                 location.used = epoch
                 found[digest] = location.segment.value(location.offset, location.length)
         return found
-
-    async def put_bytes(self, digest: Digest, data: bytes) -> None:
-        failures = await self.put_many({digest: data})
-        if failures:
-            raise failures[digest]
 
     async def put_many(self, blobs: Mapping[Digest, bytes]) -> dict[Digest, ReapiError]:
         self._check_open()

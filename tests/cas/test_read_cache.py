@@ -191,10 +191,13 @@ async def test_fast_failures_do_not_fail_writes() -> None:
     assert len(slow) == 3
 
 
-def test_every_shortcut_is_overridden() -> None:
-    """ReadCachingStore has two children, so any inherited default would be wrong or slow."""
-    for method in ("find_missing", "read", "write", "has", "get_bytes", "get_or_none", "put_bytes", "get_many", "put_many", "aclose"):
+def test_every_primitive_is_overridden_and_every_shortcut_is_built_on_them() -> None:
+    """ReadCachingStore has two children, so any inherited default primitive would be
+    wrong or slow; the shortcuts are BlobStore's own, one call of a primitive each."""
+    for method in ("find_missing", "read", "write", "get_many", "put_many", "aclose"):
         assert getattr(ReadCachingStore, method) is not getattr(BlobStore, method), method
+    for method in ("has", "get_bytes", "get_or_none", "put_bytes"):
+        assert getattr(ReadCachingStore, method) is getattr(BlobStore, method), method
 
 
 async def test_a_cancelled_read_does_not_fill_or_leave_tasks_behind() -> None:

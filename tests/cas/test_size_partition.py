@@ -68,6 +68,10 @@ async def test_failures_from_either_side_are_reported(children: tuple[MemoryStor
     assert await store.find_missing([fits, too_big]) == {too_big}
 
 
-def test_every_shortcut_is_overridden() -> None:
-    for method in ("find_missing", "read", "write", "has", "get_bytes", "get_or_none", "put_bytes", "get_many", "put_many"):
+def test_every_primitive_routes_and_every_shortcut_is_built_on_them() -> None:
+    """Each primitive is routed by size (an inherited default would split a batch into
+    single values); the shortcuts are BlobStore's own, one call of a primitive each."""
+    for method in ("find_missing", "read", "write", "get_many", "put_many"):
         assert getattr(SizePartitioningStore, method) is not getattr(BlobStore, method), method
+    for method in ("has", "get_bytes", "get_or_none", "put_bytes"):
+        assert getattr(SizePartitioningStore, method) is getattr(BlobStore, method), method
