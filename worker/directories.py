@@ -12,7 +12,6 @@ is trusted to decide which files go where, so it must be exactly what the action
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
@@ -20,6 +19,7 @@ from google.protobuf.message import DecodeError
 
 from cas.digest import Digest
 from cas.errors import Internal, InvalidArgument, MissingBlobs, NotFound, ReapiError
+from cas.lru import Lru
 from cas.store import BlobStore
 from cas.decorators.verify import verify_bytes
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
@@ -42,7 +42,7 @@ class DirectoryCache:
     def __init__(self, max_entries: int = 100_000, tree_page_size: int = 1000) -> None:
         self.max_entries = max_entries
         self.tree_page_size = tree_page_size
-        self._entries: OrderedDict[Digest, re_pb2.Directory] = OrderedDict()
+        self._entries: Lru[Digest, re_pb2.Directory] = Lru()  # by entries
         # Child digests, validated once per directory rather than at every walk through it.
         self._children: dict[Digest, tuple[Digest, ...]] = {}
         self.fetched = 0
@@ -74,7 +74,6 @@ class DirectoryCache:
                 if cached is None:
                     missing.append(digest)
                 else:
-                    self._entries.move_to_end(digest)
                     out[digest] = cached
             if missing:
                 out.update(await self._fetch(missing, source))
@@ -116,7 +115,7 @@ class DirectoryCache:
             return  # the walk reports exactly what is missing
         for directory in directories:
             digest = Digest.of(directory.SerializeToString(deterministic=True), root.function)
-            self._entries[digest] = directory
+            self._entries.put(digest, directory)
         self.prefetched += len(directories)
         self._trim()
 
@@ -140,10 +139,9 @@ class DirectoryCache:
             directory.ParseFromString(data)
         except DecodeError:
             raise InvalidArgument(f"input directory {digest} is not a valid Directory message") from None
-        self._entries[digest] = directory
+        self._entries.put(digest, directory)
         return directory
 
     def _trim(self) -> None:
-        while len(self._entries) > self.max_entries:
-            digest, _ = self._entries.popitem(last=False)
+        for digest, _ in self._entries.evict(self.max_entries):
             self._children.pop(digest, None)

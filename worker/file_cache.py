@@ -21,7 +21,6 @@ import errno
 import os
 import shutil
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import BinaryIO
 
 from cas.digest import ALGORITHMS, Digest, algorithm_named
 from cas.errors import Internal, MissingBlobs, NotFound, ReapiError
+from cas.lru import Lru
 from cas.store import BlobStore
 from cas.decorators.verify import verify_bytes
 
@@ -66,8 +66,7 @@ class FileCache:
         self.max_bytes = max_bytes
         self._tmp = root / "tmp"
         self._root = str(root)
-        self._lru: OrderedDict[CacheKey, int] = OrderedDict(entries)
-        self.total_bytes = sum(self._lru.values())
+        self._lru: Lru[CacheKey, int] = Lru(_size, entries)  # value: the file's size
         self._pins: dict[CacheKey, int] = {}
         self._inflight: dict[Digest, asyncio.Future[None]] = {}
         self.fetched_blobs = 0  # counters for tests and metrics
@@ -85,6 +84,10 @@ class FileCache:
     def __len__(self) -> int:
         return len(self._lru)
 
+    @property
+    def total_bytes(self) -> int:
+        return self._lru.total
+
     def path_of(self, digest: Digest, executable: bool) -> str:
         """The cache file of a blob (a string: this runs once per input file of every action)."""
         return f"{self._root}/{digest.algorithm.name}/{digest.hash[:2]}/{_cache_name(digest, executable)}"
@@ -99,7 +102,7 @@ class FileCache:
         try:
             await self.ensure(keys, source)
             for key in keys:
-                self._lru.move_to_end(key)
+                self._lru.get(key)  # a use: refresh it
             yield
         finally:
             self._unpin(keys)
@@ -289,28 +292,26 @@ class FileCache:
         self._add((digest, executable), digest.size_bytes)
 
     def _add(self, key: CacheKey, size: int) -> None:
-        if key in self._lru:
-            self._lru.move_to_end(key)
+        if self._lru.get(key) is not None:  # already there: a use
             return
-        self._lru[key] = size
-        self.total_bytes += size
+        self._lru.put(key, size)
         self.fetched_blobs += 1
         self.fetched_bytes += size
 
     def _evict(self) -> None:
-        if self.total_bytes <= self.max_bytes:
-            return
-        for key in list(self._lru):
-            if self.total_bytes <= self.max_bytes:
-                break
-            if key in self._pins or key[0] in self._inflight:
-                continue
-            size = self._lru.pop(key)
-            self.total_bytes -= size
+        for key, _ in self._lru.evict(self.max_bytes, self._may_evict):
             try:
                 os.unlink(self.path_of(*key))
             except FileNotFoundError:
                 pass
+
+    def _may_evict(self, key: CacheKey) -> bool:
+        """Not while a lease links it, nor while its blob is being fetched."""
+        return key not in self._pins and key[0] not in self._inflight
+
+
+def _size(size: int) -> int:
+    return size
 
 
 def _groups(digests: list[Digest]) -> Iterable[list[Digest]]:

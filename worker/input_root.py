@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cas.digest import Digest
 from cas.errors import InvalidArgument
+from cas.lru import Lru
 from cas.store import BlobStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from worker.directories import DirectoryCache
@@ -162,20 +163,18 @@ class InputRootBuilder:
         self.files = files
         self.directories = directories
         # Repeated input roots (the same action retried, tests run again) skip planning.
-        self._layouts: OrderedDict[Digest, InputLayout] = OrderedDict()
+        self._layouts: Lru[Digest, InputLayout] = Lru()  # by entries
         self._max_layouts = max_cached_layouts
 
     async def layout(self, root: Digest, source: BlobStore, inline: Mapping[Digest, bytes] | None = None) -> InputLayout:
         """The checked layout of the tree under ``root``; ``inline``: Directories the lease carried."""
         cached = self._layouts.get(root)
         if cached is not None:
-            self._layouts.move_to_end(root)
             return cached
         tree = await self.directories.tree(root, source, inline)
         layout = plan_layout(root, tree)
-        self._layouts[root] = layout
-        if len(self._layouts) > self._max_layouts:
-            self._layouts.popitem(last=False)
+        self._layouts.put(root, layout)
+        self._layouts.evict(self._max_layouts)
         return layout
 
     async def build(self, root: Digest, exec_root: Path, source: BlobStore) -> InputLayout:

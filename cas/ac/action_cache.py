@@ -18,7 +18,6 @@ The execution service uses this same class for Execute's cache lookup.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Collection
 
 from google.protobuf.message import DecodeError
@@ -26,6 +25,7 @@ from google.protobuf.message import DecodeError
 from cas.ac.result_checks import check_action_result
 from cas.digest import Digest, digests_from_protos
 from cas.errors import InvalidArgument
+from cas.lru import Lru
 from cas.store import BlobStore
 from cas.tree import TreeWalk, file_digests, parse_tree, tree_file_digests
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
@@ -55,7 +55,7 @@ class ActionCache:
         self.cas = cas
         self.check_completeness = check_completeness
         self.max_inline_bytes = max_inline_bytes
-        self._tree_files: OrderedDict[Digest, frozenset[Digest]] = OrderedDict()
+        self._tree_files: Lru[Digest, frozenset[Digest]] = Lru()  # by entries
         self._tree_cache_entries = tree_cache_entries
 
     async def get(
@@ -125,7 +125,6 @@ class ActionCache:
             if files is None:
                 unknown_trees.append(tree)
             else:
-                self._tree_files.move_to_end(tree)
                 blobs.update(files)
         missing = await self.cas.find_missing(blobs)
         if missing:
@@ -149,9 +148,8 @@ class ActionCache:
         return await self.cas.find_missing(more) if more else set()
 
     def _remember_tree(self, tree: Digest, files: frozenset[Digest]) -> None:
-        self._tree_files[tree] = files
-        while len(self._tree_files) > self._tree_cache_entries:
-            self._tree_files.popitem(last=False)
+        self._tree_files.put(tree, files)
+        self._tree_files.evict(self._tree_cache_entries)
 
     async def _inline(
         self,

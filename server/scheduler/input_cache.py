@@ -16,11 +16,12 @@ first out.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cas.digest import Digest
+from cas.lru import Lru
 
 # What one entry costs beyond its bytes (the record, the key, the digest tuples).
 ENTRY_OVERHEAD = 200
@@ -50,40 +51,43 @@ def wire_size(digest: Digest, data: bytes) -> int:
     return len(data) + len(digest.hash) + 32
 
 
+def _cost(entry: CheckedDirectory | CheckedCommand) -> int:
+    return len(entry.data) + ENTRY_OVERHEAD
+
+
 class InputCache:
     """Checked Directories and Commands by digest, at most ``max_bytes`` of them (LRU)."""
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
-        self.total_bytes = 0
-        self._entries: OrderedDict[Digest, CheckedDirectory | CheckedCommand] = OrderedDict()
+        self._entries: Lru[Digest, CheckedDirectory | CheckedCommand] = Lru(_cost)
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def total_bytes(self) -> int:
+        return self._entries.total
+
     def directory(self, digest: Digest) -> CheckedDirectory | None:
-        entry = self._entries.get(digest)
-        if entry is None or not isinstance(entry, CheckedDirectory):
+        entry = self._entries.peek(digest)
+        if not isinstance(entry, CheckedDirectory):
             return None
-        self._entries.move_to_end(digest)
+        self._entries.get(digest)  # a use: refresh it
         return entry
 
     def command(self, digest: Digest) -> CheckedCommand | None:
-        entry = self._entries.get(digest)
-        if entry is None or not isinstance(entry, CheckedCommand):
+        entry = self._entries.peek(digest)
+        if not isinstance(entry, CheckedCommand):
             return None
-        self._entries.move_to_end(digest)
+        self._entries.get(digest)  # a use: refresh it
         return entry
 
     def add(self, digest: Digest, entry: CheckedDirectory | CheckedCommand) -> None:
-        cost = len(entry.data) + ENTRY_OVERHEAD
-        if cost > self.max_bytes or digest in self._entries:
+        if _cost(entry) > self.max_bytes or digest in self._entries:
             return
-        self._entries[digest] = entry
-        self.total_bytes += cost
-        while self.total_bytes > self.max_bytes:
-            _, dropped = self._entries.popitem(last=False)
-            self.total_bytes -= len(dropped.data) + ENTRY_OVERHEAD
+        self._entries.put(digest, entry)
+        self._entries.evict(self.max_bytes)
 
     def tree_blobs(
         self, command: Digest, root: Digest, max_bytes: int, sent: SentBlobs | None = None
@@ -98,7 +102,7 @@ class InputCache:
         the CAS as usual."""
         out: dict[Digest, bytes] = {}
         budget = max_bytes
-        checked_command = self._entries.get(command)
+        checked_command = self._entries.peek(command)
         if isinstance(checked_command, CheckedCommand) and wire_size(command, checked_command.data) <= budget:
             if sent is None or not sent.has(command):
                 out[command] = checked_command.data
@@ -107,7 +111,7 @@ class InputCache:
         queue = deque([root])
         while queue:
             digest = queue.popleft()
-            entry = self._entries.get(digest)
+            entry = self._entries.peek(digest)
             if not isinstance(entry, CheckedDirectory):
                 continue
             if sent is None or not sent.has(digest):
@@ -134,20 +138,15 @@ class SentBlobs:
 
     def __init__(self, max_entries: int = 20_000) -> None:
         self.max_entries = max_entries
-        self._digests: OrderedDict[Digest, None] = OrderedDict()
+        self._digests: Lru[Digest, bool] = Lru()  # by entries
 
     def __len__(self) -> int:
         return len(self._digests)
 
     def has(self, digest: Digest) -> bool:
-        if digest in self._digests:
-            self._digests.move_to_end(digest)
-            return True
-        return False
+        return self._digests.get(digest) is not None
 
     def add(self, digests: Iterable[Digest]) -> None:
         for digest in digests:
-            self._digests[digest] = None
-            self._digests.move_to_end(digest)
-        while len(self._digests) > self.max_entries:
-            self._digests.popitem(last=False)
+            self._digests.put(digest, True)
+        self._digests.evict(self.max_entries)

@@ -23,7 +23,6 @@ import shutil
 import stat
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from google.protobuf.message import DecodeError
 
 from cas.digest import Digest
 from cas.errors import DeadlineExceeded, Internal, InvalidArgument, MissingBlobs, ReapiError
+from cas.lru import Lru
 from cas.store import BlobStore
 from cas.decorators.verify import verify_bytes
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
@@ -96,7 +96,7 @@ class LocalExecutor:
         self.settings = settings
         self.live_logs = live_logs
         self.clock = clock
-        self._commands: OrderedDict[Digest, re_pb2.Command] = OrderedDict()
+        self._commands: Lru[Digest, re_pb2.Command] = Lru()  # by entries
         self._max_commands = max_cached_commands
         self._cleanups: set[asyncio.Task[None]] = set()
 
@@ -146,7 +146,6 @@ class LocalExecutor:
     async def _command(self, digest: Digest, store: BlobStore, inline: Mapping[Digest, bytes]) -> re_pb2.Command:
         cached = self._commands.get(digest)
         if cached is not None:
-            self._commands.move_to_end(digest)
             return cached
         data = inline.get(digest)
         if data is None or Digest.of(data, digest.function) != digest:  # a bad inline copy: read the CAS
@@ -160,9 +159,8 @@ class LocalExecutor:
             command.ParseFromString(data)
         except (ReapiError, DecodeError) as exc:
             raise InvalidArgument(f"the Command {digest} is not a valid Command message: {exc}") from None
-        self._commands[digest] = command
-        if len(self._commands) > self._max_commands:
-            self._commands.popitem(last=False)
+        self._commands.put(digest, command)
+        self._commands.evict(self._max_commands)
         return command
 
     # -- phase 2 and 3: run, collect, upload ------------------------------------------------
