@@ -91,6 +91,11 @@ class Lru(Generic[K, V]):
             self.total -= self._weigh(value)
         return value
 
+    def clear(self) -> None:
+        """Drop every entry."""
+        self._items.clear()
+        self.total = 0
+
     def evict(self, max_total: int, may_evict: Callable[[K], bool] | None = None) -> list[tuple[K, V]]:
         """Remove the least recently used entries until the total is at most
         ``max_total``; return them, oldest first.

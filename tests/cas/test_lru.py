@@ -63,6 +63,13 @@ def test_pop_removes_and_adjusts_the_total() -> None:
     assert (list(lru), lru.total) == (["a"], 1)
 
 
+def test_clear_drops_everything() -> None:
+    lru = by_length()
+    lru.put("a", b"1")
+    lru.clear()
+    assert (len(lru), lru.total, lru.get("a")) == (0, 0, None)
+
+
 def test_evict_removes_the_oldest_until_the_total_fits() -> None:
     lru = by_length()
     for key, value in [("a", b"1"), ("b", b"22"), ("c", b"333"), ("d", b"4444")]:
