@@ -19,6 +19,7 @@ import pytest
 from cas.digest import Digest
 from cas.errors import FailedPrecondition
 from cas.packed.format import BATCH_HEADER
+from cas.packed.segments import INDEX_SUFFIX
 from cas.packed.startup import LAYOUT_MARKER
 from tests.cas.packed_support import (
     SMALL,
@@ -274,10 +275,14 @@ async def test_process_killed_mid_write_loses_nothing_acknowledged(tmp_path: Pat
     try:
         acknowledged = -1
         assert child.stdout is not None
-        while acknowledged < 30:  # more than a segment's worth, so several are sealed
+        # More than a segment's worth, and until two seals (in background threads,
+        # each with an fdatasync) have written their index files: on a busy disk
+        # they can lag many batches behind.
+        while acknowledged < 30 or len(list(tmp_path.glob(f"*{INDEX_SUFFIX}"))) < 2:
             line = await asyncio.to_thread(child.stdout.readline)
             assert line, "the writer died on its own"
             acknowledged = int(line)
+            assert acknowledged < 500, "two segments were never sealed (the store would start evicting)"
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
