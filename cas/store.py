@@ -14,16 +14,17 @@ content against its digest is the job of ``VerifyingStore`` (cas/decorators/veri
 ``write`` commits only if its chunk stream ends without an error; otherwise it leaves
 no trace, so a decorator can abort an upload by raising mid-stream.
 
-**The shortcuts** are defined here once, each one call of a primitive, and no
+**The shortcuts** are defined here once, on the primitives, and no
 subclass may override them (defining one raises TypeError), so whatever a decorator
 does in a primitive applies to every way of reaching it::
 
     has(digest)                 find_missing([digest])
     put_bytes(digest, data)     put_many({digest: data}), raising the one failure
     get_or_none(digest)         get_many([digest]): absence is an answer, not an error
-    get_bytes(digest)           read(digest) gathered: the store's own error when it
-                                cannot (NotFound saying where, a damaged value...), and
-                                ``max_size`` stops it before an oversized value is whole
+    get_bytes(digest)           get_many([digest]); if absent, read(digest), whose error
+                                says where and why (or which finds a value written
+                                meanwhile). With ``max_size``, read only: it stops
+                                before an oversized value is whole in memory
 
 **Batch twins.** ``get_many`` is the batch twin of ``read``, ``put_many`` of ``write``:
 the same operation on whole values, many at once. They exist for speed (the packed
@@ -155,7 +156,7 @@ class BlobStore(ABC):
             return err
         return None
 
-    # -- the shortcuts: one primitive each, never overridden ------------------------------
+    # -- the shortcuts: built on the primitives, never overridden -------------------------
 
     @final
     async def has(self, digest: Digest) -> bool:
@@ -169,6 +170,10 @@ class BlobStore(ABC):
     async def get_bytes(self, digest: Digest, max_size: int | None = None) -> bytes:
         """The whole value in memory; NotFound if absent, ResourceExhausted if larger
         than ``max_size``."""
+        if max_size is None:
+            value = (await self.get_many([digest])).get(digest)
+            if value is not None:
+                return value
         parts = []
         total = 0
         async with closing(self.read(digest)) as chunks:

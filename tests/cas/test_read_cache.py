@@ -193,7 +193,7 @@ async def test_fast_failures_do_not_fail_writes() -> None:
 
 def test_every_primitive_is_overridden_and_every_shortcut_is_built_on_them() -> None:
     """ReadCachingStore has two children, so any inherited default primitive would be
-    wrong or slow; the shortcuts are BlobStore's own, one call of a primitive each."""
+    wrong or slow; the shortcuts are BlobStore's own, built on the primitives."""
     for method in ("find_missing", "read", "write", "get_many", "put_many", "aclose"):
         assert getattr(ReadCachingStore, method) is not getattr(BlobStore, method), method
     for method in ("has", "get_bytes", "get_or_none", "put_bytes"):

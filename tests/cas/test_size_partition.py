@@ -70,7 +70,7 @@ async def test_failures_from_either_side_are_reported(children: tuple[MemoryStor
 
 def test_every_primitive_routes_and_every_shortcut_is_built_on_them() -> None:
     """Each primitive is routed by size (an inherited default would split a batch into
-    single values); the shortcuts are BlobStore's own, one call of a primitive each."""
+    single values); the shortcuts are BlobStore's own, built on the primitives."""
     for method in ("find_missing", "read", "write", "get_many", "put_many"):
         assert getattr(SizePartitioningStore, method) is not getattr(BlobStore, method), method
     for method in ("has", "get_bytes", "get_or_none", "put_bytes"):
