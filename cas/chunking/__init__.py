@@ -1,0 +1,1 @@
+"""Content-defined chunking (FastCDC 2020) for SplitBlob and SpliceBlob."""
