@@ -11,11 +11,13 @@ import asyncio
 import logging
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
+from cas.compression.codecs import Codecs, DeflateCodec, ZstdCodec
+from cas.compression.forms import CompressedForms
 from cas.config import ConfigError, build_stores, close_stores
 from cas.digest import ALGORITHMS
 from cas.store import BlobStore
@@ -28,7 +30,7 @@ from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_gr
 from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grpc
 from server.assets.assembly import AssetParts, build_assets
 from server.assets.config import AssetsConfig
-from server.config import ServerConfig, load_config
+from server.config import CompressorName, ServerConfig, load_config
 from server.instances import InstanceRegistry
 from server.local_worker import parse_local_worker, start_local_worker
 from server.logstreams import LogStreamStore
@@ -69,6 +71,7 @@ class ReapiServer:
     uploads: UploadRegistry | None = None
     execution: ExecutionParts | None = None
     assets: AssetParts | None = None
+    forms: CompressedForms = field(default_factory=CompressedForms)  # compressed forms kept for reads
 
     @property
     def address(self) -> str:
@@ -161,6 +164,13 @@ def add_execution_services(parts: ExecutionParts, instances: InstanceRegistry, s
     logstream_grpc.add_LogStreamServiceServicer_to_server(LogStreamService(parts.logstreams), server)
 
 
+def build_compression(config: ServerConfig) -> tuple[Codecs, CompressedForms]:
+    """The compressors served (``[server] compressors``) and the cache of compressed forms."""
+    makers = {CompressorName.ZSTD: ZstdCodec, CompressorName.DEFLATE: DeflateCodec}
+    codecs = Codecs([makers[name]() for name in config.compressors])
+    return codecs, CompressedForms(max_bytes=config.compressed_cache_size)
+
+
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     limit = max(16 << 20, config.max_batch_total_size_bytes + MESSAGE_OVERHEAD)
     return [
@@ -183,19 +193,22 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Reap
         instances = InstanceRegistry.from_config(config.instances, stores)
         execution = build_execution(config, instances, clock)
         server = grpc.aio.server(options=grpc_options(config))
+        codecs, forms = build_compression(config)
         re_grpc.add_CapabilitiesServicer_to_server(
             CapabilitiesService(
-                instances, config.max_batch_total_size_bytes, execution.capabilities() if execution else None
+                instances, config.max_batch_total_size_bytes, execution.capabilities() if execution else None, codecs
             ),
             server,
         )
         # Storage services: CAS, ByteStream (with resumable uploads), ActionCache.
         uploads = UploadRegistry()
         re_grpc.add_ContentAddressableStorageServicer_to_server(
-            ContentAddressableStorageService(instances, config.max_batch_total_size_bytes), server
+            ContentAddressableStorageService(instances, config.max_batch_total_size_bytes, codecs, forms), server
         )
         logstream_bytestream = LogStreamByteStream(execution.logstreams) if execution else None
-        bs_grpc.add_ByteStreamServicer_to_server(ByteStreamService(instances, uploads, logstream_bytestream), server)
+        bs_grpc.add_ByteStreamServicer_to_server(
+            ByteStreamService(instances, uploads, logstream_bytestream, codecs, forms), server
+        )
         re_grpc.add_ActionCacheServicer_to_server(ActionCacheService(instances), server)
         if execution is not None:
             add_execution_services(execution, instances, server)
@@ -218,7 +231,9 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Reap
             await assets.aclose()
         await close_stores(stores)
         raise
-    return ReapiServer(server, port, config, stores, instances, uploads=uploads, execution=execution, assets=assets)
+    return ReapiServer(
+        server, port, config, stores, instances, uploads=uploads, execution=execution, assets=assets, forms=forms
+    )
 
 
 async def serve(config: ServerConfig, zero_config: bool = False, log_level: str = "INFO") -> None:

@@ -26,6 +26,7 @@ The reference of every key is docs/CONFIG.md.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,17 @@ from server.scheduler.config import parse_execution_config
 WILDCARD_INSTANCE = "*"
 DEFAULT_LISTEN = "127.0.0.1:8980"
 DEFAULT_MAX_BATCH = 4 << 20
+DEFAULT_COMPRESSED_CACHE = 64 << 20
+
+
+class CompressorName(enum.Enum):
+    """A compressor the server can serve, as resource names spell it."""
+
+    ZSTD = "zstd"
+    DEFLATE = "deflate"
+
+
+ALL_COMPRESSORS = (CompressorName.ZSTD, CompressorName.DEFLATE)
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,10 @@ class ServerSection:
     """The address of the one gRPC port every service is on (``--listen`` overrides it)."""
     max_batch_total_size_bytes: Size = DEFAULT_MAX_BATCH
     """The most data one BatchUpdateBlobs / BatchReadBlobs may carry (at least 4MiB)."""
+    compressors: tuple[CompressorName, ...] = ALL_COMPRESSORS
+    """Compressors served on ByteStream (compressed-blobs) and in batches; [] for none."""
+    compressed_cache_size: Size = DEFAULT_COMPRESSED_CACHE
+    """Memory for compressed forms of blobs read compressed more than once."""
 
     def __post_init__(self) -> None:
         if self.max_batch_total_size_bytes < DEFAULT_MAX_BATCH:
@@ -81,6 +97,8 @@ class InstanceConfig:
 class ServerConfig:
     listen: str = DEFAULT_LISTEN
     max_batch_total_size_bytes: int = DEFAULT_MAX_BATCH
+    compressors: tuple[CompressorName, ...] = ALL_COMPRESSORS
+    compressed_cache_size: int = DEFAULT_COMPRESSED_CACHE
     stores: Mapping[str, StoreSpec | Mapping[str, Any]] = field(default_factory=dict)
     instances: list[InstanceConfig] = field(default_factory=list)
     # The whole parsed file, for the sections other parts of the server read where they
@@ -138,6 +156,8 @@ def parse_config(data: dict[str, Any]) -> ServerConfig:
     return ServerConfig(
         listen=server.listen,
         max_batch_total_size_bytes=server.max_batch_total_size_bytes,
+        compressors=server.compressors,
+        compressed_cache_size=server.compressed_cache_size,
         stores=stores,
         instances=instances,
         raw=data,

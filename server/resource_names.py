@@ -12,8 +12,8 @@ The instance name may contain slashes (or be empty, with no leading slash); REv2
 forbids the reserved words below as instance name segments, so the first reserved
 segment ends the instance name. ``{fn/}`` is the lowercase digest function name,
 omitted for the functions that can be inferred from the hash length and required for
-BLAKE3. We serve uncompressed blobs only: ``compressed-blobs/identity`` is accepted
-as a plain blob, any other compressor is refused with a message that says so.
+BLAKE3. Any compressor REv2 names parses (``identity`` included, as a plain blob);
+whether this server serves it is the ByteStream service's question (cas/compression).
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from dataclasses import dataclass
 
 from cas.digest import ALGORITHMS, Digest, algorithm_named
 from cas.errors import InvalidArgument
-from cas.resource_names import BLOBS, UPLOADS, download_name, upload_name
+from cas.resource_names import BLOBS, COMPRESSED_BLOBS, UPLOADS, download_name, upload_name
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 
-COMPRESSED_BLOBS = "compressed-blobs"
 # Segments REv2 reserves; none of them may appear inside an instance name.
 RESERVED_SEGMENTS = frozenset({BLOBS, COMPRESSED_BLOBS, UPLOADS, "actions", "actionResults", "operations", "capabilities"})
 
@@ -40,13 +39,14 @@ _FUNCTION_NAMES = {name.lower() for name in re_pb2.DigestFunction.Value.keys()} 
 
 @dataclass(frozen=True)
 class BlobResource:
-    """A parsed download name: which instance, which blob."""
+    """A parsed download name: which instance, which blob, in which compressor's form."""
 
     instance_name: str
     digest: Digest
+    compressor: int = re_pb2.Compressor.IDENTITY
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UploadResource(BlobResource):
     """A parsed upload name; ``upload_id`` is the client's uuid segment."""
 
@@ -81,21 +81,17 @@ def _looks_like_function(rest: list[str]) -> bool:
     return len(rest) >= 3 and bool(first) and not _HEXDIGITS.issuperset(first) and rest[1] != ""
 
 
-def _parse_blob_part(name: str, parts: list[str], form: str, allow_metadata: bool) -> tuple[Digest, str]:
+def _parse_blob_part(name: str, parts: list[str], form: str, allow_metadata: bool) -> tuple[Digest, int, str]:
     """Parse ``blobs/{fn/}{hash}/{size}...`` or ``compressed-blobs/{c}/{fn/}{hash}/{size}...``."""
     kind, rest = parts[0], parts[1:]
+    compressor: int = re_pb2.Compressor.IDENTITY
     if kind == COMPRESSED_BLOBS:
         if not rest:
             raise _malformed(name, "no compressor after 'compressed-blobs'", form)
-        compressor, rest = rest[0], rest[1:]
-        if compressor not in _COMPRESSOR_NAMES:
+        if rest[0] not in _COMPRESSOR_NAMES:
             known = ", ".join(sorted(_COMPRESSOR_NAMES))
-            raise InvalidArgument(f"resource name {name!r}: {compressor!r} is not a compressor (REv2 knows: {known})")
-        if _COMPRESSOR_NAMES[compressor] != re_pb2.Compressor.IDENTITY:
-            raise InvalidArgument(
-                f"resource name {name!r}: compressor {compressor!r} is not supported by this server, which serves "
-                f"uncompressed blobs only (use '.../blobs/...'; Capabilities lists no compressors)"
-            )
+            raise InvalidArgument(f"resource name {name!r}: {rest[0]!r} is not a compressor (REv2 knows: {known})")
+        compressor, rest = _COMPRESSOR_NAMES[rest[0]], rest[1:]
     function = 0
     if rest and _looks_like_function(rest):
         algorithm = algorithm_named(rest[0])
@@ -115,14 +111,14 @@ def _parse_blob_part(name: str, parts: list[str], form: str, allow_metadata: boo
         digest = Digest.parse(hash_hex, int(size_text), function)
     except InvalidArgument as err:
         raise err.with_context(f"resource name {name!r}") from None
-    return digest, "/".join(metadata)
+    return digest, compressor, "/".join(metadata)
 
 
 def parse_download(name: str) -> BlobResource:
     """Parse a ByteStream.Read resource name; INVALID_ARGUMENT naming the fault."""
     instance, parts = _split_instance(name, frozenset({BLOBS, COMPRESSED_BLOBS}), _DOWNLOAD_FORM)
-    digest, _ = _parse_blob_part(name, parts, _DOWNLOAD_FORM, allow_metadata=False)
-    return BlobResource(instance, digest)
+    digest, compressor, _ = _parse_blob_part(name, parts, _DOWNLOAD_FORM, allow_metadata=False)
+    return BlobResource(instance, digest, compressor)
 
 
 def parse_upload(name: str) -> UploadResource:
@@ -132,5 +128,5 @@ def parse_upload(name: str) -> UploadResource:
         raise _malformed(name, "no upload id after 'uploads'", _UPLOAD_FORM)
     if parts[2] not in (BLOBS, COMPRESSED_BLOBS):
         raise _malformed(name, f"expected 'blobs' after the upload id, found {parts[2]!r}", _UPLOAD_FORM)
-    digest, metadata = _parse_blob_part(name, parts[2:], _UPLOAD_FORM, allow_metadata=True)
-    return UploadResource(instance, digest, upload_id=parts[1], metadata=metadata)
+    digest, compressor, metadata = _parse_blob_part(name, parts[2:], _UPLOAD_FORM, allow_metadata=True)
+    return UploadResource(instance, digest, compressor, upload_id=parts[1], metadata=metadata)

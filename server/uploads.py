@@ -9,6 +9,14 @@ little); a whole blob in one message is stored in one store call, with no upload
 at all; anything else starts an upload, or resumes one at the offset it reached,
 and checks every message's offset and the digest's size as the bytes arrive.
 
+A compressed Write (``.../compressed-blobs/zstd/...``) feeds the same uploads with
+what its data decompresses to, so QueryWriteStatus and resumption count uncompressed
+bytes, as REv2 defines them: a call starts at the uncompressed offset committed so
+far, its later messages' offsets add the compressed bytes sent, and it answers with
+that compressed end (or -1 when the blob was already there). A stream that does not
+decompress, or decompresses to more or less than the digest says, is INVALID_ARGUMENT
+and drops the upload, so nothing of it is stored.
+
 An upload idle for ``idle_timeout`` seconds, or beyond ``max_idle`` idle uploads,
 is aborted: the pipe raises into the store write, which (by the BlobStore
 all-or-nothing rule) leaves no trace. Expiry is checked whenever uploads start (at
@@ -24,9 +32,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import NamedTuple, Protocol
 
+from cas.compression.codecs import Codec
 from cas.errors import Aborted, DeadlineExceeded, InvalidArgument, ReapiError
 from cas.store import BlobStore
 from server.partial_upload import Upload, UploadKey
+from server.write_payloads import BadPayload, WritePayload, payload_for
 
 __all__ = ["Upload", "UploadKey", "UploadRegistry", "WriteMessage", "WriteStatus"]
 
@@ -86,19 +96,26 @@ class UploadRegistry:
     # -- the Write protocol ----------------------------------------------------------
 
     async def write(
-        self, store: BlobStore, key: UploadKey, first: WriteMessage, rest: AsyncIterator[WriteMessage]
+        self,
+        store: BlobStore,
+        key: UploadKey,
+        first: WriteMessage,
+        rest: AsyncIterator[WriteMessage],
+        codec: Codec | None = None,
     ) -> int:
         """Take one Write call's messages (``first``, then ``rest``) into upload ``key`` of
-        a blob for ``store``; the committed size once the blob is stored."""
+        a blob for ``store``, compressed with ``codec`` if given; the committed size once
+        the blob is stored."""
         digest = key.digest
         if await store.has(digest):
-            # Already stored (perhaps by a concurrent writer): done, with the full size.
+            # Already stored (perhaps by a concurrent writer): done, with the full size
+            # (-1 for a compressed upload, whose compressed size the server cannot know).
             log.debug("upload %s of %s: already stored", key.upload_id, digest)
             self.discard(key)
-            return digest.size_bytes
+            return -1 if codec else digest.size_bytes
         if first.finish_write and first.write_offset == 0:
-            data = first.data
-            if len(data) == digest.size_bytes:
+            data = await payload_for(digest, 0, codec).whole(first.data)
+            if data is not None:
                 # The whole blob in one message (small blobs: most uploads): stored in one
                 # store call, without an Upload's task and pipe. It replaces any earlier
                 # partial upload under this name, as a restart at offset 0 would.
@@ -106,17 +123,21 @@ class UploadRegistry:
                     self.discard(key, Aborted(f"upload {key.upload_id} of {digest} was restarted from offset 0"))
                 await store.put_bytes(digest, data)
                 log.debug("stored %s from upload %s (one message)", digest, key.upload_id)
-                return digest.size_bytes
+                return len(first.data) if codec else digest.size_bytes
         # From here to attach() nothing awaits, so the offset check cannot go stale.
         upload = self._upload_to_feed(store, key, first.write_offset)
+        payload = payload_for(digest, first.write_offset, codec)
         owner = object()
         upload.attach(owner, self.clock())
         try:
-            await self._feed(upload, owner, first, rest)
+            await self._feed(upload, owner, first, rest, payload)
+        except BadPayload as err:  # a compressed stream that does not decode: keep nothing of it
+            self.discard(key, Aborted(f"upload {key.upload_id} of {digest} was dropped: {err.message}"))
+            raise
         finally:
             upload.detach(owner, self.clock())
         log.debug("stored %s from upload %s", digest, key.upload_id)
-        return digest.size_bytes
+        return payload.committed_size
 
     async def status(self, store: BlobStore, key: UploadKey) -> WriteStatus:
         """What QueryWriteStatus reports for upload ``key`` of a blob for ``store``."""
@@ -142,7 +163,12 @@ class UploadRegistry:
         return upload
 
     async def _feed(
-        self, upload: Upload, owner: object, first: WriteMessage, rest: AsyncIterator[WriteMessage]
+        self,
+        upload: Upload,
+        owner: object,
+        first: WriteMessage,
+        rest: AsyncIterator[WriteMessage],
+        payload: WritePayload,
     ) -> None:
         """Feed ``upload`` one Write call's messages, checking each, until finish_write commits it."""
         digest = upload.digest
@@ -153,20 +179,17 @@ class UploadRegistry:
                     f"resource_name changed within one Write stream: {request.resource_name!r} "
                     f"after {first.resource_name!r}"
                 )
-            if request.write_offset != upload.received:
+            if request.write_offset != payload.next_offset:
                 raise InvalidArgument(
-                    f"write_offset {request.write_offset} does not follow the {upload.received} bytes "
-                    f"received so far for {digest}"
+                    f"write_offset {request.write_offset} does not follow the {payload.describe_received()} "
+                    f"so far for {digest}"
                 )
             data = request.data
             if data:
-                if upload.received + len(data) > digest.size_bytes:
-                    raise InvalidArgument(
-                        f"digest size {digest.size_bytes} does not match the data: {upload.received + len(data)} "
-                        f"bytes received for {digest.hash}"
-                    )
-                await upload.feed(owner, data)
+                for piece in await payload.take(data, upload.received):
+                    await upload.feed(owner, piece)
             if request.finish_write:
+                payload.finish()
                 if upload.received != digest.size_bytes:
                     raise InvalidArgument(
                         f"finish_write after {upload.received} bytes, but digest {digest} says "

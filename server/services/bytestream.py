@@ -1,11 +1,13 @@
 """ByteStream: streamed reads and resumable writes of CAS blobs, translated.
 
-Read streams a blob from the instance's CAS in the store's bounded chunks. Write
-and QueryWriteStatus hand their messages to server/uploads.py, which holds the
-resumable-upload protocol (offsets, resumption, the one-message fast path); the
-store write verifies size and hash as the bytes arrive. Resource names are parsed
-by server/resource_names.py; live log streams (server/logstreams.py) share the
-service under names that never parse as blobs.
+Read streams a blob from the instance's CAS in the store's bounded chunks, or, for
+``compressed-blobs/{compressor}/...``, its compressed form (cas/compression/forms.py:
+compressed on the way out, the often-read forms kept). Write and QueryWriteStatus
+hand their messages to server/uploads.py, which holds the resumable-upload protocol
+(offsets, resumption, the one-message fast path, decompression of compressed
+uploads); the store write verifies size and hash as the bytes arrive. Resource names
+are parsed by server/resource_names.py; live log streams (server/logstreams.py)
+share the service under names that never parse as blobs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from cas.compression.codecs import IDENTITY, Codec, Codecs
+from cas.compression.forms import CompressedForms
 from cas.errors import InvalidArgument, OutOfRange
 from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
@@ -28,12 +32,25 @@ if TYPE_CHECKING:
 
 class ByteStreamService(bs_grpc.ByteStreamServicer):
     def __init__(
-        self, instances: InstanceRegistry, uploads: UploadRegistry, logstreams: LogStreamByteStream | None = None
+        self,
+        instances: InstanceRegistry,
+        uploads: UploadRegistry,
+        logstreams: LogStreamByteStream | None = None,
+        codecs: Codecs | None = None,
+        forms: CompressedForms | None = None,
     ) -> None:
         self.instances = instances
         self.uploads = uploads
         # Live log streams (server/logstreams.py) share ByteStream; their names never parse as blobs.
         self.logstreams = logstreams
+        self.codecs = codecs if codecs is not None else Codecs([])
+        self.forms = forms if forms is not None else CompressedForms()
+
+    def _codec(self, compressor: int, resource_name: str) -> Codec | None:
+        """The codec a compressed-blobs name asks for (None for plain blobs)."""
+        if compressor == IDENTITY:
+            return None
+        return self.codecs.require(compressor, f"resource name {resource_name!r}")
 
     @boundary.streaming
     async def Read(
@@ -45,11 +62,20 @@ class ByteStreamService(bs_grpc.ByteStreamServicer):
             return
         resource = parse_download(request.resource_name)
         cas = self.instances.get(resource.instance_name).cas
+        codec = self._codec(resource.compressor, request.resource_name)
         if request.read_offset < 0:
             raise OutOfRange(f"read_offset {request.read_offset} is negative")
         if request.read_limit < 0:
             raise OutOfRange(f"read_limit {request.read_limit} is negative")
         response = bs_pb2.ReadResponse
+        if codec is not None:
+            if request.read_limit:
+                raise InvalidArgument(
+                    f"read_limit {request.read_limit}: a compressed read takes no limit (REv2: it must be 0)"
+                )
+            async for chunk in self.forms.read(cas, resource.digest, codec, request.read_offset):
+                yield response(data=chunk)
+            return
         async for chunk in cas.read(resource.digest, request.read_offset, request.read_limit or None):
             yield response(data=chunk)
 
@@ -65,8 +91,9 @@ class ByteStreamService(bs_grpc.ByteStreamServicer):
             return await self.logstreams.write(first, requests)
         resource = parse_upload(first.resource_name)
         cas = self.instances.get(resource.instance_name).cas
+        codec = self._codec(resource.compressor, first.resource_name)
         key = UploadKey(resource.instance_name, resource.upload_id, resource.digest)
-        return bs_pb2.WriteResponse(committed_size=await self.uploads.write(cas, key, first, requests))
+        return bs_pb2.WriteResponse(committed_size=await self.uploads.write(cas, key, first, requests, codec))
 
     @boundary.unary
     async def QueryWriteStatus(
@@ -76,5 +103,6 @@ class ByteStreamService(bs_grpc.ByteStreamServicer):
             return self.logstreams.query_write_status(request)
         resource = parse_upload(request.resource_name)
         cas = self.instances.get(resource.instance_name).cas
+        self._codec(resource.compressor, request.resource_name)
         status = await self.uploads.status(cas, UploadKey(resource.instance_name, resource.upload_id, resource.digest))
         return bs_pb2.QueryWriteStatusResponse(committed_size=status.committed_size, complete=status.complete)

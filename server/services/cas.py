@@ -1,8 +1,9 @@
-"""ContentAddressableStorage: FindMissingBlobs, batch reads and writes, GetTree, translated.
+"""ContentAddressableStorage: FindMissingBlobs, batch reads and writes, GetTree, SplitBlob and
+SpliceBlob, translated.
 
 The rules live apart from the protos' shapes: batches in server/blob_batches.py
-(one store call per batch, the size cap, per-blob errors), GetTree's paging in
-server/tree_pages.py. FindMissingBlobs stays here whole: it is one store call
+(one store call per batch, the size cap, per-blob errors, compressed entries),
+GetTree's paging in server/tree_pages.py, splits and splices in server/blob_splits.py. FindMissingBlobs stays here whole: it is one store call
 between a vectorised digest parse and an answer that echoes the client's own
 Digest messages without running Python code per digest.
 """
@@ -16,12 +17,14 @@ from operator import attrgetter
 import grpc
 from google.rpc import code_pb2
 
+from cas.compression.codecs import Codecs
+from cas.compression.forms import CompressedForms
 from cas.digest import Digest, digests_from_protos
-from cas.errors import Unimplemented
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from server import boundary
 from server.blob_batches import BlobBatches
+from server.blob_splits import BlobSplits
 from server.instances import InstanceRegistry
 from server.tree_pages import tree_pages
 
@@ -31,9 +34,17 @@ _COMPRESSOR_OF = attrgetter("compressor")
 
 
 class ContentAddressableStorageService(re_grpc.ContentAddressableStorageServicer):
-    def __init__(self, instances: InstanceRegistry, max_batch_total_size_bytes: int) -> None:
+    def __init__(
+        self,
+        instances: InstanceRegistry,
+        max_batch_total_size_bytes: int,
+        codecs: Codecs | None = None,
+        forms: CompressedForms | None = None,
+        splits: BlobSplits | None = None,
+    ) -> None:
         self.instances = instances
-        self.batches = BlobBatches(max_batch_total_size_bytes)
+        self.batches = BlobBatches(max_batch_total_size_bytes, codecs, forms)
+        self.splits = splits or BlobSplits()
 
     @boundary.unary
     async def FindMissingBlobs(
@@ -83,6 +94,7 @@ class ContentAddressableStorageService(re_grpc.ContentAddressableStorageServicer
     ) -> re_pb2.BatchReadBlobsResponse:
         cas = self.instances.get(request.instance_name).cas
         digests, refused, found = await self.batches.read(cas, request.digests, request.digest_function)
+        compressors = await self.batches.compress_found(found, request.acceptable_compressors) if found else {}
         response = re_pb2.BatchReadBlobsResponse()
         add = response.responses.add
         for i, digest in enumerate(digests):
@@ -96,6 +108,8 @@ class ContentAddressableStorageService(re_grpc.ContentAddressableStorageServicer
             data = found.get(digest)
             if data is not None:
                 item.data = data
+                if compressors:
+                    item.compressor = compressors.get(digest, 0)  # type: ignore[assignment]
             else:
                 item.status.code = code_pb2.NOT_FOUND
                 item.status.message = f"blob {digest} is not in the CAS"
@@ -113,11 +127,22 @@ class ContentAddressableStorageService(re_grpc.ContentAddressableStorageServicer
 
     @boundary.unary
     async def SplitBlob(self, request: re_pb2.SplitBlobRequest, context: grpc.aio.ServicerContext) -> re_pb2.SplitBlobResponse:
-        raise Unimplemented("SplitBlob is not supported (Capabilities: split_blob_support is false)")
+        cas = self.instances.get(request.instance_name).cas
+        blob = Digest.from_proto(request.blob_digest, request.digest_function)
+        chunks = await self.splits.split(cas, blob)
+        # Whatever function the client preferred, the chunks are FastCDC 2020's (REv2 allows it).
+        response = re_pb2.SplitBlobResponse(chunking_function=re_pb2.ChunkingFunction.FAST_CDC_2020)
+        response.chunk_digests.extend(re_pb2.Digest(hash=d.hash, size_bytes=d.size_bytes) for d in chunks)
+        return response
 
     @boundary.unary
     async def SpliceBlob(
         self, request: re_pb2.SpliceBlobRequest, context: grpc.aio.ServicerContext
     ) -> re_pb2.SpliceBlobResponse:
-        raise Unimplemented("SpliceBlob is not supported (Capabilities: splice_blob_support is false)")
+        cas = self.instances.get(request.instance_name).cas
+        blob = Digest.from_proto(request.blob_digest, request.digest_function)
+        # The chunks share the blob's digest function (REv2), named or inferred.
+        chunks = digests_from_protos(request.chunk_digests, request.digest_function or blob.function)
+        await self.splits.splice(cas, blob, chunks)
+        return re_pb2.SpliceBlobResponse(blob_digest=request.blob_digest)
 

@@ -21,9 +21,11 @@ async def test_capabilities_describe_the_cache(client: StorageClient) -> None:
     assert re_pb2.DigestFunction.BLAKE3 in cache.digest_functions
     assert cache.max_batch_total_size_bytes >= 4 << 20
     assert cache.action_cache_update_capabilities.update_enabled
-    # Only identity, which is implied: nothing we lack is advertised.
-    assert list(cache.supported_compressors) == [] and list(cache.supported_batch_update_compressors) == []
-    assert not cache.split_blob_support and not cache.splice_blob_support
+    # Exactly what is served (identity is implied), on ByteStream and in batches alike.
+    served = [re_pb2.Compressor.ZSTD, re_pb2.Compressor.DEFLATE]
+    assert list(cache.supported_compressors) == served and list(cache.supported_batch_update_compressors) == served
+    assert cache.split_blob_support and cache.splice_blob_support
+    assert (cache.fast_cdc_2020_params.avg_chunk_size_bytes, cache.fast_cdc_2020_params.seed) == (512 << 10, 0)
 
 
 async def test_update_capability_follows_the_instance_config(named_client: StorageClient) -> None:

@@ -57,9 +57,16 @@ def test_identity_compressed_blobs_are_plain_blobs() -> None:
     assert parse_upload(f"uploads/{UUID}/compressed-blobs/identity/{SHA.hash}/5").digest == SHA
 
 
-def test_other_compressors_are_refused_saying_so() -> None:
-    with pytest.raises(InvalidArgument, match="compressor 'zstd' is not supported"):
-        parse_download(f"i/compressed-blobs/zstd/{SHA.hash}/5")
+def test_compressed_names_carry_their_compressor_and_unknown_ones_are_refused() -> None:
+    # Whether a compressor is served is the service's question (tests/server/test_compressed_bytestream.py).
+    download = parse_download(f"i/compressed-blobs/zstd/{SHA.hash}/5")
+    assert (download.instance_name, download.digest, download.compressor) == ("i", SHA, re_pb2.Compressor.ZSTD)
+    upload = parse_upload(f"a/b/uploads/{UUID}/compressed-blobs/deflate/blake3/{B3.hash}/5/meta")
+    assert (upload.instance_name, upload.digest, upload.compressor) == ("a/b", B3, re_pb2.Compressor.DEFLATE)
+    assert (upload.upload_id, upload.metadata) == (UUID, "meta")
+    assert parse_download(f"i/blobs/{SHA.hash}/5").compressor == re_pb2.Compressor.IDENTITY
+    assert download_name("i", B3, "zstd") == f"i/compressed-blobs/zstd/blake3/{B3.hash}/5"
+    assert parse_upload(upload_name("", UUID, SHA, compressor="zstd")).compressor == re_pb2.Compressor.ZSTD
     with pytest.raises(InvalidArgument, match="'lz4' is not a compressor"):
         parse_upload(f"uploads/{UUID}/compressed-blobs/lz4/{SHA.hash}/5")
 
