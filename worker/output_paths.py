@@ -2,7 +2,9 @@
 
 A Command names outputs relative to its working directory, either as
 ``output_paths`` (REv2 >= 2.1, type decided after the run) or as the older
-``output_files`` / ``output_directories``. Each is normalised to a path under the
+``output_files`` / ``output_directories``. A path in both of those (Buck2's
+compatibility mode for outputs of either type) is one output whose type is decided
+after the run, as with ``output_paths``. Each is normalised to a path under the
 exec root here; one that would leave it (absolute, or climbing out with ``..``) is
 INVALID_ARGUMENT before anything runs. The parents of every output (not the output
 directories themselves: the action makes those) are created before the run, as
@@ -56,7 +58,9 @@ def declared_outputs(command: re_pb2.Command) -> list[DeclaredOutput]:
     if command.output_paths:
         named: list[tuple[str, OutputKind]] = [(p, "any") for p in command.output_paths]
     else:
-        named = [(p, "file") for p in command.output_files] + [(p, "directory") for p in command.output_directories]
+        either = set(command.output_files) & set(command.output_directories)
+        named = [(p, "any" if p in either else "file") for p in command.output_files]
+        named += [(p, "directory") for p in command.output_directories if p not in either]
     out = []
     for path, kind in named:
         if path.endswith("/") and path != "/":

@@ -109,6 +109,22 @@ def test_wrong_types_are_failed_precondition(tmp_path: Path) -> None:
         collect(tmp_path, command(output_directories=["file"]))
 
 
+def test_a_path_in_both_output_lists_is_whichever_the_action_made(tmp_path: Path) -> None:
+    """Buck2's compatibility mode lists an output of either type in both output_files and
+    output_directories; it is reported once, as what it turned out to be."""
+    (tmp_path / "made_dir").mkdir()
+    (tmp_path / "made_dir" / "f").write_bytes(b"x")
+    (tmp_path / "made_file").write_bytes(b"y")
+    both = ["made_dir", "made_file", "not_made"]
+    cmd = command(output_files=both + ["only_file"], output_directories=both + ["only_dir"])
+    assert [(o.path, o.kind) for o in declared_outputs(cmd)] == [
+        ("made_dir", "any"), ("made_file", "any"), ("not_made", "any"), ("only_file", "file"), ("only_dir", "directory"),
+    ]
+    result = collect(tmp_path, cmd).result
+    assert [f.path for f in result.output_files] == ["made_file"]
+    assert [d.path for d in result.output_directories] == ["made_dir"]
+
+
 def test_an_output_whose_parent_became_an_escaping_symlink_is_refused(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
