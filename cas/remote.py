@@ -6,6 +6,11 @@ FindMissingBlobs for existence, BatchReadBlobs / BatchUpdateBlobs for blobs that
 in a batch (many per round trip, requests sent in parallel), ByteStream for large
 ones (streamed, bounded memory). One channel is kept open for the store's lifetime.
 
+With ``compression`` (cas/compression/policy.py) large blobs move compressed: reads
+ask for ``compressed-blobs/{codec}`` and batch reads accept the codec, writes and
+batch updates send it when a sample shows the blob compresses. Decoding is bounded
+by the digest's size, so a bad answer cannot make the store hold more than the blob.
+
 Content is not verified here (that is VerifyingStore's job, or the caller's): the
 store only moves bytes. gRPC failures become ReapiError subclasses, with the
 endpoint named in the message.
@@ -20,9 +25,11 @@ from typing import Any
 
 import grpc
 
+from cas.compression.policy import TransferCompression
+from cas.compression.streams import compressed, decompressed
 from cas.digest import Digest
 from cas.resource_names import download_name, upload_name
-from cas.errors import Internal, NotFound, ReapiError
+from cas.errors import Internal, InvalidArgument, NotFound, ReapiError
 from cas.rpc_errors import error_from_rpc, error_from_status
 from cas.store import READ_CHUNK_SIZE, BlobStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
@@ -62,10 +69,12 @@ class RemoteStore(BlobStore):
         max_parallel_calls: int = 16,
         name: str = "remote",
         upload_ids: Callable[[], str] = lambda: str(uuid.uuid4()),
+        compression: TransferCompression | None = None,
     ) -> None:
         self.instance_name = instance_name
         self.max_batch_bytes = max_batch_bytes
         self.name = name
+        self.compression = compression
         self._cas = re_grpc.ContentAddressableStorageStub(channel)
         self._bytestream = bs_grpc.ByteStreamStub(channel)
         self._calls = asyncio.Semaphore(max_parallel_calls)
@@ -129,9 +138,22 @@ class RemoteStore(BlobStore):
     async def read(self, digest: Digest, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:
         if digest.is_empty and offset == 0:
             return
-        request = bs_pb2.ReadRequest(
-            resource_name=download_name(self.instance_name, digest), read_offset=offset, read_limit=limit or 0
-        )
+        compression = self.compression
+        if compression is not None and not limit and compression.wanted(digest.size_bytes - offset):
+            codec = compression.codec  # compressed reads take no limit (REv2)
+            name = download_name(self.instance_name, digest, codec.name)
+            pieces = decompressed(self._read_raw(name, offset, 0, digest), codec.decoder(digest.size_bytes - offset))
+            try:
+                async for piece in pieces:
+                    yield piece
+            except InvalidArgument as err:
+                raise Internal(f"{self.name} ByteStream.Read of {digest}: {err.message}") from None
+            return
+        async for chunk in self._read_raw(download_name(self.instance_name, digest), offset, limit or 0, digest):
+            yield chunk
+
+    async def _read_raw(self, name: str, offset: int, limit: int, digest: Digest) -> AsyncIterator[bytes]:
+        request = bs_pb2.ReadRequest(resource_name=name, read_offset=offset, read_limit=limit)
         try:
             async for response in self._bytestream.Read(request):
                 if response.data:
@@ -172,6 +194,9 @@ class RemoteStore(BlobStore):
             digests=[d.to_proto() for d in digests],
             digest_function=_request_function(function),
         )
+        codec = self.compression.codec if self.compression is not None else None
+        if codec is not None and any(self.compression.wanted(d.size_bytes) for d in digests):  # type: ignore[union-attr]
+            request.acceptable_compressors.append(codec.value)  # type: ignore[arg-type]
         async with self._calls:
             try:
                 response = await self._cas.BatchReadBlobs(request)
@@ -185,7 +210,18 @@ class RemoteStore(BlobStore):
             if item.status.code != 0:
                 raise error_from_status(item.status, f"{self.name} BatchReadBlobs of {digest}")
             out[digest] = item.data
+            if item.compressor:
+                out[digest] = await self._decompress_answer(digest, item.compressor, item.data)
         return out
+
+    async def _decompress_answer(self, digest: Digest, compressor: int, data: bytes) -> bytes:
+        codec = self.compression.codec if self.compression is not None else None
+        if codec is None or compressor != codec.value:
+            raise Internal(f"{self.name} BatchReadBlobs of {digest}: answered in compressor {compressor}, not asked for")
+        try:
+            return await asyncio.to_thread(codec.decompress, data, digest.size_bytes)
+        except InvalidArgument as err:
+            raise Internal(f"{self.name} BatchReadBlobs of {digest}: {err.message}") from None
 
     async def _read_whole_or_none(self, digest: Digest) -> dict[Digest, bytes]:
         async with self._calls:
@@ -220,7 +256,17 @@ class RemoteStore(BlobStore):
 
     async def write(self, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
         """Stream with ByteStream.Write; an error in ``chunks`` cancels the call, so nothing commits."""
-        resource_name = upload_name(self.instance_name, self._upload_ids(), digest)
+        codec_name = ""
+        compression = self.compression
+        if compression is not None and compression.wanted(digest.size_bytes):
+            # A look at the first chunk decides; it is then sent like the rest.
+            source = aiter(chunks)
+            first = await anext(source, b"")
+            chunks = _prepend(first, source)
+            if compression.pays(first):
+                codec_name = compression.codec.name
+                chunks = compressed(chunks, compression.codec)
+        resource_name = upload_name(self.instance_name, self._upload_ids(), digest, compressor=codec_name)
         call = self._bytestream.Write()
         offset = 0
         try:
@@ -247,7 +293,8 @@ class RemoteStore(BlobStore):
         except BaseException:
             call.cancel()
             raise
-        if response.committed_size not in (digest.size_bytes, -1):
+        expected = offset if codec_name else digest.size_bytes  # a compressed write commits its compressed end
+        if response.committed_size not in (expected, -1):
             raise Internal(
                 f"{self.name} ByteStream.Write of {digest}: server committed {response.committed_size} bytes"
             )
@@ -269,8 +316,12 @@ class RemoteStore(BlobStore):
     async def _batch_update(self, function: int, blobs: dict[Digest, bytes]) -> dict[Digest, ReapiError]:
         request = re_pb2.BatchUpdateBlobsRequest(instance_name=self.instance_name,
                                                  digest_function=_request_function(function))
+        compression = self.compression if self.compression is not None and self.compression.batches else None
         for digest, data in blobs.items():
-            request.requests.add(digest=digest.to_proto(), data=data)
+            entry = request.requests.add(digest=digest.to_proto(), data=data)
+            if compression is not None and compression.wanted(len(data)) and compression.pays(data):
+                entry.data = await asyncio.to_thread(compression.codec.compress, data)
+                entry.compressor = compression.codec.value  # type: ignore[assignment]
         async with self._calls:
             try:
                 response = await self._cas.BatchUpdateBlobs(request)
@@ -293,18 +344,35 @@ class RemoteStore(BlobStore):
         return {}
 
 
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
 async def _chunks_of(data: bytes) -> AsyncIterator[bytes]:
     view = memoryview(data)
     for start in range(0, len(view), READ_CHUNK_SIZE):
         yield bytes(view[start : start + READ_CHUNK_SIZE])
 
 
-async def fetch_max_batch_bytes(channel: grpc.aio.Channel, instance_name: str, default: int = DEFAULT_MAX_BATCH_BYTES) -> int:
-    """The server's advertised batch limit (0 there means no limit of its own: keep ``default``)."""
+async def fetch_cache_capabilities(channel: grpc.aio.Channel, instance_name: str) -> re_pb2.CacheCapabilities:
+    """The server's CacheCapabilities for ``instance_name``."""
     stub = re_grpc.CapabilitiesStub(channel)
     try:
         capabilities = await stub.GetCapabilities(re_pb2.GetCapabilitiesRequest(instance_name=instance_name))
     except grpc.aio.AioRpcError as exc:
         raise error_from_rpc(exc, "GetCapabilities") from None
-    limit = capabilities.cache_capabilities.max_batch_total_size_bytes
+    return capabilities.cache_capabilities
+
+
+def batch_limit(capabilities: re_pb2.CacheCapabilities, default: int = DEFAULT_MAX_BATCH_BYTES) -> int:
+    """The advertised batch limit (0 there means no limit of its own: keep ``default``)."""
+    limit = capabilities.max_batch_total_size_bytes
     return min(limit, default) if limit > 0 else default
+
+
+async def fetch_max_batch_bytes(channel: grpc.aio.Channel, instance_name: str, default: int = DEFAULT_MAX_BATCH_BYTES) -> int:
+    """The server's advertised batch limit (0 there means no limit of its own: keep ``default``)."""
+    return batch_limit(await fetch_cache_capabilities(channel, instance_name), default)

@@ -35,7 +35,7 @@ from worker.file_cache import FileCache
 from worker.input_root import InputRootBuilder
 from worker.logs import LogTail
 from worker.platform import PlatformProperties, detect_host, parse_property_args
-from worker.remote_stores import RemoteStores
+from worker.remote_stores import RemoteStores, remote_compression
 
 log = logging.getLogger("reapi.worker")
 
@@ -104,7 +104,7 @@ async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> 
         return LogTail(bytestream, write_name, path, config.live_log_interval)
 
     local = LocalExecutor(
-        stores=RemoteStores(channel),
+        stores=RemoteStores(channel, compression=remote_compression(config)),
         inputs=InputRootBuilder(files, DirectoryCache()),
         work_dir=config.work_dir,
         settings=ExecutionSettings(

@@ -18,6 +18,7 @@ Every key is documented in docs/CONFIG.md (section "Worker").
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +31,14 @@ from worker.platform import host_cpu_count
 
 DEFAULT_SERVER = "grpc://127.0.0.1:8980"
 Seconds = Annotated[Duration, Above(0)]
+
+
+class Compression(enum.Enum):
+    """Whether blobs move compressed between the worker and the server."""
+
+    AUTO = "auto"  # zstd if the server offers it, unless the server is on this host
+    ZSTD = "zstd"  # zstd whenever the server offers it
+    OFF = "off"
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,10 @@ class WorkerConfig:
     inline_blob_limit: Size = 1 << 20
     """Bytes of blobs a lease answer and a completion report may carry inline (docs/BOTS_PROTOCOL.md
     section 7), if the server agrees; 0 = never (every input is read, every output uploaded)."""
+    compression: Compression = Compression.AUTO
+    """zstd for large compressible blobs to and from the server when it offers zstd ("auto": not over loopback)."""
+    compression_min_size: Size = 128 << 10
+    """Blobs smaller than this always move as they are."""
     busy_call_delay: Duration = 0.5
     """With every slot busy: how long before a call is held open only to hear of cancellations."""
 

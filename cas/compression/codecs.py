@@ -168,18 +168,20 @@ class ZstdCodec(Codec):
     value = ZSTD
     name = "zstd"
 
+    # A ZstdCompressor is one zstd context: its compressobj()s share it and it is not
+    # thread-safe, so every stream and every one-shot call gets its own.
     def __init__(self, level: int = DEFAULT_ZSTD_LEVEL) -> None:
-        self._compressor = zstandard.ZstdCompressor(level=level)
         self.level = level
 
     def encoder(self) -> Encoder:
-        return self._compressor.compressobj()
+        return zstandard.ZstdCompressor(level=self.level).compressobj()
 
     def decoder(self, limit: int) -> Decoder:
         return _ZstdDecoder(limit)
 
     def compress(self, data: bytes | memoryview) -> bytes:
-        return self._compressor.compress(data)  # one call; writes the content size in the frame
+        # One call writes the content size in the frame header.
+        return zstandard.ZstdCompressor(level=self.level).compress(data)
 
 
 class DeflateCodec(Codec):

@@ -4,9 +4,8 @@ The stores keep blobs uncompressed (docs/BENCHMARKS.md has the measurement behin
 that choice: reads at any offset, and identity reads, which are most reads, stay as
 they are), so a compressed read compresses as it streams. A blob read compressed a
 second time while it is remembered is worth keeping: its compressed form goes into a
-small LRU bounded in bytes (``max_bytes``; forms over ``max_form_bytes``, or a quarter
-of ``max_bytes``, are never kept), and later reads stream it without compressing
-again. Forms are content
+small LRU bounded in bytes (``max_bytes``; a form over a quarter of that is never
+kept), and later reads stream it without compressing again. Forms are content
 addressed, so instances share them; each read still asks the instance's own store
 whether it holds the blob (refreshing it there), so a cached form never answers for
 a blob the instance does not have.
@@ -25,7 +24,6 @@ from cas.errors import NotFound
 from cas.store import READ_CHUNK_SIZE, BlobStore
 
 DEFAULT_MAX_BYTES = 64 << 20
-DEFAULT_MAX_FORM_BYTES = 16 << 20
 # How many (blob, compressor) pairs are remembered as read once, waiting for a second read.
 SEEN_ENTRIES = 4096
 
@@ -38,9 +36,9 @@ class FormKey(NamedTuple):
 class CompressedForms:
     """Compressed reads of any store, with the often-read forms cached (bounded)."""
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, max_form_bytes: int = DEFAULT_MAX_FORM_BYTES) -> None:
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
-        self.max_form_bytes = min(max_form_bytes, max_bytes // 4)  # one form never fills the cache
+        self.max_form_bytes = max_bytes // 4  # one form never fills the cache
         self.total = 0
         self.hits = 0
         self.misses = 0

@@ -92,3 +92,24 @@ def test_codecs_list_what_they_serve_and_refuse_the_rest_by_name() -> None:
         codecs.require(re_pb2.Compressor.BROTLI, "x")
     with pytest.raises(InvalidArgument, match=r"supported: IDENTITY, none"):
         Codecs([]).require(re_pb2.Compressor.ZSTD, "x")
+
+
+async def test_streams_of_one_codec_may_run_at_once_in_threads() -> None:
+    """One codec serves many concurrent transfers (zstd contexts are not shared)."""
+    import asyncio
+
+    from cas.compression.streams import compressed
+
+    async def chunks(data: bytes):  # type: ignore[no-untyped-def]
+        for i in range(0, len(data), 200_000):
+            yield data[i : i + 200_000]
+
+    codec = ZstdCodec()
+    datas = [TEXT * 3 + bytes([i]) for i in range(6)]
+
+    async def one(data: bytes) -> bytes:
+        return b"".join([piece async for piece in compressed(chunks(data), codec)])
+
+    forms = await asyncio.gather(*(one(d) for d in datas), *(asyncio.to_thread(codec.compress, d) for d in datas))
+    for form, data in zip(forms, datas + datas):
+        assert codec.decompress(form, len(data)) == data
