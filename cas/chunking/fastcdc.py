@@ -7,7 +7,9 @@ start, skip ``min_size`` bytes, then roll the gear hash ``h = (h << 1) + GEAR[by
 nothing matched. Positions are scanned from ``min_size`` rounded down to even, as the
 reference implementations' two-bytes-per-step loop does.
 
-Done a byte at a time in Python that is a few MB/s. Two facts make it vectorisable:
+The loop is done in C when the optional extension cas/chunking/_gearcut.c was built
+(pip builds it where a C compiler is). Otherwise it is vectorised with numpy (done
+a byte at a time in Python it would be a few MB/s). Two facts make that possible:
 after a shift of 64 a byte has left the hash, so past the first 63 bytes of a scan
 ``h`` at position p is a function of the 64 bytes ending at p alone (the same for
 every chunk start); and its low 32 bits depend on the last 32 bytes only. So numpy
@@ -16,8 +18,9 @@ computes, for all positions at once, the low 32 bits by doubling the window
 low bits pass both masks' common bits (about one in 500 at 512 KiB), and checks those
 exactly over 64 bytes. Cutting then walks this short, sorted list of candidates;
 only the first 63 positions of each scan, where the hash has not yet seen 64 bytes
-of the chunk, are hashed in Python. tests/cas/test_fastcdc.py compares the result
-with an independent implementation on many inputs; docs/BENCHMARKS.md has the speed.
+of the chunk, are hashed in Python. tests/cas/test_fastcdc.py compares both ways'
+results with an independent implementation on many inputs; docs/BENCHMARKS.md has
+the speeds.
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from cas.chunking.gear import GEAR, MASKS
+
+try:
+    from cas.chunking import _gearcut
+except ImportError:  # built without a C compiler: the numpy scan does the work
+    _gearcut = None  # type: ignore[assignment]
+
+NATIVE = _gearcut is not None
 
 MASK64 = (1 << 64) - 1
 HISTORY = 63  # bytes before a position that its full hash still depends on
@@ -70,13 +80,18 @@ class FastCdcParams:
 class FastCdc:
     """Chunk boundaries for one parameter set; the tables are prepared once."""
 
-    def __init__(self, params: FastCdcParams = FastCdcParams()) -> None:
+    def __init__(self, params: FastCdcParams = FastCdcParams(), native: bool = NATIVE) -> None:
+        """``native``: cut with the C loop (when built) rather than the numpy scan."""
+        if native and _gearcut is None:
+            raise ValueError("the C FastCDC loop (cas/chunking/_gearcut.c) was not built")
         self.params = params
+        self.native = native
         bits = params.avg_size.bit_length() - 1
         self.mask_small = MASKS[bits + params.normalization]  # before the average: rarer cuts
         self.mask_large = MASKS[bits - params.normalization]  # after it: likelier cuts
         self.gear = [g ^ params.seed for g in GEAR]
         self.gear64 = np.array(self.gear, dtype=np.uint64)
+        self.gear_table = self.gear64.tobytes()  # native byte order, as the C loop reads it
         self.gear32 = (self.gear64 & np.uint64(0xFFFFFFFF)).astype(np.uint32)
         # A position can match either mask only if its low 32 bits pass both masks' common bits.
         self.prefilter = np.uint32((self.mask_small & self.mask_large) & 0xFFFFFFFF)
@@ -88,22 +103,28 @@ class FastCdc:
 
     def split(self, data: bytes | bytearray | memoryview) -> list[int]:
         """The chunk lengths of ``data``, in order (they add up to its length)."""
+        if self.native:  # no copies: cut the data where it is
+            params, lengths, offset = self.params, [], 0
+            while offset < len(data):
+                lengths.append(_gearcut.cut(data, offset, len(data) - offset, params.min_chunk, params.avg_size,
+                                            params.max_chunk, self.mask_small, self.mask_large, self.gear_table))
+                offset += lengths[-1]
+            return lengths
         chunker = self.chunker()
         lengths = [len(c) for c in chunker.feed(data)]
         lengths += [len(c) for c in chunker.finish()]
         return lengths
 
-    def candidates(self, arr: np.ndarray, first: int) -> tuple[list[int], list[int]]:
-        """Positions in ``arr[HISTORY:]`` whose 64-byte gear hash passes the large mask, and
-        those passing the small one, as absolute offsets (``arr[0]`` is at ``first``)."""
-        n = len(arr)
+    def scan(self, view: np.ndarray, start: int, end: int) -> tuple[list[int], list[int]]:
+        """Positions in ``view[start:end]`` (``start`` >= 63) whose 64-byte gear hash passes
+        the large mask, and those passing the small one, as indices into ``view``."""
         work = np.empty(BLOCK + 32, dtype=np.uint32)
         scratch = np.empty(BLOCK + 32, dtype=np.uint32)
         index = np.empty(BLOCK + 32, dtype=np.intp)  # take() is ~4x slower with uint8 indices
         found = []
-        for start in range(HISTORY, n, BLOCK):
-            end = min(start + BLOCK, n)
-            segment = arr[start - 31 : end]  # each position needs the 31 bytes before it
+        for first in range(start, end, BLOCK):
+            last = min(first + BLOCK, end)
+            segment = view[first - 31 : last]  # each position needs the 31 bytes before it
             size = len(segment)
             index[:size] = segment
             np.take(self.gear32, index[:size], out=work[:size])
@@ -112,18 +133,18 @@ class FastCdc:
                 np.left_shift(work[: size - step], step, out=scratch[: size - step])
                 np.add(work[step:size], scratch[: size - step], out=work[: size - step])
                 size -= step
-            # Now work[i] holds the low 32 bits of the hash at arr[start + i].
+            # Now work[i] holds the low 32 bits of the hash at view[first + i].
             np.bitwise_and(work[:size], self.prefilter, out=scratch[:size])
             hits = np.flatnonzero(scratch[:size] == 0)
             if hits.size:
-                found.append(hits + start)
+                found.append(hits + first)
         if not found:
             return [], []
         positions = np.concatenate(found)
-        windows = arr[positions[:, None] - self.back]  # row i: byte p, p-1, ..., p-63
+        windows = view[positions[:, None] - self.back]  # row i: byte p, p-1, ..., p-63
         full = (self.gear64[windows] << self.shifts).sum(axis=1, dtype=np.uint64)
-        large = positions[(full & np.uint64(self.mask_large)) == 0] + first
-        small = positions[(full & np.uint64(self.mask_small)) == 0] + first
+        large = positions[(full & np.uint64(self.mask_large)) == 0]
+        small = positions[(full & np.uint64(self.mask_small)) == 0]
         return large.tolist(), small.tolist()
 
 
@@ -131,14 +152,17 @@ class Chunker:
     """Incremental chunking: ``feed`` bytes as they come, get chunks as their ends are known.
 
     A chunk's end is decided once ``max_size`` bytes past its start are in (or at
-    ``finish``), so at most about ``max_size`` plus one fed piece is held.
+    ``finish``), so at most about ``max_size`` plus one fed piece is held. Hashes are
+    computed only where a cut may fall, a block at a time from the chunk's minimum
+    size on, until the cut: never over the first ``min_size`` bytes of a chunk (a
+    fifth of the data at REv2's sizes) nor past the cut.
     """
 
     def __init__(self, cdc: FastCdc) -> None:
         self.cdc = cdc
         self._buffer = bytearray()
         self._start = 0  # offset of the buffer's first byte: the current chunk's start
-        self._history = bytes(HISTORY)  # the last 63 bytes fed (zeros before the first)
+        self._scanned = 0  # candidates are known for every position from the last scan's start to here
         self._large: list[int] = []  # sorted candidate positions (absolute offsets)
         self._small: list[int] = []
 
@@ -146,13 +170,7 @@ class Chunker:
         """Take ``data``; return the chunks completed so far."""
         if not data:
             return []
-        end_before = self._start + len(self._buffer)
-        arr = np.frombuffer(self._history + bytes(data), dtype=np.uint8)
-        large, small = self.cdc.candidates(arr, end_before - HISTORY)
-        self._large.extend(large)
-        self._small.extend(small)
         self._buffer += data
-        self._history = bytes(arr[-HISTORY:])
         return self._cut_all(eof=False)
 
     def finish(self) -> list[bytes]:
@@ -163,21 +181,28 @@ class Chunker:
         chunks = []
         max_size = self.cdc.params.max_chunk
         buffer, offset = self._buffer, 0
+        view = np.frombuffer(buffer, dtype=np.uint8)
+        data = memoryview(buffer)
         while offset < len(buffer) and (eof or len(buffer) - offset >= max_size):
-            length = self._cut_length(offset, len(buffer) - offset)
-            chunks.append(bytes(buffer[offset : offset + length]))
+            length = self._cut_length(view, offset, len(buffer) - offset)
+            chunks.append(bytes(data[offset : offset + length]))  # one copy
             offset += length
             self._start += length
+        del view, data  # a bytearray cannot be resized while others look at it
         del buffer[:offset]  # once: a fed piece may hold many chunks
-        self._drop_passed()
+        for positions in (self._large, self._small):  # forget candidates behind us
+            del positions[: bisect.bisect_left(positions, self._start)]
         return chunks
 
-    def _cut_length(self, offset: int, available: int) -> int:
+    def _cut_length(self, view: np.ndarray, offset: int, available: int) -> int:
         """The length of the chunk starting at ``self._start`` (``offset`` in the buffer),
         given ``available`` bytes (all there is, or at least ``max_size``)."""
         params, cdc = self.cdc.params, self.cdc
         if available <= params.min_chunk:
             return available
+        if cdc.native:
+            return _gearcut.cut(self._buffer, offset, available, params.min_chunk, params.avg_size, params.max_chunk,
+                                cdc.mask_small, cdc.mask_large, cdc.gear_table)
         remaining, center = available, params.avg_size
         if remaining > params.max_chunk:
             remaining = params.max_chunk
@@ -193,19 +218,25 @@ class Chunker:
             h = ((h << 1) + gear[buffer[offset + k]]) & MASK64
             if not h & (cdc.mask_small if k < normal_at else cdc.mask_large):
                 return k
-        # From there on, the precomputed candidates say where the hash matches.
+        # From there on, the candidates say where the hash matches: found a block at a time.
         base = self._start
-        cut = _first_in(self._small, base + exact_end, base + normal_at)
-        if cut is None:
-            cut = _first_in(self._large, base + max(exact_end, normal_at), base + scan_end)
-        return remaining if cut is None else cut - base
-
-    def _drop_passed(self) -> None:
-        """Forget candidates before the current chunk's start."""
-        for positions in (self._large, self._small):
-            keep = bisect.bisect_left(positions, self._start)
-            if keep:
-                del positions[:keep]
+        low, middle, high = base + exact_end, base + normal_at, base + scan_end
+        self._scanned = max(self._scanned, low)
+        while True:
+            known = self._scanned
+            cut = _first_in(self._small, low, min(middle, known))
+            if cut is None and known > middle:
+                cut = _first_in(self._large, max(low, middle), min(high, known))
+            if cut is not None:
+                return cut - base
+            if known >= high:
+                return remaining
+            step_end = min(known + BLOCK, high)
+            large, small = cdc.scan(view, known - base + offset, step_end - base + offset)
+            shift = base - offset  # buffer index -> absolute offset
+            self._large.extend(p + shift for p in large)
+            self._small.extend(p + shift for p in small)
+            self._scanned = step_end
 
 
 def _first_in(positions: list[int], low: int, high: int) -> int | None:

@@ -9,13 +9,22 @@ agreeing with it on many inputs is agreeing with REv2.
 from __future__ import annotations
 
 import random
+import shutil
 
 import pyfastcdc
 import pytest
 from pyfastcdc.py import constants as reference_tables
 
-from cas.chunking.fastcdc import FastCdc, FastCdcParams
+from cas.chunking.fastcdc import NATIVE, FastCdc, FastCdcParams
 from cas.chunking.gear import GEAR, MASKS
+
+# Both ways of cutting: the C loop (built wherever a C compiler is, as on every machine
+# the project runs its tests on; the next test holds that) and the numpy scan.
+WAYS = ([pytest.param(True, id="c")] if NATIVE else []) + [pytest.param(False, id="numpy")]
+
+
+def test_the_c_loop_was_built_where_a_compiler_is() -> None:
+    assert NATIVE or shutil.which("cc") is None and shutil.which("gcc") is None
 
 
 def reference(data: bytes, params: FastCdcParams) -> list[int]:
@@ -47,11 +56,12 @@ def test_the_tables_are_the_papers() -> None:
     assert all(MASKS[bits] == reference_tables.MASKS[bits] for bits in MASKS)
 
 
+@pytest.mark.parametrize("native", WAYS)
 @pytest.mark.parametrize("avg_size", [1 << 10, 16 << 10, 64 << 10])
 @pytest.mark.parametrize("seed", [0, 666, 0xDEADBEEF])  # REv2 seeds are 32-bit
-def test_boundaries_equal_the_reference_on_many_inputs(avg_size: int, seed: int) -> None:
+def test_boundaries_equal_the_reference_on_many_inputs(avg_size: int, seed: int, native: bool) -> None:
     params = FastCdcParams(avg_size, seed=seed)
-    cdc = FastCdc(params)
+    cdc = FastCdc(params, native)
     rng = random.Random(avg_size ^ seed)
     for name, data in inputs(rng, avg_size * 40).items():
         ours = cdc.split(data)
@@ -59,30 +69,34 @@ def test_boundaries_equal_the_reference_on_many_inputs(avg_size: int, seed: int)
         assert sum(ours) == len(data)
 
 
-def test_the_rev2_parameters_on_large_inputs() -> None:
+@pytest.mark.parametrize("native", WAYS)
+def test_the_rev2_parameters_on_large_inputs(native: bool) -> None:
     params = FastCdcParams()  # 512 KiB average, min 128 KiB, max 2 MiB, seed 0
     assert (params.min_chunk, params.max_chunk) == (128 << 10, 2 << 20)
-    cdc = FastCdc(params)
+    cdc = FastCdc(params, native)
     for name, data in inputs(random.Random(7), 12 << 20).items():
         assert cdc.split(data) == reference(data, params), name
 
 
-def test_explicit_sizes_as_in_the_published_test_vectors() -> None:
+@pytest.mark.parametrize("native", WAYS)
+def test_explicit_sizes_as_in_the_published_test_vectors(native: bool) -> None:
     params = FastCdcParams(16384, min_size=4096, max_size=65535, seed=666)
     data = random.Random(11).randbytes(300_000)
-    assert FastCdc(params).split(data) == reference(data, params)
+    assert FastCdc(params, native).split(data) == reference(data, params)
 
 
+@pytest.mark.parametrize("native", WAYS)
 @pytest.mark.parametrize("size", [0, 1, 100, 4095, 4096, 4097, 16383, 65536, 65537, 200_001])
-def test_short_inputs_and_sizes_at_the_edges(size: int) -> None:
+def test_short_inputs_and_sizes_at_the_edges(size: int, native: bool) -> None:
     params = FastCdcParams(16384)
     data = random.Random(size).randbytes(size)
-    assert FastCdc(params).split(data) == reference(data, params)
+    assert FastCdc(params, native).split(data) == reference(data, params)
 
 
-def test_fed_in_any_pieces_the_chunks_are_the_same() -> None:
+@pytest.mark.parametrize("native", WAYS)
+def test_fed_in_any_pieces_the_chunks_are_the_same(native: bool) -> None:
     params = FastCdcParams(16 << 10)
-    cdc = FastCdc(params)
+    cdc = FastCdc(params, native)
     rng = random.Random(5)
     data = inputs(rng, 2 << 20)["edited text"]
     chunker = cdc.chunker()
