@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 from cas.chunking.fastcdc import FastCdc
 from cas.digest import Digest
 from cas.errors import InvalidArgument, NotFound
-from cas.store import BlobStore
+from cas.store import BlobStore, closing
 
 DEFAULT_MAX_REMEMBERED = 4096
 # Chunks are stored in groups of about this many bytes (one find_missing, one put_many each).
@@ -73,10 +73,11 @@ class BlobSplits:
             digests.extend(found)
             group.clear()
 
-        async for piece in cas.read(digest):
-            group.extend(await asyncio.to_thread(chunker.feed, piece))
-            if sum(map(len, group)) >= GROUP_BYTES:
-                await flush()
+        async with closing(cas.read(digest)) as pieces:
+            async for piece in pieces:
+                group.extend(await asyncio.to_thread(chunker.feed, piece))
+                if sum(map(len, group)) >= GROUP_BYTES:
+                    await flush()
         group.extend(chunker.finish())
         if group:
             await flush()
@@ -102,8 +103,9 @@ class BlobSplits:
 
 async def _concatenation(cas: BlobStore, chunks: Sequence[Digest]) -> AsyncIterator[bytes]:
     for chunk in chunks:
-        async for piece in cas.read(chunk):
-            yield piece
+        async with closing(cas.read(chunk)) as pieces:
+            async for piece in pieces:
+                yield piece
 
 
 def _digests_of(chunks: list[bytes], function: int) -> list[Digest]:

@@ -21,7 +21,7 @@ from cas.compression.codecs import Codec
 from cas.compression.streams import compressed
 from cas.digest import Digest
 from cas.errors import NotFound
-from cas.store import READ_CHUNK_SIZE, BlobStore
+from cas.store import READ_CHUNK_SIZE, BlobStore, closing
 
 DEFAULT_MAX_BYTES = 64 << 20
 # How many (blob, compressor) pairs are remembered as read once, waiting for a second read.
@@ -71,10 +71,11 @@ class CompressedForms:
         self.misses += 1
         keep = offset == 0 and self._wanted_again(digest, codec)
         kept: list[bytes] = []
-        async for piece in compressed(store.read(digest, offset), codec):
-            if keep:
-                kept.append(piece)
-            yield piece
+        async with closing(store.read(digest, offset)) as source:  # closed now if the reader stops early
+            async for piece in compressed(source, codec):
+                if keep:
+                    kept.append(piece)
+                yield piece
         if keep:
             self._keep(FormKey(digest, codec.value), b"".join(kept))
 

@@ -147,3 +147,14 @@ def test_string_values_take_environment_variables(tmp_path: Path, monkeypatch: p
         load_config(path)
     assert str(caught.value) == (f"{path}: [server] key 'listen': environment variable REAPI_TEST_LISTEN is not set "
                                  "(used as ${REAPI_TEST_LISTEN})")
+
+
+def test_the_compressors_and_the_cache_of_compressed_forms(tmp_path: Path) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text('[server]\ncompressors = ["zstd"]\ncompressed_cache_size = "8MiB"\n' + GOOD_FILE)
+    config = load_config(path)
+    assert [c.value for c in config.compressors] == ["zstd"] and config.compressed_cache_size == 8 << 20
+    assert [c.value for c in load_config(None).compressors] == ["zstd", "deflate"]
+    path.write_text('[server]\ncompressors = ["zstd", "lz4"]\n' + GOOD_FILE)
+    with pytest.raises(ConfigError, match="compressors.*'lz4'"):
+        load_config(path)
