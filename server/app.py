@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
@@ -18,8 +17,10 @@ import grpc
 
 from cas.compression.codecs import Codecs, DeflateCodec, ZstdCodec
 from cas.compression.forms import CompressedForms
+from cas.cli import OneLineParser, add_common_arguments, setup_logging
 from cas.config import ConfigError, build_stores, close_stores
 from cas.digest import ALGORITHMS
+from cas.errors import ReapiError
 from cas.store import BlobStore
 from remote_apis_protos.build.bazel.remote.asset.v1 import remote_asset_pb2_grpc as asset_grpc
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
@@ -31,15 +32,24 @@ from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grp
 from server.assets.assembly import AssetParts, build_assets
 from server.assets.config import AssetsConfig
 from server.config import CompressorName, ServerConfig, load_config
+from server.http.assembly import ConsoleSources, start_http
+from server.http.site import HttpSite
+from server.listen_errors import StartupError, probe_bind
+from server.metrics.cas_traffic import count_instance_stores
+from server.metrics.families import ServerMetrics
+from server.metrics.rpc_timing import RpcTiming
+from server.rpc_wrapping import interceptors
 from server.instances import InstanceRegistry
 from server.local_worker import parse_local_worker, start_local_worker
 from server.logstreams import LogStreamStore
+from server.activity_log import start_activity_log
 from server.scheduler.clock import Clock, SystemClock
 from server.scheduler.config import ExecutionConfig, parse_execution_config
 from server.scheduler.input_cache import InputCache
 from server.scheduler.memory import InMemoryScheduler
 from server.scheduler.result_cache import InstanceResultCache
 from server.scheduler.validation import ActionPreparer
+from server.startup_summary import startup_summary
 from server.services.bots import BotsService
 from server.services.execution import ExecutionService, PriorityRange
 from server.services.logstream import LogStreamByteStream, LogStreamService
@@ -72,6 +82,8 @@ class ReapiServer:
     execution: ExecutionParts | None = None
     assets: AssetParts | None = None
     forms: CompressedForms = field(default_factory=CompressedForms)  # compressed forms kept for reads
+    metrics: ServerMetrics | None = None  # None when the server serves no HTTP
+    http: HttpSite | None = None
 
     @property
     def address(self) -> str:
@@ -79,6 +91,8 @@ class ReapiServer:
         return f"{host}:{self.port}"
 
     async def stop(self, grace: float | None = 1.0) -> None:
+        if self.http is not None:
+            await self.http.stop()  # open console streams end before what they follow
         if self.execution is not None:
             await self.execution.stop()
         await self.grpc_server.stop(grace)
@@ -150,13 +164,14 @@ def build_execution(
     return ExecutionParts(execution, scheduler, logstreams, results, InputCache(execution.input_cache_size))
 
 
-def add_execution_services(parts: ExecutionParts, instances: InstanceRegistry, server: grpc.aio.Server) -> None:
+def add_execution_services(parts: ExecutionParts, instances: InstanceRegistry, server: grpc.aio.Server,
+                           metrics: ServerMetrics | None = None) -> None:
     """Execution, Operations, Bots and LogStream on the same port as everything else."""
     matcher = parts.config.matcher()
     preparer = ActionPreparer(matcher, parts.config.max_action_timeout, parts.inputs)
     priorities = PriorityRange(parts.config.min_priority, parts.config.max_priority)
     re_grpc.add_ExecutionServicer_to_server(
-        ExecutionService(instances, parts.scheduler, preparer, parts.results, priorities), server
+        ExecutionService(instances, parts.scheduler, preparer, parts.results, priorities, metrics), server
     )
     lro_grpc.add_OperationsServicer_to_server(OperationsService(parts.scheduler), server)
     bots = BotsService(instances, parts.scheduler, matcher, parts.inputs, parts.config.inline_blob_limit)
@@ -187,13 +202,32 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Reap
     """Build the stores and services, bind ``config.listen`` (port 0 picks one) and start.
 
     ``clock`` drives the scheduler's leases and retention (tests pass a fake one)."""
-    stores = await build_stores(config.stores)
-    assets: AssetParts | None = None
+    # Ports first: a taken one is a one-line error before any store is opened.
+    if not config.listen.endswith(":0"):
+        reason = probe_bind(config.listen)
+        if reason is not None:
+            raise StartupError(f"cannot listen on {config.listen} for gRPC: {reason}")
+    http_socket = HttpSite.bind(config.http_listen) if config.http_listen else None
     try:
-        instances = InstanceRegistry.from_config(config.instances, stores)
+        stores = await build_stores(config.stores)
+    except BaseException:
+        if http_socket is not None:
+            http_socket.close()
+        raise
+    assets: AssetParts | None = None
+    http: HttpSite | None = None
+    server: grpc.aio.Server | None = None
+    # Metrics exist only where they can be read: on the HTTP port.
+    metrics = ServerMetrics() if config.http_listen else None
+    try:
+        instance_stores = stores if metrics is None else count_instance_stores(
+            stores, (i.cas for i in config.instances), metrics)
+        instances = InstanceRegistry.from_config(config.instances, instance_stores)
         execution = build_execution(config, instances, clock)
         server = grpc.aio.server(options=grpc_options(config))
         codecs, forms = build_compression(config)
+        wrappers = [RpcTiming(metrics.rpc_duration)] if metrics is not None else []
+        server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors(wrappers))
         re_grpc.add_CapabilitiesServicer_to_server(
             CapabilitiesService(
                 instances, config.max_batch_total_size_bytes, execution.capabilities() if execution else None, codecs
@@ -209,31 +243,49 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Reap
         bs_grpc.add_ByteStreamServicer_to_server(
             ByteStreamService(instances, uploads, logstream_bytestream, codecs, forms), server
         )
-        re_grpc.add_ActionCacheServicer_to_server(ActionCacheService(instances), server)
+        re_grpc.add_ActionCacheServicer_to_server(ActionCacheService(instances, metrics), server)
         if execution is not None:
-            add_execution_services(execution, instances, server)
+            add_execution_services(execution, instances, server, metrics)
         # Remote Asset API (Fetch, Push): on when [assets] or a store named "assets" exists.
         assets_config = AssetsConfig.parse(config.section("assets"), stores)
         if assets_config is not None:
             assets = build_assets(assets_config, stores[assets_config.index])
             asset_grpc.add_FetchServicer_to_server(FetchService(instances, assets.fetcher), server)
             asset_grpc.add_PushServicer_to_server(PushService(instances, assets.pusher), server)
-        port = server.add_insecure_port(config.listen)
-        if port == 0:
-            raise ConfigError(f"cannot listen on {config.listen}")
+        port = bind_grpc(server, config.listen)
         if assets is not None:
             assets.serving_on(port)  # a fetch may not call the server itself
         await server.start()
         if execution is not None:
             execution.start()
+        if metrics is not None and http_socket is not None:
+            http = await start_http(http_socket, ConsoleSources(metrics, instances, execution))
     except BaseException:
+        if http_socket is not None:
+            http_socket.close()
+        if execution is not None:
+            await execution.stop()
+        if server is not None:
+            await server.stop(None)
         if assets is not None:
             await assets.aclose()
         await close_stores(stores)
         raise
     return ReapiServer(
-        server, port, config, stores, instances, uploads=uploads, execution=execution, assets=assets, forms=forms
+        server, port, config, stores, instances, uploads=uploads, execution=execution, assets=assets, forms=forms,
+        metrics=metrics, http=http,
     )
+
+
+def bind_grpc(server: grpc.aio.Server, address: str) -> int:
+    """Bind the gRPC port; a taken or impossible address is a one-line StartupError."""
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc's "Failed to bind to address ...", without the reason
+        port = 0
+    if port == 0:
+        raise StartupError(f"cannot listen on {address} for gRPC: {probe_bind(address) or 'the bind failed'}")
+    return port
 
 
 async def serve(config: ServerConfig, zero_config: bool = False, log_level: str = "INFO") -> None:
@@ -241,40 +293,54 @@ async def serve(config: ServerConfig, zero_config: bool = False, log_level: str 
     local_worker_config = parse_local_worker(config.section("local_worker"), zero_config)
     server = await start_server(config)
     log.info("reapi-server listening on %s", server.address)
+    # The first line is what scripts and tests wait for; the rest says what is served.
     print(f"reapi-server listening on {server.address}", flush=True)
     # Zero config also runs a local reapi-worker (a process) against this port:
     # started once the server listens, stopped before the server.
     local_worker = start_local_worker(local_worker_config, server.execution is not None,
                                       config.listen.rsplit(":", 1)[0], server.port, log_level)
+    for line in startup_summary(server, local_worker_config if local_worker is not None else None):
+        print(f"  {line}", flush=True)
+    reporter = start_activity_log(server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
+    if reporter is not None:
+        reporter.cancel()
     if local_worker is not None:
         await local_worker.stop()
     await server.stop(grace=5.0)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="reapi-server", description="REAPI v2 server")
+    parser = OneLineParser(prog="reapi-server", description="REAPI v2 server")
     parser.add_argument("--config", type=Path, help="TOML config file (default: embedded zero-config setup)")
     parser.add_argument("--listen", help="address to listen on, overriding the config (e.g. 0.0.0.0:8980)")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--http-listen", metavar="ADDR",
+                        help="HTTP address of /metrics and the web console, overriding the config "
+                             "(zero config: 127.0.0.1:8981; '' turns HTTP and metrics off)")
     parser.add_argument("--no-local-worker", action="store_true",
                         help="do not start the local reapi-worker the zero-config server runs")
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)
     try:
         config = load_config(args.config)
         if args.listen:
             config.listen = args.listen
+        if args.http_listen is not None:
+            config.http_listen = args.http_listen
         if args.no_local_worker:
             config.raw.setdefault("local_worker", {})["enabled"] = False
-        asyncio.run(serve(config, zero_config=args.config is None, log_level=args.log_level.upper()))
+        asyncio.run(serve(config, zero_config=args.config is None, log_level=args.log_level))
     except ConfigError as exc:
         print(f"reapi-server: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (StartupError, ReapiError) as exc:  # a taken port, a store directory in use
+        print(f"reapi-server: cannot start: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass

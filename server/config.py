@@ -42,6 +42,8 @@ from server.scheduler.config import parse_execution_config
 
 WILDCARD_INSTANCE = "*"
 DEFAULT_LISTEN = "127.0.0.1:8980"
+# The zero-config server's metrics and console: next to its gRPC port, loopback only.
+DEFAULT_HTTP_LISTEN = "127.0.0.1:8981"
 DEFAULT_MAX_BATCH = 4 << 20
 DEFAULT_COMPRESSED_CACHE = 64 << 20
 
@@ -68,6 +70,9 @@ class ServerSection:
     """Compressors served on ByteStream (compressed-blobs) and in batches; [] for none."""
     compressed_cache_size: Size = DEFAULT_COMPRESSED_CACHE
     """Memory for compressed forms of blobs read compressed more than once."""
+    http_listen: str = ""
+    """The HTTP port of ``/metrics`` and the web console; ``""`` serves no HTTP and collects
+    no metrics. ``--http-listen`` overrides it; the zero-config server uses 127.0.0.1:8981."""
 
     def __post_init__(self) -> None:
         if self.max_batch_total_size_bytes < DEFAULT_MAX_BATCH:
@@ -99,6 +104,7 @@ class ServerConfig:
     max_batch_total_size_bytes: int = DEFAULT_MAX_BATCH
     compressors: tuple[CompressorName, ...] = ALL_COMPRESSORS
     compressed_cache_size: int = DEFAULT_COMPRESSED_CACHE
+    http_listen: str = ""
     stores: Mapping[str, StoreSpec | Mapping[str, Any]] = field(default_factory=dict)
     instances: list[InstanceConfig] = field(default_factory=list)
     # The whole parsed file, for the sections other parts of the server read where they
@@ -134,6 +140,7 @@ def default_stores(root: Path | None = None) -> dict[str, dict[str, Any]]:
 def default_config() -> ServerConfig:
     """What `reapi-server` runs with no config file: everything local, any instance name."""
     return ServerConfig(
+        http_listen=DEFAULT_HTTP_LISTEN,
         stores=default_stores(),
         instances=[InstanceConfig(name=WILDCARD_INSTANCE, cas="cas", ac="ac")],
     )
@@ -158,6 +165,7 @@ def parse_config(data: dict[str, Any]) -> ServerConfig:
         max_batch_total_size_bytes=server.max_batch_total_size_bytes,
         compressors=server.compressors,
         compressed_cache_size=server.compressed_cache_size,
+        http_listen=server.http_listen,
         stores=stores,
         instances=instances,
         raw=data,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import grpc
 
+from cas.cli import OneLineParser, StartupError, add_common_arguments, setup_logging
 from cas.config import ConfigError, expand_path
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc
@@ -32,8 +33,10 @@ from worker.executors.logged import LoggedExecutor
 from worker.executors.metrics import ExecutionMetrics, MetricsExecutor
 from worker.executors.timestamped import TimestampedExecutor
 from worker.file_cache import FileCache
+from worker.http_endpoint import MetricsEndpoint
 from worker.input_root import InputRootBuilder
 from worker.logs import LogTail
+from worker.metrics import WorkerGauges, WorkerMetrics
 from worker.platform import PlatformProperties, detect_host, parse_property_args
 from worker.remote_stores import RemoteStores, remote_compression
 
@@ -79,6 +82,8 @@ class Worker:
     local: LocalExecutor
     files: FileCache
     metrics: ExecutionMetrics
+    prometheus: WorkerMetrics | None = None  # with --http-listen
+    http: MetricsEndpoint | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -86,6 +91,8 @@ class Worker:
         finally:
             await self.local.drain()
             await self.channel.close()
+            if self.http is not None:
+                await self.http.stop()
             log.info("worker stopped: %s", self.metrics.summary())
 
 
@@ -99,6 +106,7 @@ async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> 
     channel = open_channel(config.server, config.inline_blob_limit)
     bytestream = bs_grpc.ByteStreamStub(channel)
     metrics = ExecutionMetrics()
+    prometheus = WorkerMetrics() if config.http_listen else None
 
     def live_log(write_name: str, path: Path) -> LogTail:
         return LogTail(bytestream, write_name, path, config.live_log_interval)
@@ -116,7 +124,8 @@ async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> 
         live_logs=live_log,
     )
     # The chain, innermost first: local -> timestamped -> metrics -> logged.
-    executor = LoggedExecutor(MetricsExecutor(TimestampedExecutor(local, bot_id), metrics))
+    executor = LoggedExecutor(MetricsExecutor(TimestampedExecutor(local, bot_id), metrics,
+                                              observe=prometheus.observe if prometheus else None))
     daemon = BotDaemon(
         bots_pb2_grpc.BotsStub(channel),
         executor,
@@ -131,7 +140,18 @@ async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> 
             busy_call_delay=config.busy_call_delay,
         ),
     )
-    return Worker(config, channel, daemon, local, files, metrics)
+    http = None
+    if prometheus is not None:
+        prometheus.watch(WorkerGauges(
+            slots=lambda: config.concurrency, busy_slots=lambda: metrics.running,
+            cache_bytes=lambda: files.total_bytes, fetched_bytes=lambda: files.fetched_bytes,
+        ))
+        try:
+            http = await MetricsEndpoint.start(prometheus.registry, config.http_listen)
+        except BaseException:
+            await channel.close()
+            raise
+    return Worker(config, channel, daemon, local, files, metrics, prometheus, http)
 
 
 def _prepare_work_dir(work_dir: Path) -> None:
@@ -148,7 +168,7 @@ def _same_filesystem(a: Path, b: Path) -> bool:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="reapi-worker", description="REAPI worker: runs actions leased over the Bots API")
+    parser = OneLineParser(prog="reapi-worker", description="REAPI worker: runs actions leased over the Bots API")
     parser.add_argument("--server", help="the server, grpc://HOST:PORT (default grpc://127.0.0.1:8980)")
     parser.add_argument("--instance", help="instance name to serve (default \"\")")
     parser.add_argument("--concurrency", type=int, help="actions run at once (default: CPU count)")
@@ -161,7 +181,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, help="TOML file with a [worker] table")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop when the process that started this one exits (reapi-server's local worker)")
-    parser.add_argument("--log-level", default=os.environ.get("REAPI_LOG_LEVEL", "INFO"))
+    parser.add_argument("--http-listen", metavar="ADDR",
+                        help="HTTP address of this worker's /metrics, e.g. 0.0.0.0:8982 (default: none)")
+    add_common_arguments(parser, default_level=os.environ.get("REAPI_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
 
@@ -187,6 +209,8 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         changes["work_dir"] = expand_path(args.work_dir, "--work-dir")
     if args.bot_id:
         changes["bot_id"] = args.bot_id
+    if args.http_listen is not None:
+        changes["http_listen"] = args.http_listen
     if args.property:
         try:
             extra = parse_property_args(args.property)
@@ -218,6 +242,10 @@ async def serve(config: WorkerConfig, exit_with_parent: bool = False) -> None:
     offered = " ".join(f"{k}={v}" for k, v in properties.pairs())
     print(f"reapi-worker {worker.daemon.settings.bot_id} serving {config.server} "
           f"(concurrency {config.concurrency}; {offered})", flush=True)
+    if worker.http is not None:
+        host = config.http_listen.rpartition(":")[0].strip("[]")
+        host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+        print(f"  metrics: http://{host}:{worker.http.port}/metrics", flush=True)
     try:
         await worker.run(stop)
     finally:
@@ -227,12 +255,15 @@ async def serve(config: WorkerConfig, exit_with_parent: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)
     try:
         config = config_from_args(args)
         asyncio.run(serve(config, args.exit_with_parent))
     except ConfigError as exc:
         print(f"reapi-worker: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StartupError as exc:
+        print(f"reapi-worker: cannot start: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass

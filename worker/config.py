@@ -84,6 +84,8 @@ class WorkerConfig:
     """Blobs smaller than this always move as they are."""
     busy_call_delay: Duration = 0.5
     """With every slot busy: how long before a call is held open only to hear of cancellations."""
+    http_listen: str = ""
+    """The HTTP address of the worker's ``/metrics``; ``""`` serves none (``--http-listen``)."""
 
     def __post_init__(self) -> None:
         target_of(self.server)

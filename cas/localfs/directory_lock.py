@@ -30,12 +30,29 @@ def lock_directory(root: str, owner: str) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        holder = _holder(fd)
         os.close(fd)
         raise FailedPrecondition(
-            f"{owner}: {root} is already in use by another store or process "
+            f"{owner}: {root} is already in use by {holder} "
             f"(it holds the lock on {os.path.join(root, LOCK_FILE)})"
         ) from None
+    # The holder's pid, for the message a second opener gets.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _holder(fd: int) -> str:
+    """"process 1234" (this one, or another) if the lock file names it, else a vaguer phrase."""
+    try:
+        text = os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if not text.isdigit():
+        return "another store or process"
+    if int(text) == os.getpid():
+        return "another store in this process"
+    return f"another process (pid {text})"
 
 
 def claim_layout(root: str, marker_name: str, version: str, owner: str) -> None:

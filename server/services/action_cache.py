@@ -18,13 +18,15 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from server import boundary
 from server.instances import InstanceRegistry
+from server.metrics.families import ServerMetrics
 
 log = logging.getLogger("reapi.server.action_cache")
 
 
 class ActionCacheService(re_grpc.ActionCacheServicer):
-    def __init__(self, instances: InstanceRegistry) -> None:
+    def __init__(self, instances: InstanceRegistry, metrics: ServerMetrics | None = None) -> None:
         self.instances = instances
+        self.metrics = metrics
 
     @boundary.unary
     async def GetActionResult(
@@ -38,6 +40,8 @@ class ActionCacheService(re_grpc.ActionCacheServicer):
             inline_stderr=request.inline_stderr,
             inline_output_files=request.inline_output_files,
         )
+        if self.metrics is not None:
+            (self.metrics.ac_misses if result is None else self.metrics.ac_hits).inc()
         if result is None:
             raise NotFound(f"no action result for {digest} in the action cache")
         return result

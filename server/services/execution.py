@@ -22,6 +22,7 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
 from server import boundary
 from server.instances import InstanceRegistry
+from server.metrics.families import ServerMetrics
 from server.scheduler.interface import ResultCache, Scheduler
 from server.scheduler.operation import Stage
 from server.scheduler.validation import ActionPreparer
@@ -47,12 +48,14 @@ class ExecutionService(re_grpc.ExecutionServicer):
         preparer: ActionPreparer,
         results: ResultCache,
         priorities: PriorityRange = PriorityRange(),
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.instances = instances
         self.scheduler = scheduler
         self.preparer = preparer
         self.results = results
         self.priorities = priorities
+        self.metrics = metrics
 
     @boundary.streaming
     async def Execute(
@@ -67,6 +70,8 @@ class ExecutionService(re_grpc.ExecutionServicer):
         yield early_operation_proto(name, action_digest, Stage.CACHE_CHECK)
         if not request.skip_cache_lookup:
             result = await self.results.lookup(request.instance_name, action_digest)
+            if self.metrics is not None:
+                (self.metrics.ac_misses if result is None else self.metrics.ac_hits).inc()
             if result is not None:
                 response = re_pb2.ExecuteResponse(result=result, cached_result=True)
                 yield early_operation_proto(name, action_digest, Stage.COMPLETED, response)

@@ -1,7 +1,8 @@
 """MetricsExecutor: counts actions by outcome and sums their time, for logs and benchmarks.
 
-Plain in-process counters (no metrics library): the worker logs a summary at exit,
-and tests and benchmarks read them directly.
+Plain in-process counters: the worker logs a summary at exit, and tests and
+benchmarks read them directly. With ``--http-listen`` each finished action is also
+handed to ``observe`` (worker/metrics.py feeds Prometheus from it).
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ def outcome(response: re_pb2.ExecuteResponse) -> str:
 
 
 class MetricsExecutor:
-    def __init__(self, inner: Executor, metrics: ExecutionMetrics, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, inner: Executor, metrics: ExecutionMetrics, clock: Callable[[], float] = time.monotonic,
+                 observe: Callable[[re_pb2.ExecuteResponse], None] | None = None) -> None:
         self.inner = inner
         self.metrics = metrics
         self.clock = clock
+        self.observe = observe
 
     async def execute(self, task: Task) -> re_pb2.ExecuteResponse:
         started = self.clock()
@@ -58,4 +61,6 @@ class MetricsExecutor:
             self.metrics.running -= 1
             self.metrics.seconds += self.clock() - started
         self.metrics.outcomes[outcome(response)] += 1
+        if self.observe is not None:
+            self.observe(response)
         return response

@@ -1,0 +1,87 @@
+"""The server's periodic INFO line: what happened in the last interval.
+
+    activity in the last 60 s: 1,204 requests (3 errors), action cache 412 hits / 38 misses (92% hits),
+    38 executions finished; now 2 queued, 1 executing, 3 workers
+
+Read from the metrics (so it needs them on, as they are in the zero-config server);
+nothing is logged for an interval in which nothing happened and nothing waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from server.metrics.families import ServerMetrics
+
+if TYPE_CHECKING:
+    from server.app import ReapiServer
+
+log = logging.getLogger("reapi.server.activity")
+
+INTERVAL_S = 60.0
+
+
+@dataclass(frozen=True)
+class Totals:
+    requests: float = 0.0
+    errors: float = 0.0
+    hits: float = 0.0
+    misses: float = 0.0
+    executions: float = 0.0
+
+    @classmethod
+    def read(cls, metrics: ServerMetrics) -> Totals:
+        requests = errors = 0.0
+        for family in metrics.rpc_duration.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_count"):
+                    requests += sample.value
+                    if sample.labels.get("code") != "OK":
+                        errors += sample.value
+        executions = sum(s.value for f in metrics.executions.collect() for s in f.samples
+                         if s.name.endswith("_total"))
+        lookups = metrics.registry.get_sample_value
+        hits = lookups("reapi_action_cache_lookups_total", {"result": "hit"}) or 0.0
+        misses = lookups("reapi_action_cache_lookups_total", {"result": "miss"}) or 0.0
+        return cls(requests, errors, hits, misses, executions)
+
+    def __sub__(self, other: Totals) -> Totals:
+        return Totals(self.requests - other.requests, self.errors - other.errors, self.hits - other.hits,
+                      self.misses - other.misses, self.executions - other.executions)
+
+
+def describe(delta: Totals, interval: float, farm: str) -> str:
+    lookups = delta.hits + delta.misses
+    rate = f" ({100 * delta.hits / lookups:.0f}% hits)" if lookups else ""
+    return (f"activity in the last {interval:g} s: {delta.requests:,.0f} requests ({delta.errors:,.0f} errors), "
+            f"action cache {delta.hits:,.0f} hits / {delta.misses:,.0f} misses{rate}, "
+            f"{delta.executions:,.0f} executions finished{farm}")
+
+
+async def report_forever(server: ReapiServer, interval: float = INTERVAL_S) -> None:
+    metrics = server.metrics
+    assert metrics is not None
+    before = Totals.read(metrics)
+    while True:
+        await asyncio.sleep(interval)
+        now = Totals.read(metrics)
+        delta = now - before
+        before = now
+        farm = ""
+        busy = False
+        if server.execution is not None:
+            scheduler = server.execution.scheduler
+            queued, workers = scheduler.queued, scheduler.session_count
+            farm = f"; now {queued} queued, {workers} workers"
+            busy = bool(queued)
+        if delta.requests or busy:
+            log.info("%s", describe(delta, interval, farm))
+
+
+def start_activity_log(server: ReapiServer) -> asyncio.Task[None] | None:
+    if server.metrics is None:
+        return None
+    return asyncio.create_task(report_forever(server), name="reapi-activity-log")

@@ -1,0 +1,98 @@
+"""/metrics of a real in-process server: the families are there and move as calls are made."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import grpc
+import pytest
+
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
+from server.app import start_server
+from server.listen_errors import StartupError
+from server.rpc_wrapping import interceptors
+from tests.server.client import memory_stores
+from tests.support.metrics_scrape import Scrape, scrape
+from tests.support.servers import channel_to, config_for, running_server
+
+SERVER_FAMILIES = (
+    "reapi_rpc_duration_seconds", "reapi_cas_bytes", "reapi_cas_blobs", "reapi_action_cache_lookups",
+    "reapi_execution_stage_duration_seconds", "reapi_executions", "reapi_retries",
+    "reapi_store_evicted_blob_age_seconds",
+)
+
+
+def digest_of(data: bytes) -> re_pb2.Digest:
+    return re_pb2.Digest(hash=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+
+
+async def metrics_of(url: str) -> Scrape:
+    return await asyncio.to_thread(scrape, f"{url}/metrics")
+
+
+async def test_metrics_move_with_cas_and_action_cache_calls() -> None:
+    config = config_for(stores=memory_stores(), http_listen="127.0.0.1:0")
+    async with running_server(config) as server, channel_to(server) as channel:
+        assert server.http is not None
+        before = await metrics_of(server.http.url)
+        assert set(SERVER_FAMILIES) <= set(before.families), sorted(before.families)
+
+        cas = re_grpc.ContentAddressableStorageStub(channel)
+        ac = re_grpc.ActionCacheStub(channel)
+        blob = b"x" * 1000
+        await cas.BatchUpdateBlobs(re_pb2.BatchUpdateBlobsRequest(
+            requests=[re_pb2.BatchUpdateBlobsRequest.Request(digest=digest_of(blob), data=blob)]))
+        await cas.BatchReadBlobs(re_pb2.BatchReadBlobsRequest(digests=[digest_of(blob)]))
+        action = digest_of(b"an action")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await ac.GetActionResult(re_pb2.GetActionResultRequest(action_digest=action))
+        await ac.UpdateActionResult(re_pb2.UpdateActionResultRequest(
+            action_digest=action, action_result=re_pb2.ActionResult(exit_code=0)))
+        await ac.GetActionResult(re_pb2.GetActionResultRequest(action_digest=action))
+
+        after = await metrics_of(server.http.url)
+        assert after.value("reapi_cas_bytes_total", direction="write") == 1000
+        assert after.value("reapi_cas_bytes_total", direction="read") == 1000
+        assert after.value("reapi_cas_blobs_total", direction="write") == 1
+        assert after.value("reapi_action_cache_lookups_total", result="miss") == 1
+        assert after.value("reapi_action_cache_lookups_total", result="hit") == 1
+        count = "reapi_rpc_duration_seconds_count"
+        assert after.value(count, method="ActionCache/GetActionResult", code="NOT_FOUND") == 1
+        assert after.value(count, method="ActionCache/GetActionResult", code="OK") == 1
+        assert after.value(count, method="ContentAddressableStorage/BatchUpdateBlobs", code="OK") == 1
+        # Bounded labels: methods the server serves, codes gRPC defines.
+        assert after.labels_of(count, "code") <= {c.name for c in grpc.StatusCode}
+
+
+async def test_streaming_calls_are_timed_with_their_final_code(tmp_path: Path) -> None:
+    config = config_for(stores=memory_stores(), http_listen="127.0.0.1:0")
+    async with running_server(config) as server, channel_to(server) as channel:
+        assert server.http is not None
+        cas = re_grpc.ContentAddressableStorageStub(channel)
+        missing_root = digest_of(b"no such directory")
+        with pytest.raises(grpc.aio.AioRpcError):
+            async for _ in cas.GetTree(re_pb2.GetTreeRequest(root_digest=missing_root)):
+                pass
+        after = await metrics_of(server.http.url)
+        codes = {dict(ls)["code"] for (n, ls), value in after.samples.items()
+                 if n == "reapi_rpc_duration_seconds_count" and value > 0
+                 and dict(ls).get("method") == "ContentAddressableStorage/GetTree"}
+        assert codes == {"NOT_FOUND"}
+
+
+async def test_without_http_there_are_no_metrics_and_no_interceptor() -> None:
+    async with running_server(config_for(stores=memory_stores())) as server:
+        assert server.metrics is None and server.http is None
+    assert interceptors([]) == []  # what start_server installs without metrics
+
+
+async def test_a_taken_http_port_is_one_line_and_closes_what_was_opened() -> None:
+    async with running_server(config_for(stores=memory_stores(), http_listen="127.0.0.1:0")) as first:
+        assert first.http is not None
+        with pytest.raises(StartupError) as info:
+            await start_server(config_for(stores=memory_stores(), http_listen=first.http.address))
+        assert str(info.value) == (f"cannot listen on {first.http.address} for HTTP (metrics and console): the address "
+                                   "is already in use (another reapi-server, or another program, holds the port)")
