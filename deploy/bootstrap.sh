@@ -3,7 +3,7 @@
 # the test suite drives for real (redis-server, Bazel made offline).
 #
 #   deploy/bootstrap.sh            # .venv with reapi installed (editable)
-#   deploy/bootstrap.sh --test     # plus redis-server and Debian's bazel-bootstrap
+#   deploy/bootstrap.sh --test     # plus redis-server, chromium (+ driver) and Debian's bazel-bootstrap
 #   deploy/bootstrap.sh --find-shared bazel/setup-offline-bazel   # where that file is
 #
 # Installs Debian packages only when they are missing and we run as root; otherwise
@@ -75,6 +75,9 @@ if [ "$want_test" = 1 ]; then
   missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v git >/dev/null || missing+=(git)
+  # The web console's tests run in a real headless Chromium driven through chromedriver.
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
   if setup=$(find_shared bazel/setup-offline-bazel); then
     # Installs bazel-bootstrap (which brings build-essential and a JDK) and the rule

@@ -1,10 +1,11 @@
 """Execution service: Execute and WaitExecution, translated to scheduler calls.
 
-Execute sends its first Operation at once (stage CACHE_CHECK, with the stable name
-the client may later pass to WaitExecution), answers a complete action cache hit
-right away, validates the action (FAILED_PRECONDITION listing every missing blob,
-INVALID_ARGUMENT for malformed trees), then streams every stage change of the
-scheduled execution, repeating the current state at least every
+Execute answers a complete action cache hit right away (stages CACHE_CHECK and
+COMPLETED), else validates the action (FAILED_PRECONDITION listing every missing
+blob, INVALID_ARGUMENT for malformed trees) before it names an operation: the first
+Operation (CACHE_CHECK, with the stable name the client may later pass to
+WaitExecution or GetOperation) names one the scheduler knows. Then it streams every
+stage change of the scheduled execution, repeating the current state at least every
 ``progress_interval`` so clients with deadlines stay alive.
 """
 
@@ -66,19 +67,24 @@ class ExecutionService(re_grpc.ExecutionServicer):
             action_digest = Digest.from_proto(request.action_digest, request.digest_function)
         except ReapiError as err:
             raise err.with_context("ExecuteRequest.action_digest") from None
-        name = self.scheduler.new_operation_name(request.instance_name)
-        yield early_operation_proto(name, action_digest, Stage.CACHE_CHECK)
+        # Checked before a name is handed out: a client never holds the name of an
+        # operation that failed validation (GetOperation would not know it).
+        result = None
         if not request.skip_cache_lookup:
             result = await self.results.lookup(request.instance_name, action_digest)
             if self.metrics is not None:
                 (self.metrics.ac_misses if result is None else self.metrics.ac_hits).inc()
-            if result is not None:
-                response = re_pb2.ExecuteResponse(result=result, cached_result=True)
-                yield early_operation_proto(name, action_digest, Stage.COMPLETED, response)
-                return
+        if result is not None:
+            name = self.scheduler.new_operation_name(request.instance_name)
+            yield early_operation_proto(name, action_digest, Stage.CACHE_CHECK)
+            response = re_pb2.ExecuteResponse(result=result, cached_result=True)
+            yield early_operation_proto(name, action_digest, Stage.COMPLETED, response)
+            return
         prepared = await self.preparer.prepare(instance.cas, request.instance_name, action_digest)
+        name = self.scheduler.new_operation_name(request.instance_name)
         priority = self.priorities.clamp(request.execution_policy.priority)
-        await self.scheduler.submit(name, prepared, priority)
+        await self.scheduler.submit(name, prepared, priority)  # may refuse it: no worker can run it
+        yield early_operation_proto(name, action_digest, Stage.CACHE_CHECK)
         async for state in self.scheduler.watch(name, replay=True):
             yield operation_proto(state)
 

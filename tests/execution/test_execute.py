@@ -331,3 +331,16 @@ async def test_instance_names_reach_the_bot(env: ExecEnv) -> None:
     [lease] = await bot.poll()
     assert lease.instance_name == "team/a"
     call.cancel()
+
+
+async def test_a_refused_action_never_names_an_operation(env: ExecEnv) -> None:
+    """Issue 12: validation comes before the first Operation, so a client never holds a
+    name that GetOperation does not know."""
+    action = await env.actions.build(["echo", "hi"], inputs={"a.txt": b"a"}, leave_out=["file:a.txt"])
+    call = env.start(action)
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for operation in call:
+            received.append(operation)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert received == [], "an operation was named before the action was refused"
