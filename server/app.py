@@ -32,7 +32,7 @@ from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grp
 from server.assets.assembly import AssetParts, build_assets
 from server.assets.config import AssetsConfig
 from server.config import CompressorName, ServerConfig, load_config
-from server.http.assembly import ConsoleSources, start_http
+from server.http.assembly import start_http
 from server.http.site import HttpSite
 from server.listen_errors import StartupError, probe_bind
 from server.metrics.cas_traffic import count_instance_stores
@@ -259,7 +259,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Reap
         if execution is not None:
             execution.start()
         if metrics is not None and http_socket is not None:
-            http = await start_http(http_socket, ConsoleSources(metrics, instances, execution))
+            http = await start_http(http_socket, metrics, instances, execution)
     except BaseException:
         if http_socket is not None:
             http_socket.close()

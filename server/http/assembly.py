@@ -3,35 +3,43 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from server.console.recent import RecentActivity
+from server.console.routes import add_console_routes
+from server.console.sources import ConsoleSources
 from server.http.metrics_page import add_metrics_route
 from server.http.site import HttpSite
 from server.instances import InstanceRegistry
 from server.metrics.families import ServerMetrics
+from server.metrics.farm_gauges import FarmGauges
 
 if TYPE_CHECKING:
     from server.app import ExecutionParts
 
 
-@dataclass(frozen=True)
-class ConsoleSources:
-    """What the pages read: the metrics, the instances' stores and the execution parts."""
-
-    metrics: ServerMetrics
-    instances: InstanceRegistry
-    execution: ExecutionParts | None
-
-
 def build_app(sources: ConsoleSources) -> web.Application:
     app = web.Application()
+    if sources.execution is not None:
+        sources.metrics.registry.register(FarmGauges(sources.execution.scheduler.farm))
     add_metrics_route(app, sources.metrics.registry)
+    add_console_routes(app, sources)
+
+    async def start_sampling(app: web.Application) -> None:
+        sources.recent.start()
+
+    async def stop_sampling(app: web.Application) -> None:
+        await sources.recent.stop()
+
+    app.on_startup.append(start_sampling)
+    app.on_cleanup.append(stop_sampling)
     return app
 
 
-async def start_http(sock: socket.socket, sources: ConsoleSources) -> HttpSite:
-    """Serve the application on ``sock`` (from ``HttpSite.bind``)."""
+async def start_http(sock: socket.socket, metrics: ServerMetrics, instances: InstanceRegistry,
+                     execution: ExecutionParts | None) -> HttpSite:
+    """Serve metrics and the console on ``sock`` (from ``HttpSite.bind``)."""
+    sources = ConsoleSources(metrics, instances, execution, RecentActivity(metrics))
     return await HttpSite.start(build_app(sources), sock)

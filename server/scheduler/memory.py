@@ -18,6 +18,7 @@ from google.rpc import code_pb2, status_pb2
 from cas.errors import FailedPrecondition, InvalidArgument, NotFound, ReapiError
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.scheduler.clock import Clock, IdFactory, SystemClock, random_id
+from server.scheduler.farm import FarmSnapshot, RunningAction, WorkerView
 from server.scheduler.interface import (
     LogStreamFactory,
     OperationFilter,
@@ -514,6 +515,21 @@ class InMemoryScheduler(Scheduler):
                     ))
 
     # -- introspection for tests, metrics and benchmarks ----------------------
+
+    def farm(self) -> FarmSnapshot:
+        queued = {key.describe(): size for key, size in self._queues._sizes.items() if size}
+        workers = []
+        executing = 0
+        for session in self._workers.sessions.values():
+            running = tuple(
+                RunningAction(lease.execution.operations[0] if lease.execution.operations else "",
+                              lease.execution.action.action_digest, lease.execution.action.instance_name,
+                              lease.assigned_at)
+                for lease in session.leases.values())
+            executing += len(running)
+            workers.append(WorkerView(session.bot_id, session.name, session.registration.offer.describe(),
+                                      session.registration.capacity, session.healthy, running))
+        return FarmSnapshot(queued, executing, tuple(sorted(workers)))
 
     @property
     def queued(self) -> int:
