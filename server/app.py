@@ -32,6 +32,7 @@ from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grp
 from server.assets.assembly import AssetParts, build_assets
 from server.assets.config import AssetsConfig
 from server.config import CompressorName, ServerConfig, load_config
+from server.explain.history import ActionHistory
 from server.http.assembly import start_http
 from server.http.site import HttpSite
 from server.listen_errors import StartupError, probe_bind
@@ -113,6 +114,7 @@ class ExecutionParts:
     results: InstanceResultCache
     inputs: InputCache  # checked Commands and Directories: validation and inline lease blobs share it
     ticker: asyncio.Task[None] | None = None
+    history: ActionHistory | None = None  # what each execution produced, for "why did this miss?"
 
     def capabilities(self) -> re_pb2.ExecutionCapabilities:
         return re_pb2.ExecutionCapabilities(
@@ -171,7 +173,8 @@ def add_execution_services(parts: ExecutionParts, instances: InstanceRegistry, s
     preparer = ActionPreparer(matcher, parts.config.max_action_timeout, parts.inputs)
     priorities = PriorityRange(parts.config.min_priority, parts.config.max_priority)
     re_grpc.add_ExecutionServicer_to_server(
-        ExecutionService(instances, parts.scheduler, preparer, parts.results, priorities, metrics), server
+        ExecutionService(instances, parts.scheduler, preparer, parts.results, priorities, metrics, parts.history),
+        server
     )
     lro_grpc.add_OperationsServicer_to_server(OperationsService(parts.scheduler), server)
     bots = BotsService(instances, parts.scheduler, matcher, parts.inputs, parts.config.inline_blob_limit)
@@ -224,7 +227,8 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Reap
             stores, (i.cas for i in config.instances), metrics)
         instances = InstanceRegistry.from_config(config.instances, instance_stores)
         execution = build_execution(config, instances, clock)
-        server = grpc.aio.server(options=grpc_options(config))
+        if execution is not None and metrics is not None:
+            execution.history = ActionHistory()
         codecs, forms = build_compression(config)
         wrappers = [RpcTiming(metrics.rpc_duration)] if metrics is not None else []
         server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors(wrappers))

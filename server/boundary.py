@@ -16,7 +16,8 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from cas.errors import Internal, ReapiError
+from cas.errors import Internal, NotFound, ReapiError
+from server.request_metadata import describe_client, request_metadata
 
 log = logging.getLogger("reapi.server")
 
@@ -34,10 +35,14 @@ async def abort(context: grpc.aio.ServicerContext, err: ReapiError) -> NoReturn:
     raise AssertionError("unreachable: context.abort raises")
 
 
-def _as_reapi_error(exc: Exception, method: str) -> ReapiError:
+def _as_reapi_error(exc: Exception, method: str, context: grpc.aio.ServicerContext) -> ReapiError:
     if isinstance(exc, ReapiError):
-        # Clients see these; operators chasing a client's complaint can see them too.
-        log.debug("%s answered %s", method, exc)
+        # Clients see these; an operator chasing a client's complaint finds it at INFO,
+        # with the tool and invocation. NOT_FOUND is an answer (a cache miss), not a mistake.
+        level = logging.DEBUG if isinstance(exc, NotFound) else logging.INFO
+        if log.isEnabledFor(level):
+            client = describe_client(request_metadata(context.invocation_metadata()))
+            log.log(level, "%s answered %s%s", method, exc, f" (to {client})" if client else "")
         return exc
     log.exception("unexpected error in %s", method)
     return Internal(f"{method}: unexpected {type(exc).__name__}: {exc}")
@@ -53,7 +58,7 @@ def unary(method: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # noqa: BLE001 - converted, never swallowed
-            await abort(context, _as_reapi_error(exc, method.__qualname__))
+            await abort(context, _as_reapi_error(exc, method.__qualname__, context))
 
     return wrapper
 
@@ -69,6 +74,6 @@ def streaming(method: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterat
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # noqa: BLE001 - converted, never swallowed
-            await abort(context, _as_reapi_error(exc, method.__qualname__))
+            await abort(context, _as_reapi_error(exc, method.__qualname__, context))
 
     return wrapper

@@ -138,6 +138,6 @@ async def operation(request: web.Request) -> web.Response:
     body.append(await logs_section(state, cas, instance_name, function))
     if state.done and state.response is not None:
         body.append(outputs_section(state.response.result, instance_name, function))
-        if not state.response.cached_result:
-            body.append(f'<h2>Cache</h2><p><a href="/explain/{q(state.name)}">Why did this miss the cache?</a></p>')
+    if not (state.done and state.response is not None and state.response.cached_result):
+        body.append(f'<h2>Cache</h2><p><a href="/explain/{q(state.name)}">Why did this miss the cache?</a></p>')
     return page(f"Operation {state.name}", "".join(body))

@@ -7,7 +7,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from cas.errors import NotFound, ReapiError
-from server.console import ac_page, cas_pages, dashboard, live_logs, operation_page, operations_page, workers_page
+from server.console import (
+    ac_page, cas_pages, dashboard, explain_page, live_logs, operation_page, operations_page, workers_page,
+)
 from server.console.html import esc, page
 from server.console.sources import SOURCES, ConsoleSources
 
@@ -39,3 +41,5 @@ def add_console_routes(app: web.Application, sources: ConsoleSources) -> None:
     r.add_get("/cas/blob/{hash}/{size:\\d+}", cas_pages.blob_download)
     r.add_get("/cas/action/{hash}/{size:\\d+}", cas_pages.action_page)
     r.add_get("/ac", ac_page.action_cache)
+    r.add_get("/explain/{name:.+}", explain_page.explain_page)
+    r.add_get("/api/explain/{name:.+}", explain_page.explain_api)

@@ -22,8 +22,10 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
 from server import boundary
-from server.instances import InstanceRegistry
+from server.explain.history import ActionHistory, producer_key
+from server.instances import Instance, InstanceRegistry
 from server.metrics.families import ServerMetrics
+from server.request_metadata import describe_client, request_metadata
 from server.scheduler.interface import ResultCache, Scheduler
 from server.scheduler.operation import Stage
 from server.scheduler.validation import ActionPreparer
@@ -50,6 +52,7 @@ class ExecutionService(re_grpc.ExecutionServicer):
         results: ResultCache,
         priorities: PriorityRange = PriorityRange(),
         metrics: ServerMetrics | None = None,
+        history: ActionHistory | None = None,
     ) -> None:
         self.instances = instances
         self.scheduler = scheduler
@@ -57,6 +60,7 @@ class ExecutionService(re_grpc.ExecutionServicer):
         self.results = results
         self.priorities = priorities
         self.metrics = metrics
+        self.history = history
 
     @boundary.streaming
     async def Execute(
@@ -85,8 +89,22 @@ class ExecutionService(re_grpc.ExecutionServicer):
         priority = self.priorities.clamp(request.execution_policy.priority)
         await self.scheduler.submit(name, prepared, priority)  # may refuse it: no worker can run it
         yield early_operation_proto(name, action_digest, Stage.CACHE_CHECK)
+        if self.history is not None:
+            await self._remember(name, request.instance_name, instance, prepared.action_bytes, action_digest, context)
         async for state in self.scheduler.watch(name, replay=True):
             yield operation_proto(state)
+
+    async def _remember(self, name: str, instance_name: str, instance: Instance, action_bytes: bytes,
+                        action_digest: Digest, context: grpc.aio.ServicerContext) -> None:
+        """Note what this execution produces, for "why did this miss?" (server/explain/)."""
+        assert self.history is not None
+        action = re_pb2.Action.FromString(action_bytes)
+        command_digest = Digest.parse(action.command_digest.hash, action.command_digest.size_bytes,
+                                      action_digest.function)
+        command = re_pb2.Command.FromString(await instance.cas.get_or_none(command_digest) or b"")
+        metadata = request_metadata(context.invocation_metadata())
+        key = producer_key(instance_name, command, metadata)
+        self.history.record(name, action_digest, key, describe_client(metadata))
 
     @boundary.streaming
     async def WaitExecution(
