@@ -32,6 +32,7 @@ from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grp
 from server.assets.assembly import AssetParts, build_assets
 from server.assets.config import AssetsConfig
 from server.config import CompressorName, ServerConfig, load_config
+from server.execution_log import ExecutionLog
 from server.explain.history import ActionHistory
 from server.http.assembly import start_http
 from server.http.site import HttpSite
@@ -149,7 +150,8 @@ class ExecutionParts:
 
 
 def build_execution(
-    config: ServerConfig, instances: InstanceRegistry, clock: Clock | None = None
+    config: ServerConfig, instances: InstanceRegistry, clock: Clock | None = None,
+    metrics: ServerMetrics | None = None,
 ) -> ExecutionParts | None:
     """The scheduler and its collaborators, or None when [execution] enabled = false."""
     execution = parse_execution_config(config.section("execution"))
@@ -161,7 +163,8 @@ def build_execution(
     )
     results = InstanceResultCache(instances)
     scheduler = InMemoryScheduler(
-        execution.matcher(), execution.settings, results=results, log_streams=logstreams, clock=clock
+        execution.matcher(), execution.settings, results=results, log_streams=logstreams, clock=clock,
+        observer=ExecutionLog(metrics),
     )
     return ExecutionParts(execution, scheduler, logstreams, results, InputCache(execution.input_cache_size))
 
@@ -226,7 +229,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Reap
         instance_stores = stores if metrics is None else count_instance_stores(
             stores, (i.cas for i in config.instances), metrics)
         instances = InstanceRegistry.from_config(config.instances, instance_stores)
-        execution = build_execution(config, instances, clock)
+        execution = build_execution(config, instances, clock, metrics)
         if execution is not None and metrics is not None:
             execution.history = ActionHistory()
         codecs, forms = build_compression(config)

@@ -27,6 +27,7 @@ from server.scheduler.interface import (
     SchedulerSettings,
 )
 from server.scheduler.inline_outputs import take_inline_outputs
+from server.scheduler.observer import ExecutionObserver
 from server.scheduler.operation import Execution, Operation, OperationState, PreparedAction, Stage, state_of
 from server.scheduler.platform import PlatformMatcher, RequirementSet
 from server.scheduler.queues import ActionQueues
@@ -54,8 +55,10 @@ class InMemoryScheduler(Scheduler):
         log_streams: LogStreamFactory | None = None,
         clock: Clock | None = None,
         new_id: IdFactory = random_id,
+        observer: ExecutionObserver | None = None,
     ) -> None:
         self.settings = settings
+        self.observer = observer
         self.results = results
         self.log_streams = log_streams
         self.clock = clock or SystemClock()
@@ -317,6 +320,8 @@ class InMemoryScheduler(Scheduler):
             self._requeue(execution, lease, f"it reported {code_pb2.Code.Name(status.code)}: {status.message}")
             return
         response = build_response(report, lease, execution.queued_at, self.clock.now())
+        if self.observer is not None:
+            self.observer.finished(execution.action, response)
         if self.results is not None and lease.session.registration.inline_limit > 0:
             # Only bots that agreed on inline blobs: others' inline fields reach the client as sent.
             try:
@@ -422,6 +427,8 @@ class InMemoryScheduler(Scheduler):
         session.wake()
 
     def _requeue(self, execution: Execution, lease: Lease, reason: str) -> None:
+        if self.observer is not None:
+            self.observer.retried(execution.action, f"{lease.session.bot_id} lost it: {reason}")
         execution.lease = None
         execution.failed_workers.append(f"{lease.session.bot_id} ({reason})")
         if execution.retries_left <= 0:

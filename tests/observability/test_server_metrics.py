@@ -96,3 +96,26 @@ async def test_a_taken_http_port_is_one_line_and_closes_what_was_opened() -> Non
             await start_server(config_for(stores=memory_stores(), http_listen=first.http.address))
         assert str(info.value) == (f"cannot listen on {first.http.address} for HTTP (metrics and console): the address "
                                    "is already in use (another reapi-server, or another program, holds the port)")
+
+
+async def test_executions_feed_stage_durations_outcomes_and_farm_gauges(tmp_path: Path) -> None:
+    from tests.worker.actions import ActionClient
+    from tests.worker.conftest import execution_config, worker_in_process
+
+    config = execution_config()
+    config.http_listen = "127.0.0.1:0"
+    async with (running_server(config) as server, channel_to(server) as channel,
+                worker_in_process(server, tmp_path / "worker")):
+        assert server.http is not None
+        client = ActionClient(channel)
+        assert (await client.run(["true"])).result.exit_code == 0
+        assert (await client.run(["sh", "-c", "exit 3"])).result.exit_code == 3
+        after = await metrics_of(server.http.url)
+        assert after.value("reapi_executions_total", outcome="ok") == 1
+        assert after.value("reapi_executions_total", outcome="exit_nonzero") == 1
+        for stage in ("queued", "input_fetch", "execution", "output_upload"):
+            assert after.value("reapi_execution_stage_duration_seconds_count", stage=stage) == 2, stage
+        assert after.total("reapi_workers") == 1
+        assert after.total("reapi_worker_slots") == 2
+        assert after.value("reapi_executing_actions") == 0
+        assert "reapi_queued_actions" in after.families
