@@ -4,8 +4,10 @@ call's binary metadata under either key clients use.
 Bazel sends ``build.bazel.remote.execution.v2.requestmetadata-bin``; Pants and
 other older clients ``google.devtools.remoteexecution.v1test.requestmetadata-bin``,
 whose message has the same field numbers for what both carry (tool details, action
-id, tool invocation id, correlated invocations id). Bazel 4.2.3 fills only those;
-``action_mnemonic``, ``target_id`` and ``configuration_id`` came with REv2.2 clients.
+id, tool invocation id, correlated invocations id). Read from a real build
+(tests/e2e/test_observability.py), Debian's Bazel 4.2.3 also fills
+``action_mnemonic`` (CppCompile), ``target_id`` (//cc:greet) and
+``configuration_id`` (a hash), and sends tool_name "bazel" with an empty version.
 """
 
 from __future__ import annotations

@@ -35,6 +35,36 @@ def filter_form(stage: str, instance: str, action: str) -> str:
             f' style="width:24em"><button type="submit">Filter</button></form>')
 
 
+async def matching(request: web.Request) -> list[OperationState]:
+    """The operations the query's filters (stage, instance, action) select, newest first."""
+    sources = request.app[SOURCES]
+    assert sources.execution is not None
+    stage = request.query.get("stage", "")
+    instance = request.query.get("instance", "")
+    action = request.query.get("action", "").strip().lower()
+    where = OperationFilter(stages=frozenset({STAGE_NAMES[stage]}) if stage in STAGE_NAMES else None)
+    states: list[OperationState] = []
+    token = ""
+    while True:
+        found, token = await sources.execution.scheduler.list_operations(instance or None, where, 1000, token)
+        states.extend(s for s in found if not action or s.action_digest.hash.startswith(action.split("/")[0]))
+        if not token:
+            break
+    states.reverse()
+    return states
+
+
+async def operations_api(request: web.Request) -> web.Response:
+    """``/api/operations``: the same list as JSON, for scripts."""
+    if request.app[SOURCES].execution is None:
+        return web.json_response([])
+    return web.json_response([
+        {"name": s.name, "instance": s.instance_name, "action_digest": digest_text(s.action_digest),
+         "stage": s.stage.name.lower(), "done": s.done,
+         "cached": bool(s.response is not None and s.response.cached_result)}
+        for s in await matching(request)])
+
+
 async def operations(request: web.Request) -> web.Response:
     sources = request.app[SOURCES]
     if sources.execution is None:
@@ -42,16 +72,7 @@ async def operations(request: web.Request) -> web.Response:
     stage = request.query.get("stage", "")
     instance = request.query.get("instance", "")
     action = request.query.get("action", "").strip().lower()
-    where = OperationFilter(stages=frozenset({STAGE_NAMES[stage]}) if stage in STAGE_NAMES else None)
-    states: list[OperationState] = []
-    token = ""
-    scheduler = sources.execution.scheduler
-    while True:
-        found, token = await scheduler.list_operations(instance or None, where, 1000, token)
-        states.extend(s for s in found if not action or s.action_digest.hash.startswith(action.split("/")[0]))
-        if not token:
-            break
-    states.reverse()
+    states = await matching(request)
     rows = [[f'<a href="/operation/{q(s.name)}">{esc(s.name)}</a>', esc(s.instance_name or '""'),
              f"<code>{esc(digest_text(s.action_digest))}</code>", esc(s.stage.name.lower()), outcome(s)]
             for s in states[:SHOWN]]

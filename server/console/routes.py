@@ -32,6 +32,7 @@ def add_console_routes(app: web.Application, sources: ConsoleSources) -> None:
     r.add_get("/", dashboard.dashboard)
     r.add_get("/workers", workers_page.workers)
     r.add_get("/operations", operations_page.operations)
+    r.add_get("/api/operations", operations_page.operations_api)
     r.add_get("/operation/{name:.+}", operation_page.operation)
     r.add_get("/live/{which:stdout|stderr}/{name:.+}", live_logs.live_log)
     r.add_get("/cas", cas_pages.cas_home)

@@ -24,6 +24,7 @@ class Explanation:
     previous: Digest | None
     diff: ActionDiff | None
     note: str = ""
+    client: str = ""  # the tool and invocation that asked, from RequestMetadata
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -33,6 +34,7 @@ class Explanation:
             "previous_action_digest": f"{self.previous.hash}/{self.previous.size_bytes}" if self.previous else None,
             "changes": self.diff.to_json() if self.diff is not None else None,
             "note": self.note,
+            "client": self.client,
         }
 
 
@@ -79,10 +81,10 @@ async def explain(history: ActionHistory, instances: InstanceRegistry, operation
     if entry.previous is None:
         return Explanation(operation, entry.action_digest, matched_by, None, None,
                            "no earlier action produced the same thing on this server (a first build, "
-                           "or one older than the server's memory)")
+                           "or one older than the server's memory)", entry.client)
     cas = instances.get(entry.key.instance_name).cas
     diff = await diff_actions(cas, entry.previous, entry.action_digest)
     if isinstance(diff, str):
-        return Explanation(operation, entry.action_digest, matched_by, entry.previous, None, diff)
+        return Explanation(operation, entry.action_digest, matched_by, entry.previous, None, diff, entry.client)
     note = "" if not diff.empty else "the two actions differ only in what this page does not compare"
-    return Explanation(operation, entry.action_digest, matched_by, entry.previous, diff, note)
+    return Explanation(operation, entry.action_digest, matched_by, entry.previous, diff, note, entry.client)

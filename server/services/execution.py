@@ -22,7 +22,7 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
 from server import boundary
-from server.explain.history import ActionHistory, producer_key
+from server.explain.history import ActionHistory, producer_keys
 from server.instances import Instance, InstanceRegistry
 from server.metrics.families import ServerMetrics
 from server.request_metadata import describe_client, request_metadata
@@ -103,8 +103,8 @@ class ExecutionService(re_grpc.ExecutionServicer):
                                       action_digest.function)
         command = re_pb2.Command.FromString(await instance.cas.get_or_none(command_digest) or b"")
         metadata = request_metadata(context.invocation_metadata())
-        key = producer_key(instance_name, command, metadata)
-        self.history.record(name, action_digest, key, describe_client(metadata))
+        keys = producer_keys(instance_name, command, metadata)
+        self.history.record(name, action_digest, keys, describe_client(metadata))
 
     @boundary.streaming
     async def WaitExecution(

@@ -93,9 +93,21 @@ async def test_the_target_in_request_metadata_is_the_key_under_either_header(
         first = await execute(client, [*COMPILE, key], {"a.c": b"1"}, header)
         second = await execute(client, [*COMPILE, key], {"a.c": b"2"}, header)
         found = await explanation(server, second)
-        assert found["matched_by"] == "the same target //app:lib, mnemonic CppCompile, configuration k8", key
+        assert found["matched_by"] == ("the same target //app:lib, mnemonic CppCompile, configuration k8 "
+                                       "and output paths: out/app.o"), key
         assert [c["path"] for c in found["changes"]["inputs"]] == ["a.c"]
         assert first != second
+
+
+async def test_without_the_same_target_the_output_paths_still_match(farm: tuple[ReapiServer, ActionClient]) -> None:
+    """A flag that changes the configuration id still finds the earlier action by its outputs."""
+    server, client = farm
+    for configuration, data in (("cfg-1", b"1"), ("cfg-2", b"2")):
+        meta = re_pb2.RequestMetadata(target_id="//t", action_mnemonic="M", configuration_id=configuration)
+        name = await execute(client, COMPILE, {"a.c": data}, ((KEYS[0], meta.SerializeToString()),))
+    found = await explanation(server, name)
+    assert found["matched_by"] == "the same output paths: out/app.o"
+    assert [c["path"] for c in found["changes"]["inputs"]] == ["a.c"]
 
 
 def test_request_metadata_reads_both_keys_and_ignores_others() -> None:

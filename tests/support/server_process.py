@@ -31,6 +31,7 @@ from tests.support import toml_writer
 from tests.support.logged_process import LoggedProcess
 
 LISTENING = re.compile(r"listening on (\S+:\d+)")
+CONSOLE = re.compile(r"console: (http://\S+)/ ")
 STARTUP_TIMEOUT_S = 30.0
 
 
@@ -67,6 +68,10 @@ class ServerProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         return self.process.log_tail(lines)
+
+    def console_url(self) -> str:
+        """The HTTP base URL of metrics and the console (the config must set http_listen)."""
+        return self.process.wait_for_log(CONSOLE, STARTUP_TIMEOUT_S).group(1)
 
 
 @contextmanager
