@@ -1,6 +1,6 @@
 """Gauges of the farm, read from the scheduler when Prometheus scrapes:
 ``reapi_queued_actions`` and ``reapi_workers`` by platform, ``reapi_executing_actions``
-and the slots the workers offer. Nothing is counted between scrapes.
+and the slots the workers offer (``reapi_farm_slots``). Nothing is counted between scrapes.
 
 ``platform`` is the normalised requirement set of queued actions (``OSFamily=linux,
 ISA=x86-64``) or the properties a worker offers: as many values as the farm has
@@ -31,7 +31,7 @@ class FarmGauges(Collector):
         yield GaugeMetricFamily("reapi_executing_actions", "Executions leased to a worker now.", value=farm.executing)
         workers = GaugeMetricFamily("reapi_workers", "Connected workers (bot sessions), by offered platform.",
                                     labels=["platform"])
-        slots = GaugeMetricFamily("reapi_worker_slots", "Actions the connected workers can run at once.",
+        slots = GaugeMetricFamily("reapi_farm_slots", "Actions the connected workers can run at once.",
                                   labels=["platform"])
         by_platform: dict[str, tuple[int, int]] = {}
         for worker in farm.workers:

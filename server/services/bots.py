@@ -10,6 +10,8 @@ asked for inline blobs, also ``reapi-inline-blobs`` (the agreed limit, once) and
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
@@ -26,6 +28,8 @@ from server.scheduler.platform import PlatformMatcher
 from server.scheduler.results import timestamp
 from server.scheduler.sessions import BotRegistration, LeaseReport, LeaseView, SessionAnswer
 from server.services.lease_inputs import lease_inputs
+
+log = logging.getLogger("reapi.server.bots")
 
 OPERATION_METADATA_KEY = "executeoperationmetadata-bin"
 INSTANCE_NAME_KEY = "reapi-instance-name-bin"
@@ -190,6 +194,8 @@ class BotsService(bots_grpc.BotsServicer):
         self.instances.get(request.parent)  # INVALID_ARGUMENT for a name this server does not serve
         registration = registration_of(request.parent, request.bot_session, self.matcher, self.inline_limit)
         answer = await self.scheduler.create_session(registration)
+        log.info("worker %s joined from %s: %d slots, %s (session %s)", registration.bot_id, context.peer(),
+                 registration.capacity, registration.offer.describe(), answer.name)
         return self._reply(request.bot_session, answer, context)
 
     @boundary.unary

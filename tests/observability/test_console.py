@@ -131,6 +131,9 @@ async def test_the_live_tail_shows_lines_before_the_action_ends(console: Console
     state = await execution.scheduler.get(name)
     assert not state.done, "the action ended before the tail was seen: this test proves nothing"
     await browser.screenshot("operation-live")
+    await browser.open(console.url + "/")  # the dashboard with an action running
+    assert "1 / 2" in await browser.page_text()
+    await browser.screenshot("dashboard-busy")
     await execution.scheduler.cancel(name)
     stream.cancel()  # type: ignore[attr-defined]
 

@@ -116,6 +116,6 @@ async def test_executions_feed_stage_durations_outcomes_and_farm_gauges(tmp_path
         for stage in ("queued", "input_fetch", "execution", "output_upload"):
             assert after.value("reapi_execution_stage_duration_seconds_count", stage=stage) == 2, stage
         assert after.total("reapi_workers") == 1
-        assert after.total("reapi_worker_slots") == 2
+        assert after.total("reapi_farm_slots") == 2
         assert after.value("reapi_executing_actions") == 0
         assert "reapi_queued_actions" in after.families

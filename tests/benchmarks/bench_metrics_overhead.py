@@ -1,0 +1,119 @@
+"""What metrics cost (issue 12, acceptance 3): the same server and worker with metrics
+on (``--http-listen``: the RPC-timing interceptor, counted CAS, execution metrics,
+worker metrics) and off, measured in one sitting, interleaved round by round.
+
+    .venv/bin/python -m tests.benchmarks.bench_metrics_overhead [--rounds 30] [--gets 400] [--executes 30]
+
+Two reapi-server processes (zero-config stores, one with ``http_listen``) each with
+its reapi-worker process (the one of the metrics server with ``--http-listen``).
+Each round times, on both in alternating order, GetActionResult round trips of a
+stored result and sequential ``/bin/true`` Executes (fresh actions, skip_cache_lookup),
+and scrapes /metrics once, as Prometheus would. Reported: the median per side over
+all rounds, and the median over rounds of the on/off ratio (target <= 1.03).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+
+from cas.digest import Digest
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
+from tests.benchmarks.bench_worker import Client, stores
+from tests.support.server_process import reapi_server_process, server_config
+from tests.support.worker_process import reapi_worker_process
+
+
+class Side:
+    def __init__(self, name: str, address: str, http: str | None) -> None:
+        self.name = name
+        self.client = Client(address)
+        self.ac = re_grpc.ActionCacheStub(self.client.channel)
+        self.http = http
+        grpc.channel_ready_future(self.client.channel).result(timeout=30)
+        self.command = self.client.command(["/bin/true"])
+        empty = re_pb2.Directory().SerializeToString()
+        self.root = Digest.of(empty)
+        self.client.upload({self.root: empty})
+        stdout = b"some output\n"
+        action = Digest.of(b"bench_metrics_overhead: a cached action")
+        self.client.upload({Digest.of(stdout): stdout})
+        self.ac.UpdateActionResult(re_pb2.UpdateActionResultRequest(
+            action_digest=action.to_proto(),
+            action_result=re_pb2.ActionResult(exit_code=0, stdout_digest=Digest.of(stdout).to_proto())))
+        self.get = re_pb2.GetActionResultRequest(action_digest=action.to_proto())
+        self.get_times: list[float] = []
+        self.execute_times: list[float] = []
+
+    def warm_up(self) -> None:
+        for _ in range(200):
+            self.ac.GetActionResult(self.get)
+        for _ in range(20):
+            self.client.execute(self.client.action(self.command, self.root))
+
+    def round(self, gets: int, executes: int) -> tuple[float, float]:
+        times = []
+        for _ in range(gets):
+            start = time.perf_counter()
+            self.ac.GetActionResult(self.get)
+            times.append(time.perf_counter() - start)
+        get_median = statistics.median(times)
+        self.get_times += times
+        times = []
+        for _ in range(executes):
+            action = self.client.action(self.command, self.root)
+            start = time.perf_counter()
+            self.client.execute(action)
+            times.append(time.perf_counter() - start)
+        execute_median = statistics.median(times)
+        self.execute_times += times
+        if self.http:
+            with urllib.request.urlopen(f"{self.http}/metrics", timeout=10) as response:
+                response.read()
+        return get_median, execute_median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--gets", type=int, default=400)
+    parser.add_argument("--executes", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="reapi-bench-metrics-") as tmp:
+        root = Path(tmp)
+        on_config = server_config(root / "on", stores=stores(root / "on" / "data"),
+                                  server={"http_listen": "127.0.0.1:0"})
+        off_config = server_config(root / "off", stores=stores(root / "off" / "data"))
+        with (reapi_server_process(root / "on", on_config) as on_server,
+              reapi_server_process(root / "off", off_config) as off_server,
+              reapi_worker_process(root / "on-worker", on_server.address, concurrency=2,
+                                   extra_args=["--http-listen", "127.0.0.1:0"]),
+              reapi_worker_process(root / "off-worker", off_server.address, concurrency=2)):
+            on = Side("on", on_server.address, on_server.console_url())
+            off = Side("off", off_server.address, None)
+            for side in (on, off):
+                side.warm_up()
+            get_ratios, execute_ratios = [], []
+            for number in range(args.rounds):
+                order = (on, off) if number % 2 == 0 else (off, on)
+                results = {side.name: side.round(args.gets, args.executes) for side in order}
+                get_ratios.append(results["on"][0] / results["off"][0])
+                execute_ratios.append(results["on"][1] / results["off"][1])
+                print(f"round {number + 1}: GetActionResult on {results['on'][0] * 1e3:.3f} ms / off "
+                      f"{results['off'][0] * 1e3:.3f} ms; /bin/true Execute on {results['on'][1] * 1e3:.2f} ms / "
+                      f"off {results['off'][1] * 1e3:.2f} ms", flush=True)
+    print(f"| GetActionResult round trip, median | {statistics.median(on.get_times) * 1e3:.3f} ms | "
+          f"{statistics.median(off.get_times) * 1e3:.3f} ms | {statistics.median(get_ratios):.3f} |")
+    print(f"| /bin/true Execute to result, median | {statistics.median(on.execute_times) * 1e3:.2f} ms | "
+          f"{statistics.median(off.execute_times) * 1e3:.2f} ms | {statistics.median(execute_ratios):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
