@@ -9,12 +9,15 @@ its reapi-worker process (the one of the metrics server with ``--http-listen``).
 Each round times, on both in alternating order, GetActionResult round trips of a
 stored result and sequential ``/bin/true`` Executes (fresh actions, skip_cache_lookup),
 and scrapes /metrics once, as Prometheus would. Reported: the median per side over
-all rounds, and the median over rounds of the on/off ratio (target <= 1.03).
+all rounds, the median over rounds of the on/off ratio (target <= 1.03), and the
+server's CPU time per GetActionResult (from /proc; less shaken by a busy machine
+than wall-clock latency).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -31,9 +34,17 @@ from tests.support.server_process import reapi_server_process, server_config
 from tests.support.worker_process import reapi_worker_process
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Side:
-    def __init__(self, name: str, address: str, http: str | None) -> None:
+    def __init__(self, name: str, address: str, http: str | None, pid: int) -> None:
         self.name = name
+        self.pid = pid
+        self.get_cpu = 0.0
         self.client = Client(address)
         self.ac = re_grpc.ActionCacheStub(self.client.channel)
         self.http = http
@@ -60,10 +71,12 @@ class Side:
 
     def round(self, gets: int, executes: int) -> tuple[float, float]:
         times = []
+        cpu_before = cpu_seconds(self.pid)
         for _ in range(gets):
             start = time.perf_counter()
             self.ac.GetActionResult(self.get)
             times.append(time.perf_counter() - start)
+        self.get_cpu += cpu_seconds(self.pid) - cpu_before
         get_median = statistics.median(times)
         self.get_times += times
         times = []
@@ -96,8 +109,8 @@ def main() -> None:
               reapi_worker_process(root / "on-worker", on_server.address, concurrency=2,
                                    extra_args=["--http-listen", "127.0.0.1:0"]),
               reapi_worker_process(root / "off-worker", off_server.address, concurrency=2)):
-            on = Side("on", on_server.address, on_server.console_url())
-            off = Side("off", off_server.address, None)
+            on = Side("on", on_server.address, on_server.console_url(), on_server.process.pid)
+            off = Side("off", off_server.address, None, off_server.process.pid)
             for side in (on, off):
                 side.warm_up()
             get_ratios, execute_ratios = [], []
@@ -111,6 +124,9 @@ def main() -> None:
                       f"off {results['off'][1] * 1e3:.2f} ms", flush=True)
     print(f"| GetActionResult round trip, median | {statistics.median(on.get_times) * 1e3:.3f} ms | "
           f"{statistics.median(off.get_times) * 1e3:.3f} ms | {statistics.median(get_ratios):.3f} |")
+    calls = args.rounds * args.gets
+    print(f"| server CPU per GetActionResult | {on.get_cpu / calls * 1e3:.3f} ms | {off.get_cpu / calls * 1e3:.3f} ms | "
+          f"{on.get_cpu / off.get_cpu:.3f} |")
     print(f"| /bin/true Execute to result, median | {statistics.median(on.execute_times) * 1e3:.2f} ms | "
           f"{statistics.median(off.execute_times) * 1e3:.2f} ms | {statistics.median(execute_ratios):.3f} |")
 
