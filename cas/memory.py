@@ -18,6 +18,7 @@ class MemoryStore(BlobStore):
         self.max_bytes = max_bytes
         self.chunk_size = chunk_size
         self._values: Lru[Digest, bytes] = Lru(len)
+        self.evicted = 0  # values evicted since the store was made
 
     def __len__(self) -> int:
         return len(self._values)
@@ -53,7 +54,7 @@ class MemoryStore(BlobStore):
         if len(value) > self.max_bytes:
             raise ResourceExhausted(f"{digest} ({len(value)} bytes) is larger than {self.name}'s {self.max_bytes}-byte capacity")
         self._values.put(digest, value)
-        self._values.evict(self.max_bytes)
+        self.evicted += len(self._values.evict(self.max_bytes))
 
     async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
         peek, refresh = self._values.accessors()

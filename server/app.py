@@ -40,6 +40,7 @@ from server.listen_errors import StartupError, probe_bind
 from server.metrics.cas_traffic import count_instance_stores
 from server.metrics.families import ServerMetrics
 from server.metrics.rpc_timing import RpcTiming
+from server.metrics.store_gauges import watch_stores
 from server.rpc_wrapping import interceptors
 from server.instances import InstanceRegistry
 from server.local_worker import parse_local_worker, start_local_worker
@@ -226,6 +227,8 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Reap
     # Metrics exist only where they can be read: on the HTTP port.
     metrics = ServerMetrics() if config.http_listen else None
     try:
+        if metrics is not None:
+            watch_stores(metrics, stores)
         instance_stores = stores if metrics is None else count_instance_stores(
             stores, (i.cas for i in config.instances), metrics)
         instances = InstanceRegistry.from_config(config.instances, instance_stores)

@@ -171,6 +171,11 @@ class DiskStore(BlobStore):
     def __len__(self) -> int:
         return len(self._index)
 
+    def watch_evictions(self, observe: Callable[[list[float]], None]) -> None:
+        """Have ``observe`` told, at each eviction, how long each evicted value had gone unused (seconds)."""
+        clock = self._clock
+        self._upkeep.on_evicted = lambda stamps: observe([max(0.0, clock() - stamp) for stamp in stamps])
+
     @property
     def max_bytes(self) -> int:
         return self._commits.max_bytes

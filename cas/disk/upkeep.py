@@ -43,6 +43,8 @@ class DiskUpkeep:
         self._locks = locks
         self._touch_queue: dict[Digest, tuple[str, float]] = {}  # path, access time
         self.evicted = 0
+        # Told the last access time (clock seconds) of every value evicted (metrics).
+        self.on_evicted: Callable[[list[float]], None] | None = None
 
     # -- access times ----------------------------------------------------------------
 
@@ -80,6 +82,8 @@ class DiskUpkeep:
         if not victims:
             return
         self.evicted += len(victims)
+        if self.on_evicted is not None:
+            self.on_evicted([entry.stamp for _, entry in victims])
         paths = [value_path(self.root, d, e.length) for d, e in victims]
         future = self._lane.start(disk_files.remove_files, paths)
         future.add_done_callback(lambda _: self._locks.release_all(d for d, _ in victims))

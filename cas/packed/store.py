@@ -53,7 +53,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -62,7 +62,7 @@ from cas.localfs.io_lane import IoLane
 from cas.errors import NotFound, ReapiError, ResourceExhausted, Unavailable
 from cas.packed.index import Location, PackedIndex
 from cas.packed.startup import OpenedDirectory, OpenReport, open_directory
-from cas.packed.segments import Segment, remove_files
+from cas.packed.segments import SEGMENT_SUFFIX, Segment, remove_files
 from cas.packed.sizing import DEFAULT_BATCH_BYTES, DEFAULT_MAX_VALUE_SIZE, check_sizes, default_segment_size
 from cas.packed.writer import PackedWriter
 from cas.store import READ_CHUNK_SIZE, BlobStore, check_read_range
@@ -109,6 +109,7 @@ class PackedStore(BlobStore):
         self.evicted = 0  # values dropped with their segment
         self.refreshed = 0  # values copied forward to survive an eviction
         self.segments_evicted = 0
+        self._on_evicted: Callable[[list[float]], None] | None = None
         self.opened_with = OpenReport()  # what open() found, for logs and tests
 
     # -- opening and closing -------------------------------------------------------------
@@ -305,9 +306,22 @@ class PackedStore(BlobStore):
         self._writer.copy(copies)
         self._writer.then(lambda: self._drop(victim))
 
+    def watch_evictions(self, observe: Callable[[list[float]], None]) -> None:
+        """Have ``observe`` told, at each eviction, how long each evicted value had gone
+        unused (seconds): here, the age of its segment file (values used since were copied forward)."""
+        self._on_evicted = observe
+
     def _drop(self, victim: Segment) -> None:
         """The copies are written: forget the segment and remove its files."""
-        self.evicted += self._index.drop(victim)
+        dropped = self._index.drop(victim)
+        self.evicted += dropped
+        if self._on_evicted is not None and dropped:
+            try:
+                age = max(0.0, time.time() - os.stat(victim.path + SEGMENT_SUFFIX).st_mtime)
+            except OSError:
+                age = None
+            if age is not None:
+                self._on_evicted([age] * dropped)
         self.segments_evicted += 1
         sealing = victim.sealing
         if sealing is not None and not sealing.done():

@@ -119,3 +119,49 @@ async def test_executions_feed_stage_durations_outcomes_and_farm_gauges(tmp_path
         assert after.total("reapi_farm_slots") == 2
         assert after.value("reapi_executing_actions") == 0
         assert "reapi_queued_actions" in after.families
+
+
+async def test_store_sizes_evictions_and_the_age_of_evicted_blobs(tmp_path: Path) -> None:
+    stores = {
+        "cas-disk": {"type": "disk", "path": str(tmp_path / "cas"), "max_size": "100KiB"},
+        "cas": {"type": "verify", "inner": "cas-disk"},
+        "ac": {"type": "memory", "max_size": "1MiB"},
+    }
+    async with running_server(config_for(stores=stores, http_listen="127.0.0.1:0")) as server, \
+            channel_to(server) as channel:
+        assert server.http is not None
+        cas = re_grpc.ContentAddressableStorageStub(channel)
+        for i in range(12):
+            blob = bytes([i]) * 20_000
+            await cas.BatchUpdateBlobs(re_pb2.BatchUpdateBlobsRequest(
+                requests=[re_pb2.BatchUpdateBlobsRequest.Request(digest=digest_of(blob), data=blob)]))
+        after = await metrics_of(server.http.url)
+        evicted = after.value("reapi_store_evictions_total", store="cas-disk")
+        assert evicted >= 7
+        assert after.value("reapi_store_evicted_blob_age_seconds_count", store="cas-disk") == evicted
+        assert 0 < after.value("reapi_store_size_bytes", store="cas-disk") <= 100 * 1024
+        assert after.value("reapi_store_capacity_bytes", store="cas-disk") == 100 * 1024
+        assert after.value("reapi_store_evictions_total", store="ac") == 0
+
+
+async def test_a_packed_store_reports_the_age_of_the_segments_it_evicts(tmp_path: Path) -> None:
+    stores = {
+        "cas-packed": {"type": "packed", "path": str(tmp_path / "cas"), "max_size": "1MiB", "segment_size": "64KiB",
+                       "max_value_size": "32KiB"},
+        "cas": {"type": "verify", "inner": "cas-packed"},
+        "ac": {"type": "memory", "max_size": "1MiB"},
+    }
+    async with running_server(config_for(stores=stores, http_listen="127.0.0.1:0")) as server, \
+            channel_to(server) as channel:
+        assert server.http is not None
+        cas = re_grpc.ContentAddressableStorageStub(channel)
+        for i in range(120):
+            blob = i.to_bytes(2, "big") * 10_000
+            await cas.BatchUpdateBlobs(re_pb2.BatchUpdateBlobsRequest(
+                requests=[re_pb2.BatchUpdateBlobsRequest.Request(digest=digest_of(blob), data=blob)]))
+        packed = server.stores["cas-packed"]
+        await packed.drain()  # type: ignore[attr-defined]
+        after = await metrics_of(server.http.url)
+        evicted = after.value("reapi_store_evictions_total", store="cas-packed")
+        assert evicted > 0
+        assert after.value("reapi_store_evicted_blob_age_seconds_count", store="cas-packed") == evicted

@@ -9,8 +9,10 @@ import re
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cas.memory import MemoryStore
 from server.metrics.families import ServerMetrics
 from server.metrics.farm_gauges import FarmGauges
+from server.metrics.store_gauges import StoreGauges
 from server.scheduler.farm import FarmSnapshot, WorkerView
 from tests.conftest import REPO_ROOT
 from worker.metrics import WorkerGauges, WorkerMetrics
@@ -24,6 +26,7 @@ def exported() -> set[str]:
     server = ServerMetrics()
     server.registry.register(FarmGauges(lambda: FarmSnapshot(
         {"OSFamily=linux": 1}, 0, (WorkerView("b", "s", "OSFamily=linux", 2, True, ()),))))
+    server.registry.register(StoreGauges({"cas": MemoryStore(1 << 20, "cas")}))
     worker = WorkerMetrics()
     worker.watch(WorkerGauges(lambda: 1, lambda: 0, lambda: 0, lambda: 0))
     names = set()
@@ -59,6 +62,7 @@ def test_the_issue_families_are_exported() -> None:
         "reapi_queued_actions", "reapi_executing_actions", "reapi_workers", "reapi_execution_stage_duration_seconds",
         "reapi_retries", "reapi_store_evicted_blob_age_seconds", "reapi_worker_actions",
         "reapi_worker_input_bytes_fetched", "reapi_worker_cache_bytes", "reapi_worker_action_duration_seconds",
-        "reapi_worker_slots", "reapi_worker_busy_slots",
+        "reapi_worker_slots", "reapi_worker_busy_slots", "reapi_store_size_bytes", "reapi_store_capacity_bytes",
+        "reapi_store_evictions", "reapi_executions", "reapi_farm_slots",
     }
     assert wanted <= {base(n) for n in exported()}
