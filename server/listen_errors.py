@@ -35,7 +35,11 @@ def probe_bind(address: str) -> str | None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As gRPC binds: connections of an earlier server in TIME_WAIT do not block it,
+            # a socket listening there does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, int(port)))
+            probe.listen(1)
     except OSError as err:
         return bind_reason(err)
     return None

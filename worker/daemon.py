@@ -17,7 +17,8 @@ Robustness:
   requeued our leases, so they are stopped and a new session is created;
 - ``stop`` (SIGTERM): report BOT_TERMINATING (no new leases), let running actions
   finish for up to ``drain_timeout``, hand the rest back as UNAVAILABLE (the
-  server retries them elsewhere), wait for the acknowledgement, return.
+  server retries them elsewhere), wait for the acknowledgement, then say goodbye
+  (BOT_TERMINATING with no leases: the server closes the session at once), return.
 """
 
 from __future__ import annotations
@@ -142,7 +143,27 @@ class BotDaemon:
                 if exc.code() == grpc.StatusCode.CANCELLED:
                     continue
                 await self._on_rpc_error(exc, stop)
+        if self._draining:
+            await self._say_goodbye()
         await self._stop_all("worker stopped")
+
+    async def _say_goodbye(self) -> None:
+        """Tell the server this bot is gone (BOT_TERMINATING, holding nothing), so it
+        closes the session and requeues anything it still counts as ours at once,
+        instead of when the session expires."""
+        if not self.session_name:
+            return
+        session = bots_pb2.BotSession(name=self.session_name, bot_id=self.settings.bot_id,
+                                      status=bots_pb2.BotStatus.BOT_TERMINATING, worker=self.worker)
+        try:
+            await self.bots.UpdateBotSession(
+                bots_pb2.UpdateBotSessionRequest(name=self.session_name, bot_session=session),
+                timeout=QUICK_CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            log.debug("the server did not hear the goodbye (%s); the session expires by itself", exc.code().name)
+            return
+        log.info("told the server: bot session %s ends", self.session_name)
+        self.session_name = ""
 
     async def _pace_drain(self, hand_back_at: float | None) -> None:
         """While stopping, calls are not held: wait for news (or a heartbeat) between them."""

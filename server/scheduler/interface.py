@@ -130,6 +130,11 @@ class Scheduler(ABC):
         """Apply the bot's reports, then answer with its leases, holding the call
         while there is nothing new (docs/BOTS_PROTOCOL.md section 2)."""
 
+    @abstractmethod
+    async def end_session(self, name: str, bot_id: str, reason: str) -> None:
+        """The bot is leaving (BOT_TERMINATING, holding nothing): close its session now
+        and requeue any lease still counted as its. NOT_FOUND if already closed."""
+
     # -- housekeeping --------------------------------------------------------
 
     @abstractmethod

@@ -265,6 +265,9 @@ class InMemoryScheduler(Scheduler):
             session.calls_in_progress -= 1
             session.expires_at = self.clock.now() + self.settings.bot_session_timeout
 
+    async def end_session(self, name: str, bot_id: str, reason: str) -> None:
+        self._close_session(self._session(name, bot_id), reason)
+
     def _session(self, name: str, bot_id: str) -> BotSession:
         session = self._workers.sessions.get(name)
         if session is None or session.closed:

@@ -207,6 +207,10 @@ class BotsService(bots_grpc.BotsServicer):
             raise InvalidArgument(
                 f"UpdateBotSessionRequest.name {request.name!r} differs from bot_session.name {session.name!r}"
             )
+        if session.status == bots_pb2.BotStatus.BOT_TERMINATING and not session.leases:
+            # The bot says goodbye: its slots leave the farm now, not when the session expires.
+            await self.scheduler.end_session(request.name, session.bot_id, f"bot {session.bot_id} stopped")
+            return bots_pb2.BotSession(name=request.name, bot_id=session.bot_id, status=session.status)
         answer = await self.scheduler.update_session(
             request.name,
             session.bot_id,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from pathlib import Path
 
 import grpc
+import pytest
 
 from server.app import ReapiServer
 from tests.support.processes import free_port
@@ -136,3 +138,20 @@ async def test_sigterm_hands_back_an_action_that_outlives_the_drain_timeout(exec
         response = await asyncio.wait_for(execution, 60)
         assert response.status.code == OK, response.status
         assert response.result.execution_metadata.worker == staying.bot_id
+
+
+async def test_a_clean_stop_ends_the_bot_session_at_once(exec_server: ReapiServer, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 12: SIGTERM says goodbye, so the server drops the worker now (its slots no
+    longer count, its leases requeue) rather than when the session expires."""
+    assert exec_server.execution is not None
+    scheduler = exec_server.execution.scheduler
+    caplog.set_level(logging.INFO, logger="reapi.scheduler")
+    async with async_worker_process(tmp_path / "w", exec_server.address) as worker:
+        assert [w.bot_id for w in scheduler.farm().workers] == [worker.bot_id]
+        worker.terminate()
+        assert await asyncio.to_thread(worker.wait, 30) == 0
+        assert scheduler.farm().workers == (), "the session outlived the worker"
+        assert f"bot {worker.bot_id} stopped" in caplog.text  # the goodbye, not an expiry
+        assert "bot session" in worker.log_text() and "ends" in worker.log_text()
+        assert not worker.problems(), worker.problems()

@@ -1,0 +1,36 @@
+"""The periodic INFO summary: requests, errors, hit rate, executions, queue and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+import pytest
+
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
+from server.activity_log import report_forever
+from tests.server.client import memory_stores
+from tests.support.servers import channel_to, config_for, running_server
+
+
+async def test_a_summary_line_per_interval_with_activity(caplog: pytest.LogCaptureFixture) -> None:
+    config = config_for(stores=memory_stores(), http_listen="127.0.0.1:0")
+    async with running_server(config) as server, channel_to(server) as channel:
+        caplog.set_level(logging.INFO, logger="reapi.server.activity")
+        reporter = asyncio.create_task(report_forever(server, interval=0.2))
+        try:
+            ac = re_grpc.ActionCacheStub(channel)
+            request = re_pb2.GetActionResultRequest(action_digest=re_pb2.Digest(hash="a" * 64, size_bytes=1))
+            for _ in range(3):
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await ac.GetActionResult(request)
+            while not any("activity in the last" in r.message for r in caplog.records):
+                await asyncio.sleep(0.05)
+        finally:
+            reporter.cancel()
+        line = next(r.message for r in caplog.records if "activity in the last" in r.message)
+        assert "3 requests (0 errors)" in line, line
+        assert "action cache 0 hits / 3 misses (0% hits)" in line, line
+        assert "now 0 queued, 0 workers" in line, line
