@@ -12,12 +12,20 @@ by rename, so a crash or a bad download never leaves a wrong file under a good
 name. The cache is capped by size and evicts least recently used files that no
 lease is linking at that moment; a file already linked into an exec root lives on
 there even if evicted here.
+
+Trust: cache files belong to the worker and have no write bit, and the sandbox
+links them only into actions that cannot write them (worker/sandbox/). A clean
+shutdown leaves a marker (``.clean``); a start without it (a crash, a kill, an old
+worker that let actions write inputs) doubts every file it finds and hashes each
+before its first use, so a file changed behind the worker's back is fetched again.
+The start-up scan also drops files of the wrong size, owner or mode.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
+import contextlib
+import logging
 import os
 import shutil
 import uuid
@@ -26,42 +34,28 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from cas.digest import ALGORITHMS, Digest, algorithm_named
+from cas.digest import Digest
 from cas.errors import Internal, MissingBlobs, NotFound, ReapiError
 from cas.lru import Lru
 from cas.store import BlobStore
 from cas.decorators.verify import verify_bytes
+from worker.cache_files import (
+    CLEAN_MARKER, MODE, CacheKey, cache_name, file_matches, open_scan, rename_into,
+)
 
-# (digest, executable): one cache file.
-CacheKey = tuple[Digest, bool]
+log = logging.getLogger("reapi.worker")
 
 # Blobs up to this size are fetched in batches and held in memory briefly.
 SMALL_BLOB = 1 << 20
 # How many bytes of small blobs one batched fetch holds in memory at once.
 BATCH_BYTES = 8 << 20
-_MODE = {False: 0o444, True: 0o555}
-_LINK_FALLBACK_ERRNOS = {errno.EXDEV, errno.EMLINK, errno.EPERM, errno.EACCES, errno.ENOTSUP}
-
-
-def _cache_name(digest: Digest, executable: bool) -> str:
-    return f"{digest.hash}-{digest.size_bytes}{'-x' if executable else ''}"
-
-
-def _parse_cache_name(function_name: str, name: str) -> CacheKey | None:
-    algorithm = algorithm_named(function_name)
-    parts = name.split("-")
-    if algorithm is None or len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "x"):
-        return None
-    try:
-        return Digest.parse(parts[0], int(parts[1]), algorithm.function), len(parts) == 3
-    except (ValueError, ReapiError):
-        return None
 
 
 class FileCache:
     """Blob files under ``root``; fetched from ``source`` on demand."""
 
-    def __init__(self, root: Path, max_bytes: int, entries: Iterable[tuple[CacheKey, int]] = ()) -> None:
+    def __init__(self, root: Path, max_bytes: int, entries: Iterable[tuple[CacheKey, int]] = (),
+                 doubted: Iterable[CacheKey] = ()) -> None:
         self.root = root
         self.max_bytes = max_bytes
         self._tmp = root / "tmp"
@@ -69,14 +63,27 @@ class FileCache:
         self._lru: Lru[CacheKey, int] = Lru(_size, entries)  # value: the file's size
         self._pins: dict[CacheKey, int] = {}
         self._inflight: dict[Digest, asyncio.Future[None]] = {}
+        self._doubted = set(doubted)  # files to hash before their next use
+        self._verifying: dict[CacheKey, asyncio.Future[None]] = {}
         self.fetched_blobs = 0  # counters for tests and metrics
         self.fetched_bytes = 0
+        self.verified_blobs = 0
+        self.rejected_blobs = 0
 
     @classmethod
     async def open(cls, root: Path, max_bytes: int) -> FileCache:
-        """Create the layout if needed and index what an earlier run left (LRU by mtime)."""
-        entries = await asyncio.to_thread(_scan, root)
-        return cls(root, max_bytes, entries)
+        """Create the layout if needed and index what an earlier run left (LRU by mtime);
+        after an unclean stop every file is doubted until hashed."""
+        clean, entries = await asyncio.to_thread(open_scan, root)
+        doubted = [] if clean else [key for key, _ in entries]
+        if doubted:
+            log.warning("the worker cache %s was not closed cleanly; its %d files are each verified before "
+                        "their first use", root, len(doubted))
+        return cls(root, max_bytes, entries, doubted)
+
+    def close(self) -> None:
+        """At a clean shutdown (nothing writes any more): the next start may trust the files."""
+        (self.root / CLEAN_MARKER).touch()
 
     def __contains__(self, key: CacheKey) -> bool:
         return key in self._lru
@@ -90,7 +97,7 @@ class FileCache:
 
     def path_of(self, digest: Digest, executable: bool) -> str:
         """The cache file of a blob (a string: this runs once per input file of every action)."""
-        return f"{self._root}/{digest.algorithm.name}/{digest.hash[:2]}/{_cache_name(digest, executable)}"
+        return f"{self._root}/{digest.algorithm.name}/{digest.hash[:2]}/{cache_name(digest, executable)}"
 
     # -- the one public operation exec roots need ------------------------------------
 
@@ -120,6 +127,8 @@ class FileCache:
 
     async def ensure(self, keys: Collection[CacheKey], source: BlobStore) -> None:
         """Have every (digest, executable) file present; MissingBlobs names what the source lacks."""
+        if self._doubted or self._verifying:
+            await self._verify([k for k in keys if k in self._doubted or k in self._verifying])
         wanted = [k for k in keys if k not in self._lru]
         if not wanted:
             return
@@ -144,6 +153,30 @@ class FileCache:
             raise MissingBlobs(absent, "input blobs")
         if copies:
             await self._copy_modes(copies)
+
+    async def _verify(self, keys: list[CacheKey]) -> None:
+        """Hash doubted files; a wrong one leaves the cache (and is fetched again)."""
+        mine = [k for k in keys if k not in self._verifying]
+        others = [self._verifying[k] for k in keys if k in self._verifying]
+        loop = asyncio.get_running_loop()
+        futures = {k: loop.create_future() for k in mine}
+        self._verifying.update(futures)
+        try:
+            results = await asyncio.to_thread(lambda: [(k, file_matches(self.path_of(*k), k[0])) for k in mine])
+            for key, good in results:
+                self._doubted.discard(key)
+                self.verified_blobs += 1
+                if not good and self._lru.pop(key) is not None:
+                    log.warning("cache file %s does not match its digest; removed", self.path_of(*key))
+                    self.rejected_blobs += 1
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.path_of(*key))
+        finally:
+            for key, future in futures.items():
+                self._verifying.pop(key, None)
+                future.set_result(None)
+        if others:
+            await asyncio.gather(*others)
 
     # -- fetching -----------------------------------------------------------------------
 
@@ -208,8 +241,8 @@ class FileCache:
                     await asyncio.to_thread(write, f, chunk)
             if size != digest.size_bytes or hasher.hexdigest() != digest.hash:
                 raise Internal(f"the CAS returned corrupt content for input {digest} ({size} bytes received)")
-            os.chmod(tmp, _MODE[False])
-            _rename_into(tmp, self.path_of(digest, False))
+            os.chmod(tmp, MODE[False])
+            rename_into(tmp, self.path_of(digest, False))
         except BaseException as exc:
             tmp.unlink(missing_ok=True)
             if isinstance(exc, NotFound):
@@ -226,8 +259,8 @@ class FileCache:
                 source = self.path_of(digest, not executable)
                 tmp = self._tmp / uuid.uuid4().hex
                 shutil.copyfile(source, tmp)
-                os.chmod(tmp, _MODE[executable])
-                _rename_into(tmp, self.path_of(digest, executable))
+                os.chmod(tmp, MODE[executable])
+                rename_into(tmp, self.path_of(digest, executable))
 
         self._pin(sources)
         try:
@@ -247,10 +280,10 @@ class FileCache:
         rewritten.
         """
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _MODE[executable])
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MODE[executable])
         except FileNotFoundError:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _MODE[executable])
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MODE[executable])
         except FileExistsError:
             tmp = str(self._tmp / uuid.uuid4().hex)
             self._write_file(tmp, data, executable)
@@ -280,8 +313,12 @@ class FileCache:
         tmp = self._tmp / uuid.uuid4().hex
         try:
             os.link(source, tmp)
-            os.chmod(tmp, _MODE[executable])
-            _rename_into(tmp, self.path_of(digest, executable))
+            info = os.lstat(tmp)
+            if info.st_uid != os.geteuid() or info.st_gid != os.getegid():
+                # The action user's file: the cache takes it only as its own (root can).
+                os.chown(tmp, os.geteuid(), os.getegid())
+            os.chmod(tmp, MODE[executable])
+            rename_into(tmp, self.path_of(digest, executable))
         except OSError:
             tmp.unlink(missing_ok=True)
             return False
@@ -298,12 +335,21 @@ class FileCache:
         self.fetched_blobs += 1
         self.fetched_bytes += size
 
-    def _evict(self) -> None:
-        for key, _ in self._lru.evict(self.max_bytes, self._may_evict):
+    def _evict(self, target: int | None = None) -> int:
+        """Evict least recently used, unpinned files down to ``target`` bytes (default the
+        cap); the bytes freed."""
+        freed = 0
+        for key, size in self._lru.evict(self.max_bytes if target is None else target, self._may_evict):
+            freed += size
             try:
                 os.unlink(self.path_of(*key))
             except FileNotFoundError:
                 pass
+        return freed
+
+    def make_room(self, wanted: int) -> int:
+        """Evict unpinned files to free ``wanted`` bytes of disk (after the disk filled up)."""
+        return self._evict(max(0, self.total_bytes - wanted))
 
     def _may_evict(self, key: CacheKey) -> bool:
         """Not while a lease links it, nor while its blob is being fetched."""
@@ -331,49 +377,3 @@ def _hex_digest(digest: Digest, data: bytes) -> str:
     hasher = digest.algorithm.new()
     hasher.update(data)
     return hasher.hexdigest()
-
-
-def _rename_into(tmp: Path, path: str) -> None:
-    """Rename, creating the two-level fan-out directory the first time it is needed."""
-    try:
-        os.rename(tmp, path)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        os.rename(tmp, path)
-
-
-def link_or_copy(source: Path | str, dest: Path | str, executable: bool) -> None:
-    """Hardlink ``source`` to ``dest`` (blocking); copy where links are impossible."""
-    try:
-        os.link(source, dest)
-    except OSError as exc:
-        if exc.errno not in _LINK_FALLBACK_ERRNOS:
-            raise
-        shutil.copyfile(source, dest)
-        os.chmod(dest, _MODE[executable])
-
-
-def _scan(root: Path) -> list[tuple[CacheKey, int]]:
-    """Create the directory layout and list valid cache files, oldest first."""
-    tmp = root / "tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True, exist_ok=True)
-    found: list[tuple[float, CacheKey, int]] = []
-    for algorithm in ALGORITHMS.values():
-        base = root / algorithm.name
-        if not base.is_dir():
-            continue
-        for sub in os.scandir(base):
-            if not sub.is_dir(follow_symlinks=False):
-                continue
-            with os.scandir(sub.path) as it:
-                for entry in it:
-                    key = _parse_cache_name(algorithm.name, entry.name)
-                    stat = entry.stat(follow_symlinks=False)
-                    if key is None or stat.st_size != key[0].size_bytes or not entry.is_file(follow_symlinks=False):
-                        os.unlink(entry.path)  # a stray or truncated file; never serve it
-                        continue
-                    found.append((stat.st_mtime, key, stat.st_size))
-    found.sort(key=lambda item: item[0])
-    return [(key, size) for _, key, size in found]

@@ -28,7 +28,8 @@ from cas.lru import Lru
 from cas.store import BlobStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from worker.directories import DirectoryCache
-from worker.file_cache import FileCache, link_or_copy
+from worker.cache_files import link_or_copy
+from worker.file_cache import FileCache
 
 MAX_SYMLINK_HOPS = 40  # as Linux's MAXSYMLINKS
 

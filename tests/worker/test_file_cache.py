@@ -155,6 +155,46 @@ async def test_a_restart_keeps_the_cache_and_drops_damaged_files(store: Counting
     assert len(store.get_many_calls) == calls  # served from disk
 
 
+async def test_after_an_unclean_stop_every_file_is_verified_before_its_first_use(
+    store: CountingStore, tmp_path: Path
+) -> None:
+    digests = await put(store, b"one", b"two", b"three")
+    keys = {(d, False) for d in digests}
+    cache = await FileCache.open(tmp_path, 1 << 30)
+    await cache.ensure(keys, store)
+    # Changed behind the worker's back, same size and mode (as a root action could before).
+    changed = cached(cache, digests[1], False)
+    os.chmod(changed, 0o644)
+    changed.write_bytes(b"TWO")
+    os.chmod(changed, 0o444)
+    # No close(): a crash. Every file is doubted; the changed one is fetched again.
+    reopened = await FileCache.open(tmp_path, 1 << 30)
+    calls = len(store.get_many_calls)
+    await reopened.ensure(keys, store)
+    assert (reopened.verified_blobs, reopened.rejected_blobs) == (3, 1)
+    assert store.get_many_calls[calls:] == [[digests[1]]]
+    assert changed.read_bytes() == b"two"
+    await reopened.ensure(keys, store)
+    assert reopened.verified_blobs == 3  # once each
+    # After a clean stop the next start trusts its files.
+    reopened.close()
+    trusted = await FileCache.open(tmp_path, 1 << 30)
+    await trusted.ensure(keys, store)
+    assert trusted.verified_blobs == 0 and len(store.get_many_calls) == calls + 1
+
+
+async def test_outputs_of_another_user_are_adopted_as_the_workers_own(store: CountingStore, tmp_path: Path) -> None:
+    cache = await FileCache.open(tmp_path / "cache", 1 << 30)
+    output = tmp_path / "out.o"
+    output.write_bytes(b"object code of an action user")
+    os.chown(output, 999, 999)
+    os.chmod(output, 0o666)
+    digest = Digest.of(b"object code of an action user")
+    assert cache.adopt(output, digest, False)
+    info = os.stat(cached(cache, digest, False))
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (os.geteuid(), os.getegid(), 0o444)
+
+
 async def test_outputs_can_be_adopted_by_hardlink(store: CountingStore, tmp_path: Path) -> None:
     cache = await FileCache.open(tmp_path / "cache", 1 << 30)
     output = tmp_path / "out.o"

@@ -1,0 +1,111 @@
+"""The FileCache's files on disk: their names, the start-up scan, verification.
+
+One file per blob and mode, ``<root>/<function>/<hh>/<hash>-<size>[-x]``, read-only
+and owned by the worker. These helpers block; the cache calls them on threads.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+from cas.digest import ALGORITHMS, Digest, algorithm_named
+from cas.errors import ReapiError
+
+# (digest, executable): one cache file.
+CacheKey = tuple[Digest, bool]
+
+MODE = {False: 0o444, True: 0o555}
+CLEAN_MARKER = ".clean"
+_LINK_FALLBACK_ERRNOS = {errno.EXDEV, errno.EMLINK, errno.EPERM, errno.EACCES, errno.ENOTSUP}
+
+
+def cache_name(digest: Digest, executable: bool) -> str:
+    return f"{digest.hash}-{digest.size_bytes}{'-x' if executable else ''}"
+
+
+def parse_cache_name(function_name: str, name: str) -> CacheKey | None:
+    algorithm = algorithm_named(function_name)
+    parts = name.split("-")
+    if algorithm is None or len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "x"):
+        return None
+    try:
+        return Digest.parse(parts[0], int(parts[1]), algorithm.function), len(parts) == 3
+    except (ValueError, ReapiError):
+        return None
+
+
+def rename_into(tmp: Path, path: str) -> None:
+    """Rename, creating the two-level fan-out directory the first time it is needed."""
+    try:
+        os.rename(tmp, path)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.rename(tmp, path)
+
+
+def link_or_copy(source: Path | str, dest: Path | str, executable: bool) -> None:
+    """Hardlink ``source`` to ``dest`` (blocking); copy where links are impossible."""
+    try:
+        os.link(source, dest)
+    except OSError as exc:
+        if exc.errno not in _LINK_FALLBACK_ERRNOS:
+            raise
+        shutil.copyfile(source, dest)
+        os.chmod(dest, MODE[executable])
+
+
+def file_matches(path: str, digest: Digest) -> bool:
+    """Whether the file's content hashes to ``digest`` (blocking)."""
+    hasher = digest.algorithm.new()
+    size = 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                hasher.update(chunk)
+                size += len(chunk)
+    except OSError:
+        return False
+    return size == digest.size_bytes and hasher.hexdigest() == digest.hash
+
+
+def open_scan(root: Path) -> tuple[bool, list[tuple[CacheKey, int]]]:
+    """(was the last stop clean, the valid files): the marker is consumed, so a crash from
+    now on leaves none. The cache is the worker's alone (0700: actions cannot browse it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    marker = root / CLEAN_MARKER
+    clean = marker.exists()
+    entries = _scan(root)
+    marker.unlink(missing_ok=True)
+    return clean, entries
+
+
+def _scan(root: Path) -> list[tuple[CacheKey, int]]:
+    """Create the directory layout and list valid cache files, oldest first."""
+    tmp = root / "tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    found: list[tuple[float, CacheKey, int]] = []
+    uid = os.geteuid()
+    for algorithm in ALGORITHMS.values():
+        base = root / algorithm.name
+        if not base.is_dir():
+            continue
+        for sub in os.scandir(base):
+            if not sub.is_dir(follow_symlinks=False):
+                continue
+            with os.scandir(sub.path) as it:
+                for entry in it:
+                    key = parse_cache_name(algorithm.name, entry.name)
+                    stat = entry.stat(follow_symlinks=False)
+                    if (key is None or stat.st_size != key[0].size_bytes or not entry.is_file(follow_symlinks=False)
+                            or stat.st_uid != uid or stat.st_mode & 0o222):
+                        os.unlink(entry.path)  # stray, truncated, or writable by someone: never serve it
+                        continue
+                    found.append((stat.st_mtime, key, stat.st_size))
+    found.sort(key=lambda item: item[0])
+    return [(key, size) for _, key, size in found]
