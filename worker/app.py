@@ -39,6 +39,11 @@ from worker.logs import LogTail
 from worker.metrics import WorkerGauges, WorkerMetrics
 from worker.platform import PlatformProperties, detect_host, parse_property_args
 from worker.remote_stores import RemoteStores, remote_compression
+from worker.sandbox.cgroups import remove_leftover_groups
+from worker.sandbox.choose import SandboxUnavailable, open_sandbox
+from worker.sandbox.leftovers import kill_recorded_groups
+from worker.sandbox.limits import ActionLimits
+from worker.sandbox.sandbox import Sandbox
 
 log = logging.getLogger("reapi.worker")
 
@@ -82,6 +87,7 @@ class Worker:
     local: LocalExecutor
     files: FileCache
     metrics: ExecutionMetrics
+    sandbox: Sandbox
     prometheus: WorkerMetrics | None = None  # with --http-listen
     http: MetricsEndpoint | None = None
 
@@ -93,13 +99,40 @@ class Worker:
             await self.channel.close()
             if self.http is not None:
                 await self.http.stop()
+            self.sandbox.close()
+            self.files.close()
             log.info("worker stopped: %s", self.metrics.summary())
 
 
-async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> Worker:
-    """Open the cache, prepare the work directory and wire the executor chain."""
-    bot_id = config.bot_id or f"{socket.gethostname()}.{os.getpid()}"
+async def open_worker_sandbox(config: WorkerConfig) -> Sandbox:
+    """Remove what a previous run left (processes, cgroups, exec roots), then choose the
+    sandbox and say which and why (blocking work on a thread)."""
+    await asyncio.to_thread(kill_recorded_groups, config.work_dir)
+    if config.cgroups:
+        await asyncio.to_thread(remove_leftover_groups, config.work_dir)
     await asyncio.to_thread(_prepare_work_dir, config.work_dir)
+    limits = ActionLimits(memory=config.memory_limit, processes=config.max_processes,
+                          stdio=config.max_stdio_size, outputs=config.max_output_size)
+    try:
+        sandbox = await asyncio.to_thread(
+            open_sandbox, config.sandbox, config.run_as, config.network, limits, config.bwrap, config.cgroups,
+            config.work_dir, config.concurrency)
+    except SandboxUnavailable as exc:
+        raise ConfigError(str(exc)) from None
+    # The action user passes through (never lists) the work directory to its exec root.
+    os.chmod(config.work_dir, 0o700 if sandbox.placement.owner is None else 0o711)
+    log.info("sandbox: %s", sandbox.describe())
+    for note in sandbox.weaker():
+        log.warning("sandbox: %s", note)
+    return sandbox
+
+
+async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> Worker:
+    """Open the cache, prepare the work directory and sandbox, and wire the executor chain."""
+    bot_id = config.bot_id or f"{socket.gethostname()}.{os.getpid()}"
+    sandbox = await open_worker_sandbox(config)
+    if "network" not in properties.values:
+        properties = properties.with_overrides({"network": config.network.offered()})
     files = await FileCache.open(config.cache_dir, config.cache_max_size)
     if not _same_filesystem(config.cache_dir, config.work_dir):
         log.warning("cache_dir and work_dir are on different filesystems: inputs will be copied, not hardlinked")
@@ -122,6 +155,7 @@ async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> 
             kill_grace=config.kill_grace,
         ),
         live_logs=live_log,
+        sandbox=sandbox,
     )
     # The chain, innermost first: local -> timestamped -> metrics -> logged.
     executor = LoggedExecutor(MetricsExecutor(TimestampedExecutor(local, bot_id), metrics,
@@ -151,7 +185,7 @@ async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> 
         except BaseException:
             await channel.close()
             raise
-    return Worker(config, channel, daemon, local, files, metrics, prometheus, http)
+    return Worker(config, channel, daemon, local, files, metrics, sandbox, prometheus, http)
 
 
 def _prepare_work_dir(work_dir: Path) -> None:
@@ -234,12 +268,13 @@ async def watch_parent(stop: asyncio.Event, interval: float = 1.0) -> None:
 async def serve(config: WorkerConfig, exit_with_parent: bool = False) -> None:
     properties = detect_host().with_overrides(config.properties)
     worker = await build_worker(config, properties)
+    worker.sandbox.adopt_orphans()  # this process runs nothing but actions
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     watcher = asyncio.create_task(watch_parent(stop)) if exit_with_parent else None
-    offered = " ".join(f"{k}={v}" for k, v in properties.pairs())
+    offered = " ".join(f"{p.key}={p.value}" for p in worker.daemon.worker.properties)
     print(f"reapi-worker {worker.daemon.settings.bot_id} serving {config.server} "
           f"(concurrency {config.concurrency}; {offered})", flush=True)
     if worker.http is not None:

@@ -8,6 +8,8 @@
     cache_max_size = "10GiB"
     work_dir = "~/.cache/reapi/worker/work"   # keep on the cache's filesystem (hardlinks)
     default_path = "/usr/local/bin:/usr/bin:/bin"
+    sandbox = "auto"                     # bwrap where it runs, else the process fallback
+    memory_limit = "8GiB"                # per action; see docs/WORKER.md "Sealed actions"
 
     [worker.properties]                  # add to or replace detected platform properties
     ISA = ["arm-a64"]
@@ -19,6 +21,7 @@ Every key is documented in docs/CONFIG.md (section "Worker").
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,8 +31,20 @@ from cas.config import (
     read_toml,
 )
 from worker.platform import host_cpu_count
+from worker.sandbox.sandbox import NetworkPolicy, SandboxMode
 
 DEFAULT_SERVER = "grpc://127.0.0.1:8980"
+SYSTEM_WORKER_HOME = Path("/var/cache/reapi/worker")
+
+
+def worker_home() -> Path:
+    """Where the cache and exec roots go by default: the user's cache directory, but
+    for root (a system service, whose home the action user cannot enter; see
+    docs/WORKER.md "Sealed actions") /var/cache/reapi/worker, unless XDG_CACHE_HOME is set."""
+    if os.geteuid() == 0 and not os.environ.get("XDG_CACHE_HOME"):
+        return SYSTEM_WORKER_HOME
+    return cache_home() / "worker"
+
 Seconds = Annotated[Duration, Above(0)]
 
 
@@ -51,11 +66,11 @@ class WorkerConfig:
     """The instance whose scheduler this worker serves."""
     concurrency: Annotated[int, AtLeast(1)] = field(default_factory=host_cpu_count)
     """Actions run at once (the capacity reported); default the CPU count."""
-    cache_dir: Path = field(default_factory=lambda: cache_home() / "worker" / "cache")
+    cache_dir: Path = field(default_factory=lambda: worker_home() / "cache")
     """The local CAS cache, shared by all leases and kept across restarts."""
     cache_max_size: Size = 10 << 30
     """The cache's size cap."""
-    work_dir: Path = field(default_factory=lambda: cache_home() / "worker" / "work")
+    work_dir: Path = field(default_factory=lambda: worker_home() / "work")
     """Where exec roots are made; keep it on the cache's filesystem (hardlinks)."""
     properties: dict[str, Annotated[list[str], ONE_OR_MORE]] = field(default_factory=dict)
     """``[worker.properties]``: platform properties added to or replacing the detected ones."""
@@ -86,6 +101,25 @@ class WorkerConfig:
     """With every slot busy: how long before a call is held open only to hear of cancellations."""
     http_listen: str = ""
     """The HTTP address of the worker's ``/metrics``; ``""`` serves none (``--http-listen``)."""
+    sandbox: SandboxMode = SandboxMode.AUTO
+    """"auto": bwrap where it runs, else the process fallback; "bwrap": bwrap or refuse to start;
+    "process": the process fallback (docs/WORKER.md, "Sealed actions")."""
+    run_as: str = ""
+    """The user actions run as when the worker runs as root; "": reapi-action, else nobody."""
+    network: NetworkPolicy = NetworkPolicy.ON_REQUEST
+    """"off", "on_request" (actions with the platform property network=on get the network), "on" (all do)."""
+    bwrap: str = "bwrap"
+    """The bubblewrap program (a name looked up in PATH, or a path)."""
+    cgroups: bool = True
+    """Use cgroups where the worker may create them (limits, and a sure kill in the process fallback)."""
+    memory_limit: Size | None = None
+    """Memory each action may use; None: no limit."""
+    max_processes: Annotated[int, AtLeast(1)] | None = None
+    """Processes each action may run at once; None: no limit."""
+    max_stdio_size: Size | None = 1 << 30
+    """Bytes each of an action's stdout and stderr may reach; None: no limit."""
+    max_output_size: Size | None = None
+    """Bytes an action's outputs may take together (and any one file it writes); None: no limit."""
 
     def __post_init__(self) -> None:
         target_of(self.server)

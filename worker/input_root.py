@@ -10,7 +10,11 @@ symlink to ``.`` followed by ``..`` escapes even though each looks harmless).
 Nothing is touched until the whole plan is accepted.
 
 ``InputRootBuilder.build`` fetches what the local FileCache lacks, then creates the
-directories, links the files and makes the symlinks in one blocking job on a thread.
+directories, links (or copies) the files and makes the symlinks in one blocking job
+on a thread. A link shares the cache file's inode, so it is used only where the action
+cannot write through it (``Placement``, decided by the sandbox: the action runs as
+another user than the cache's owner, and not as root); everywhere else inputs are
+copies (``copy_file_range``, which shares blocks on filesystems that can).
 """
 
 from __future__ import annotations
@@ -32,6 +36,18 @@ from worker.cache_files import link_or_copy
 from worker.file_cache import FileCache
 
 MAX_SYMLINK_HOPS = 40  # as Linux's MAXSYMLINKS
+_MODES = {False: 0o444, True: 0o555}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How input files go into an exec root."""
+
+    copy: bool = False  # copies instead of links to the cache
+    owner: tuple[int, int] | None = None  # (uid, gid) that must own the exec root's directories
+
+
+LINKS = Placement()
 
 
 @dataclass
@@ -120,18 +136,46 @@ def resolve_inside(link_path: str, target: str, symlinks: Mapping[str, str]) -> 
     return resolved
 
 
-def materialise(exec_root: Path, layout: InputLayout, sources: Mapping[tuple[Digest, bool], str]) -> None:
+def copy_at(source_name: str, source_dir: int, name: str, dir_fd: int, executable: bool) -> None:
+    """Copy one file between two open directories (blocking)."""
+    source = os.open(source_name, os.O_RDONLY, dir_fd=source_dir)
+    try:
+        target = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _MODES[executable], dir_fd=dir_fd)
+        try:
+            left = os.fstat(source).st_size
+            try:
+                while left > 0:
+                    copied = os.copy_file_range(source, target, left)
+                    if copied == 0:
+                        break
+                    left -= copied
+            except OSError:  # no copy_file_range between these two: copy through memory
+                while chunk := os.read(source, 1 << 20):
+                    os.write(target, chunk)
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)
+
+
+def materialise(exec_root: Path, layout: InputLayout, sources: Mapping[tuple[Digest, bool], str],
+                placement: Placement = LINKS) -> None:
     """Create the planned tree under ``exec_root`` (blocking). ``exec_root`` must be new.
 
-    Links are made relative to open directory descriptors, so each costs one path
-    component of lookup on each side instead of a dozen: this loop is most of a
-    warm action's input time.
+    Links (or copies) are made relative to open directory descriptors, so each costs
+    one path component of lookup on each side instead of a dozen: this loop is most
+    of a warm action's input time.
     """
     root = str(exec_root)
     os.mkdir(root)
     join = os.path.join
     for path in layout.directories:
         os.mkdir(join(root, path))
+    if placement.owner is not None:
+        uid, gid = placement.owner
+        os.chown(root, uid, gid)
+        for path in layout.directories:
+            os.chown(join(root, path), uid, gid)
     fds: dict[str, int] = {}
 
     def dir_fd(path: str) -> int:
@@ -145,9 +189,12 @@ def materialise(exec_root: Path, layout: InputLayout, sources: Mapping[tuple[Dig
             source = sources[(digest, executable)]
             source_dir, _, source_name = source.rpartition("/")
             parent, _, name = path.rpartition("/")
+            target_dir = dir_fd(join(root, parent) if parent else root)
+            if placement.copy:
+                copy_at(source_name, dir_fd(source_dir), name, target_dir, executable)
+                continue
             try:
-                os.link(source_name, name, src_dir_fd=dir_fd(source_dir),
-                        dst_dir_fd=dir_fd(join(root, parent) if parent else root))
+                os.link(source_name, name, src_dir_fd=dir_fd(source_dir), dst_dir_fd=target_dir)
             except OSError:
                 link_or_copy(source, join(root, path), executable)  # raises what a copy cannot fix
     finally:
@@ -178,11 +225,11 @@ class InputRootBuilder:
         self._layouts.evict(self._max_layouts)
         return layout
 
-    async def build(self, root: Digest, exec_root: Path, source: BlobStore) -> InputLayout:
+    async def build(self, root: Digest, exec_root: Path, source: BlobStore, placement: Placement = LINKS) -> InputLayout:
         """Fetch and check the tree, then create it at ``exec_root`` (which must not exist yet)."""
         layout = await self.layout(root, source)
         keys = layout.cache_keys()
         async with self.files.pinned(keys, source):
             sources = {key: self.files.path_of(*key) for key in keys}
-            await asyncio.to_thread(materialise, exec_root, layout, sources)
+            await asyncio.to_thread(materialise, exec_root, layout, sources, placement)
         return layout

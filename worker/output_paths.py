@@ -72,8 +72,10 @@ def declared_outputs(command: re_pb2.Command) -> list[DeclaredOutput]:
     return out
 
 
-def create_output_parents(exec_root: Path, outputs: list[DeclaredOutput], workdir: str) -> None:
-    """mkdir -p the working directory and each output's parent, refusing to pass through symlinks (blocking)."""
+def create_output_parents(exec_root: Path, outputs: list[DeclaredOutput], workdir: str,
+                          owner: tuple[int, int] | None = None) -> None:
+    """mkdir -p the working directory and each output's parent, refusing to pass through
+    symlinks (blocking); new directories belong to ``owner`` when given (the action user)."""
     made: set[str] = set()
     wanted = [workdir] if workdir else []
     wanted += [posixpath.dirname(o.exec_path) for o in outputs]
@@ -88,6 +90,8 @@ def create_output_parents(exec_root: Path, outputs: list[DeclaredOutput], workdi
             full = os.path.join(exec_root, current)
             try:
                 os.mkdir(full)
+                if owner is not None:
+                    os.chown(full, *owner)
             except FileExistsError:
                 mode = os.lstat(full).st_mode
                 if stat.S_ISLNK(mode):

@@ -48,6 +48,11 @@ class CollectedOutputs:
     # Regular files that could seed the local cache: (path, digest, executable).
     files: list[tuple[Path, Digest, bool]] = field(default_factory=list)
 
+    @property
+    def output_bytes(self) -> int:
+        """The size of every output file (those inside output directories too)."""
+        return sum(digest.size_bytes for _, digest, _ in self.files)
+
     def add_blob(self, data: bytes, function: int) -> Digest:
         digest = Digest.of(data, function)
         self.blobs.setdefault(digest, data)

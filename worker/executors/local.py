@@ -4,11 +4,14 @@ Phases, each stamped into ExecutedActionMetadata:
 1. input fetch: the Command and the input tree's directories (one GetTree) at
    once, then the exec root, hardlinked from the local FileCache; output parents
    created.
-2. execution: the runner (own process group, deadline, rusage), with live logs.
+2. execution: the runner, in the worker's sandbox (worker/sandbox/: bwrap, or the
+   process fallback; deadline, limits, rusage), with live logs.
 3. output upload: outputs collected on a thread; stdout/stderr hashed; only blobs
    the CAS lacks are sent; the live logs are closed at the same time.
 The scratch directory is removed in the background after the result is returned,
 and outputs are offered to the FileCache first (the next action may need them).
+An action that ran into a limit, or filled the worker's disk (worker/disk.py), fails
+RESOURCE_EXHAUSTED naming it; after a full disk its files go before the report does.
 
 Every failure of the action itself becomes ``response.status``; missing inputs
 keep their PreconditionFailure so the client re-uploads.
@@ -17,6 +20,7 @@ keep their PreconditionFailure so the client re-uploads.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import shutil
@@ -31,14 +35,15 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
 
 from cas.digest import Digest
-from cas.errors import DeadlineExceeded, Internal, InvalidArgument, MissingBlobs, ReapiError
+from cas.errors import DeadlineExceeded, Internal, InvalidArgument, MissingBlobs, ReapiError, ResourceExhausted
 from cas.lru import Lru
 from cas.store import BlobStore
 from cas.decorators.verify import verify_bytes
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from worker import runner
+from worker.disk import disk_filled, disk_space, tree_bytes, worker_disk_full
 from worker.executors import Task
-from worker.input_root import InputRootBuilder
+from worker.input_root import LINKS, InputRootBuilder, Placement
 from worker.logs import LogTail
 from worker.output_paths import create_output_parents, declared_outputs, working_directory
 from worker.outputs import (
@@ -49,6 +54,8 @@ from worker.outputs import (
     inline_outputs,
     upload_missing,
 )
+from worker.sandbox.limits import ActionLimits, outputs_exceeded, stdio_exceeded
+from worker.sandbox.sandbox import Sandbox
 
 log = logging.getLogger("reapi.worker")
 
@@ -89,6 +96,7 @@ class LocalExecutor:
         live_logs: LogTailFactory | None = None,
         clock: Callable[[], float] = time.time,
         max_cached_commands: int = 1024,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.stores = stores
         self.inputs = inputs
@@ -99,18 +107,22 @@ class LocalExecutor:
         self._commands: Lru[Digest, re_pb2.Command] = Lru()  # by entries
         self._max_commands = max_cached_commands
         self._cleanups: set[asyncio.Task[None]] = set()
+        self.sandbox = sandbox  # None: the plain launcher, as the worker's user (tests of the parts)
+        self.limits = sandbox.limits if sandbox is not None else ActionLimits()
+        self.placement: Placement = sandbox.placement if sandbox is not None else LINKS
 
     async def execute(self, task: Task) -> re_pb2.ExecuteResponse:
         response = re_pb2.ExecuteResponse()
         meta = response.result.execution_metadata
         scratch = self.work_dir / uuid.uuid4().hex
         collected: CollectedOutputs | None = None
+        disk_full = False
         try:
             store = await self.stores(task.instance_name)
             stamp(meta.input_fetch_start_timestamp, self.clock())
             command = await self._fetch_inputs(task, scratch, store)
             stamp(meta.input_fetch_completed_timestamp, self.clock())
-            collected = await self._run_and_collect(task, command, scratch, store, response)
+            collected, disk_full = await self._run_and_collect(task, command, scratch, store, response)
         except ReapiError as err:
             response.status.CopyFrom(err.to_status())
             if isinstance(err, MissingBlobs):
@@ -118,11 +130,24 @@ class LocalExecutor:
         except OSError as exc:
             # The worker's own disk failed (full, permissions): not the action's fault,
             # so INTERNAL, which the server answers by retrying on another worker.
-            log.error("lease %s: worker I/O error: %s", task.lease_id, exc)
-            response.status.CopyFrom(Internal(f"worker I/O error: {exc}").to_status())
+            disk_full = exc.errno == errno.ENOSPC
+            what = worker_disk_full(disk_space(self.work_dir), exc) if disk_full else f"worker I/O error: {exc}"
+            log.error("lease %s: %s", task.lease_id, what)
+            response.status.CopyFrom(Internal(what).to_status())
         finally:
-            self._clean_up_later(scratch, collected)
+            if disk_full:
+                await asyncio.shield(self._free_disk(scratch))
+            else:
+                self._clean_up_later(scratch, collected)
         return response
+
+    async def _free_disk(self, scratch: Path) -> None:
+        """After the disk filled up: the action's files go now, then cache files if still short."""
+        await asyncio.to_thread(remove_tree, scratch)
+        shortfall = disk_space(self.work_dir).shortfall()
+        if shortfall:
+            freed = self.inputs.files.make_room(shortfall)
+            log.warning("the worker's disk is short of space: %d bytes of cache files evicted", freed)
 
     # -- phase 1: inputs ----------------------------------------------------------------
 
@@ -137,11 +162,20 @@ class LocalExecutor:
                                           self.inputs.layout(root_digest, store, inline))
         outputs = declared_outputs(command)
         workdir = working_directory(command)
-        await asyncio.to_thread(os.mkdir, scratch)
+        await asyncio.to_thread(self._make_scratch, scratch)
         exec_root = scratch / "root"
-        await self.inputs.build(root_digest, exec_root, store)
-        await asyncio.to_thread(create_output_parents, exec_root, outputs, workdir)
+        await self.inputs.build(root_digest, exec_root, store, self.placement)
+        await asyncio.to_thread(create_output_parents, exec_root, outputs, workdir, self.placement.owner)
         return command
+
+    def _make_scratch(self, scratch: Path) -> None:
+        """The action's directory: its exec root, stdout/stderr and (sandboxed) its /tmp.
+        The action user may pass through it (not list it) to reach its exec root."""
+        owner = self.placement.owner
+        os.mkdir(scratch, 0o700 if owner is None else 0o711)
+        os.mkdir(scratch / "tmp", 0o700)
+        if owner is not None:
+            os.chown(scratch / "tmp", *owner)
 
     async def _command(self, digest: Digest, store: BlobStore, inline: Mapping[Digest, bytes]) -> re_pb2.Command:
         cached = self._commands.get(digest)
@@ -177,8 +211,18 @@ class LocalExecutor:
             chosen = min(chosen, self.settings.max_timeout) if chosen else self.settings.max_timeout
         return chosen or None
 
+    async def _run(self, task: Task, command: re_pb2.Command, request: runner.RunRequest,
+                   scratch: Path) -> tuple[runner.RunResult, ResourceExhausted | None]:
+        """Run the command in the sandbox; the result and the limit it ran into, if any."""
+        if self.sandbox is None:
+            return await runner.run(request), None
+        network = self.sandbox.network_for(task.action, command)
+        async with self.sandbox.action(scratch, network) as action:
+            ran = await runner.run(request, action.launcher)
+            return ran, action.exceeded(ran)
+
     async def _run_and_collect(self, task: Task, command: re_pb2.Command, scratch: Path, store: BlobStore,
-                               response: re_pb2.ExecuteResponse) -> CollectedOutputs:
+                               response: re_pb2.ExecuteResponse) -> tuple[CollectedOutputs, bool]:
         exec_root = scratch / "root"
         meta = response.result.execution_metadata
         request = runner.RunRequest(
@@ -189,14 +233,29 @@ class LocalExecutor:
             stderr_path=scratch / "stderr",
             timeout=self._timeout(task.action),
             kill_grace=self.settings.kill_grace,
+            stdio_limit=self.limits.stdio,
         )
         tails = self._start_tails(task, request)
         try:
             stamp(meta.execution_start_timestamp, self.clock())
-            ran = await runner.run(request)
+            ran, problem = await self._run(task, command, request, scratch)
             stamp(meta.execution_completed_timestamp, self.clock())
             stamp(meta.output_upload_start_timestamp, self.clock())
-            collected = await asyncio.to_thread(self._collect, command, exec_root, request, task, ran.timed_out)
+            if ran.stdio_exceeded:
+                assert self.limits.stdio is not None
+                os.truncate(request.stdout_path if ran.stdio_exceeded == "stdout" else request.stderr_path,
+                            self.limits.stdio)
+                problem = stdio_exceeded(self.limits, ran.stdio_exceeded)
+            space = disk_space(scratch)
+            disk_full = space.full
+            if disk_full:
+                problem = disk_filled(space, await asyncio.to_thread(tree_bytes, scratch))
+                log.error("lease %s: %s", task.lease_id, problem.message)
+            collected = await asyncio.to_thread(self._collect, command, exec_root, request, task,
+                                                ran.timed_out or problem is not None)
+            if problem is None and self.limits.outputs and collected.output_bytes > self.limits.outputs:
+                problem = outputs_exceeded(self.limits, collected.output_bytes)
+                collected = await asyncio.to_thread(self._collect, command, exec_root, request, task, True)
             finishing = [t.finish() for t in tails]
             tails = []
             # Small outputs ride in the report when the server agreed; the rest is uploaded.
@@ -214,7 +273,9 @@ class LocalExecutor:
         if ran.timed_out:
             timed_out = DeadlineExceeded(f"the action timed out after {request.timeout:g} s and was killed")
             response.status.CopyFrom(timed_out.to_status())
-        return collected
+        elif problem is not None:
+            response.status.CopyFrom(problem.to_status())
+        return collected, disk_full
 
     def _start_tails(self, task: Task, request: runner.RunRequest) -> list[LogTail]:
         if self.live_logs is None:
@@ -226,10 +287,10 @@ class LocalExecutor:
         return tails
 
     def _collect(self, command: re_pb2.Command, exec_root: Path, request: runner.RunRequest,
-                 task: Task, timed_out: bool) -> CollectedOutputs:
-        """Outputs (unless the action timed out) plus stdout and stderr (blocking)."""
+                 task: Task, stopped: bool) -> CollectedOutputs:
+        """Outputs (unless the action was stopped: timed out, over a limit) plus stdout and stderr (blocking)."""
         collector = OutputCollector(exec_root, task.digest_function, command.output_directory_format)
-        collected = collector.out if timed_out else collector.collect(declared_outputs(command))
+        collected = collector.out if stopped else collector.collect(declared_outputs(command))
         for path, field in ((request.stdout_path, "stdout_digest"), (request.stderr_path, "stderr_digest")):
             digest, source = hash_file(path, task.digest_function)
             if digest.size_bytes:
@@ -246,7 +307,8 @@ class LocalExecutor:
 
     async def _clean_up(self, scratch: Path, collected: CollectedOutputs | None) -> None:
         files = self.inputs.files
-        if collected is not None and collected.files:
+        # Adopted outputs keep their blocks: only while the disk has room to spare.
+        if collected is not None and collected.files and disk_space(scratch).roomy:
             adopted = await asyncio.to_thread(
                 lambda: [(d, x) for path, d, x in collected.files if _sole_link(path) and files.adopt(path, d, x)]
             )

@@ -1,0 +1,181 @@
+"""The worker's sandbox: the mode chosen at start, and what each action runs inside.
+
+``Sandbox`` is built once (worker/sandbox/choose.py picks the mode and says why);
+``LocalExecutor`` asks it, per action, for a launcher (``action``), for how inputs
+must be placed so the action cannot change the worker's cache (``placement``), and
+afterwards for the limit the action ran into, if any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from cas.errors import ResourceExhausted
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from worker.input_root import Placement
+from worker.runner import Launcher, RunResult
+from worker.sandbox.bwrap import BwrapLauncher, UserSwitch
+from worker.sandbox.cgroups import Cgroups, CgroupSlot, SlotCounters
+from worker.sandbox.credentials import ActionUser, ThreadCredentials
+from worker.sandbox.leftovers import GroupRecords
+from worker.sandbox.limits import ActionLimits, exceeded
+from worker.sandbox.process import ProcessLauncher
+from worker.sandbox.reaper import OrphanReaper
+
+NETWORK_PROPERTY = "network"
+
+
+class SandboxMode(enum.Enum):
+    AUTO = "auto"
+    BWRAP = "bwrap"
+    PROCESS = "process"
+
+
+class NetworkPolicy(enum.Enum):
+    OFF = "off"  # never
+    ON_REQUEST = "on_request"  # when the action asks (platform property network=on)
+    ON = "on"  # always
+
+    def offered(self) -> list[str]:
+        """The values of the ``network`` platform property this worker offers."""
+        return {"off": ["off"], "on_request": ["off", "on"], "on": ["on"]}[self.value]
+
+
+def wants_network(action: re_pb2.Action, command: re_pb2.Command) -> bool:
+    platform = action.platform if action.platform.properties else command.platform
+    return any(p.name.strip().lower() == NETWORK_PROPERTY and p.value.strip().lower() == "on"
+               for p in platform.properties)
+
+
+class ActionRun:
+    """One action's launcher, its cgroup slot, and the counters to judge it by afterwards."""
+
+    def __init__(self, launcher: Launcher, slot: CgroupSlot | None, limits: ActionLimits, memory_by: str) -> None:
+        self.launcher = launcher
+        self.slot = slot
+        self.limits = limits
+        self.memory_by = memory_by
+        self.before: SlotCounters | None = slot.counters() if slot is not None else None
+
+    def exceeded(self, result: RunResult) -> ResourceExhausted | None:
+        after = self.slot.counters() if self.slot is not None else None
+        return exceeded(self.limits, self.before, after, result.exit_code, self.memory_by)
+
+
+class Sandbox:
+    def __init__(self, mode: SandboxMode, reason: str, user: ActionUser, switch: UserSwitch,
+                 credentials: ThreadCredentials, cgroups: Cgroups, limits: ActionLimits, network: NetworkPolicy,
+                 bwrap: str, records: GroupRecords | None = None) -> None:
+        self.mode = mode
+        self.reason = reason
+        self.user = user
+        self.switch = switch
+        self.credentials = credentials
+        self.cgroups = cgroups
+        self.limits = limits
+        self.network = network
+        self.bwrap = bwrap
+        self.records = records or GroupRecords(None, user.uid)
+        self.reaper: OrphanReaper | None = None
+        self._slots: asyncio.Queue[int] | None = None
+        count = len(cgroups.slots)
+        if count:
+            self._slots = asyncio.Queue()
+            for index in range(count):
+                self._slots.put_nowait(index)
+        # Links to the cache only where the action cannot write through them: it runs as
+        # another user than the cache's owner, and not as root. Copies otherwise.
+        separate = user.uid != os.geteuid()
+        self.placement = Placement(copy=not separate or user.uid == 0,
+                                   owner=(user.uid, user.gid) if separate else None)
+
+    @property
+    def memory_by(self) -> str:
+        if self.limits.memory and self.cgroups.limits_memory:
+            return "cgroup memory controller"
+        return "RLIMIT_AS"
+
+    def network_for(self, action: re_pb2.Action, command: re_pb2.Command) -> bool:
+        if self.network is NetworkPolicy.ON:
+            return True
+        return self.network is NetworkPolicy.ON_REQUEST and wants_network(action, command)
+
+    @asynccontextmanager
+    async def action(self, scratch: Path, network: bool) -> AsyncIterator[ActionRun]:
+        """A launcher for one action whose exec root is ``scratch/root``, for the block's length."""
+        index = await self._slots.get() if self._slots is not None else None
+        try:
+            slot = self.cgroups.slots[index] if index is not None else None
+            if slot is not None:
+                slot.set_limits(self.limits.memory if self.cgroups.limits_memory else None,
+                                self.limits.processes if self.cgroups.limits_pids else None)
+            rlimits = self.limits.rlimits(memory_by_cgroup=self.cgroups.limits_memory)
+            launcher: Launcher
+            if self.mode is SandboxMode.BWRAP:
+                launcher = BwrapLauncher(self.bwrap, self.user, self.switch, self.credentials, scratch / "root",
+                                         scratch / "tmp", network, slot, rlimits)
+            else:
+                launcher = ProcessLauncher(self.user, slot, rlimits, self.records, self.reaper)
+            yield ActionRun(launcher, slot, self.limits, self.memory_by)
+        finally:
+            if index is not None and self._slots is not None:
+                self._slots.put_nowait(index)
+
+    def describe(self) -> str:
+        if self.mode is SandboxMode.BWRAP:
+            spaces = "pid, mount, ipc, uts" + {"off": " and network", "on_request": " and network (unless the "
+                                               "action asks for network=on)", "on": ""}[self.network.value]
+            what = f"bwrap ({spaces} namespaces; the system read-only; writable: the exec root and a private /tmp)"
+            if self.reason:
+                what += f" ({self.reason})"
+        else:
+            what = f"process fallback ({self.reason})"
+        inputs = "copies" if self.placement.copy else "links to read-only files the action user does not own"
+        return (f"{what}; actions run as {self.user.describe()}; inputs: {inputs}; "
+                f"{self.cgroups.describe()}; limits: {self.describe_limits()}")
+
+    def describe_limits(self) -> str:
+        parts = []
+        if self.limits.memory:
+            parts.append(f"memory {self.limits.memory} bytes by {self.memory_by}")
+        if self.limits.processes:
+            parts.append(f"{self.limits.processes} processes" if self.cgroups.limits_pids
+                         else "no process limit (no pids cgroup)")
+        if self.limits.stdio:
+            parts.append(f"stdout/stderr {self.limits.stdio} bytes each")
+        if self.limits.outputs:
+            parts.append(f"outputs {self.limits.outputs} bytes")
+        return ", ".join(parts) or "none"
+
+    def weaker(self) -> list[str]:
+        """What this worker cannot guarantee, for the start-up log."""
+        notes = []
+        if self.mode is SandboxMode.PROCESS:
+            notes.append("actions see the host's filesystem and may write wherever their user may; the network "
+                         "is not isolated; /tmp is shared")
+            if not self.cgroups.can_kill:
+                notes.append("without a cgroup, processes that leave the action's process group are found only "
+                             "as orphans the worker adopts, which with concurrency > 1 cannot always be told "
+                             "apart from a running action's, nor after the worker itself died")
+        if self.placement.copy:
+            notes.append("actions run as the worker's own user, so inputs are copied (slower) rather than linked")
+        if self.limits.memory and not self.cgroups.limits_memory:
+            notes.append("memory is limited by RLIMIT_AS (address space per process, not the action's total), "
+                         "and hitting it is not reported as such")
+        if self.limits.processes and not self.cgroups.limits_pids:
+            notes.append("max_processes is not enforced: no pids cgroup")
+        return notes
+
+    def adopt_orphans(self) -> None:
+        """In a worker process using the process fallback: become the parent of the
+        actions' orphans, to kill them (worker/sandbox/reaper.py)."""
+        if self.mode is SandboxMode.PROCESS:
+            self.reaper = OrphanReaper()
+
+    def close(self) -> None:
+        self.cgroups.remove()
