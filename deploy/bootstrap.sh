@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Prepare a machine for reapi: the Python venv, and with --test the system packages
+# Prepare a machine for reapi: the Python venv, the action sandbox (bubblewrap, and
+# as root the unprivileged user actions run as), and with --test the system packages
 # the test suite drives for real (redis-server, Bazel made offline).
 #
-#   deploy/bootstrap.sh            # .venv with reapi installed (editable)
+#   deploy/bootstrap.sh            # .venv with reapi installed (editable), bubblewrap, user reapi-action
 #   deploy/bootstrap.sh --test     # plus redis-server, chromium (+ driver) and Debian's bazel-bootstrap
 #   deploy/bootstrap.sh --find-shared bazel/setup-offline-bazel   # where that file is
 #
@@ -68,12 +69,26 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
+# The worker runs every action in a bubblewrap sandbox (docs/WORKER.md, "Sealed
+# actions"); without it, it falls back to weaker isolation and says so at start.
+command -v bwrap >/dev/null || apt_install bubblewrap || echo "bootstrap: without bubblewrap (bwrap) the worker runs actions in its weaker process fallback" >&2
+# A worker running as root runs actions as this unprivileged system user (its
+# `run_as` default; without it, `nobody`).
+if [ "$(id -u)" = 0 ] && ! id reapi-action >/dev/null 2>&1; then
+  if command -v useradd >/dev/null; then
+    useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin reapi-action
+  else
+    echo "bootstrap: no useradd; create a system user reapi-action, or actions run as nobody" >&2
+  fi
+fi
+
 # The git client serves Remote Asset fetches of git repositories; optional for `make run`.
 command -v git >/dev/null || apt_install git || echo "bootstrap: without git, FetchDirectory of git repositories fails" >&2
 
 if [ "$want_test" = 1 ]; then
   missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v bwrap >/dev/null || missing+=(bubblewrap)
   command -v git >/dev/null || missing+=(git)
   # The web console's tests run in a real headless Chromium driven through chromedriver.
   command -v chromium >/dev/null || missing+=(chromium)
