@@ -302,13 +302,19 @@ def main() -> None:
                         help="an extra Bazel flag for the remote build (repeat), e.g. --remote_download_minimal")
     parser.add_argument("--skip-bazel", action="store_true")
     parser.add_argument("--dir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
+    parser.add_argument("--worker-config", action="append", default=[], metavar="KEY=VALUE",
+                        help='a [worker] key for the worker (repeat), e.g. sandbox="process" or run_as="root"')
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-worker-", dir=args.dir))
+    os.chmod(workdir, 0o711)  # the action user passes through to its exec roots (docs/WORKER.md)
     rows: list[tuple[str, str]] = []
     try:
         config = server_config(workdir / "server", stores=stores(workdir / "server" / "data"))
+        worker_config = workdir / "worker.toml"
+        worker_config.write_text("[worker]\n" + "".join(f"{line}\n" for line in args.worker_config))
         with (reapi_server_process(workdir / "server", config) as server,
-              reapi_worker_process(workdir / "worker", server.address) as worker):
+              reapi_worker_process(workdir / "worker", server.address,
+                                   extra_args=["--config", str(worker_config)]) as worker):
             client = Client(server.address)
             rows += bench_sequential(client, args.sequential)
             rows += bench_concurrent(client, args.concurrent)
@@ -318,9 +324,12 @@ def main() -> None:
                 rows += bench_bazel(server.url, pids, workdir, args.cc_libraries, args.remote_jobs, args.bazel_rounds,
                                     args.remote_flag)
             problems = server.problems() + worker.problems()
+            log = worker.log_text()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     width = max(len(name) for name, _ in rows)
+    sandbox = next((line.split("sandbox: ", 1)[1] for line in log.splitlines() if "sandbox: " in line), "none")
+    print(f"worker sandbox: {sandbox}\n")
     print(f"{'what':<{width}}  result")
     for name, value in rows:
         print(f"{name:<{width}}  {value}")

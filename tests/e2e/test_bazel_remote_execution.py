@@ -11,6 +11,7 @@ rebuild must take every action from the action cache the worker's results filled
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -40,9 +41,11 @@ KEY_OUTPUTS = ("gen/greeting.txt", "gen/shout.txt", "cc/hello", "cc/greet_test",
 def worker_root(tmp_path: Path) -> Iterator[Path]:
     """The worker's cache and exec roots, on tmpfs when there is one (thousands of small files).
 
-    Its log is copied next to the server's when the test ends, for post-mortems.
+    Its log is copied next to the server's when the test ends, for post-mortems. The
+    action user may pass through it, so actions run in bwrap as that user.
     """
     root = Path(tempfile.mkdtemp(prefix="reapi-worker-", dir=fast_tmp_root()))
+    os.chmod(root, 0o711)
     try:
         yield root
     finally:
@@ -80,6 +83,11 @@ def test_bazel_remote_execution_matches_a_local_build_and_fills_the_cache(
         reapi_server_process(workdir, server_config(workdir)) as server,
         reapi_worker_process(worker_root, server.address, concurrency=2) as worker,
     ):
+        # Every action runs sealed: bwrap, as the unprivileged action user, without a network
+        # (Bazel's C++ toolchain is read from the read-only system).
+        sandbox = next(line for line in worker.log_text().splitlines() if "sandbox: " in line)
+        assert "sandbox: bwrap (pid, mount, ipc, uts and network" in sandbox, sandbox
+        assert "actions run as reapi-action" in sandbox, sandbox
         flags = remote_execution_flags(server.url)
         ws.clean()
         first = ws.test("//...", flags=flags)

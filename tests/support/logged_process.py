@@ -33,10 +33,12 @@ class LoggedProcess:
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
         self.popen: subprocess.Popen[bytes] | None = None
+        self.log_start = 0  # where this run's lines begin (a restart appends to the same log)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
+            self.log_start = log.tell()
             self.popen = subprocess.Popen(
                 self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=self.env, cwd=self.cwd, start_new_session=True,
@@ -69,7 +71,7 @@ class LoggedProcess:
         """Block until the log matches ``pattern``; fail early if the process exits."""
         deadline = time.monotonic() + timeout
         while True:
-            match = pattern.search(self.log_text())
+            match = pattern.search(self.log_text(), self.log_start)
             if match:
                 return match
             code = self.exit_code

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.logged_process import LoggedProcess
+from worker.sandbox.cgroups import remove_leftover_groups
 
 SESSION_CREATED = re.compile(r"bot session \S+ created \(bot id (\S+)\)")
 STARTUP_TIMEOUT_S = 30.0
@@ -106,13 +107,19 @@ def start_worker(workdir: Path, server_address: str, *, bot_id: str | None = Non
     return WorkerProcess(process, bot_id, workdir)
 
 
+def stop_worker(worker: WorkerProcess) -> None:
+    """Stop it, and remove the cgroups a killed worker could not (its next start would)."""
+    worker.process.stop()
+    remove_leftover_groups(worker.workdir / "work")
+
+
 @contextmanager
 def reapi_worker_process(workdir: Path, server_address: str, **kw: object) -> Iterator[WorkerProcess]:
     worker = start_worker(workdir, server_address, **kw)  # type: ignore[arg-type]
     try:
         yield worker
     finally:
-        worker.process.stop()
+        stop_worker(worker)
 
 
 @asynccontextmanager
@@ -122,4 +129,4 @@ async def async_worker_process(workdir: Path, server_address: str, **kw: object)
     try:
         yield worker
     finally:
-        await asyncio.to_thread(worker.process.stop)
+        await asyncio.to_thread(stop_worker, worker)

@@ -28,11 +28,15 @@ from tests.worker.actions import ActionClient, metadata_of, response_of
 from tests.worker.conftest import worker_in_process
 from tests.worker.trees import Exe, Link
 from worker.app import Worker
+from worker.sandbox.sandbox import SandboxMode
 
 OK = grpc.StatusCode.OK.value[0]
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION.value[0]
+# Tests that watch an action from outside (a pid file it writes) run it where it can
+# write there and has the worker's pid numbering: the process fallback, as root.
+OBSERVABLE = {"sandbox": SandboxMode.PROCESS, "run_as": "root"}
 
 
 async def test_an_action_runs_with_its_inputs_and_returns_outputs(client: ActionClient, worker: Worker) -> None:
@@ -147,7 +151,13 @@ async def test_unsafe_trees_and_outputs_are_refused_and_touch_nothing(client: Ac
     assert not (tmp_path / "escaped").exists()
 
 
-async def test_cancelling_the_operation_kills_the_action(client: ActionClient, worker: Worker, tmp_path: Path) -> None:
+async def test_cancelling_the_operation_kills_the_action(client: ActionClient, exec_server: ReapiServer,
+                                                        tmp_path: Path) -> None:
+    async with worker_in_process(exec_server, tmp_path / "worker", **OBSERVABLE) as worker:
+        await cancelling_kills(client, worker, tmp_path)
+
+
+async def cancelling_kills(client: ActionClient, worker: Worker, tmp_path: Path) -> None:
     marker = tmp_path / "pid"
     digest = await client.action(["sh", "-c", f"echo $$ > {marker}; sleep 60"], salt=b"cancel")
     stream = client.stream(digest)
@@ -241,7 +251,8 @@ async def test_a_worker_with_every_slot_busy_still_hears_of_a_cancellation(
     """At full capacity the held call opens busy_call_delay after the lease arrived; a
     cancellation then reaches the action all the same."""
     marker = tmp_path / "pid"
-    async with worker_in_process(exec_server, tmp_path / "w", concurrency=1, busy_call_delay=0.3) as worker:
+    async with worker_in_process(exec_server, tmp_path / "w", concurrency=1, busy_call_delay=0.3,
+                                 **OBSERVABLE) as worker:
         held_call_open = note_held_calls_while_busy(worker)
         digest = await client.action(["sh", "-c", f"echo $$ > {marker}; sleep 60"], salt=b"busy-cancel")
         stream = client.stream(digest)

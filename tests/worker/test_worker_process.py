@@ -22,6 +22,14 @@ from tests.worker.conftest import execution_config
 OK = grpc.StatusCode.OK.value[0]
 
 
+def observable(tmp_path: Path, extra: str = "") -> list[str]:
+    """Worker arguments for tests that watch an action from outside (files it writes
+    outside its exec root, the worker's pid as its parent): the process fallback, as root."""
+    config = tmp_path / "observable.toml"
+    config.write_text(f'[worker]\nsandbox = "process"\nrun_as = "root"\n{extra}')
+    return ["--config", str(config)]
+
+
 async def wait_for_file(path: Path, timeout: float = 30.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -36,9 +44,10 @@ async def test_actions_go_only_to_workers_whose_platform_matches_and_survive_a_k
 ) -> None:
     """Acceptance 3: an x86-64 and an arm-a64 worker; routing by ISA; failover after SIGKILL."""
     async with (
-        async_worker_process(tmp_path / "x86", exec_server.address, bot_id="x86-worker") as x86,
+        async_worker_process(tmp_path / "x86", exec_server.address, bot_id="x86-worker",
+                             extra_args=observable(tmp_path)) as x86,
         async_worker_process(tmp_path / "arm", exec_server.address, bot_id="arm-worker",
-                             properties=["ISA=arm-a64"]) as arm,
+                             properties=["ISA=arm-a64"], extra_args=observable(tmp_path)) as arm,
         channel_to(exec_server) as channel,
     ):
         client = ActionClient(channel)
@@ -68,7 +77,8 @@ async def test_actions_go_only_to_workers_whose_platform_matches_and_survive_a_k
 
 
 async def test_sigterm_finishes_the_running_action_then_exits_cleanly(exec_server: ReapiServer, tmp_path: Path) -> None:
-    async with async_worker_process(tmp_path / "w", exec_server.address) as worker, channel_to(exec_server) as channel:
+    async with (async_worker_process(tmp_path / "w", exec_server.address, extra_args=observable(tmp_path)) as worker,
+                channel_to(exec_server) as channel):
         client = ActionClient(channel)
         marker = tmp_path / "started"
         digest = await client.action(["sh", "-c", f"echo 1 > {marker}; sleep 1; echo done"], salt=b"sigterm")
@@ -117,13 +127,12 @@ async def test_a_worker_reconnects_after_the_server_restarts_and_keeps_its_cache
 
 
 async def test_sigterm_hands_back_an_action_that_outlives_the_drain_timeout(exec_server: ReapiServer, tmp_path: Path) -> None:
-    config = tmp_path / "worker.toml"
-    config.write_text("[worker]\ndrain_timeout = 0.5\n")
+    config = observable(tmp_path, "drain_timeout = 0.5\n")
     marker_dir = tmp_path / "markers"
     marker_dir.mkdir()
     async with (
-        async_worker_process(tmp_path / "a", exec_server.address, bot_id="a", extra_args=["--config", str(config)]) as a,
-        async_worker_process(tmp_path / "b", exec_server.address, bot_id="b", extra_args=["--config", str(config)]) as b,
+        async_worker_process(tmp_path / "a", exec_server.address, bot_id="a", extra_args=config) as a,
+        async_worker_process(tmp_path / "b", exec_server.address, bot_id="b", extra_args=config) as b,
         channel_to(exec_server) as channel,
     ):
         client = ActionClient(channel)
