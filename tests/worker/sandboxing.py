@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
@@ -50,15 +50,21 @@ def worker_dir(mode: str, tmp_path: Path, reachable: Path, name: str = "") -> Pa
     return base / (name or f"worker-{mode}")
 
 
-@asynccontextmanager
-async def sandboxed_worker(mode: str, tmp_path: Path, reachable: Path, server_address: str, config: str = "",
-                           name: str = "", **kw: object) -> AsyncIterator[WorkerProcess]:
-    """A worker process in ``mode`` with extra ``[worker]`` lines ``config`` (in directory ``name``)."""
+def worker_setup(mode: str, tmp_path: Path, reachable: Path, config: str = "", name: str = "",
+                 extra_args: Sequence[str] = ()) -> tuple[Path, list[str]]:
+    """The work directory and arguments of a worker in ``mode`` with extra ``[worker]`` lines."""
     workdir = worker_dir(mode, tmp_path, reachable, name)
     workdir.mkdir(parents=True, exist_ok=True)
     config_file = workdir / "worker.toml"
     config_file.write_text("[worker]\n" + MODES[mode] + config)
-    extra = ["--config", str(config_file), *kw.pop("extra_args", [])]  # type: ignore[misc]
+    return workdir, ["--config", str(config_file), *extra_args]
+
+
+@asynccontextmanager
+async def sandboxed_worker(mode: str, tmp_path: Path, reachable: Path, server_address: str, config: str = "",
+                           name: str = "", **kw: object) -> AsyncIterator[WorkerProcess]:
+    """A worker process in ``mode`` with extra ``[worker]`` lines ``config`` (in directory ``name``)."""
+    workdir, extra = worker_setup(mode, tmp_path, reachable, config, name, kw.pop("extra_args", ()))  # type: ignore[arg-type]
     async with async_worker_process(workdir, server_address, extra_args=extra, **kw) as worker:
         yield worker
 

@@ -15,7 +15,9 @@ from server.app import ReapiServer
 from tests.support.servers import channel_to
 from tests.support.worker_process import start_worker
 from tests.worker.actions import ActionClient
-from tests.worker.sandboxing import processes_with, reachable_dir, sandboxed_worker, token, wait_until
+from tests.worker.sandboxing import (
+    processes_with, reachable_dir, sandboxed_worker, token, wait_until, worker_setup,
+)
 
 OK = grpc.StatusCode.OK.value[0]
 
@@ -99,16 +101,24 @@ async def test_a_killed_worker_leaves_no_process_and_the_retry_completes_once(
     async with channel_to(exec_server) as channel:
         client = ActionClient(channel)
         digest = await client.action(argv, salt=mode.encode())
-        async with sandboxed_worker(mode, tmp_path, reachable, exec_server.address, bot_id="first") as first:
-            execution = asyncio.create_task(client.execute(digest))
-            await wait_until(lambda: processes_with(background), what="the action to start")
-            await asyncio.to_thread(first.kill)
-            workdir = first.workdir
-            if mode == "bwrap":  # the kernel kills the sandbox with its worker
-                await wait_until(lambda: not processes_with(background), what="the sandbox to die with the worker")
+        # Started and killed by hand: stopping it would also clear what it left.
+        workdir, extra = worker_setup(mode, tmp_path, reachable)
+        first = await asyncio.to_thread(start_worker, workdir, exec_server.address, bot_id="first", extra_args=extra)
+        execution = asyncio.create_task(client.execute(digest))
+        await wait_until(lambda: processes_with(background), what="the action to start")
+        first_life = set(processes_with(background))
+        await asyncio.to_thread(first.kill)
+
+        def survivors() -> set[int]:  # the retry runs the same command: only the first life's count
+            return first_life & set(processes_with(background))
+
+        if mode == "bwrap":  # the kernel kills the sandbox with its worker
+            await wait_until(lambda: not survivors(), what="the sandbox to die with the worker")
+        else:  # the direct child died with the worker (--pdeathsig); its background process did not
+            assert survivors()
         # The same worker restarted: leftovers of its previous life go before it takes work.
         async with sandboxed_worker(mode, tmp_path, reachable, exec_server.address, bot_id="first") as again:
-            assert not processes_with(background)
+            assert not survivors()
             leftovers = [p.name for p in (workdir / "work").iterdir() if not p.name.startswith(".")]
             response = await asyncio.wait_for(execution, 60)
             assert response.status.code == OK, response.status
