@@ -44,6 +44,17 @@ BATCH_ENTRY_OVERHEAD = 256
 FIND_MISSING_CHUNK = 10_000
 DEFAULT_MAX_BATCH_BYTES = 4 << 20
 
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+    # An endpoint that went away is retried every 2 s at most, not gRPC's default of
+    # up to 2 minutes: a storage node that restarts is used again within seconds.
+    # While it is down, calls fail at once with UNAVAILABLE.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
 
 def _by_function(digests: Iterable[Digest]) -> dict[int, list[Digest]]:
     groups: dict[int, list[Digest]] = {}
@@ -88,9 +99,7 @@ class RemoteStore(BlobStore):
         target = address.removeprefix("grpc://")
         if not target or "://" in target:
             raise ValueError(f"address {address!r} is not grpc://HOST:PORT")
-        channel = grpc.aio.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20),
-        ])
+        channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         store = cls(channel, instance_name, **kwargs)
         store._owned_channel = channel
         return store

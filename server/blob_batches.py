@@ -16,6 +16,9 @@ The same digest may come twice in one batch. When its entries carry the same dat
 they share one store write and its outcome; when they differ, each entry's data is
 checked on its own, the one that matches is stored, and every other entry gets its
 own INVALID_ARGUMENT (good-then-bad and bad-then-good alike).
+
+A failed read fails only its own entry too: when the batch read fails (a sharded CAS with one shard down),
+each blob is read alone, and only those whose read fails get its error.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from cas.compression.forms import CompressedForms
 from cas.decorators.verify import verify_bytes
 from cas.digest import Digest, algorithm_for, digests_from_protos
 from cas.errors import InvalidArgument, ReapiError
-from cas.store import BlobStore
+from cas.store import BlobStore, each
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 
 # Batches carrying at least this many bytes are (de)compressed in a worker thread.
@@ -47,7 +50,7 @@ class BatchUpdate(NamedTuple):
 
 class BatchRead(NamedTuple):
     digests: list[Digest | None]  # per entry; None where the digest is malformed
-    refused: dict[int, ReapiError]  # by entry position: the malformed digests
+    refused: dict[int, ReapiError]  # by entry position: malformed digests, and blobs whose read failed
     found: dict[Digest, bytes]  # the blobs there are; the others are absent
 
 
@@ -122,7 +125,11 @@ class BlobBatches:
         parsed, refused = digests_each(digests, function)
         wanted: set[Digest] = {d for d in parsed if d is not None}
         self.check_total(sum(d.size_bytes for d in wanted), "BatchReadBlobs")
-        found = await cas.get_many(wanted) if wanted else {}
+        try:
+            found = await cas.get_many(wanted) if wanted else {}
+        except ReapiError as err:
+            found, failed = await read_each(cas, wanted, err)
+            refused.update((i, failed[d]) for i, d in enumerate(parsed) if d in failed)
         return BatchRead(parsed, refused, found)
 
     async def compress_found(self, found: dict[Digest, bytes], acceptable: Sequence[int]) -> dict[Digest, int]:
@@ -170,6 +177,31 @@ def _settle_duplicates(
             else:
                 blobs[digest] = datas[i]
     return blobs
+
+
+async def read_each(
+    cas: BlobStore, digests: set[Digest], batch_error: ReapiError
+) -> tuple[dict[Digest, bytes], dict[Digest, ReapiError]]:
+    """Each blob read on its own, after the batch read failed with ``batch_error``:
+    the blobs there are, and the failure of each blob whose read failed."""
+    if len(digests) == 1:
+        return {}, dict.fromkeys(digests, batch_error)
+
+    async def one(digest: Digest) -> bytes | ReapiError | None:
+        try:
+            return (await cas.get_many([digest])).get(digest)
+        except ReapiError as err:
+            return err
+
+    ordered = list(digests)
+    found: dict[Digest, bytes] = {}
+    failed: dict[Digest, ReapiError] = {}
+    for digest, result in zip(ordered, await each(ordered, one)):
+        if isinstance(result, ReapiError):
+            failed[digest] = result
+        elif result is not None:
+            found[digest] = result
+    return found, failed
 
 
 def digests_each(protos: Sequence[re_pb2.Digest], function: int) -> tuple[list[Digest | None], dict[int, ReapiError]]:

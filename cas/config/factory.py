@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import Any, assert_never
 
 from cas.config.stores import (
-    DiskSpec, GrpcSpec, MemorySpec, PackedSpec, ReadCacheSpec, RedisSpec, SizePartitionSpec, StoreSpec, VerifySpec,
-    build_order, typed_specs,
+    DiskSpec, GrpcSpec, MemorySpec, MirroredSpec, PackedSpec, ReadCacheSpec, RedisSpec, ShardingSpec,
+    SizePartitionSpec, StoreSpec, VerifySpec, build_order, typed_specs,
 )
 from cas.config.values import ConfigError, cache_home
 from cas.store import BlobStore
@@ -69,6 +69,14 @@ async def build_store(name: str, spec: StoreSpec, built: Mapping[str, BlobStore]
             return RemoteStore.connect(
                 spec.address, spec.instance_name, max_batch_bytes=spec.max_batch_size, name=name
             )
+        case ShardingSpec():
+            from cas.decorators.sharding import Shard, ShardingStore
+
+            return ShardingStore([Shard(built[shard.store], shard.weight) for shard in spec.shards], name=name)
+        case MirroredSpec():
+            from cas.decorators.mirrored import MirroredStore
+
+            return MirroredStore(built[spec.a], built[spec.b], name=name)
         case _:
             assert_never(spec)
 

@@ -7,12 +7,13 @@ for operators; ``cas/config/factory.py`` turns a spec into a store.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from cas.config.reader import Size, Duration, StoreName, check_known, children_keys, read_table
+from cas.config.reader import Above, Size, Duration, StoreName, check_known, children_keys, read_table
 from cas.config.values import ConfigError
 
 
@@ -116,8 +117,47 @@ class GrpcSpec:
     """The largest batch request sent."""
 
 
+@dataclass(frozen=True)
+class ShardSpec:
+    """One shard of a ``sharding`` store: ``{ store = "NAME", weight = 1 }``."""
+
+    store: StoreName
+    """The store holding this shard's values; its name is what digests are hashed with."""
+    weight: Annotated[float, Above(0)] = 1.0
+    """This shard's share relative to the others' (2 takes twice what 1 takes)."""
+
+
+@dataclass(frozen=True)
+class ShardingSpec:
+    """Values spread over several stores by weighted rendezvous hashing (cas/decorators/sharding.py)."""
+
+    shards: tuple[ShardSpec, ...]
+    """The shards, each a store and a weight; their order does not matter."""
+
+    def __post_init__(self) -> None:
+        if not self.shards:
+            raise ValueError("shards is empty; a sharding store needs at least one shard")
+        names = [shard.store for shard in self.shards]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"shards name {', '.join(map(repr, twice))} more than once")
+
+
+@dataclass(frozen=True)
+class MirroredSpec:
+    """Every value on two stores, served while either is up (cas/decorators/mirrored.py)."""
+
+    a: StoreName
+    """One side of the pair."""
+    b: StoreName
+    """The other side."""
+
+    def __post_init__(self) -> None:
+        _distinct(self.a, self.b, "a", "b")
+
+
 StoreSpec = (MemorySpec | DiskSpec | PackedSpec | RedisSpec | VerifySpec | SizePartitionSpec | ReadCacheSpec
-             | GrpcSpec)
+             | GrpcSpec | ShardingSpec | MirroredSpec)
 # Every type = "..." and its spec, in the order errors list them.
 STORE_SPECS: dict[str, type[StoreSpec]] = {
     "memory": MemorySpec,
@@ -128,6 +168,8 @@ STORE_SPECS: dict[str, type[StoreSpec]] = {
     "read_cache": ReadCacheSpec,
     "grpc": GrpcSpec,
     "packed": PackedSpec,
+    "sharding": ShardingSpec,
+    "mirrored": MirroredSpec,
 }
 STORE_TYPES = tuple(STORE_SPECS)
 _SPEC_CLASSES = tuple(STORE_SPECS.values())
@@ -156,8 +198,20 @@ def read_store_spec(name: str, table: object) -> StoreSpec:
 
 
 def children_of(spec: StoreSpec) -> list[str]:
-    """Names of the stores a composite spec refers to (its StoreName keys)."""
-    return [getattr(spec, key) for key in children_keys(type(spec))]
+    """Names of the stores a composite spec refers to: its StoreName keys, and those of
+    the tables in its lists (a sharding store's shards)."""
+    return list(_store_names(spec))
+
+
+def _store_names(table: Any) -> Iterator[str]:
+    for key in children_keys(type(table)):
+        yield getattr(table, key)
+    for field in dataclasses.fields(table):
+        value = getattr(table, field.name)
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                if dataclasses.is_dataclass(item):
+                    yield from _store_names(item)
 
 
 def typed_specs(specs: Mapping[str, StoreSpec | Mapping[str, Any]]) -> dict[str, StoreSpec]:

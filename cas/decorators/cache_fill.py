@@ -36,9 +36,11 @@ class _Abandoned(Exception):
 class CacheFill:
     """One background ``store.write(digest, ...)`` fed chunk by chunk."""
 
-    def __init__(self, store: BlobStore, digest: Digest) -> None:
+    def __init__(self, store: BlobStore, digest: Digest, log_failure: bool = True) -> None:
         self.store = store
         self.digest = digest
+        self.log_failure = log_failure
+        self.failure: ReapiError | None = None  # why the store refused, once it has
         self._queue: asyncio.Queue[object] = asyncio.Queue(QUEUE_DEPTH)
         self._task = asyncio.create_task(self._run(), name=f"fill {store.name} {digest}")
 
@@ -58,8 +60,15 @@ class CacheFill:
         except _Abandoned:
             return False
         except ReapiError as err:
-            log.warning("not caching %s in %s: %s", self.digest, self.store.name, err)
+            self.failure = err
+            if self.log_failure:
+                log.warning("not caching %s in %s: %s", self.digest, self.store.name, err)
             return False
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the write has ended (committed, refused, or stopped reading early)."""
+        return self._task.done()
 
     async def feed(self, chunk: bytes) -> None:
         """Pass one chunk on; a no-op once the fill has stopped by itself."""

@@ -99,7 +99,7 @@ class ContentAddressableStorageService(re_grpc.ContentAddressableStorageServicer
         add = response.responses.add
         for i, digest in enumerate(digests):
             item = add()
-            if digest is None:
+            if digest is None or i in refused:  # malformed, or its read failed
                 item.digest.CopyFrom(request.digests[i])
                 item.status.CopyFrom(refused[i].to_status())
                 continue

@@ -13,7 +13,9 @@ from cas.config import (
     STORE_TYPES, ConfigError, build_order, build_stores, close_stores, expand_env, parse_duration, parse_size,
     read_store_spec,
 )
-from cas.config.stores import DiskSpec, MemorySpec, PackedSpec, RedisSpec, SizePartitionSpec
+from cas.config.stores import DiskSpec, MemorySpec, PackedSpec, RedisSpec, ShardingSpec, ShardSpec, SizePartitionSpec
+from cas.decorators.mirrored import MirroredStore
+from cas.decorators.sharding import ShardingStore
 from cas.digest import Digest
 from cas.memory import MemoryStore
 from cas.decorators.read_cache import ReadCachingStore
@@ -90,6 +92,27 @@ def test_parse_duration_rejects(bad: Any) -> None:
         ),
         ({"r": {"type": "redis", "ttl": "forever"}}, r"store 'r' key 'ttl': 'forever' is not a duration"),
         ({"r": {"type": "redis", "key_prefix": "a\nb"}}, r"store 'r': redis key_prefix 'a\\nb' must not contain a newline"),
+        ({"s": {"type": "sharding", "shards": []}}, r"store 's': shards is empty"),
+        ({"s": {"type": "sharding", "shards": [{"store": "m"}]}},
+         r"store 's' refers to 'm', which is not defined under \[stores\]"),
+        (
+            {"m": {"type": "memory"}, "s": {"type": "sharding", "shards": [{"store": "m"}, {"store": "m"}]}},
+            r"store 's': shards name 'm' more than once",
+        ),
+        (
+            {"m": {"type": "memory"}, "s": {"type": "sharding", "shards": [{"store": "m", "weight": 0}]}},
+            r"store 's' key 'shards' key 'weight': must be positive, got 0",
+        ),
+        (
+            {"m": {"type": "memory"}, "s": {"type": "sharding", "shards": [{"stor": "m"}]}},
+            r"unknown key 'stor' \(did you mean 'store'\?",
+        ),
+        ({"s": {"type": "sharding", "shards": [{"store": "s"}]}}, r"stores form a cycle: s -> s"),
+        (
+            {"m": {"type": "memory"}, "p": {"type": "mirrored", "a": "m", "b": "m"}},
+            r"store 'p': a and b are both 'm'; they must differ",
+        ),
+        ({"m": {"type": "memory"}, "p": {"type": "mirrored", "a": "m"}}, r"store 'p' \(mirrored\): missing required key 'b'"),
     ],
 )
 async def test_factory_errors_name_the_store_and_the_problem(specs: dict[str, Any], message: str) -> None:
@@ -235,7 +258,8 @@ def test_store_keys_take_values_from_the_environment(monkeypatch: pytest.MonkeyP
 
 
 def test_each_type_is_one_spec_whose_fields_are_its_keys_and_defaults() -> None:
-    assert STORE_TYPES == ("memory", "disk", "redis", "verify", "size_partition", "read_cache", "grpc", "packed")
+    assert STORE_TYPES == ("memory", "disk", "redis", "verify", "size_partition", "read_cache", "grpc", "packed",
+                           "sharding", "mirrored")
     spec = read_store_spec("p", {"type": "packed"})
     assert spec == PackedSpec() and spec.max_size == 4 << 30 and spec.max_value_size == 1 << 20
     assert read_store_spec("sp", {"type": "size_partition", "small": "a", "large": "b"}) == SizePartitionSpec("a", "b")
@@ -259,6 +283,36 @@ def test_spec_mistakes_are_one_line_naming_store_and_key(table: dict[str, Any], 
     with pytest.raises(ConfigError, match=message) as caught:
         read_store_spec("x", table)
     assert "\n" not in str(caught.value)
+
+
+async def test_sharding_and_mirrored_from_toml() -> None:
+    tables = tomllib.loads("""
+        [stores.n1]
+        type = "memory"
+        [stores.n2]
+        type = "memory"
+        [stores.n3]
+        type = "memory"
+        [stores.pair]
+        type = "mirrored"
+        a = "n2"
+        b = "n3"
+        [stores.shards]
+        type = "sharding"
+        shards = [{ store = "n1" }, { store = "pair", weight = 2 }]
+    """)["stores"]
+    spec = read_store_spec("shards", tables["shards"])
+    assert spec == ShardingSpec((ShardSpec("n1", 1.0), ShardSpec("pair", 2.0)))
+    order = build_order(tables)
+    assert order.index("pair") < order.index("shards") and order.index("n3") < order.index("pair")
+    stores = await build_stores(tables)
+    try:
+        shards, pair = stores["shards"], stores["pair"]
+        assert isinstance(shards, ShardingStore) and isinstance(pair, MirroredStore)
+        assert [(s.store, s.weight) for s in shards.shards] == [(stores["n1"], 1.0), (pair, 2.0)]
+        assert (pair.a, pair.b) == (stores["n2"], stores["n3"])
+    finally:
+        await close_stores(stores)
 
 
 async def test_a_shared_child_is_built_once() -> None:

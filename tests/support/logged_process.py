@@ -94,6 +94,12 @@ class LoggedProcess:
                 self.popen.wait(timeout)
         return self.popen.returncode
 
+    def kill(self, timeout: float = 15.0) -> int:
+        """SIGKILL the whole process group at once (no chance to clean up); the exit code."""
+        assert self.popen is not None, f"{self.name} was never started"
+        self._signal(signal.SIGKILL)
+        return self.popen.wait(timeout)
+
     def _signal(self, sig: signal.Signals) -> None:
         assert self.popen is not None
         try:

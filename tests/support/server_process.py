@@ -57,6 +57,12 @@ class ServerProcess:
     process: LoggedProcess
     address: str  # HOST:PORT
     config_path: Path
+    killed: bool = False  # by kill(): its exit is the test's doing, not a failure
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crashed machine would; wait until it is gone."""
+        self.killed = True
+        self.process.kill()
 
     @property
     def url(self) -> str:
@@ -101,9 +107,10 @@ def reapi_server_process(
     process.start()
     try:
         address = process.wait_for_log(LISTENING, STARTUP_TIMEOUT_S).group(1)
-        yield ServerProcess(process, address, config_path)
+        server = ServerProcess(process, address, config_path)
+        yield server
         died = process.exit_code
-        if died is not None:
+        if died is not None and not server.killed:
             raise RuntimeError(f"reapi-server died during the test with exit code {died}:\n{process.log_tail()}")
     finally:
         process.stop()
