@@ -23,15 +23,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-import redis.exceptions as redis_errors
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 
 from cas.digest import ALGORITHMS, Digest
-from cas.errors import Aborted, Internal, NotFound, ReapiError, ResourceExhausted, Unavailable
+from cas.errors import Aborted, NotFound, ReapiError, ResourceExhausted
+from cas.redis_connection import DEFAULT_TIMEOUT, RedisGuard, connect, redacted_url
 from cas.store import READ_CHUNK_SIZE, BlobStore, check_read_range
 
 # Keys per find_missing script call. One script blocks Redis while it runs; 8k
@@ -92,19 +89,6 @@ return #KEYS
 """
 
 
-def redacted_url(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}@{host}" if user else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 def describe_client(client: aioredis.Redis) -> str:
     """Where a client connects, as a password-free URL."""
     kwargs = client.connection_pool.connection_kwargs
@@ -138,6 +122,7 @@ class RedisStore(BlobStore):
         self.ttl_ms = int(ttl_seconds * 1000) if ttl_seconds else 0
         self.read_chunk_size = read_chunk_size
         self.location = location or describe_client(client)
+        self.guard = RedisGuard(f"{name}: redis at {self.location}")
         self._find_missing_script = client.register_script(_FIND_MISSING_LUA)
         self._get_and_refresh_script = client.register_script(_GET_AND_REFRESH_LUA)
         self._set_with_ttl_script = client.register_script(_SET_WITH_TTL_LUA)
@@ -152,16 +137,17 @@ class RedisStore(BlobStore):
         max_value_size: int = 64 << 20,
         name: str = "redis",
         ttl_seconds: float | None = None,
-        retries: int = 2,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = 1,
     ) -> RedisStore:
         """A store with its own connection pool; nothing connects until first use.
 
-        Retries are few and short: a client of this server retries UNAVAILABLE itself,
-        and a stalled call holds a build's worker slot.
+        Every call has ``timeout`` and is retried (``retries``) only when a pooled
+        connection turned out dead: a client of this server retries UNAVAILABLE
+        itself, and a stalled call holds a build's worker slot
+        (cas/redis_connection.py).
         """
-        client = aioredis.Redis.from_url(
-            url, retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries)
-        )
+        client = connect(url, timeout=timeout, retries=retries)
         return cls(client, key_prefix, max_value_size, name, ttl_seconds, location=redacted_url(url))
 
     def key(self, digest: Digest) -> str:
@@ -170,20 +156,10 @@ class RedisStore(BlobStore):
 
     @contextmanager
     def _redis_errors(self, doing: str) -> Iterator[None]:
-        """Turn redis-py exceptions into the error family, naming the server (no password)."""
-        where = f"{self.name}: redis at {self.location}"
-        try:
+        """redis-py exceptions as the error family, naming the server (no password);
+        fails at once while Redis is known to be away (RedisGuard)."""
+        with self.guard.calling(doing):
             yield
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            raise Unavailable(f"{where} is unreachable while {doing}: {exc}") from exc
-        except redis_errors.ReadOnlyError as exc:
-            raise Unavailable(f"{where} is read-only (a replica?) while {doing}: {exc}") from exc
-        except redis_errors.OutOfMemoryError as exc:
-            raise ResourceExhausted(f"{where} is out of memory while {doing}: {exc}") from exc
-        except redis_errors.ResponseError as exc:
-            raise Internal(f"{where} refused a command while {doing}: {exc}") from exc
-        except redis_errors.RedisError as exc:
-            raise Unavailable(f"{where} failed while {doing}: {exc}") from exc
 
     # -- existence -----------------------------------------------------------------
 

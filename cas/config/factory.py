@@ -45,6 +45,7 @@ async def build_store(name: str, spec: StoreSpec, built: Mapping[str, BlobStore]
                 key_prefix=f"reapi:{name}:" if spec.key_prefix is None else spec.key_prefix,
                 max_value_size=spec.max_value_size,
                 ttl_seconds=spec.ttl or None,
+                timeout=spec.timeout,
                 name=name,
             )
         case VerifySpec():

@@ -58,13 +58,15 @@ class RedisSpec:
     """One Redis string per value (cas/redis.py)."""
 
     url: str = "redis://127.0.0.1:6379/0"
-    """The Redis server: ``redis://``, ``rediss://`` (TLS) or ``unix://``."""
+    """The Redis server: ``redis://``, ``rediss://`` (TLS), ``unix://`` or ``redis+sentinel://``."""
     key_prefix: str | None = None
     """Prefix of every key, so stores can share a database; default ``reapi:NAME:``."""
     max_value_size: Size = 64 << 20
     """The largest value accepted."""
     ttl: Duration = 0.0
     """Lifetime of a value, renewed by every access; 0 keeps values until Redis evicts them."""
+    timeout: Annotated[Duration, Above(0)] = 2.0
+    """The longest a call waits for Redis (to connect, and for each reply) before UNAVAILABLE."""
 
 
 @dataclass(frozen=True)
