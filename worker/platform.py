@@ -7,14 +7,23 @@ so detection has to be exact: an architecture we cannot name is reported as
 Configured properties replace detected ones key by key (``--property ISA=arm-a64``
 replaces every detected ISA value) and add new keys.
 
-Detection is split into pure functions over text (cpuinfo, uname) so tests can feed
-them other machines; ``detect_host`` does the reading.
+Detection is split into pure functions over text (cpuinfo, uname, auxv) so tests can
+feed them other machines; ``detect_host`` does the reading.
+
+CPU extensions come from what the kernel tells the process it may execute: on arm64
+the hwcap words of the auxiliary vector (/proc/self/auxv), elsewhere /proc/cpuinfo's
+line for the running ISA only ("flags" on x86, "Features" on ARM). The difference
+matters under emulation: an arm64 worker run by qemu-user on an x86-64 host sees the
+host's /proc/cpuinfo (x86 flags), while qemu fills the auxv with the hwcaps of the CPU
+it emulates. So such a worker reports arm64 extensions it can really run, and never
+an x86 one.
 """
 
 from __future__ import annotations
 
 import os
 import platform as std_platform
+import struct
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -38,6 +47,10 @@ _OS_ALIASES = {"linux": "linux", "darwin": "macos", "macos": "macos", "osx": "ma
 # /proc/cpuinfo flag -> REAPI ISA extension name.
 _X86_FLAGS = {"sse4_2": "x86-sse4.2", "avx": "x86-avx", "avx2": "x86-avx2", "avx512f": "x86-avx-512"}
 _ARM_FLAGS = {"asimd": "arm-neon", "sve": "arm-sve", "sve2": "arm-sve2"}
+# Linux arm64 hwcap bits (arch/arm64/include/uapi/asm/hwcap.h) -> cpuinfo feature names.
+_AT_HWCAP, _AT_HWCAP2 = 16, 26
+_ARM64_HWCAP = {1 << 1: "asimd", 1 << 22: "sve"}
+_ARM64_HWCAP2 = {1 << 1: "sve2"}
 # macOS sysctl machdep.cpu features / leaf7 features use upper case names.
 _MAC_X86_FLAGS = {"SSE4.2": "x86-sse4.2", "AVX1.0": "x86-avx", "AVX2": "x86-avx2", "AVX512F": "x86-avx-512"}
 
@@ -65,13 +78,34 @@ def isa_extensions(isa: str, cpu_flags: Iterable[str]) -> list[str]:
     return [name for flag, name in table.items() if flag in flags]
 
 
-def cpu_flags_from_cpuinfo(text: str) -> set[str]:
-    """The flags of the first processor in /proc/cpuinfo (x86 "flags", ARM "Features")."""
+def cpu_flags_from_cpuinfo(text: str, isa: str | None = None) -> set[str]:
+    """The flags of the first processor in /proc/cpuinfo (x86 "flags", ARM "Features").
+
+    Given the running ``isa``, only that ISA's line counts: a cpuinfo that describes
+    another architecture (the host's, seen through qemu-user) gives no flags.
+    """
+    keys = {"flags", "features"}
+    if isa is not None:
+        keys = {"flags"} if isa.startswith("x86") else {"features"} if isa.startswith("arm") else set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
+        if key.strip().lower() in keys:
             return set(value.split())
     return set()
+
+
+def hwcaps_from_auxv(data: bytes) -> dict[int, int]:
+    """The (type -> value) entries of /proc/self/auxv: native unsigned long pairs."""
+    pair = struct.calcsize("@LL")
+    whole = len(data) - len(data) % pair
+    return {key: value for key, value in struct.iter_unpack("@LL", data[:whole]) if key}
+
+
+def arm64_flags_from_hwcaps(auxv: dict[int, int]) -> set[str]:
+    """cpuinfo-style feature names for the arm64 hwcap bits set in ``auxv``."""
+    hwcap, hwcap2 = auxv.get(_AT_HWCAP, 0), auxv.get(_AT_HWCAP2, 0)
+    return ({name for bit, name in _ARM64_HWCAP.items() if hwcap & bit}
+            | {name for bit, name in _ARM64_HWCAP2.items() if hwcap2 & bit})
 
 
 @dataclass
@@ -138,11 +172,17 @@ def host_memory_bytes() -> int:
         return 0
 
 
-def _host_cpu_flags(os_family: str) -> set[str]:
+def _host_cpu_flags(os_family: str, isa: str) -> set[str]:
     if os_family == "linux":
+        if isa == "arm-a64":
+            try:
+                with open("/proc/self/auxv", "rb") as f:
+                    return arm64_flags_from_hwcaps(hwcaps_from_auxv(f.read()))
+            except OSError:
+                pass
         try:
             with open("/proc/cpuinfo") as f:
-                return cpu_flags_from_cpuinfo(f.read())
+                return cpu_flags_from_cpuinfo(f.read(), isa)
         except OSError:
             return set()
     if os_family == "macos":
@@ -164,4 +204,6 @@ def _mac_flag(word: str) -> str:
 def detect_host() -> PlatformProperties:
     """Read this machine's properties (the only function here that does I/O)."""
     os_family = normalise_os(sys.platform if sys.platform != "linux2" else "linux")
-    return describe(os_family, std_platform.machine(), _host_cpu_flags(os_family), host_cpu_count(), host_memory_bytes())
+    machine = std_platform.machine()
+    flags = _host_cpu_flags(os_family, base_isa(machine))
+    return describe(os_family, machine, flags, host_cpu_count(), host_memory_bytes())

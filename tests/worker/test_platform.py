@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import platform as std_platform
+import struct
 
 import pytest
 
 from worker.platform import (
-    ISA, OS_FAMILY, cpu_flags_from_cpuinfo, describe, detect_host, normalise_isa, parse_property_args,
+    ISA, OS_FAMILY, arm64_flags_from_hwcaps, cpu_flags_from_cpuinfo, describe, detect_host, hwcaps_from_auxv,
+    normalise_isa, parse_property_args,
 )
 
 X86_CPUINFO = """processor\t: 0
@@ -33,6 +35,39 @@ def test_arm_host_aliases_and_extensions() -> None:
         props = describe("darwin", machine, cpu_flags_from_cpuinfo(ARM_CPUINFO), 4, 0)
         assert props.get(OS_FAMILY) == ["macos"]
         assert props.get(ISA) == ["arm-a64", "arm-neon", "arm-sve"]
+
+# AT_HWCAP / AT_HWCAP2 as qemu-aarch64 7.2 (Debian bookworm, CPU model "max") fills them.
+QEMU_HWCAP, QEMU_HWCAP2 = 0xECFFFFFB, 0x7F877FFF
+# A Cortex-A72 (Raspberry Pi 4): fp asimd evtstrm crc32 cpuid, no SVE.
+CORTEX_A72_HWCAP = 1 << 0 | 1 << 1 | 1 << 2 | 1 << 7 | 1 << 11
+AT_PAGESZ, AT_HWCAP, AT_HWCAP2 = 6, 16, 26
+
+
+def auxv(*entries: tuple[int, int]) -> bytes:
+    """/proc/self/auxv as the kernel writes it: native pairs, ended by AT_NULL."""
+    return b"".join(struct.pack("@LL", key, value) for key, value in (*entries, (0, 0)))
+
+
+def test_an_arm64_worker_under_qemu_user_reads_the_hosts_x86_cpuinfo_and_reports_no_x86_extension() -> None:
+    flags = cpu_flags_from_cpuinfo(X86_CPUINFO, "arm-a64")
+    assert flags == set()
+    assert describe("linux", "aarch64", flags, 2, 0).get(ISA) == ["arm-a64", "arm-neon"]
+
+
+def test_arm64_extensions_come_from_the_hwcaps_in_the_auxiliary_vector() -> None:
+    emulated = arm64_flags_from_hwcaps(hwcaps_from_auxv(auxv((AT_PAGESZ, 4096), (AT_HWCAP, QEMU_HWCAP),
+                                                             (AT_HWCAP2, QEMU_HWCAP2))))
+    assert emulated == {"asimd", "sve", "sve2"}
+    assert describe("linux", "aarch64", emulated, 2, 0).get(ISA) == ["arm-a64", "arm-neon", "arm-sve", "arm-sve2"]
+    a72 = arm64_flags_from_hwcaps(hwcaps_from_auxv(auxv((AT_HWCAP, CORTEX_A72_HWCAP))))
+    assert a72 == {"asimd"}
+    assert arm64_flags_from_hwcaps(hwcaps_from_auxv(b"")) == set()
+
+
+def test_an_x86_worker_reads_only_the_x86_line_of_cpuinfo() -> None:
+    assert cpu_flags_from_cpuinfo(ARM_CPUINFO, "x86-64") == set()
+    assert {"sse4_2", "avx2", "avx512f"} <= cpu_flags_from_cpuinfo(X86_CPUINFO, "x86-64")
+    assert cpu_flags_from_cpuinfo(X86_CPUINFO, "riscv64") == set()
 
 
 def test_an_unknown_architecture_never_looks_like_a_known_one() -> None:
