@@ -18,7 +18,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,16 +91,22 @@ def start_worker(workdir: Path, server_address: str, *, bot_id: str | None = Non
     bot_id = bot_id or f"worker-{workdir.name}"
     level = log_level or os.environ.get("REAPI_LOG_LEVEL", "INFO")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "REAPI_LOG_LEVEL": level}
-    process = LoggedProcess(
-        f"reapi-worker {bot_id}",
-        worker_command(workdir, server_address, bot_id=bot_id, concurrency=concurrency,
-                       properties=properties, extra_args=extra_args) + ["--log-level", level],
-        workdir / "worker.log",
-        env=env,
-    )
+    command = worker_command(workdir, server_address, bot_id=bot_id, concurrency=concurrency,
+                             properties=properties, extra_args=extra_args) + ["--log-level", level]
+    return launch_worker(command, workdir, bot_id, env)
+
+
+def launch_worker(command: Sequence[str], workdir: Path, bot_id: str, env: Mapping[str, str],
+                  startup_timeout: float = STARTUP_TIMEOUT_S) -> WorkerProcess:
+    """Run a ready-made worker command (logging to ``workdir/worker.log``) until its session exists.
+
+    ``start_worker`` builds the usual command; other launchers (an arm64 worker in an
+    emulated rootfs, tests/support/arm_worker.py) bring their own.
+    """
+    process = LoggedProcess(f"reapi-worker {bot_id}", command, workdir / "worker.log", env=env)
     process.start()
     try:
-        process.wait_for_log(SESSION_CREATED, STARTUP_TIMEOUT_S)
+        process.wait_for_log(SESSION_CREATED, startup_timeout)
     except BaseException:
         process.stop()
         raise
