@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Prepare a machine for reapi: the Python venv, the action sandbox (bubblewrap, and
 # as root the unprivileged user actions run as), and with --test the system packages
-# the test suite drives for real (redis-server, Bazel made offline).
+# the test suite drives for real (redis-server, Bazel made offline, an emulated arm64).
 #
 #   deploy/bootstrap.sh            # .venv with reapi installed (editable), bubblewrap, user reapi-action
-#   deploy/bootstrap.sh --test     # plus redis-server, chromium (+ driver) and Debian's bazel-bootstrap
+#   deploy/bootstrap.sh --test     # plus redis-server, chromium (+ driver), Debian's bazel-bootstrap,
+#                                  # and what the arm64 worker test needs (qemu-user, ...)
 #   deploy/bootstrap.sh --find-shared bazel/setup-offline-bazel   # where that file is
 #
 # Installs Debian packages only when they are missing and we run as root; otherwise
@@ -93,6 +94,12 @@ if [ "$want_test" = 1 ]; then
   # The web console's tests run in a real headless Chromium driven through chromedriver.
   command -v chromium >/dev/null || missing+=(chromium)
   command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  # The arm64 worker test (tests/e2e/test_arm_worker.py): qemu-user registered with
+  # binfmt_misc, debootstrap for its rootfs, bwrap (above) to run in it, a cross compiler.
+  command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
+  command -v update-binfmts >/dev/null || missing+=(binfmt-support)
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
   if setup=$(find_shared bazel/setup-offline-bazel); then
     # Installs bazel-bootstrap (which brings build-essential and a JDK) and the rule
