@@ -7,22 +7,24 @@ apt sources in both formats.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.arm_host import ArmUnavailable, debian_mirror
 from tests.support.bazel import REPO_ROOT
-from tests.support.cached_directory import cached_directory
+from tests.support.cached_directory import cached_directory, prune_unused
 
 KILLED_BUILDER = """
 import sys, time
 from pathlib import Path
-from tests.support.cached_directory import cached_directory
+from tests.support.cached_directory import cached_directory, prune_unused
 
 def build(staging):
     (staging / "half").write_text("written before the kill")
@@ -93,6 +95,24 @@ def test_read_only_directories_in_a_failed_build_are_removed_too(tmp_path: Path)
     with pytest.raises(RuntimeError):
         cached_directory(tmp_path / "key", read_only)
     assert [p.name for p in tmp_path.iterdir()] == ["key.lock"]
+
+
+def test_caches_of_other_keys_go_only_when_unused_for_long_and_not_being_built(tmp_path: Path) -> None:
+    week = 7 * 24 * 3600
+    current = cached_directory(tmp_path / "rootfs-new", fill)
+    old, busy, recent = (cached_directory(tmp_path / f"rootfs-{name}", fill) for name in ("old", "busy", "recent"))
+    for stale in (old, busy, current):
+        os.utime(stale, (time.time() - 2 * week,) * 2)
+    (tmp_path / "rootfs-dead.building-1").mkdir()
+    (tmp_path / "other-old").mkdir()
+    os.utime(tmp_path / "other-old", (time.time() - 2 * week,) * 2)
+    with open(tmp_path / "rootfs-busy.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert prune_unused(tmp_path, "rootfs-", current, week) == [old]
+    assert current.is_dir() and busy.is_dir() and recent.is_dir() and (tmp_path / "other-old").is_dir()
+    assert (tmp_path / "rootfs-dead.building-1").is_dir()  # the next builder of that key removes it
+    assert cached_directory(busy, fill) == busy  # a use marks it used
+    assert prune_unused(tmp_path, "rootfs-", current, week) == []
 
 
 def test_the_debian_mirror_comes_from_the_hosts_apt_sources(tmp_path: Path) -> None:

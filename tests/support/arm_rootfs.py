@@ -7,9 +7,9 @@ Two directories under the temp dir, each built atomically (tests/support/cached_
 and named by a key of what went into it, so a change rebuilds only what it affects:
 
 - ``reapi-arm64-rootfs-<key>``: ``debootstrap --arch=arm64 --variant=minbase`` with
-  python3 and python3-venv, from the host's own apt mirror. On an x86-64 host the first
-  stage unpacks (``--foreign``) and the second stage runs arm64 dpkg under qemu-user,
-  inside bwrap so that no mount it makes can outlive it.
+  python3 and python3-venv, from the host's own apt mirror. The first stage unpacks
+  (``--foreign``); the second runs arm64 dpkg (under qemu-user on an x86-64 host)
+  inside bwrap, so that no mount it makes can outlive it.
 - ``reapi-arm64-venv-<key>``: a venv made by the rootfs's python, with pyproject.toml's
   dependencies installed from PyPI with ``--only-binary=:all:`` (the rootfs has no
   compiler, so every dependency must ship an aarch64 wheel, and a missing one fails the
@@ -36,12 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.arm_host import (
-    SUITE, ArmUnavailable, debian_mirror, ensure_arm64_execution, is_root, native_arm64, require_tools,
+    SUITE, ArmUnavailable, debian_mirror, ensure_arm64_execution, is_root, require_tools,
 )
-from tests.support.cached_directory import cached_directory
+from tests.support.cached_directory import cached_directory, prune_unused
 
 # Bump when the build steps change, so caches made by older steps are not trusted.
-RECIPE = 1
+RECIPE = 2
+# Caches of other keys (older recipes, other dependencies) are removed after this long unused.
+UNUSED_CACHE_S = 7 * 24 * 3600
 PACKAGES = ("python3", "python3-venv")
 VENV = "/opt/reapi-venv"
 CHECKOUT = "/reapi"
@@ -83,6 +85,8 @@ def prepare_arm_rootfs(checkout: Path) -> ArmRootfs:
     root = cached_directory(cache / f"reapi-arm64-rootfs-{rootfs_key}", build_rootfs)
     venv_key = key_of({"recipe": RECIPE, "rootfs": rootfs_key, "dependencies": dependencies})
     venv = cached_directory(cache / f"reapi-arm64-venv-{venv_key}", lambda d: build_venv(root, d, dependencies))
+    for kind, current in (("rootfs", root), ("venv", venv)):
+        prune_unused(cache, f"reapi-arm64-{kind}-", current, UNUSED_CACHE_S)
     return ArmRootfs(root, venv, checkout.resolve())
 
 
@@ -98,21 +102,26 @@ def key_of(recipe: object) -> str:
 def build_rootfs(staging: Path) -> None:
     if not is_root():
         raise ArmUnavailable("building the arm64 rootfs needs root (debootstrap creates devices and owners)")
-    foreign = not native_arm64()
-    checked(["debootstrap", "--arch=arm64", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-             *(["--foreign"] if foreign else []), SUITE, str(staging), debian_mirror()], "debootstrap")
-    if foreign:
-        # The emulated dpkg is the slow part; it need not fsync a rootfs that is thrown
-        # away whole if the build fails.
-        unsafe_io = staging / "etc" / "dpkg" / "dpkg.cfg.d" / "reapi-build-unsafe-io"
-        unsafe_io.write_text("force-unsafe-io\n")
-        proc = staging / "proc"
-        if proc.is_symlink():  # the first stage links it to the host's /proc
-            proc.unlink()
-        proc.mkdir(exist_ok=True)  # bwrap mounts a fresh one there
-        checked(["bwrap", "--dev-bind", str(staging), "/", "--proc", "/proc", "--dev", "/dev", "--cap-add", "ALL",
-                 "--die-with-parent", "/debootstrap/debootstrap", "--second-stage"], "debootstrap --second-stage")
-        unsafe_io.unlink()
+    # Always in two stages, the second in bwrap, even on an arm64 host: a one-stage
+    # debootstrap mounts /proc and /sys into the target, and a killed build would leave
+    # those mounts inside a directory that the next build deletes.
+    checked(["debootstrap", "--arch=arm64", "--variant=minbase", f"--include={','.join(PACKAGES)}", "--foreign",
+             SUITE, str(staging), debian_mirror()], "debootstrap")
+    # dpkg (emulated on x86-64) is the slow part; it need not fsync a rootfs that is
+    # thrown away whole if the build fails.
+    unsafe_io = staging / "etc" / "dpkg" / "dpkg.cfg.d" / "reapi-build-unsafe-io"
+    unsafe_io.write_text("force-unsafe-io\n")
+    proc = staging / "proc"
+    if proc.is_symlink():  # the first stage links it to the host's /proc
+        proc.unlink()
+    proc.mkdir(exist_ok=True)  # bwrap mounts a fresh one there
+    checked(["bwrap", "--dev-bind", str(staging), "/", "--proc", "/proc", "--dev", "/dev", "--cap-add", "ALL",
+             "--die-with-parent", "/debootstrap/debootstrap", "--second-stage"], "debootstrap --second-stage")
+    unsafe_io.unlink()
+    for downloaded in ("var/cache/apt/archives", "var/lib/apt/lists"):  # ~90 MB nothing inside uses
+        for path in (staging / downloaded).glob("*"):
+            if path.is_file():
+                path.unlink()
     for mount_point in MOUNT_POINTS:
         (staging / mount_point.lstrip("/")).mkdir(parents=True, exist_ok=True)
     (staging / "etc" / "resolv.conf").touch()  # a place to bind the host's while pip runs

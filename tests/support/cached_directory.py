@@ -9,6 +9,10 @@ directory, which no later run trusts: the next builder removes it. An exclusive
 ``flock`` on ``<name>.lock`` makes concurrent test sessions (several checkouts on one
 machine) wait for one build instead of building the same thing twice; the kernel
 drops the lock when its holder dies, so a killed build never blocks the next.
+
+Each use touches the directory's mtime, so ``prune_unused`` can remove caches of older
+keys that no run has used for a while (a shared machine would otherwise keep every
+rootfs an old recipe ever built).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +30,7 @@ STAGING_INFIX = ".building-"
 def cached_directory(final: Path, build: Callable[[Path], None]) -> Path:
     """``final`` if a complete build is there; else build it (once, under a lock) and return it."""
     if final.is_dir():
+        os.utime(final)
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     with open(final.parent / f"{final.name}.lock", "w") as lock:
@@ -41,6 +47,25 @@ def cached_directory(final: Path, build: Callable[[Path], None]) -> Path:
             remove_tree(staging)
             raise
     return final
+
+
+def prune_unused(parent: Path, prefix: str, keep: Path, unused_for_s: float) -> list[Path]:
+    """Remove the caches named ``prefix*`` other than ``keep`` that were not used for
+    ``unused_for_s`` seconds and that nobody is building; return what was removed."""
+    removed = []
+    for candidate in sorted(parent.glob(f"{prefix}*")):
+        if candidate == keep or candidate.suffix == ".lock" or STAGING_INFIX in candidate.name:
+            continue
+        if not candidate.is_dir() or time.time() - candidate.stat().st_mtime < unused_for_s:
+            continue
+        with open(parent / f"{candidate.name}.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            remove_tree(candidate)
+            removed.append(candidate)
+    return removed
 
 
 def remove_abandoned_builds(final: Path) -> None:
