@@ -7,7 +7,8 @@ binfmt_misc lets the x86-64 worker run arm64 programs too, where an action ran i
 read from ``execution_metadata.worker``, not from what it printed. Checked here:
 
 - each worker reports its own ISA and none of the other's extensions (qemu-user shows
-  the host's x86 /proc/cpuinfo to the arm64 worker);
+  the host's x86 /proc/cpuinfo to the arm64 worker); the arm64 one runs actions in
+  the sandbox's process fallback, since bubblewrap cannot run under qemu-user;
 - actions constrained by ISA land on the matching worker, and ``uname -m`` there says
   aarch64 / x86_64;
 - a C program cross-compiled on the host with aarch64-linux-gnu-gcc runs on the arm64
@@ -121,6 +122,8 @@ def test_each_worker_detects_its_own_isa_and_no_extension_of_the_other(fleet: Fl
     assert arm[0] == "arm-a64" and "arm-neon" in arm, arm
     assert not [isa for isa in arm if isa.startswith("x86")], f"x86 extensions leaked into the arm64 worker: {arm}"
     assert x86[0] == "x86-64" and not [isa for isa in x86 if isa.startswith("arm")], x86
+    # Bubblewrap cannot run under qemu-user: the emulated worker is told to use the process fallback.
+    assert "sandbox: process fallback" in fleet.arm.log_text()
 
 
 async def test_isa_constrained_actions_land_on_the_matching_worker(fleet: Fleet) -> None:
