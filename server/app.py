@@ -41,7 +41,7 @@ from server.metrics.cas_traffic import count_instance_stores
 from server.metrics.families import ServerMetrics
 from server.metrics.rpc_timing import RpcTiming
 from server.metrics.store_gauges import watch_stores
-from server.rpc_wrapping import interceptors
+from server.rpc_wrapping import registrar
 from server.instances import InstanceRegistry
 from server.local_worker import parse_local_worker, start_local_worker
 from server.logstreams import LogStreamStore
@@ -237,31 +237,32 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Reap
             execution.history = ActionHistory()
         codecs, forms = build_compression(config)
         wrappers = [RpcTiming(metrics.rpc_duration)] if metrics is not None else []
-        server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors(wrappers))
+        server = grpc.aio.server(options=grpc_options(config))
+        services = registrar(server, wrappers)  # each handler wrapped once, as it is added
         re_grpc.add_CapabilitiesServicer_to_server(
             CapabilitiesService(
                 instances, config.max_batch_total_size_bytes, execution.capabilities() if execution else None, codecs
             ),
-            server,
+            services,
         )
         # Storage services: CAS, ByteStream (with resumable uploads), ActionCache.
         uploads = UploadRegistry()
         re_grpc.add_ContentAddressableStorageServicer_to_server(
-            ContentAddressableStorageService(instances, config.max_batch_total_size_bytes, codecs, forms), server
+            ContentAddressableStorageService(instances, config.max_batch_total_size_bytes, codecs, forms), services
         )
         logstream_bytestream = LogStreamByteStream(execution.logstreams) if execution else None
         bs_grpc.add_ByteStreamServicer_to_server(
-            ByteStreamService(instances, uploads, logstream_bytestream, codecs, forms), server
+            ByteStreamService(instances, uploads, logstream_bytestream, codecs, forms), services
         )
-        re_grpc.add_ActionCacheServicer_to_server(ActionCacheService(instances, metrics), server)
+        re_grpc.add_ActionCacheServicer_to_server(ActionCacheService(instances, metrics), services)
         if execution is not None:
-            add_execution_services(execution, instances, server, metrics)
+            add_execution_services(execution, instances, services, metrics)
         # Remote Asset API (Fetch, Push): on when [assets] or a store named "assets" exists.
         assets_config = AssetsConfig.parse(config.section("assets"), stores)
         if assets_config is not None:
             assets = build_assets(assets_config, stores[assets_config.index])
-            asset_grpc.add_FetchServicer_to_server(FetchService(instances, assets.fetcher), server)
-            asset_grpc.add_PushServicer_to_server(PushService(instances, assets.pusher), server)
+            asset_grpc.add_FetchServicer_to_server(FetchService(instances, assets.fetcher), services)
+            asset_grpc.add_PushServicer_to_server(PushService(instances, assets.pusher), services)
         port = bind_grpc(server, config.listen)
         if assets is not None:
             assets.serving_on(port)  # a fetch may not call the server itself

@@ -1,16 +1,18 @@
-"""One interceptor that wraps each method's handler once, for every concern that
-must see each call (its timing today; its permission check with server/auth).
+"""Every concern that must see each call (its timing today; its permission check with
+server/auth) wraps the method's handler once, when the service is added, in one place.
 
-grpc.aio's interceptors see a method name, not the request, and each installed
-interceptor costs an extra coroutine per call. So there is one: it asks each
-``HandlerWrapper`` in turn to wrap the method's handler, outermost last, remembers
-the result per method, and per call does a dict look-up. A wrapper returns the
-handler unchanged for methods it does not care about.
+grpc.aio's interceptors cost a coroutine and a handler look-up per call (measured:
+~80 us of server CPU per GetActionResult on the development VM, 14% of the call).
+Here nothing runs per call but the wrappers themselves: ``WrappingRegistrar`` stands
+in for the server in the generated ``add_*Servicer_to_server`` functions and hands
+the server each handler already wrapped by every ``HandlerWrapper``, outermost last.
+Methods reached through the generic path (a client that does not use registered
+methods) get the same wrapped handler, made once per method.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 import grpc
@@ -18,31 +20,46 @@ import grpc
 
 class HandlerWrapper(Protocol):
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """``handler`` with this concern around each call of ``method``."""
+        """``handler`` with this concern around each call of ``method`` (``/package.Service/Method``)."""
 
 
-class WrappingInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, wrappers: Sequence[HandlerWrapper]) -> None:
-        self.wrappers = list(wrappers)
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+class _WrappingGenericHandler(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler, registrar: WrappingRegistrar) -> None:
+        self.inner = inner
+        self.registrar = registrar
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method  # type: ignore[attr-defined]
-        handler = self._handlers.get(method)
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self.inner.service(handler_call_details)
         if handler is None:
-            handler = await continuation(handler_call_details)
-            if handler is None:
-                return None  # type: ignore[return-value]  # an unknown method: UNIMPLEMENTED
+            return None
+        return self.registrar.wrapped(handler_call_details.method, handler)  # type: ignore[attr-defined]
+
+
+class WrappingRegistrar:
+    """Pass it where ``add_*Servicer_to_server`` wants the server."""
+
+    def __init__(self, server: grpc.aio.Server, wrappers: Sequence[HandlerWrapper]) -> None:
+        self.server = server
+        self.wrappers = list(wrappers)
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    def wrapped(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        done = self._wrapped.get(method)
+        if done is None:
+            done = handler
             for wrapper in self.wrappers:
-                handler = wrapper.wrap(method, handler)
-            self._handlers[method] = handler
-        return handler
+                done = wrapper.wrap(method, done)
+            self._wrapped[method] = done
+        return done
+
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+        self.server.add_registered_method_handlers(
+            service, {name: self.wrapped(f"/{service}/{name}", h) for name, h in handlers.items()})
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self.server.add_generic_rpc_handlers([_WrappingGenericHandler(h, self) for h in handlers])
 
 
-def interceptors(wrappers: Sequence[HandlerWrapper]) -> list[grpc.aio.ServerInterceptor]:
-    """No interceptor at all when nothing wraps: a server without metrics pays nothing."""
-    return [WrappingInterceptor(wrappers)] if wrappers else []
+def registrar(server: grpc.aio.Server, wrappers: Sequence[HandlerWrapper]) -> grpc.aio.Server:
+    """What services are added to: the server itself when nothing wraps (no cost at all)."""
+    return WrappingRegistrar(server, wrappers) if wrappers else server  # type: ignore[return-value]
