@@ -268,7 +268,7 @@ class FileCache:
         finally:
             self._unpin(sources)
         for digest, executable in keys:
-            self._add((digest, executable), digest.size_bytes)
+            self._add((digest, executable), digest.size_bytes, fetched=False)
 
     def _write_file(self, path: str, data: bytes, executable: bool) -> None:
         """Create a cache file (blocking).
@@ -326,14 +326,17 @@ class FileCache:
 
     def note_adopted(self, digest: Digest, executable: bool) -> None:
         """Index a file ``adopt`` placed (on the event loop, where the index lives)."""
-        self._add((digest, executable), digest.size_bytes)
+        self._add((digest, executable), digest.size_bytes, fetched=False)
 
-    def _add(self, key: CacheKey, size: int) -> None:
+    def _add(self, key: CacheKey, size: int, fetched: bool = True) -> None:
+        """Index a new cache file; ``fetched``: it came from the server (not an adopted
+        output or a copy in the other mode), for the fetch counters."""
         if self._lru.get(key) is not None:  # already there: a use
             return
         self._lru.put(key, size)
-        self.fetched_blobs += 1
-        self.fetched_bytes += size
+        if fetched:
+            self.fetched_blobs += 1
+            self.fetched_bytes += size
 
     def _evict(self, target: int | None = None) -> int:
         """Evict least recently used, unpinned files down to ``target`` bytes (default the

@@ -31,3 +31,10 @@ async def test_worker_metrics_move_with_its_actions(tmp_path: Path) -> None:
         for stage in ("input_fetch", "execution", "output_upload", "total"):
             assert after.value("reapi_worker_action_duration_seconds_count", stage=stage) == 2, stage
         assert after.value("reapi_worker_busy_slots") == 0
+
+        # An output the worker adopts into its cache was not fetched.
+        made = await client.run(["sh", "-c", "head -c 70000 /dev/urandom > out.bin"], outputs=["out.bin"])
+        assert made.result.exit_code == 0 and made.result.output_files
+        last = await asyncio.to_thread(scrape, url)
+        assert last.value("reapi_worker_input_bytes_fetched_total") == after.value("reapi_worker_input_bytes_fetched_total")
+        assert last.value("reapi_worker_cache_bytes") >= after.value("reapi_worker_cache_bytes")
