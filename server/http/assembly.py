@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from server.console.access import ReadCheck, metrics_open_on, require_read
 from server.console.recent import RecentActivity
 from server.console.routes import add_console_routes
 from server.console.sources import ConsoleSources
@@ -20,8 +21,10 @@ if TYPE_CHECKING:
     from server.app import ExecutionParts
 
 
-def build_app(sources: ConsoleSources) -> web.Application:
-    app = web.Application()
+def build_app(sources: ConsoleSources, read_check: ReadCheck | None = None, host: str = "127.0.0.1") -> web.Application:
+    """``read_check``: with authentication configured, who may read (server/console/access.py)."""
+    guard = [require_read(read_check, metrics_open_on(host))] if read_check is not None else []
+    app = web.Application(middlewares=guard)
     if sources.execution is not None:
         sources.metrics.registry.register(FarmGauges(sources.execution.scheduler.farm))
     add_metrics_route(app, sources.metrics.registry)
@@ -39,7 +42,8 @@ def build_app(sources: ConsoleSources) -> web.Application:
 
 
 async def start_http(sock: socket.socket, metrics: ServerMetrics, instances: InstanceRegistry,
-                     execution: ExecutionParts | None) -> HttpSite:
+                     execution: ExecutionParts | None, read_check: ReadCheck | None = None) -> HttpSite:
     """Serve metrics and the console on ``sock`` (from ``HttpSite.bind``)."""
     sources = ConsoleSources(metrics, instances, execution, RecentActivity(metrics))
-    return await HttpSite.start(build_app(sources), sock)
+    host = sock.getsockname()[0]
+    return await HttpSite.start(build_app(sources, read_check, host), sock)
