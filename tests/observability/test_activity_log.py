@@ -34,3 +34,20 @@ async def test_a_summary_line_per_interval_with_activity(caplog: pytest.LogCaptu
         assert "3 requests (0 errors)" in line, line
         assert "action cache 0 hits / 3 misses (0% hits)" in line, line
         assert "now 0 queued, 0 workers" in line, line
+
+
+async def test_client_errors_are_logged_at_info_with_the_tool_and_invocation(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with running_server(config_for(stores=memory_stores())) as server, channel_to(server) as channel:
+        caplog.set_level(logging.INFO, logger="reapi.server")
+        metadata = re_pb2.RequestMetadata(tool_details=re_pb2.ToolDetails(tool_name="bazel", tool_version="7.1"),
+                                          tool_invocation_id="inv-42", target_id="//app:bin")
+        cas = re_grpc.ContentAddressableStorageStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await cas.FindMissingBlobs(
+                re_pb2.FindMissingBlobsRequest(blob_digests=[re_pb2.Digest(hash="xyz", size_bytes=1)]),
+                metadata=(("build.bazel.remote.execution.v2.requestmetadata-bin", metadata.SerializeToString()),))
+        [line] = [r for r in caplog.records if "FindMissingBlobs answered" in r.message]
+        assert line.levelno == logging.INFO
+        assert "INVALID_ARGUMENT" in line.message or "invalid" in line.message.lower()
+        assert line.message.endswith("(to bazel 7.1, invocation inv-42, target //app:bin)"), line.message
