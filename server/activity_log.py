@@ -43,8 +43,8 @@ async def report_forever(server: ReapiServer, interval: float = INTERVAL_S) -> N
         farm = ""
         busy = False
         if server.execution is not None:
-            scheduler = server.execution.scheduler
-            queued, workers = scheduler.queued, scheduler.session_count
+            snapshot = server.execution.scheduler.farm()
+            queued, workers = snapshot.queued_total, len(snapshot.workers)
             farm = f"; now {queued} queued, {workers} workers"
             busy = bool(queued)
         if delta.requests or busy:

@@ -49,8 +49,10 @@ from server.activity_log import start_activity_log
 from server.scheduler.clock import Clock, SystemClock
 from server.scheduler.config import ExecutionConfig, parse_execution_config
 from server.scheduler.input_cache import InputCache
-from server.scheduler.memory import InMemoryScheduler
+from server.scheduler.policy.scheduler import SchedulingPolicy
 from server.scheduler.result_cache import InstanceResultCache
+from server.scheduler.state.interface import StateFactory
+from server.scheduler.state.memory.state import memory_state
 from server.scheduler.validation import ActionPreparer
 from server.startup_summary import startup_summary
 from server.services.bots import BotsService
@@ -111,7 +113,7 @@ class ExecutionParts:
     """Remote execution: the scheduler, live log streams, and the housekeeping ticker."""
 
     config: ExecutionConfig
-    scheduler: InMemoryScheduler
+    scheduler: SchedulingPolicy
     logstreams: LogStreamStore
     results: InstanceResultCache
     inputs: InputCache  # checked Commands and Directories: validation and inline lease blobs share it
@@ -153,6 +155,7 @@ class ExecutionParts:
 def build_execution(
     config: ServerConfig, instances: InstanceRegistry, clock: Clock | None = None,
     metrics: ServerMetrics | None = None,
+    scheduler_state: StateFactory = memory_state,
 ) -> ExecutionParts | None:
     """The scheduler and its collaborators, or None when [execution] enabled = false."""
     execution = parse_execution_config(config.section("execution"))
@@ -163,9 +166,10 @@ def build_execution(
         max_bytes=execution.logstream_max_bytes, retention=execution.logstream_retention, clock=clock
     )
     results = InstanceResultCache(instances)
-    scheduler = InMemoryScheduler(
-        execution.matcher(), execution.settings, results=results, log_streams=logstreams, clock=clock,
-        observer=ExecutionLog(metrics),
+    matcher = execution.matcher()
+    state = scheduler_state(matcher, execution.settings, logstreams, clock)
+    scheduler = SchedulingPolicy(
+        state, matcher, execution.settings, results=results, clock=clock, observer=ExecutionLog(metrics)
     )
     return ExecutionParts(execution, scheduler, logstreams, results, InputCache(execution.input_cache_size))
 
@@ -205,10 +209,13 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
-async def start_server(config: ServerConfig, clock: Clock | None = None) -> ReapiServer:
+async def start_server(
+    config: ServerConfig, clock: Clock | None = None, scheduler_state: StateFactory = memory_state
+) -> ReapiServer:
     """Build the stores and services, bind ``config.listen`` (port 0 picks one) and start.
 
-    ``clock`` drives the scheduler's leases and retention (tests pass a fake one)."""
+    ``clock`` drives the scheduler's leases and retention (tests pass a fake one);
+    ``scheduler_state`` builds the scheduler's state (tests run against each one)."""
     # Ports first: a taken one is a one-line error before any store is opened.
     if not config.listen.endswith(":0"):
         reason = probe_bind(config.listen)
@@ -232,7 +239,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Reap
         instance_stores = stores if metrics is None else count_instance_stores(
             stores, (i.cas for i in config.instances), metrics)
         instances = InstanceRegistry.from_config(config.instances, instance_stores)
-        execution = build_execution(config, instances, clock, metrics)
+        execution = build_execution(config, instances, clock, metrics, scheduler_state)
         if execution is not None and metrics is not None:
             execution.history = ActionHistory()
         codecs, forms = build_compression(config)

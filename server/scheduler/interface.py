@@ -6,9 +6,10 @@ Worker side: ``create_session`` and ``update_session`` (report leases, then
 long-poll for work). ``tick`` does the time-driven work (session expiry, retention,
 grace periods), so tests drive time exactly with an injected clock.
 
-Every method is async so that a Redis-backed twin, which must await the network,
-fits the same interface; the in-memory scheduler mutates its state only between
-awaits, in plain synchronous methods, and needs no locks.
+The one implementation is policy/scheduler.py (the decisions) over a
+state/interface.py ``SchedulerState`` (what is remembered): in memory today, and
+meant to take a Redis-backed state for several replicas. Every method is async
+because such a state awaits the network.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from google.protobuf import timestamp_pb2
 from google.rpc import code_pb2, status_pb2
 
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
-from server.scheduler.sessions import Lease, LeaseReport
+from server.scheduler.sessions import LeaseReport
 
 WORKER_FAILURE_CODES = frozenset({code_pb2.INTERNAL, code_pb2.UNAVAILABLE, code_pb2.UNKNOWN})
 
@@ -33,8 +33,15 @@ def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-def build_response(report: LeaseReport, lease: Lease, queued_at: float, now: float) -> re_pb2.ExecuteResponse:
-    """The client's ExecuteResponse for a completed lease."""
+def status_response(code: int, message: str) -> re_pb2.ExecuteResponse:
+    """An ExecuteResponse that carries only a status (cancellations, give-ups)."""
+    return re_pb2.ExecuteResponse(status=status_pb2.Status(code=code, message=message))
+
+
+def build_response(
+    report: LeaseReport, bot_id: str, assigned_at: float, queued_at: float, now: float
+) -> re_pb2.ExecuteResponse:
+    """The client's ExecuteResponse for a lease ``bot_id`` was assigned at ``assigned_at``."""
     response = re_pb2.ExecuteResponse()
     if report.response is not None:
         response.CopyFrom(report.response)
@@ -44,9 +51,9 @@ def build_response(report: LeaseReport, lease: Lease, queued_at: float, now: flo
     metadata = response.result.execution_metadata
     metadata.queued_timestamp.CopyFrom(timestamp(queued_at))
     if not metadata.worker:
-        metadata.worker = lease.session.bot_id
+        metadata.worker = bot_id
     if not metadata.HasField("worker_start_timestamp"):
-        metadata.worker_start_timestamp.CopyFrom(timestamp(lease.assigned_at))
+        metadata.worker_start_timestamp.CopyFrom(timestamp(assigned_at))
     if not metadata.HasField("worker_completed_timestamp"):
         metadata.worker_completed_timestamp.CopyFrom(timestamp(now))
     return response

@@ -41,10 +41,11 @@ import grpc
 from cas.digest import Digest
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
-from server.scheduler.memory import InMemoryScheduler
 from server.scheduler.operation import PreparedAction
 from server.scheduler.platform import PlatformMatcher
+from server.scheduler.policy.scheduler import SchedulingPolicy
 from server.scheduler.sessions import BotRegistration, LeaseReport
+from server.scheduler.state.memory.state import MemoryState
 from tests.support.server_process import reapi_server_process, server_config
 from tests.support.test_bot import TestBot
 
@@ -190,9 +191,9 @@ async def throughput(address: str, pid: int, count: int, bots: int = 8, concurre
 
 
 async def scheduler_core(queued: int, sessions: int) -> list[str]:
-    """The in-memory scheduler without gRPC: what one submit and one dispatch cost."""
-    scheduler = InMemoryScheduler(PlatformMatcher())
+    """The scheduler over its in-memory state, without gRPC: what one submit and one dispatch cost."""
     matcher = PlatformMatcher()
+    scheduler = SchedulingPolicy(MemoryState(PlatformMatcher(), time.time()), PlatformMatcher())
     requirements = matcher.requirements([("OSFamily", "linux")])
     offer = matcher.offer([("OSFamily", "linux"), ("ISA", "x86-64")])
     actions = [PreparedAction("", Digest.of(f"a{i}".encode()), b"x" * 120, requirements) for i in range(queued)]

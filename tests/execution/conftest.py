@@ -1,5 +1,9 @@
 """Fixtures for the execution service tests: a real server with memory stores and a
-fake clock, a channel, an action builder on its CAS, and helpers to read Execute."""
+fake clock, a channel, an action builder on its CAS, and helpers to read Execute.
+
+Every test runs once per scheduler state in ``SCHEDULER_STATES``: the tests drive
+the gRPC surface and ``tick()``, and ask the state (never its internals) what they
+check, so a new state (Redis) joins by adding its factory there."""
 
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
 from server.app import ReapiServer, start_server
 from server.config import WILDCARD_INSTANCE, InstanceConfig, ServerConfig
-from server.scheduler.memory import InMemoryScheduler
+from server.scheduler.policy.scheduler import SchedulingPolicy
+from server.scheduler.state.interface import StateFactory
+from server.scheduler.state.memory.state import memory_state
 from tests.support.actions import ActionBuilder, BuiltAction
 from tests.support.fake_clock import FakeClock
 from tests.support.test_bot import TestBot
@@ -28,6 +34,10 @@ TEST_EXECUTION = {
     "bot_session_timeout": 60,
     "tick_interval": 3600,  # tests call tick() themselves, after moving the clock
 }
+
+
+# Each scheduler state the tests run against, by the name pytest shows.
+SCHEDULER_STATES: dict[str, StateFactory] = {"memory": memory_state}
 
 
 def memory_config(**execution: Any) -> ServerConfig:
@@ -51,9 +61,20 @@ class ExecEnv:
         self._bots = 0
 
     @property
-    def scheduler(self) -> InMemoryScheduler:
+    def scheduler(self) -> SchedulingPolicy:
         assert self.server.execution is not None
         return self.server.execution.scheduler
+
+    async def queued(self) -> int:
+        return await self.scheduler.state.queued_count()
+
+    async def operation_count(self) -> int:
+        return await self.scheduler.state.operation_count()
+
+    async def holds(self, bot: TestBot) -> bool:
+        """Whether the bot's UpdateBotSession call is held, waiting for work."""
+        session = await self.scheduler.state.session(bot.name)
+        return session is not None and session.holding
 
     def bot(self, **kwargs: Any) -> TestBot:
         self._bots += 1
@@ -110,13 +131,18 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(params=sorted(SCHEDULER_STATES))
+def scheduler_state(request: pytest.FixtureRequest) -> StateFactory:
+    return SCHEDULER_STATES[request.param]
+
+
 @pytest.fixture
-def make_env(clock: FakeClock) -> Callable[..., Any]:
+def make_env(clock: FakeClock, scheduler_state: StateFactory) -> Callable[..., Any]:
     """``async with make_env(max_retries=1) as env``: a server with [execution] overrides."""
 
     @asynccontextmanager
     async def factory(**execution: Any) -> AsyncIterator[ExecEnv]:
-        server = await start_server(memory_config(**execution), clock=clock)
+        server = await start_server(memory_config(**execution), clock=clock, scheduler_state=scheduler_state)
         try:
             async with grpc.aio.insecure_channel(server.address) as channel:
                 yield ExecEnv(server, channel, clock)

@@ -79,7 +79,7 @@ async def test_complete_cache_hit_answers_at_once_without_a_worker(env: ExecEnv)
     assert stages_of(operations) == [CACHE_CHECK, COMPLETED]
     response = response_of(operations[-1])
     assert response.cached_result and response.result.stdout_digest == stdout.to_proto()
-    assert env.scheduler.queued == 0 and env.scheduler.operation_count == 0
+    assert await env.queued() == 0 and await env.operation_count() == 0
 
 
 async def test_incomplete_cache_entry_is_a_miss_and_skip_cache_lookup_overwrites(env: ExecEnv) -> None:
@@ -127,7 +127,7 @@ async def test_missing_inputs_are_failed_precondition_listing_every_blob(env: Ex
     expected = {subject(action.blobs[k]) for k in ("command", "file:a.txt", "file:lib/b.txt", "dir:lib/deep")}
     assert missing_subjects(caught.value) == expected
     assert "4 missing" in caught.value.details()
-    assert env.scheduler.queued == 0
+    assert await env.queued() == 0
 
 
 async def test_missing_action_is_one_violation(env: ExecEnv) -> None:

@@ -21,23 +21,19 @@ GUARD = 30  # seconds: only a broken wake-up comes near this
 
 
 async def until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Poll an async condition (the state may live elsewhere) until it holds."""
     for _ in range(2000):
-        if condition():
+        if await condition():
             return
         await asyncio.sleep(0.005)
     raise AssertionError(f"never happened: {what}")
-
-
-def held(env: ExecEnv, bot) -> bool:  # type: ignore[no-untyped-def]
-    session = env.scheduler._workers.sessions.get(bot.name)
-    return session is not None and session.waiter is not None
 
 
 async def test_a_held_update_is_woken_the_moment_work_arrives(env: ExecEnv) -> None:
     bot = env.bot()
     await bot.create()
     poll = asyncio.create_task(bot.poll())
-    await until(lambda: held(env, bot), "the bot's call is held")
+    await until(lambda: env.holds(bot), "the bot's call is held")
     action = await env.actions.build()
     call = env.start(action)
     leases = await asyncio.wait_for(poll, GUARD)  # the long-poll timeout is 10 s; the guard far above
@@ -62,7 +58,7 @@ async def test_a_dead_bot_s_lease_is_requeued_and_completes_on_the_other_bot(env
     survivor = env.bot()
     await survivor.create()
     poll = asyncio.create_task(survivor.poll())
-    await until(lambda: held(env, survivor), "the survivor waits")
+    await until(lambda: env.holds(survivor), "the survivor waits")
     await env.expire(59)
     assert not poll.done()
     await env.expire(2)  # the doomed bot missed its session expiry
@@ -102,7 +98,7 @@ async def test_cancel_operation_cancels_the_lease_on_a_busy_bot(env: ExecEnv) ->
     [lease] = await bot.poll()
     name = (await next_with_stage(call, EXECUTING)).name
     poll = asyncio.create_task(bot.poll())  # busy, yet held: a cancellation must get through
-    await until(lambda: held(env, bot), "the busy bot's call is held")
+    await until(lambda: env.holds(bot), "the busy bot's call is held")
     await lro_grpc.OperationsStub(env.channel).CancelOperation(lro_pb2.CancelOperationRequest(name=name))
     assert await asyncio.wait_for(poll, GUARD) == []
     assert bot.cancelled == [lease.id] and bot.leases == {}

@@ -57,7 +57,7 @@ async def test_get_list_wait_and_delete_operations(env: ExecEnv) -> None:
         await operations.GetOperation(lro_pb2.GetOperationRequest(name=queued[0]))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     # Deleting forgets the handle, not the work (the bot took one more when it reported).
-    assert env.scheduler.queued + len(bot.leases) == 3
+    assert await env.queued() + len(bot.leases) == 3
     assert response_of((await drain(running_call))[-1]).result.exit_code == 7
     for call in queued_calls:
         call.cancel()

@@ -106,12 +106,12 @@ async def test_queued_actions_fail_clearly_once_the_grace_period_ends(make_env) 
         call = env.start(action)
         await next_with_stage(call, QUEUED)  # accepted: the pool may still scale up
         await env.expire(60)
-        assert env.scheduler.queued == 1
+        assert await env.queued() == 1
         await env.expire(61)
         response = response_of((await drain(call))[-1])
         assert response.status.code == code_pb2.FAILED_PRECONDITION
         assert "ISA=arm-a64" in response.status.message and "worker_grace is 120s" in response.status.message
-        assert env.scheduler.queued == 0
+        assert await env.queued() == 0
 
 
 async def test_a_matching_bot_arriving_within_the_grace_period_runs_it(make_env) -> None:  # type: ignore[no-untyped-def]

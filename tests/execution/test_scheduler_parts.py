@@ -12,9 +12,10 @@ from cas.digest import Digest
 from cas.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange
 from server.logstreams import LogStreamStore
 from server.scheduler.config import parse_execution_config
-from server.scheduler.operation import Execution, PreparedAction
+from server.scheduler.operation import PreparedAction
 from server.scheduler.platform import MatchPolicy, PlatformMatcher, RequirementSet
-from server.scheduler.queues import ActionQueues
+from server.scheduler.state.memory.queues import ActionQueues
+from server.scheduler.state.memory.records import Execution
 from tests.support.fake_clock import FakeClock
 
 matcher = PlatformMatcher()
@@ -58,7 +59,7 @@ def test_explain_names_what_no_worker_offers() -> None:
 
 def _execution(n: int, priority: int, key: RequirementSet = RequirementSet()) -> Execution:
     action = PreparedAction("", Digest.of(str(n).encode()), b"", key)
-    return Execution(id=str(n), action=action, priority=priority, seq=n, queued_at=0.0, retries_left=0)
+    return Execution(id=str(n), action=action, priority=priority, seq=n, queued_at=0.0)
 
 
 def test_queues_order_by_priority_then_arrival_across_matching_keys() -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator
 
-from server.scheduler.operation import Execution
 from server.scheduler.platform import RequirementSet
+from server.scheduler.state.memory.records import Execution
 
 # Heap entry: [priority, seq, execution, alive]. seq is unique, so the comparison
 # never reaches the execution.
@@ -80,6 +80,10 @@ class ActionQueues:
                 entry[2].queue_entry = None
                 out.append(entry[2])
         return out
+
+    def sizes(self) -> dict[RequirementSet, int]:
+        """Queued executions per requirement set (those with any)."""
+        return {key: n for key, n in self._sizes.items() if n > 0}
 
     def size(self, key: RequirementSet) -> int:
         return self._sizes.get(key, 0)

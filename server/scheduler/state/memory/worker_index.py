@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from server.scheduler.platform import PlatformMatcher, RequirementSet, WorkerOffer
-from server.scheduler.sessions import BotSession
+from server.scheduler.state.memory.records import BotSession
 
 
 class WorkerIndex:
