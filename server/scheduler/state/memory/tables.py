@@ -136,5 +136,6 @@ class MemoryTables:
     def _view(session: BotSession) -> SessionView:
         return SessionView(
             session.name, session.registration, session.healthy, tuple(session.lease_ids),
-            any(not told for _, told in session.cancelled.values()), session.waiter is not None,
+            bool(session.cancelled) and any(not told for _, told in session.cancelled.values()),
+            session.waiter is not None,
         )
