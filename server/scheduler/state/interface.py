@@ -136,9 +136,11 @@ class SchedulerState(ABC):
     ) -> ReportOutcome | None:
         """Start a call: wake the session's held call (the newer one supersedes it),
         count the call in progress until ``end_call``, and take the bot's word on its
-        leases. Leases it completed come off the session; leases it left out are
-        dropped on its side, as are cancellations it has been told about. None if the
-        session is closed."""
+        leases. Leases it reports completed come off the session and are returned for
+        the policy to finish; reports of leases the session does not hold are ignored
+        (the answer leaves them out, which tells the bot to stop); cancellations the
+        bot was told about and no longer lists are forgotten. None if the session is
+        closed."""
 
     @abstractmethod
     async def claim(self, name: str, now: float) -> SessionView | None:

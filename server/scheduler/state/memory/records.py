@@ -1,10 +1,10 @@
 """The in-memory state's records: executions, operations, leases and bot sessions.
 
 Mutable and private to MemoryState, which changes them only in its synchronous
-transitions. Records point at each other by id (a lease names its execution and
-session, an execution its lease), looked up in the state's tables; only an operation
-holds its execution itself, as the handle it is. Slotted: 100,000 queued actions
-must stay cheap.
+transitions. Records point at each other by id, looked up in the state's tables: a
+lease names its execution and its session, an execution its lease, a session its
+leases. Only an operation holds its execution itself (it is the handle on it), as
+does a queue entry. Slotted: 100,000 queued actions must stay cheap.
 """
 
 from __future__ import annotations
