@@ -14,7 +14,7 @@ from server.scheduler.platform import PlatformMatcher, RequirementSet
 from server.scheduler.results import status_response
 from server.scheduler.sessions import BotRegistration, LeaseReport
 from server.scheduler.state.interface import SchedulerState, StateFactory
-from server.scheduler.state.views import Lost, Unserved
+from server.scheduler.state.views import Lost, OtherBot, ReportOutcome, Unserved
 from tests.support.fake_clock import FakeClock
 
 matcher = PlatformMatcher()
@@ -92,8 +92,9 @@ async def test_a_completed_lease_awaits_its_result_and_a_cancellation_wins(
     await add(state, clock, "op-1", action(1))
     session = await open_bot(state, clock, "bot")
     lease_id = await lease_of(state, session)
-    outcome = await state.report(session, True, [LeaseReport(lease_id, True)], {})
-    assert outcome is not None and outcome.listed == frozenset()
+    assert await state.report(session, "intruder", True, [LeaseReport(lease_id, True)], {}) == OtherBot("bot")
+    outcome = await state.report(session, "bot", True, [LeaseReport(lease_id, True)], {})
+    assert isinstance(outcome, ReportOutcome) and not outcome.listed
     [done] = outcome.completed
     assert (done.lease_id, done.bot_id, done.action) == (lease_id, "bot", action(1))
     assert await state.awaits_result(done.execution_id)
@@ -112,7 +113,7 @@ async def test_past_the_retry_budget_an_execution_is_left_for_the_policy_to_fail
     session = await open_bot(state, clock, "bot")
     for attempt in (1, 2):
         lease_id = await lease_of(state, session)
-        outcome = await state.report(session, True, [LeaseReport(lease_id, True)], {})
+        outcome = await state.report(session, "bot", True, [LeaseReport(lease_id, True)], {})
         assert outcome is not None
         [done] = outcome.completed
         retried = await state.retry_execution(done.execution_id, f"bot (failure {attempt})", 1, clock.now())
@@ -132,7 +133,7 @@ async def test_only_an_expired_session_without_a_call_is_closed_as_expired(
     await add(state, clock, "op-1", action(1))
     session = await open_bot(state, clock, "bot")
     lease_id = await lease_of(state, session)
-    assert await state.report(session, True, [LeaseReport(lease_id, False)], {}) is not None  # a call in progress
+    assert await state.report(session, "bot", True, [LeaseReport(lease_id, False)], {}) is not None  # a call in progress
     later = clock.now() + 61
     assert await state.expired_sessions(later) == []
     assert await state.close_session(session, "bot (expired)", 3, later, if_expired=True) is None

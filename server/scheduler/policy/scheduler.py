@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
 from google.rpc import code_pb2
 
@@ -31,7 +32,7 @@ from server.scheduler.policy.completion import Completion
 from server.scheduler.results import status_response
 from server.scheduler.sessions import BotRegistration, LeaseReport, SessionAnswer
 from server.scheduler.state.interface import OperationWatch, SchedulerState
-from server.scheduler.state.views import SessionView, Unserved
+from server.scheduler.state.views import OtherBot, SessionView, Unserved
 
 log = logging.getLogger("reapi.scheduler")
 
@@ -178,10 +179,11 @@ class SchedulingPolicy(Scheduler):
         partial_metadata: Mapping[str, re_pb2.ExecutedActionMetadata],
         deadline_remaining: float | None,
     ) -> SessionAnswer:
-        await self._own_session(name, bot_id)
-        outcome = await self.state.report(name, healthy, reports, partial_metadata)
+        outcome = await self.state.report(name, bot_id, healthy, reports, partial_metadata)
         if outcome is None:
-            raise self._expired(name)
+            raise self._unknown_session(name)
+        if isinstance(outcome, OtherBot):
+            raise self._other_bot(name, outcome.owner, bot_id)
         try:
             if outcome.completed:
                 # The leases are off the session already: finish them even if the bot hangs
@@ -193,24 +195,19 @@ class SchedulingPolicy(Scheduler):
             hold = self._hold_time(session, outcome.listed, deadline_remaining)
             if hold > 0:
                 await self._hold(name, hold)
-                if await self.state.session(name) is None:
-                    raise self._closed(name)
-            return await self._answer(name)
+            return await self._answer(name)  # NOT_FOUND if the session was closed meanwhile
         finally:
             await self.state.end_call(name, self.clock.now() + self.settings.bot_session_timeout)
 
     async def end_session(self, name: str, bot_id: str, reason: str) -> None:
-        await self._own_session(name, bot_id)
-        await self._close_session(name, bot_id, reason, self.clock.now())
-
-    async def _own_session(self, name: str, bot_id: str) -> None:
         session = await self.state.session(name)
         if session is None:
-            raise self._expired(name)
+            raise self._unknown_session(name)
         if session.bot_id != bot_id:
-            raise InvalidArgument(f"bot session {name!r} belongs to bot {session.bot_id!r}, not {bot_id!r}")
+            raise self._other_bot(name, session.bot_id, bot_id)
+        await self._close_session(name, bot_id, reason, self.clock.now())
 
-    def _hold_time(self, session: SessionView, listed: frozenset[str], deadline_remaining: float | None) -> float:
+    def _hold_time(self, session: SessionView, listed: AbstractSet[str], deadline_remaining: float | None) -> float:
         """Hold the call only while the bot knows everything: no new lease, no untold
         cancellation, none of its leases missing from its report."""
         if any(lease_id not in listed for lease_id in session.lease_ids):
@@ -250,8 +247,12 @@ class SchedulingPolicy(Scheduler):
         log.info("closed bot session %s: %s", name, reason)
 
     @staticmethod
-    def _expired(name: str) -> NotFound:
+    def _unknown_session(name: str) -> NotFound:
         return NotFound(f"bot session {name!r} is unknown or expired; create a new one")
+
+    @staticmethod
+    def _other_bot(name: str, owner: str, bot_id: str) -> InvalidArgument:
+        return InvalidArgument(f"bot session {name!r} belongs to bot {owner!r}, not {bot_id!r}")
 
     @staticmethod
     def _closed(name: str) -> NotFound:

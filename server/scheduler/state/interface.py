@@ -27,7 +27,7 @@ from server.scheduler.operation import OperationState, PreparedAction
 from server.scheduler.platform import PlatformMatcher, RequirementSet, WorkerOffer
 from server.scheduler.sessions import BotRegistration, LeaseReport, SessionAnswer
 from server.scheduler.farm import FarmSnapshot
-from server.scheduler.state.views import DedupKey, Lost, ReportOutcome, SessionView, Unserved
+from server.scheduler.state.views import DedupKey, Lost, OtherBot, ReportOutcome, SessionView, Unserved
 
 
 class OperationWatch(ABC):
@@ -123,18 +123,21 @@ class SchedulerState(ABC):
         self, name: str, note: str, retry_budget: int, now: float, *, if_expired: bool = False
     ) -> list[Lost] | None:
         """Close the session and wake its held call; its leases go back to the queue
-        (as ``retry_execution`` with ``note`` does; one ``Lost`` each). With ``if_expired``, only if it
-        has no call in progress and expired before ``now``. None if nothing was closed."""
+        (as ``retry_execution`` with ``note`` does: one ``Lost`` each). With
+        ``if_expired``, only if it has no call in progress and expired before ``now``.
+        None if nothing was closed."""
 
     @abstractmethod
     async def report(
         self,
         name: str,
+        bot_id: str,
         healthy: bool,
         reports: Sequence[LeaseReport],
         partial_metadata: Mapping[str, re_pb2.ExecutedActionMetadata],
-    ) -> ReportOutcome | None:
-        """Start a call: wake the session's held call (the newer one supersedes it),
+    ) -> ReportOutcome | OtherBot | None:
+        """Start a call of bot ``bot_id`` (``OtherBot`` if the session is not its own):
+        wake the session's held call (the newer one supersedes it),
         count the call in progress until ``end_call``, and take the bot's word on its
         leases. Leases it reports completed come off the session and are returned for
         the policy to finish; reports of leases the session does not hold are ignored

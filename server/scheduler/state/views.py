@@ -8,6 +8,7 @@ frozen dataclass costs several times more to build.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from typing import NamedTuple
 
 from cas.digest import Digest
@@ -58,8 +59,14 @@ class CompletedLease(NamedTuple):
     report: LeaseReport
 
 
+class OtherBot(NamedTuple):
+    """``report`` refused: the session belongs to another bot; nothing was applied."""
+
+    owner: str
+
+
 class ReportOutcome(NamedTuple):
-    listed: frozenset[str]  # leases the bot still holds (known to the state and not completed)
+    listed: AbstractSet[str]  # leases the bot still holds (known to the state and not completed)
     completed: list[CompletedLease]
 
 

@@ -28,6 +28,7 @@ from server.scheduler.state.views import (
     CompletedLease,
     DedupKey,
     Lost,
+    OtherBot,
     ReportOutcome,
     SessionView,
     Unserved,
@@ -180,13 +181,16 @@ class MemoryState(MemoryTables, SchedulerState):
     async def report(
         self,
         name: str,
+        bot_id: str,
         healthy: bool,
         reports: Sequence[LeaseReport],
         partial_metadata: Mapping[str, re_pb2.ExecutedActionMetadata],
-    ) -> ReportOutcome | None:
+    ) -> ReportOutcome | OtherBot | None:
         session = self._workers.sessions.get(name)
         if session is None:
             return None
+        if session.bot_id != bot_id:
+            return OtherBot(session.bot_id)
         session.wake()  # a newer call supersedes a held one
         session.calls_in_progress += 1
         session.healthy = healthy
@@ -216,7 +220,7 @@ class MemoryState(MemoryTables, SchedulerState):
         for lease_id, metadata in partial_metadata.items():
             if lease_id in session.lease_ids:
                 self._running[self._leases[lease_id].execution_id].partial_metadata = metadata
-        return ReportOutcome(frozenset(listed), completed)
+        return ReportOutcome(listed, completed)
 
     async def claim(self, name: str, now: float) -> SessionView | None:
         session = self._workers.sessions.get(name)

@@ -109,8 +109,10 @@ class MemoryTables:
         execution.response = response
         execution.finished_at = now
         key = execution.dedup_key
-        if key is not None and self._inflight.get(key) is execution:
-            del self._inflight[key]
+        if key is not None:
+            if self._inflight.get(key) is execution:
+                del self._inflight[key]
+            execution.dedup_key = None  # a finished execution is kept for retention; its key need not be
         self._running.pop(execution.id, None)
         for name in execution.operations:
             operation = self._ops.get(name)
