@@ -22,7 +22,9 @@ SESSION = re.compile(r"bot session \S+ created")
 
 def start_server(tmp_path: Path, *args: str) -> LoggedProcess:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
-    process = LoggedProcess("reapi-server", [sys.executable, "-m", "server.app", "--listen", "127.0.0.1:0", *args],
+    # Port 0 for HTTP too: the zero-config 127.0.0.1:8981 may be taken by another server on the machine.
+    process = LoggedProcess("reapi-server", [sys.executable, "-m", "server.app", "--listen", "127.0.0.1:0",
+                                            "--http-listen", "127.0.0.1:0", *args],
                             tmp_path / "server.log", env=env)
     process.start()
     return process
