@@ -358,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reapi-server: configuration error: {exc}", file=sys.stderr)
         return 2
     except (StartupError, ReapiError) as exc:  # a taken port, a store directory in use
-        print(f"reapi-server: cannot start: {exc}", file=sys.stderr)
+        why = exc.message if isinstance(exc, ReapiError) else str(exc)
+        print(f"reapi-server: cannot start: {why}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass

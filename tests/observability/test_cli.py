@@ -89,7 +89,7 @@ def test_a_store_directory_in_use_names_the_process(tmp_path: Path) -> None:
     with reapi_server_process(tmp_path / "first", server_config(tmp_path / "first")) as first:
         second = write_config(tmp_path / "second.toml", server_config(tmp_path / "first"))
         line = one_line_error(run([*SERVER, "--config", str(second)]))
-        assert line.startswith("reapi-server: cannot start: ")
+        assert line.startswith("reapi-server: cannot start: packed store 'cas-small': "), line
         assert f"is already in use by another process (pid {first.process.pid})" in line, line
 
 
