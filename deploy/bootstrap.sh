@@ -95,10 +95,10 @@ if [ "$want_test" = 1 ]; then
   command -v chromium >/dev/null || missing+=(chromium)
   command -v chromedriver >/dev/null || missing+=(chromium-driver)
   # The arm64 worker test (tests/e2e/test_arm_worker.py): qemu-user registered with
-  # binfmt_misc, debootstrap for its rootfs, bwrap (above) to run in it, a cross compiler.
+  # binfmt_misc, mmdebstrap for its rootfs, bwrap (above) to run in it, a cross compiler.
   command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
   command -v update-binfmts >/dev/null || missing+=(binfmt-support)
-  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
   command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
   if setup=$(find_shared bazel/setup-offline-bazel); then

@@ -58,9 +58,9 @@ def test_a_failed_build_leaves_nothing_that_a_later_run_would_trust(tmp_path: Pa
 
     def broken(staging: Path) -> None:
         (staging / "half").write_text("partial")
-        raise RuntimeError("debootstrap failed")
+        raise RuntimeError("mmdebstrap failed")
 
-    with pytest.raises(RuntimeError, match="debootstrap failed"):
+    with pytest.raises(RuntimeError, match="mmdebstrap failed"):
         cached_directory(final, broken)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache-key.lock"]
     cached_directory(final, fill)

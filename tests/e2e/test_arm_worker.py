@@ -16,9 +16,9 @@ read from ``execution_metadata.worker``, not from what it printed. Checked here:
 - real Bazel 4.2.3 with ``--remote_default_exec_properties=ISA=arm-a64`` runs a
   genrule there.
 
-The first run on a machine builds and caches the rootfs (minutes: debootstrap, and
-dpkg and pip under emulation), hence the long timeout; every step has its own.
-Needs root on an x86-64 host (binfmt_misc, debootstrap): ``make test`` installs the
+The first run on a machine builds and caches the rootfs (about a minute: mmdebstrap
+extracts it, the host's pip fetches arm64 wheels), hence the long timeout; every step has its own.
+Needs root on an x86-64 host (binfmt_misc, mmdebstrap): ``make test`` installs the
 packages; ``-m 'not arm'`` leaves these tests out on purpose.
 """
 

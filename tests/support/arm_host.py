@@ -5,7 +5,7 @@
   qemu-user-static + binfmt-support) is enabled with the F ("fix binary") flag, so
   the kernel opens the emulator at registration time and an arm64 rootfs needs no
   copy of it inside;
-- ``debootstrap`` builds the rootfs, ``bwrap`` runs programs in it in a private mount
+- ``mmdebstrap`` builds the rootfs, ``bwrap`` runs programs in it in a private mount
   namespace (no mount can outlive a killed test), ``aarch64-linux-gnu-gcc``
   cross-compiles test programs;
 - a Debian mirror: the one the host's own apt sources name, so the rootfs comes from
@@ -29,7 +29,7 @@ QEMU_ENTRY = "qemu-aarch64"
 APT_SOURCES = Path("/etc/apt")
 SUITE = "bookworm"
 # The Debian package that brings each tool (for the messages).
-TOOLS = {"debootstrap": "debootstrap", "bwrap": "bubblewrap", "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu"}
+TOOLS = {"mmdebstrap": "mmdebstrap", "bwrap": "bubblewrap", "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu"}
 
 
 class ArmUnavailable(RuntimeError):
@@ -82,7 +82,7 @@ def debian_mirror(suite: str = SUITE, apt_dir: Path = APT_SOURCES) -> str:
     for uri, suites, components in apt_sources(apt_dir):
         if suite in suites and "main" in components:
             return uri
-    raise ArmUnavailable(f"no apt source in {apt_dir} serves Debian {suite} main (debootstrap needs a mirror)")
+    raise ArmUnavailable(f"no apt source in {apt_dir} serves Debian {suite} main (the rootfs is built from a mirror)")
 
 
 def apt_sources(apt_dir: Path) -> list[tuple[str, list[str], list[str]]]:
