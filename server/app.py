@@ -31,6 +31,9 @@ from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_gr
 from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grpc
 from server.assets.assembly import AssetParts, build_assets
 from server.assets.config import AssetsConfig
+from server.auth.assembly import Security, build_security
+from server.auth.cli import add_security_arguments, with_security_flags
+from server.auth.exposure import check_exposure
 from server.config import CompressorName, ServerConfig, load_config
 from server.execution_log import ExecutionLog
 from server.explain.history import ActionHistory
@@ -89,6 +92,7 @@ class ReapiServer:
     forms: CompressedForms = field(default_factory=CompressedForms)  # compressed forms kept for reads
     metrics: ServerMetrics | None = None  # None when the server serves no HTTP
     http: HttpSite | None = None
+    security: Security | None = None
 
     @property
     def address(self) -> str:
@@ -105,6 +109,8 @@ class ReapiServer:
             await self.uploads.aclose()  # partial uploads are open store writes
         if self.assets is not None:
             await self.assets.aclose()  # downloads still running, the HTTP client
+        if self.security is not None:
+            self.security.close()
         await close_stores(self.stores)
 
 
@@ -210,12 +216,15 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
 
 
 async def start_server(
-    config: ServerConfig, clock: Clock | None = None, scheduler_state: StateFactory = memory_state
+    config: ServerConfig, clock: Clock | None = None, scheduler_state: StateFactory = memory_state,
+    local_worker: bool = False,
 ) -> ReapiServer:
     """Build the stores and services, bind ``config.listen`` (port 0 picks one) and start.
 
     ``clock`` drives the scheduler's leases and retention (tests pass a fake one);
-    ``scheduler_state`` builds the scheduler's state (tests run against each one)."""
+    ``scheduler_state`` builds the scheduler's state (tests run against each one);
+    ``local_worker``: this server will start its own worker (which gets a way in)."""
+    check_exposure(config.listen, config.tls.enabled, config.auth.enabled, config.allow_insecure)
     # Ports first: a taken one is a one-line error before any store is opened.
     if not config.listen.endswith(":0"):
         reason = probe_bind(config.listen)
@@ -231,6 +240,7 @@ async def start_server(
     assets: AssetParts | None = None
     http: HttpSite | None = None
     server: grpc.aio.Server | None = None
+    security: Security | None = None
     # Metrics exist only where they can be read: on the HTTP port.
     metrics = ServerMetrics() if config.http_listen else None
     try:
@@ -243,7 +253,10 @@ async def start_server(
         if execution is not None and metrics is not None:
             execution.history = ActionHistory()
         codecs, forms = build_compression(config)
+        # Certificates, token file, JWKS: loaded now, so a mistake stops the server here.
+        security = build_security(config.tls, config.auth, local_worker=local_worker)
         wrappers = [RpcTiming(metrics.rpc_duration)] if metrics is not None else []
+        wrappers += security.wrappers()  # the permission check, inside the timing
         server = grpc.aio.server(options=grpc_options(config))
         services = registrar(server, wrappers)  # each handler wrapped once, as it is added
         re_grpc.add_CapabilitiesServicer_to_server(
@@ -270,7 +283,7 @@ async def start_server(
             assets = build_assets(assets_config, stores[assets_config.index])
             asset_grpc.add_FetchServicer_to_server(FetchService(instances, assets.fetcher), services)
             asset_grpc.add_PushServicer_to_server(PushService(instances, assets.pusher), services)
-        port = bind_grpc(server, config.listen)
+        port = bind_grpc(server, config.listen, security)
         if assets is not None:
             assets.serving_on(port)  # a fetch may not call the server itself
         await server.start()
@@ -287,18 +300,20 @@ async def start_server(
             await server.stop(None)
         if assets is not None:
             await assets.aclose()
+        if security is not None:
+            security.close()
         await close_stores(stores)
         raise
     return ReapiServer(
         server, port, config, stores, instances, uploads=uploads, execution=execution, assets=assets, forms=forms,
-        metrics=metrics, http=http,
+        metrics=metrics, http=http, security=security,
     )
 
 
-def bind_grpc(server: grpc.aio.Server, address: str) -> int:
-    """Bind the gRPC port; a taken or impossible address is a one-line StartupError."""
+def bind_grpc(server: grpc.aio.Server, address: str, security: Security) -> int:
+    """Bind the gRPC port (TLS when configured); a taken or impossible address is a one-line StartupError."""
     try:
-        port = server.add_insecure_port(address)
+        port = security.bind(server, address)
     except RuntimeError:  # grpc's "Failed to bind to address ...", without the reason
         port = 0
     if port == 0:
@@ -309,14 +324,16 @@ def bind_grpc(server: grpc.aio.Server, address: str) -> int:
 async def serve(config: ServerConfig, zero_config: bool = False, log_level: str = "INFO") -> None:
     """Run until SIGINT or SIGTERM."""
     local_worker_config = parse_local_worker(config.section("local_worker"), zero_config)
-    server = await start_server(config)
-    log.info("reapi-server listening on %s", server.address)
+    server = await start_server(config, local_worker=local_worker_config.enabled)
+    log.info("reapi-server listening on %s (%s://)", server.address, "grpcs" if config.tls.enabled else "grpc")
     # The first line is what scripts and tests wait for; the rest says what is served.
     print(f"reapi-server listening on {server.address}", flush=True)
     # Zero config also runs a local reapi-worker (a process) against this port:
     # started once the server listens, stopped before the server.
+    assert server.security is not None
     local_worker = start_local_worker(local_worker_config, server.execution is not None,
-                                      config.listen.rsplit(":", 1)[0], server.port, log_level)
+                                      config.listen.rsplit(":", 1)[0], server.port, log_level,
+                                      server.security.local_worker)
     for line in startup_summary(server, local_worker_config if local_worker is not None else None):
         print(f"  {line}", flush=True)
     reporter = start_activity_log(server)
@@ -342,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(zero config: 127.0.0.1:8981; '' turns HTTP and metrics off)")
     parser.add_argument("--no-local-worker", action="store_true",
                         help="do not start the local reapi-worker the zero-config server runs")
+    add_security_arguments(parser)
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
@@ -353,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             config.http_listen = args.http_listen
         if args.no_local_worker:
             config.raw.setdefault("local_worker", {})["enabled"] = False
+        config.tls, config.auth = with_security_flags(config.tls, config.auth, args)
         asyncio.run(serve(config, zero_config=args.config is None, log_level=args.log_level))
     except ConfigError as exc:
         print(f"reapi-server: configuration error: {exc}", file=sys.stderr)

@@ -37,6 +37,7 @@ from cas.config import (
     read_toml,
 )
 from server.assets.config import read_assets_section
+from server.auth.config import AuthConfig, TlsConfig
 from server.local_worker import parse_local_worker
 from server.scheduler.config import parse_execution_config
 
@@ -73,6 +74,12 @@ class ServerSection:
     http_listen: str = ""
     """The HTTP port of ``/metrics`` and the web console; ``""`` serves no HTTP and collects
     no metrics. ``--http-listen`` overrides it; the zero-config server uses 127.0.0.1:8981."""
+    allow_insecure: bool = False
+    """Listen on a non-loopback address without TLS and authentication (a trusted network only)."""
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    """``[server.tls]``: the port's certificate, and the CA of client certificates."""
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    """``[server.auth]``: tokens, JWT, client certificate identities, anonymous permissions."""
 
     def __post_init__(self) -> None:
         if self.max_batch_total_size_bytes < DEFAULT_MAX_BATCH:
@@ -80,6 +87,8 @@ class ServerSection:
             raise ValueError(
                 f"max_batch_total_size_bytes = {self.max_batch_total_size_bytes} is below the 4MiB clients assume"
             )
+        if self.auth.certificates and not self.tls.requires_client_certificates:
+            raise ValueError("[[server.auth.certificates]] need [server.tls] client_ca (no certificate is asked for)")
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,9 @@ class ServerConfig:
     http_listen: str = ""
     stores: Mapping[str, StoreSpec | Mapping[str, Any]] = field(default_factory=dict)
     instances: list[InstanceConfig] = field(default_factory=list)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    allow_insecure: bool = False
     # The whole parsed file, for the sections other parts of the server read where they
     # are used ([execution], [assets], [local_worker]); parse_config has checked them.
     raw: dict[str, Any] = field(default_factory=dict)
@@ -168,6 +180,9 @@ def parse_config(data: dict[str, Any]) -> ServerConfig:
         http_listen=server.http_listen,
         stores=stores,
         instances=instances,
+        tls=server.tls,
+        auth=server.auth,
+        allow_insecure=server.allow_insecure,
         raw=data,
     )
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from cas.config import AtLeast, read_table
+from server.auth.local_credential import LocalWorkerCredential
 
 log = logging.getLogger("reapi.server.local_worker")
 
@@ -52,9 +53,10 @@ def worker_target(listen_host: str, port: int) -> str:
     return f"grpc://{host}:{port}"
 
 
-def worker_command(config: LocalWorkerConfig, server_url: str, log_level: str) -> list[str]:
+def worker_command(config: LocalWorkerConfig, server_url: str, log_level: str,
+                   credential_args: Sequence[str] = ()) -> list[str]:
     command = [sys.executable, "-m", "worker.app", "--server", server_url, "--log-level", log_level,
-               "--exit-with-parent"]
+               "--exit-with-parent", *credential_args]
     if config.concurrency is not None:
         command += ["--concurrency", str(config.concurrency)]
     return command + list(config.args)
@@ -112,13 +114,20 @@ class LocalWorker:
 
 
 def start_local_worker(config: LocalWorkerConfig, execution_enabled: bool, listen_host: str, port: int,
-                       log_level: str) -> LocalWorker | None:
-    """Start the worker if configured (and if this server runs remote execution at all)."""
+                       log_level: str, credential: LocalWorkerCredential | None = None) -> LocalWorker | None:
+    """Start the worker if configured (and if this server runs remote execution at all).
+
+    ``credential``: with authentication or TLS on, the token and socket the server made for it."""
     if not config.enabled:
         return None
     if not execution_enabled:
         log.warning("[local_worker] is enabled but [execution] is not; no local worker started")
         return None
-    worker = LocalWorker(worker_command(config, worker_target(listen_host, port), log_level))
+    target = worker_target(listen_host, port)
+    credential_args: list[str] = []
+    if credential is not None:
+        target = credential.socket_address or target
+        credential_args = credential.worker_args()
+    worker = LocalWorker(worker_command(config, target, log_level, credential_args))
     worker.start()
     return worker

@@ -2,6 +2,7 @@
 
     reapi-worker --server grpc://HOST:PORT [--instance NAME] [--concurrency N]
                  [--property KEY=VALUE ...] [--cache-dir DIR] [--work-dir DIR] [--config FILE]
+    reapi-worker --server grpcs://HOST:PORT --tls-ca FILE [--tls-cert FILE --tls-key FILE] [--token-file FILE]
 
 The worker talks to the server only over gRPC (Bots, CAS, ByteStream, LogStream
 writes); it never imports the server. See docs/WORKER.md.
@@ -26,6 +27,7 @@ from cas.config import ConfigError, expand_path
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc
 from worker.config import WorkerConfig, load_worker_config, target_of
+from worker.credentials import BearerToken, channel_credentials
 from worker.daemon import BotDaemon, SessionSettings
 from worker.directories import DirectoryCache
 from worker.executors.local import ExecutionSettings, LocalExecutor, remove_tree
@@ -69,12 +71,16 @@ def channel_options(inline_blob_limit: int = 0) -> list[tuple[str, int]]:
     ]
 
 
-def open_channel(server: str, inline_blob_limit: int = 0) -> grpc.aio.Channel:
-    target, secure = target_of(server)
-    options = channel_options(inline_blob_limit)
+def open_channel(config: WorkerConfig) -> grpc.aio.Channel:
+    """The one channel to the server: TLS for grpcs:// (with a client certificate if
+    configured), and the bearer token on every call if there is a token file."""
+    target, secure = target_of(config.server)
+    options = channel_options(config.inline_blob_limit)
+    interceptors = [BearerToken(config.token_file)] if config.token_file is not None else None
     if secure:
-        return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
-    return grpc.aio.insecure_channel(target, options=options)
+        credentials = channel_credentials(config.tls_ca, config.tls_cert, config.tls_key)
+        return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
 
 
 @dataclass
@@ -136,7 +142,7 @@ async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> 
     files = await FileCache.open(config.cache_dir, config.cache_max_size)
     if not _same_filesystem(config.cache_dir, config.work_dir):
         log.warning("cache_dir and work_dir are on different filesystems: inputs will be copied, not hardlinked")
-    channel = open_channel(config.server, config.inline_blob_limit)
+    channel = open_channel(config)
     bytestream = bs_grpc.ByteStreamStub(channel)
     metrics = ExecutionMetrics()
     prometheus = WorkerMetrics() if config.http_listen else None
@@ -213,6 +219,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work-dir", help="where exec roots are made (same filesystem as the cache)")
     parser.add_argument("--bot-id", help="unique, stable id of this worker (default HOST.PID)")
     parser.add_argument("--config", type=Path, help="TOML file with a [worker] table")
+    parser.add_argument("--tls-ca", help="CA certificates (PEM) that sign the server's certificate (grpcs://)")
+    parser.add_argument("--tls-cert", help="client certificate (PEM) for servers that require one (mTLS)")
+    parser.add_argument("--tls-key", help="the client certificate's private key (PEM)")
+    parser.add_argument("--token-file", help="file holding the bearer token (sent as authorization: Bearer)")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop when the process that started this one exits (reapi-server's local worker)")
     parser.add_argument("--http-listen", metavar="ADDR",
@@ -245,13 +255,20 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         changes["bot_id"] = args.bot_id
     if args.http_listen is not None:
         changes["http_listen"] = args.http_listen
+    for key in ("tls_ca", "tls_cert", "tls_key", "token_file"):
+        value = getattr(args, key)
+        if value:
+            changes[key] = expand_path(value, "--" + key.replace("_", "-"))
     if args.property:
         try:
             extra = parse_property_args(args.property)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         changes["properties"] = {**config.properties, **extra}
-    return replace(config, **changes)  # type: ignore[arg-type]
+    try:
+        return replace(config, **changes)  # type: ignore[arg-type]
+    except ValueError as exc:  # a combination the config refuses (e.g. --tls-ca with grpc://)
+        raise ConfigError(str(exc)) from None
 
 
 async def watch_parent(stop: asyncio.Event, interval: float = 1.0) -> None:

@@ -10,6 +10,8 @@
     default_path = "/usr/local/bin:/usr/bin:/bin"
     sandbox = "auto"                     # bwrap where it runs, else the process fallback
     memory_limit = "8GiB"                # per action; see docs/WORKER.md "Sealed actions"
+    tls_ca = "/etc/reapi/tls/ca.crt"     # with server = "grpcs://..."; see docs/SECURITY.md
+    token_file = "/etc/reapi/worker.token"
 
     [worker.properties]                  # add to or replace detected platform properties
     ISA = ["arm-a64"]
@@ -120,9 +122,21 @@ class WorkerConfig:
     """Bytes each of an action's stdout and stderr may reach; None: no limit."""
     max_output_size: Size | None = None
     """Bytes an action's outputs may take together (and any one file it writes); None: no limit."""
+    tls_ca: Path | None = None
+    """CA certificates (PEM) that sign the server's certificate; default the system's (grpcs:// only)."""
+    tls_cert: Path | None = None
+    """Client certificate (PEM), for servers that require one (mTLS)."""
+    tls_key: Path | None = None
+    """The client certificate's private key (PEM)."""
+    token_file: Path | None = None
+    """A file holding the bearer token sent on every call; re-read when it changes."""
 
     def __post_init__(self) -> None:
-        target_of(self.server)
+        _, secure = target_of(self.server)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if not secure and any(p is not None for p in (self.tls_ca, self.tls_cert, self.tls_key)):
+            raise ValueError(f"tls_ca, tls_cert and tls_key need a grpcs:// server, not {self.server!r}")
 
 
 def target_of(server: str) -> tuple[str, bool]:

@@ -10,6 +10,7 @@ import pytest
 
 from cas.config import FILE_SECTIONS, STORE_SPECS
 from server.assets.config import AssetsSection
+from server.auth.config import AnonymousConfig, AuthConfig, CertificateRule, JwtConfig, TlsConfig
 from server.config import InstanceConfig, ServerSection
 from server.local_worker import LocalWorkerConfig
 from server.scheduler.config import ExecutionConfig
@@ -39,6 +40,11 @@ SECTIONS = [
     ("## Server and instances", ServerSection, ""),
     ("## Server and instances", InstanceConfig, ""),
     ("## Execution", ExecutionConfig, "platform"),  # [execution.platform] has a section of its own
+    ("### `[server.tls]`", TlsConfig, ""),
+    ("### `[server.auth]`", AuthConfig, ""),
+    ("### `[server.auth]`", AnonymousConfig, ""),
+    ("### `[server.auth.jwt]`", JwtConfig, ""),
+    ("### `[[server.auth.certificates]]`", CertificateRule, ""),
     ("## Remote Asset API", AssetsSection, ""),
     ("## Local worker", LocalWorkerConfig, ""),
     ("## Worker", WorkerConfig, ""),

@@ -1,0 +1,184 @@
+"""The one permission check: every call, before its service runs.
+
+grpc.aio's interceptor sees a method name and metadata, not the request or the TLS
+peer, so it returns the method's handler wrapped: the wrapper gets the request (for a
+streaming request, its first message) and the call's context, asks the
+authenticator who is calling, looks the method up in ``methods.RULES`` and refuses
+the call (UNAUTHENTICATED or PERMISSION_DENIED, with a message naming the cause)
+before the service sees it. Wrapped handlers are made once per method. Without
+``[server.auth]`` the interceptor is not installed at all: the zero-config server
+pays nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+import grpc
+
+from cas.errors import PermissionDenied, ReapiError
+from server.auth.authenticator import Authenticator
+from server.auth.caller import set_caller
+from server.auth.errors import not_owner, refused
+from server.auth.methods import RULES, MethodRule, Owned
+from server.auth.permissions import Identity, Permission
+from server.boundary import abort
+
+log = logging.getLogger("reapi.server.auth")
+
+
+class Owners(Protocol):
+    """Who opened an operation or a bot session (a principal), or None if nobody known."""
+
+    def owner_of(self, kind: Owned, name: str) -> str | None: ...
+
+
+class NoOwners:
+    def owner_of(self, kind: Owned, name: str) -> str | None:
+        return None
+
+
+async def _chain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    yield first
+    async for item in rest:
+        yield item
+
+
+async def _nothing() -> AsyncIterator[Any]:
+    return
+    yield  # an empty async generator
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, authenticator: Authenticator, owners: Owners | None = None) -> None:
+        self.authenticator = authenticator
+        self.owners: Owners = owners or NoOwners()
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method  # type: ignore[attr-defined]
+        handler = self._handlers.get(method)
+        if handler is None:
+            inner = await continuation(handler_call_details)
+            if inner is None:
+                return None  # type: ignore[return-value]  # unknown method: UNIMPLEMENTED
+            handler = self._wrap(method, inner)
+            self._handlers[method] = handler
+        return handler
+
+    # -- the decision ------------------------------------------------------------
+
+    def identify(self, rule: MethodRule, context: grpc.aio.ServicerContext) -> Identity | ReapiError:
+        try:
+            return self.authenticator.identify(context)
+        except ReapiError as exc:
+            return exc.with_context(rule.short_name)
+
+    def check(self, rule: MethodRule, request: Any, context: grpc.aio.ServicerContext,
+              identity: Identity | ReapiError | None = None) -> ReapiError | None:
+        """None if the call may go on (and the caller is set for the service), else the refusal."""
+        if identity is None:
+            identity = self.identify(rule, context)
+        if isinstance(identity, ReapiError):
+            return identity
+        instance = rule.instance(request)
+        needs = rule.permissions_for(request)
+        if not identity.may_any(needs, instance):
+            return refused(identity, needs, instance, rule.short_name)
+        if rule.owned is not None and rule.owned_name is not None:
+            not_theirs = self._check_owner(identity, rule, rule.owned_name(request), instance)
+            if not_theirs is not None:
+                return not_theirs
+        set_caller(identity)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s by %s on instance %r", rule.short_name, identity.describe(), instance)
+        return None
+
+    def _check_owner(self, identity: Identity, rule: MethodRule, name: str, instance: str) -> ReapiError | None:
+        assert rule.owned is not None
+        owner = self.owners.owner_of(rule.owned, name)
+        if owner is None or owner == identity.principal:
+            return None
+        if rule.owned is Owned.OPERATION:
+            if identity.may(Permission.ADMIN, instance):
+                return None
+            return not_owner(identity, "operation", name, owner, rule.short_name,
+                             "acting on another identity's operations needs the admin permission")
+        return not_owner(identity, rule.owned.value, name, owner, rule.short_name,
+                         "a bot session is bound to the identity that opened it")
+
+    async def _refuse(self, err: ReapiError, context: grpc.aio.ServicerContext) -> None:
+        log.info("refused a call from %s: %s", context.peer(), err)
+        await abort(context, err)
+
+    # -- wrapping each kind of handler -------------------------------------------------
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """As a HandlerWrapper (server/rpc_wrapping.py): once per method, when it is added."""
+        return self._wrap(method, handler)
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        rule = RULES.get(method)
+        if rule is None:
+            return self._refusing(method, handler)
+        if handler.request_streaming and not handler.response_streaming:
+            return handler._replace(stream_unary=self._stream_unary(rule, handler.stream_unary))  # type: ignore[attr-defined]
+        if handler.response_streaming and not handler.request_streaming:
+            return handler._replace(unary_stream=self._unary_stream(rule, handler.unary_stream))  # type: ignore[attr-defined]
+        if not handler.request_streaming:
+            return handler._replace(unary_unary=self._unary_unary(rule, handler.unary_unary))  # type: ignore[attr-defined]
+        return self._refusing(method, handler)  # no bidirectional method is served
+
+    def _unary_unary(self, rule: MethodRule, behaviour: Any) -> Any:
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            err = self.check(rule, request, context)
+            if err is not None:
+                await self._refuse(err, context)
+            return await behaviour(request, context)
+
+        return unary_unary
+
+    def _unary_stream(self, rule: MethodRule, behaviour: Any) -> Any:
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            err = self.check(rule, request, context)
+            if err is not None:
+                await self._refuse(err, context)
+            async for response in behaviour(request, context):
+                yield response
+
+        return unary_stream
+
+    def _stream_unary(self, rule: MethodRule, behaviour: Any) -> Any:
+        async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            identity = self.identify(rule, context)
+            if isinstance(identity, ReapiError):  # refuse a stranger before reading what it sends
+                await self._refuse(identity, context)
+            first = await anext(aiter(requests), None)
+            if first is None:
+                return await behaviour(_nothing(), context)
+            err = self.check(rule, first, context, identity)
+            if err is not None:
+                await self._refuse(err, context)
+            return await behaviour(_chain(first, requests), context)
+
+        return stream_unary
+
+    def _refusing(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        err = PermissionDenied(f"{method} has no permission rule on this server; it is refused")
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._refuse(err, context)
+
+        async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await self._refuse(err, context)
+            yield None
+
+        kind = ("stream" if handler.request_streaming else "unary") + "_" + (
+            "stream" if handler.response_streaming else "unary")
+        return handler._replace(**{kind: refuse_stream if handler.response_streaming else refuse})  # type: ignore[attr-defined]
