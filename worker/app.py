@@ -76,7 +76,7 @@ def open_channel(config: WorkerConfig) -> grpc.aio.Channel:
     configured), and the bearer token on every call if there is a token file."""
     target, secure = target_of(config.server)
     options = channel_options(config.inline_blob_limit)
-    interceptors = [BearerToken(config.token_file)] if config.token_file is not None else None
+    interceptors = BearerToken(config.token_file).interceptors() if config.token_file is not None else None
     if secure:
         credentials = channel_credentials(config.tls_ca, config.tls_cert, config.tls_key)
         return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)

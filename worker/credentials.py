@@ -52,13 +52,8 @@ def channel_credentials(ca: Path | None, cert: Path | None, key: Path | None) ->
     )
 
 
-class BearerToken(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Adds ``authorization: Bearer <token>`` to every call; the token file is re-read on change."""
+class BearerToken:
+    """The ``authorization: Bearer <token>`` header; the token file is re-read on change."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -74,23 +69,47 @@ class BearerToken(
                 pass  # mid-rewrite or removed: keep the token read before
         return self._header
 
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    def details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         metadata.add(AUTHORIZATION, self.header())
         return details._replace(metadata=metadata)  # type: ignore[attr-defined, no-any-return]
 
+    def interceptors(self) -> list[grpc.aio.ClientInterceptor]:
+        """One interceptor per kind of call: grpc.aio files each interceptor under one kind only."""
+        return [_UnaryUnary(self), _UnaryStream(self), _StreamUnary(self), _StreamStream(self)]
+
+
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, token: BearerToken) -> None:
+        self.token = token
+
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
+        return await continuation(self.token.details(client_call_details), request)
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, token: BearerToken) -> None:
+        self.token = token
 
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
+        return await continuation(self.token.details(client_call_details), request)
+
+
+class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, token: BearerToken) -> None:
+        self.token = token
 
     async def intercept_stream_unary(
         self, continuation: Any, client_call_details: Any, request_iterator: AsyncIterable[Any]
     ) -> Any:
-        return await continuation(self._details(client_call_details), request_iterator)
+        return await continuation(self.token.details(client_call_details), request_iterator)
+
+
+class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, token: BearerToken) -> None:
+        self.token = token
 
     async def intercept_stream_stream(
         self, continuation: Any, client_call_details: Any, request_iterator: AsyncIterable[Any]
     ) -> Any:
-        return await continuation(self._details(client_call_details), request_iterator)
+        return await continuation(self.token.details(client_call_details), request_iterator)

@@ -70,7 +70,7 @@ async def client_channel(server: ReapiServer, tmp_path: Path) -> AsyncIterator[g
         async with channel_to(server) as channel:
             yield channel
         return
-    interceptors = [BearerToken(tmp_path / "client.token")] if (tmp_path / "client.token").exists() else None
+    interceptors = BearerToken(tmp_path / "client.token").interceptors() if (tmp_path / "client.token").exists() else None
     credentials = grpc.ssl_channel_credentials((tmp_path / "pki" / "ca.crt").read_bytes())
     async with grpc.aio.secure_channel(server.address, credentials, interceptors=interceptors) as channel:
         yield channel

@@ -60,7 +60,7 @@ class Farm:
         interceptors = None
         if token is not None:
             path = write_token_file(self.workdir / "client-tokens" / f"{abs(hash(token))}", token)
-            interceptors = [BearerToken(path)]
+            interceptors = BearerToken(path).interceptors()
         return grpc.aio.secure_channel(self.target, credentials, interceptors=interceptors)
 
 

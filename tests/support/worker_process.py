@@ -72,7 +72,7 @@ def worker_command(workdir: Path, server_address: str, *, bot_id: str, concurren
                    properties: Sequence[str], extra_args: Sequence[str]) -> list[str]:
     command = [
         sys.executable, "-m", "worker.app",
-        "--server", f"grpc://{server_address}",
+        "--server", server_address if "://" in server_address else f"grpc://{server_address}",
         "--concurrency", str(concurrency),
         "--cache-dir", str(workdir / "cache"),
         "--work-dir", str(workdir / "work"),
