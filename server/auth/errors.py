@@ -26,8 +26,9 @@ class Unauthenticated(ReapiError):
 
 
 def _needs(permissions: Iterable[Permission]) -> str:
-    names = sorted(str(p) for p in permissions)
-    return names[0] if len(names) == 1 else " or ".join(names)
+    wanted = set(permissions)
+    names = [str(p) for p in Permission if p in wanted]  # in the enum's order: read, write, ..., admin
+    return " or ".join(names)
 
 
 def refused(identity: Identity, needs: Iterable[Permission], instance_name: str, method: str) -> ReapiError:
@@ -36,7 +37,7 @@ def refused(identity: Identity, needs: Iterable[Permission], instance_name: str,
     if identity.anonymous:
         why = f"no credentials ({identity.note})" if identity.note else "no credentials"
         return Unauthenticated(
-            f"{method}: {why}, and anonymous callers may not {_needs(needs)} on instance "
+            f"{method}: {why}, and anonymous callers lack the {_needs(needs)} permission on instance "
             f"{instance_name!r}; {HOW_TO_AUTHENTICATE} or present a client certificate"
         )
     held = ", ".join(sorted(str(p) for p in identity.permissions)) or "no permissions"

@@ -120,4 +120,4 @@ async def test_anonymous_callers_get_the_anonymous_permissions_only(
                 instance_name="main", action_digest=DIGEST, action_result=re_pb2.ActionResult()))
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert caught.value.details().startswith(
-            "UpdateActionResult: no credentials, and anonymous callers may not ac-write on instance 'main'")
+            "UpdateActionResult: no credentials, and anonymous callers lack the ac-write permission on instance 'main'")
