@@ -100,6 +100,11 @@ if [ "$want_test" = 1 ]; then
   command -v update-binfmts >/dev/null || missing+=(binfmt-support)
   command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
   command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu)
+  # Debian's Bazel 4.2.3 speaks TLS (grpcs://) only through netty-tcnative's OpenSSL:
+  # its netty lacks the JDK's ALPN support (tests/support/bazel_tls.py).
+  if command -v dpkg-query >/dev/null && ! dpkg-query -W -f='${Status}' libnetty-tcnative-jni 2>/dev/null | grep -q "ok installed"; then
+    missing+=(libnetty-tcnative-jni)
+  fi
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
   if setup=$(find_shared bazel/setup-offline-bazel); then
     # Installs bazel-bootstrap (which brings build-essential and a JDK) and the rule

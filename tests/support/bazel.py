@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.bazel_outputs import OutputSnapshot, snapshot_tree
+from tests.support.bazel_tls import tcnative_startup_options
 from tests.support.bazel_summary import ProcessSummary
 from tests.support.shared import SETUP_OFFLINE_BAZEL, SharedFileMissing, shared_file
 
@@ -161,6 +162,7 @@ class BazelInstallation:
     bazelrc: Path
     output_user_root: Path
     workspaces: list[BazelWorkspace] = field(default_factory=list)
+    extra_startup_options: list[str] = field(default_factory=list)  # OpenSSL for grpcs:// (bazel_tls.py)
 
     @classmethod
     def find(cls, session_root: Path) -> BazelInstallation:
@@ -180,7 +182,7 @@ class BazelInstallation:
         bazelrc = Path(result.stdout.strip().splitlines()[-1])
         root = session_root / "output_user_root"
         root.mkdir(parents=True, exist_ok=True)
-        return cls(Path(binary), bazelrc, root)
+        return cls(Path(binary), bazelrc, root, extra_startup_options=tcnative_startup_options(session_root))
 
     def workspace(self, template: Path, dest: Path) -> BazelWorkspace:
         """Copy ``template`` to ``dest`` (which must not exist) and register it."""
@@ -208,6 +210,7 @@ class BazelWorkspace:
             "--nohome_rc",
             f"--output_user_root={self.installation.output_user_root}",
             f"--max_idle_secs={MAX_IDLE_SECS}",
+            *self.installation.extra_startup_options,
         ]
 
     def run(
