@@ -32,21 +32,24 @@ def wait_for_port(port: int, timeout: float = 10.0, proc: subprocess.Popen | Non
 
 
 @contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """Start a private redis-server on a free port; yield its URL."""
+def redis_server(workdir: Path, extra_args: list[str] | None = None, tls: bool = False) -> Iterator[str]:
+    """Start a private redis-server on a free port; yield its URL (without any password).
+
+    ``tls``: the port speaks TLS (``extra_args`` must give --tls-cert-file and friends)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed; run `make test`, which installs it")
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
+    ports = ["--port", "0", "--tls-port", str(port)] if tls else ["--port", str(port)]
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir), "--protected-mode", "no"],
+        [binary, *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), "--protected-mode", "no", *(extra_args or [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port, proc=proc)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"{'rediss' if tls else 'redis'}://127.0.0.1:{port}/0"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
