@@ -81,6 +81,9 @@ class FetchRequest:
     function: DigestFunctionValue
     timeout: float | None = None  # seconds; None: the configured default
     oldest_accepted: float | None = None  # seconds since the epoch
+    # Raised instead of going to the origin: the caller may read cached assets only
+    # (it lacks the execute permission; server/auth decides, the service passes it on).
+    download_refusal: ReapiError | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,8 @@ class AssetFetcher:
 
     async def _shared(self, kind: str, request: FetchRequest, start: Callable[[], Awaitable[FetchOutcome]]) -> FetchOutcome:
         """Run ``start`` as a task shared by identical requests; it outlives a cancelled caller."""
+        if request.download_refusal is not None:
+            raise request.download_refusal
         key = (kind, request.instance, request.uris, request.qualifiers.pairs, request.function)
         task = self._inflight.get(key)
         if task is None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
+from cas.errors import ReapiError
+from server.auth.errors import refused
 from server.auth.permissions import Identity, Permission
 
 _CALLER: ContextVar[Identity | None] = ContextVar("reapi_caller", default=None)
@@ -34,3 +36,12 @@ def caller_principal() -> str:
 def caller_may(permission: Permission, instance_name: str) -> bool:
     caller = _CALLER.get()
     return caller is None or caller.may(permission, instance_name)
+
+
+def refusal_unless(permission: Permission, instance_name: str, method: str, why: str) -> ReapiError | None:
+    """The refusal to raise later if the caller lacks ``permission`` (``why``: what needs it)."""
+    caller = _CALLER.get()
+    if caller is None or caller.may(permission, instance_name):
+        return None
+    err = refused(caller, [permission], instance_name, method)
+    return type(err)(f"{err.message}; {why}")

@@ -18,6 +18,8 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 from server import boundary
 from server.assets.fetcher import AssetFetcher, FetchOutcome, FetchRequest
 from server.assets.qualifiers import parse_qualifiers
+from server.auth.caller import refusal_unless
+from server.auth.permissions import Permission
 from server.instances import InstanceRegistry
 
 AnyFetchRequest = asset_pb2.FetchBlobRequest | asset_pb2.FetchDirectoryRequest
@@ -37,8 +39,9 @@ def duration_seconds(duration: duration_pb2.Duration) -> float:
     return duration.seconds + duration.nanos / 1e9
 
 
-def fetch_request(request: AnyFetchRequest) -> FetchRequest:
-    """Validate the common fields of both fetch requests."""
+def fetch_request(request: AnyFetchRequest, method: str = "Fetch") -> FetchRequest:
+    """Validate the common fields of both fetch requests. A caller without ``execute``
+    is answered from the cache only (docs/SECURITY.md)."""
     function = request.digest_function or re_pb2.DigestFunction.SHA256
     algorithm_for(function)  # INVALID_ARGUMENT if we cannot compute it
     return FetchRequest(
@@ -48,6 +51,8 @@ def fetch_request(request: AnyFetchRequest) -> FetchRequest:
         function=function,
         timeout=duration_seconds(request.timeout) if request.HasField("timeout") else None,
         oldest_accepted=seconds_of(request.oldest_content_accepted) if request.HasField("oldest_content_accepted") else None,
+        download_refusal=refusal_unless(Permission.EXECUTE, request.instance_name, method,
+                                        "the asset is not in the cache, and fetching it downloads it"),
     )
 
 
@@ -70,7 +75,7 @@ class FetchService(asset_grpc.FetchServicer):
     @boundary.unary
     async def FetchBlob(self, request: asset_pb2.FetchBlobRequest, context: grpc.aio.ServicerContext) -> asset_pb2.FetchBlobResponse:
         instance = self.instances.get(request.instance_name)
-        fetch = fetch_request(request)
+        fetch = fetch_request(request, "FetchBlob")
         outcome = await self.fetcher.fetch_blob(instance.cas, fetch)
         response = asset_pb2.FetchBlobResponse(**_common(outcome, fetch))  # type: ignore[arg-type]
         if outcome.digest is not None:
@@ -82,7 +87,7 @@ class FetchService(asset_grpc.FetchServicer):
         self, request: asset_pb2.FetchDirectoryRequest, context: grpc.aio.ServicerContext
     ) -> asset_pb2.FetchDirectoryResponse:
         instance = self.instances.get(request.instance_name)
-        fetch = fetch_request(request)
+        fetch = fetch_request(request, "FetchDirectory")
         outcome = await self.fetcher.fetch_directory(instance.cas, fetch)
         response = asset_pb2.FetchDirectoryResponse(**_common(outcome, fetch))  # type: ignore[arg-type]
         if outcome.digest is not None:

@@ -29,11 +29,13 @@ EVERYTHING = ["read", "write", "ac-write", "execute"]
 def secure_config(tls: TlsConfig, auth: AuthConfig, **execution: Any) -> ServerConfig:
     return ServerConfig(
         listen="127.0.0.1:0",
-        stores={"mem": {"type": "memory"}, "cas": {"type": "verify", "inner": "mem"}, "ac": {"type": "memory"}},
+        stores={"mem": {"type": "memory"}, "cas": {"type": "verify", "inner": "mem"}, "ac": {"type": "memory"},
+                "assets": {"type": "memory"}},
         instances=[InstanceConfig(name=WILDCARD_INSTANCE, cas="cas", ac="ac")],
         tls=tls,
         auth=auth,
-        raw={"execution": {**TEST_EXECUTION, **execution}},
+        # The Remote Asset API, allowed to fetch from the tests' loopback origins.
+        raw={"execution": {**TEST_EXECUTION, **execution}, "assets": {"allow_private_networks": True}},
     )
 
 

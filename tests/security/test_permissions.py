@@ -3,7 +3,8 @@
 The server writes the results of remote executions to the action cache itself, so
 an identity with ``execute`` but not ``ac-write`` gets cached executions and cannot
 forge one; ``worker`` covers the Bots API and the CAS reads and writes a worker
-makes, nothing a build client needs; everyone's operations need ``admin``.
+makes, nothing a build client needs; everyone's operations need ``admin``; a Remote
+Asset fetch that is not in the cache needs ``execute`` (it downloads).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import hashlib
 import grpc
 import pytest
 
+from remote_apis_protos.build.bazel.remote.asset.v1 import remote_asset_pb2 as asset_pb2
+from remote_apis_protos.build.bazel.remote.asset.v1 import remote_asset_pb2_grpc as asset_grpc
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
@@ -21,6 +24,7 @@ from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
 from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grpc
 from tests.security.conftest import FarmFactory
 from tests.support.actions import ActionBuilder
+from tests.support.http_origin import HttpOrigin
 from tests.support.test_bot import TestBot
 from tests.support.tokens import TokenFile
 
@@ -126,3 +130,24 @@ async def test_listing_operations_needs_admin(farm_factory: FarmFactory, token_f
         assert await code_of(listing) == grpc.StatusCode.PERMISSION_DENIED
         listing = lro_grpc.OperationsStub(operators).ListOperations(lro_pb2.ListOperationsRequest())
         assert await code_of(listing) == grpc.StatusCode.OK
+
+
+async def test_asset_fetches_download_only_with_execute(farm_factory: FarmFactory, token_file: TokenFile) -> None:
+    reader = token_file.add("readers", ["read"])
+    builder = token_file.add("ci", ["read", "execute"])
+    with HttpOrigin() as origin:
+        url = origin.serve("/lib.tar.gz", b"library bytes")
+        async with farm_factory() as farm, farm.channel(token=reader) as readers, farm.channel(token=builder) as ci:
+            request = asset_pb2.FetchBlobRequest(uris=[url])
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await asset_grpc.FetchStub(readers).FetchBlob(request)
+            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert caught.value.details() == (
+                "FetchBlob: identity 'readers' (token) lacks the execute permission on instance '' (it has read on '*'); "
+                "the asset is not in the cache, and fetching it downloads it")
+            assert origin.requests_for("/lib.tar.gz") == []
+            downloaded = await asset_grpc.FetchStub(ci).FetchBlob(request)
+            assert downloaded.status.code == 0, downloaded.status
+            cached = await asset_grpc.FetchStub(readers).FetchBlob(request)  # now from the cache
+            assert cached.status.code == 0 and cached.blob_digest == downloaded.blob_digest
+            assert len(origin.requests_for("/lib.tar.gz")) == 1
