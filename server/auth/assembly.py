@@ -16,7 +16,8 @@ from cas.config import ConfigError
 from server.auth.authenticator import Authenticator
 from server.auth.certificates import CertificateRules
 from server.auth.config import AuthConfig, TlsConfig
-from server.auth.interceptor import AuthInterceptor, Owners
+from server.auth.interceptor import AuthInterceptor
+from server.auth.owners import Owners
 from server.auth.jwt_verifier import JwtVerifier
 from server.auth.local_credential import LocalWorkerCredential, make_local_credential
 from server.auth.permissions import InstanceScope, anonymous, parse_permissions

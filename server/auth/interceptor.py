@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 
@@ -23,21 +23,11 @@ from server.auth.authenticator import Authenticator
 from server.auth.caller import set_caller
 from server.auth.errors import not_owner, refused
 from server.auth.methods import RULES, MethodRule, Owned
+from server.auth.owners import NoOwners, Owners
 from server.auth.permissions import Identity, Permission
 from server.boundary import abort
 
 log = logging.getLogger("reapi.server.auth")
-
-
-class Owners(Protocol):
-    """Who opened an operation or a bot session (a principal), or None if nobody known."""
-
-    def owner_of(self, kind: Owned, name: str) -> str | None: ...
-
-
-class NoOwners:
-    def owner_of(self, kind: Owned, name: str) -> str | None:
-        return None
 
 
 async def _chain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -80,9 +70,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except ReapiError as exc:
             return exc.with_context(rule.short_name)
 
-    def check(self, rule: MethodRule, request: Any, context: grpc.aio.ServicerContext,
-              identity: Identity | ReapiError | None = None) -> ReapiError | None:
-        """None if the call may go on (and the caller is set for the service), else the refusal."""
+    def admit(self, rule: MethodRule, request: Any, context: grpc.aio.ServicerContext,
+              identity: Identity | ReapiError | None = None) -> Identity | ReapiError:
+        """The caller if it holds the permission on the instance (and it is set for the
+        service), else the refusal. Ownership, for the few methods with ``owned``, is
+        ``check_owner``'s."""
         if identity is None:
             identity = self.identify(rule, context)
         if isinstance(identity, ReapiError):
@@ -91,27 +83,35 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         needs = rule.permissions_for(request)
         if not identity.may_any(needs, instance):
             return refused(identity, needs, instance, rule.short_name)
-        if rule.owned is not None and rule.owned_name is not None:
-            not_theirs = self._check_owner(identity, rule, rule.owned_name(request), instance)
-            if not_theirs is not None:
-                return not_theirs
         set_caller(identity)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s by %s on instance %r", rule.short_name, identity.describe(), instance)
-        return None
+        return identity
 
-    def _check_owner(self, identity: Identity, rule: MethodRule, name: str, instance: str) -> ReapiError | None:
-        assert rule.owned is not None
-        owner = self.owners.owner_of(rule.owned, name)
+    async def check_owner(self, identity: Identity, rule: MethodRule, request: Any) -> ReapiError | None:
+        assert rule.owned is not None and rule.owned_name is not None
+        name = rule.owned_name(request)
+        owner = await self.owners.owner_of(rule.owned, name)
         if owner is None or owner == identity.principal:
             return None
         if rule.owned is Owned.OPERATION:
-            if identity.may(Permission.ADMIN, instance):
+            if identity.may(Permission.ADMIN, rule.instance(request)):
                 return None
             return not_owner(identity, "operation", name, owner, rule.short_name,
                              "acting on another identity's operations needs the admin permission")
         return not_owner(identity, rule.owned.value, name, owner, rule.short_name,
                          "a bot session is bound to the identity that opened it")
+
+    async def check(self, rule: MethodRule, request: Any, context: grpc.aio.ServicerContext,
+                    identity: Identity | ReapiError | None = None) -> None:
+        """Abort the call unless ``admit`` lets it in and, for owned things, it is the caller's."""
+        verdict = self.admit(rule, request, context, identity)
+        if isinstance(verdict, ReapiError):
+            await self._refuse(verdict, context)
+        elif rule.owned is not None:
+            not_theirs = await self.check_owner(verdict, rule, request)
+            if not_theirs is not None:
+                await self._refuse(not_theirs, context)
 
     async def _refuse(self, err: ReapiError, context: grpc.aio.ServicerContext) -> None:
         log.info("refused a call from %s: %s", context.peer(), err)
@@ -137,18 +137,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _unary_unary(self, rule: MethodRule, behaviour: Any) -> Any:
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            err = self.check(rule, request, context)
-            if err is not None:
-                await self._refuse(err, context)
+            await self.check(rule, request, context)
             return await behaviour(request, context)
 
         return unary_unary
 
     def _unary_stream(self, rule: MethodRule, behaviour: Any) -> Any:
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            err = self.check(rule, request, context)
-            if err is not None:
-                await self._refuse(err, context)
+            await self.check(rule, request, context)
             async for response in behaviour(request, context):
                 yield response
 
@@ -162,9 +158,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             first = await anext(aiter(requests), None)
             if first is None:
                 return await behaviour(_nothing(), context)
-            err = self.check(rule, first, context, identity)
-            if err is not None:
-                await self._refuse(err, context)
+            await self.check(rule, first, context, identity)
             return await behaviour(_chain(first, requests), context)
 
         return stream_unary
