@@ -3,13 +3,15 @@
 
 Token files, JWKS files and certificates are rotated by writing them in place or by
 renaming a new file over the old one; either changes the signature below (inode,
-size, modification and change times in nanoseconds). One ``stat`` costs about a
-microsecond, so readers ask before each use instead of running a polling task.
+size, modification and change times in nanoseconds). One ``stat`` costs a few
+microseconds, so readers ask when they use the file (at most every ``min_interval``)
+instead of running a polling task.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 Signature = tuple[int, int, int, int]
@@ -25,20 +27,30 @@ def signature_of(path: Path) -> Signature | None:
 
 
 class FileWatch:
-    """``changed()`` is true once per new version of the files (and on the first call)."""
+    """``changed()`` is true once per new version of the files (and on the first call).
 
-    __slots__ = ("paths", "_seen")
+    ``min_interval``: look at the files at most this often (seconds); a reader asked on
+    every call of a busy server then pays a clock read, not a ``stat``, per call."""
 
-    def __init__(self, *paths: Path) -> None:
+    __slots__ = ("paths", "min_interval", "_seen", "_next_look")
+
+    def __init__(self, *paths: Path, min_interval: float = 0.0) -> None:
         self.paths = paths
+        self.min_interval = min_interval
         self._seen: tuple[Signature | None, ...] | None = None
+        self._next_look = 0.0
 
     def current(self) -> tuple[Signature | None, ...]:
         return tuple(signature_of(p) for p in self.paths)
 
     def changed(self) -> bool:
-        now = self.current()
-        if now == self._seen:
+        if self.min_interval:
+            now = time.monotonic()
+            if now < self._next_look:
+                return False
+            self._next_look = now + self.min_interval
+        signatures = self.current()
+        if signatures == self._seen:
             return False
-        self._seen = now
+        self._seen = signatures
         return True

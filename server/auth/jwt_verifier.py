@@ -23,6 +23,7 @@ from server.auth.config import JwtConfig
 from server.auth.errors import Unauthenticated
 from cas.file_watch import FileWatch
 from server.auth.permissions import ALL_INSTANCES, Identity, InstanceScope, Permission, parse_permissions
+from server.auth.tokens import RELOAD_INTERVAL
 
 log = logging.getLogger("reapi.server.auth")
 
@@ -64,7 +65,7 @@ class JwtVerifier:
     def __init__(self, config: JwtConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
-        self._watch = FileWatch(config.jwks)
+        self._watch = FileWatch(config.jwks, min_interval=RELOAD_INTERVAL)
         self._watch.changed()
         self._keys = read_jwks(config.jwks)  # unreadable at start: the server does not start
         self._verified: dict[str, tuple[Identity, float, float]] = {}  # token -> (identity, exp, nbf)

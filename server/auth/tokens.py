@@ -7,6 +7,7 @@
     instances = ["*"]                            # instance-name prefixes; default every name
 
 The file never holds a token, only its hash, so reading it gives nobody a credential.
+It is looked at for changes at most every ``RELOAD_INTERVAL`` seconds.
 Several entries may share a name (an old and a new token during a rotation). A file
 that stops parsing is reported and ignored: the tokens read before stay in force until
 it parses again. The zero-config server adds tokens of its own in memory (its worker's).
@@ -25,6 +26,12 @@ from cas.file_watch import FileWatch
 from server.auth.permissions import ALL_INSTANCES, Identity, InstanceScope, parse_permissions
 
 log = logging.getLogger("reapi.server.auth")
+
+# How often the token file is looked at for changes, at most (a busy server would
+# otherwise stat it on every call); a rotation takes effect within this.
+RELOAD_INTERVAL = 0.5
+# Tokens recently looked up, by the token itself: a hit skips hashing it again.
+RECENT_LIMIT = 1024
 
 
 @dataclass(frozen=True)
@@ -75,9 +82,10 @@ class TokenTable:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        self._watch = FileWatch(path) if path is not None else None
+        self._watch = FileWatch(path, min_interval=RELOAD_INTERVAL) if path is not None else None
         self._from_file: Mapping[bytes, Identity] = {}
         self._in_memory: dict[bytes, Identity] = {}
+        self._recent: dict[str, Identity] = {}
         if path is not None:
             assert self._watch is not None
             self._watch.changed()
@@ -90,8 +98,16 @@ class TokenTable:
     def lookup(self, token: str) -> Identity | None:
         if self._watch is not None and self._watch.changed():
             self._reload()
+        identity = self._recent.get(token)
+        if identity is not None:
+            return identity
         key = token_hash(token)
-        return self._in_memory.get(key) or self._from_file.get(key)
+        identity = self._in_memory.get(key) or self._from_file.get(key)
+        if identity is not None:
+            if len(self._recent) >= RECENT_LIMIT:
+                self._recent.clear()
+            self._recent[token] = identity
+        return identity
 
     def _reload(self) -> None:
         assert self.path is not None
@@ -100,6 +116,7 @@ class TokenTable:
         except ConfigError as exc:
             log.error("token file not reloaded, the tokens read before stay in force: %s", exc)
             return
+        self._recent.clear()
         log.info("token file %s reloaded: %s", self.path, self._summary())
 
     def _summary(self) -> str:
