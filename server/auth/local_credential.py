@@ -47,7 +47,8 @@ def make_local_credential(tokens: TokenTable | None, own_socket: bool) -> LocalW
     token_file = None
     if tokens is not None:
         token = secrets.token_urlsafe(32)
-        tokens.add(token, Identity(LOCAL_WORKER, frozenset({Permission.WORKER}), EVERY_INSTANCE, method="token"))
+        # Its own method: a token-file entry that happens to be named "local-worker" is someone else.
+        tokens.add(token, Identity(LOCAL_WORKER, frozenset({Permission.WORKER}), EVERY_INSTANCE, method="built-in"))
         token_file = directory / "token"
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:

@@ -67,7 +67,7 @@ class Identity:
     name: str
     permissions: frozenset[Permission]
     scope: InstanceScope = EVERY_INSTANCE
-    method: str = "token"  # how it was established: token, jwt, certificate, anonymous
+    method: str = "token"  # how it was established: token, jwt, certificate, anonymous, built-in
     note: str = ""  # for an anonymous caller: why it is one (a certificate no rule names)
 
     def may(self, permission: Permission, instance_name: str) -> bool:
