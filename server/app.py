@@ -44,7 +44,7 @@ from server.metrics.cas_traffic import count_instance_stores
 from server.metrics.families import ServerMetrics
 from server.metrics.rpc_timing import RpcTiming
 from server.metrics.store_gauges import watch_stores
-from server.rpc_wrapping import registrar
+from server.rpc_wrapping import HandlerWrapper, registrar
 from server.instances import InstanceRegistry
 from server.local_worker import parse_local_worker, start_local_worker
 from server.logstreams import LogStreamStore
@@ -255,8 +255,9 @@ async def start_server(
         codecs, forms = build_compression(config)
         # Certificates, token file, JWKS: loaded now, so a mistake stops the server here.
         security = build_security(config.tls, config.auth, local_worker=local_worker)
-        wrappers = [RpcTiming(metrics.rpc_duration)] if metrics is not None else []
-        wrappers += security.wrappers()  # the permission check, inside the timing
+        timing: list[HandlerWrapper] = [RpcTiming(metrics.rpc_duration)] if metrics is not None else []
+        # Outermost last: the timing sees refused calls too, counted by their code.
+        wrappers = security.wrappers() + timing
         server = grpc.aio.server(options=grpc_options(config))
         services = registrar(server, wrappers)  # each handler wrapped once, as it is added
         re_grpc.add_CapabilitiesServicer_to_server(

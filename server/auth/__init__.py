@@ -8,7 +8,7 @@
   (JWTs checked against a JWKS file), ``certificates.py`` (client certificate subjects):
   three ways to name the caller, combined by ``authenticator.py``.
 - ``methods.py``: for every RPC method, the permission it needs and where its instance
-  name is; ``interceptor.py`` checks it before the service runs, in one place.
+  name is; ``authorizer.py`` checks it before the service runs, in one place.
 - ``caller.py``: the identity of the call in progress, for the few decisions that can
   only be made later (whose operation, whose bot session, may a fetch download).
 - ``local_credential.py``: the token the zero-config server gives its own worker.

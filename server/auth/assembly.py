@@ -2,7 +2,7 @@
 
 ``build_security`` loads what must be valid before the server starts (certificates,
 token file, JWKS: a mistake is a configuration error, not a server that refuses every
-call later), and says how to bind the port and which interceptor to install.
+call later), and says how to bind the port and what wraps each handler.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from cas.config import ConfigError
 from server.auth.authenticator import Authenticator
 from server.auth.certificates import CertificateRules
 from server.auth.config import AuthConfig, TlsConfig
-from server.auth.interceptor import AuthInterceptor
+from server.auth.authorizer import Authorizer
 from server.auth.owners import Owners
 from server.auth.jwt_verifier import JwtVerifier
 from server.auth.local_credential import LocalWorkerCredential, make_local_credential
@@ -30,13 +30,13 @@ log = logging.getLogger("reapi.server.auth")
 @dataclass
 class Security:
     tls: ReloadingTls | None
-    interceptor: AuthInterceptor | None
+    authorizer: Authorizer | None
     tokens: TokenTable | None
     local_worker: LocalWorkerCredential | None = None
 
-    def wrappers(self) -> list[AuthInterceptor]:
+    def wrappers(self) -> list[Authorizer]:
         """The permission check, a HandlerWrapper (server/rpc_wrapping.py); none without auth."""
-        return [self.interceptor] if self.interceptor is not None else []
+        return [self.authorizer] if self.authorizer is not None else []
 
     def bind(self, server: grpc.aio.Server, listen: str) -> int:
         """Open the port (TLS when configured); 0 if it could not be bound."""
@@ -75,10 +75,10 @@ def build_security(tls: TlsConfig, auth: AuthConfig, owners: Owners | None = Non
         credential = make_local_credential(None, own_socket=True) if local_worker and reloading else None
         return Security(reloading, None, None, credential)
     tokens = TokenTable(auth.tokens) if auth.tokens is not None or local_worker else None
-    interceptor = AuthInterceptor(build_authenticator(auth, tls, tokens), owners)
+    authorizer = Authorizer(build_authenticator(auth, tls, tokens), owners)
     credential = make_local_credential(tokens, own_socket=reloading is not None) if local_worker else None
     methods = [name for name, on in (("tokens", auth.tokens is not None), ("JWT", auth.jwt is not None),
                                      ("client certificates", bool(auth.certificates))) if on]
     log.info("authentication on: %s; anonymous callers may %s", ", ".join(methods) or "anonymous only",
              ", ".join(auth.anonymous.permissions) if auth.anonymous and auth.anonymous.permissions else "nothing")
-    return Security(reloading, interceptor, tokens, credential)
+    return Security(reloading, authorizer, tokens, credential)

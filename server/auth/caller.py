@@ -1,8 +1,8 @@
 """The identity of the call in progress, for decisions that only a service can make.
 
-The interceptor sets it before the service runs (each gRPC call runs in a task of its
+The authorizer sets it before the service runs (each gRPC call runs in a task of its
 own, so calls never see each other's). Nearly everything is decided by the
-interceptor; what is left needs the service's knowledge: who owns a new operation or
+authorizer; what is left needs the service's knowledge: who owns a new operation or
 bot session (``caller_principal``), and whether a Remote Asset fetch that missed the
 cache may download (``caller_may``). With authentication off there is no caller and
 everything is allowed.

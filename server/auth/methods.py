@@ -1,9 +1,9 @@
 """For every RPC method: the permissions that allow it and where its instance name is.
 
-The one table the interceptor consults. A method listed with several permissions
+The one table the authorizer consults. A method listed with several permissions
 needs any one of them (a worker reads and writes the CAS under ``worker``; an
 uploader asks FindMissingBlobs under ``write``). Methods that address an operation
-or a bot session by name also name what they act on, so that the interceptor can
+or a bot session by name also name what they act on, so that the authorizer can
 check that it is the caller's own (``admin`` may act on everyone's operations).
 A method missing from the table is refused, never allowed.
 """

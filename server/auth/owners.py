@@ -1,4 +1,4 @@
-"""Who opened an operation or a bot session: what the interceptor asks before letting an
+"""Who opened an operation or a bot session: what the authorizer asks before letting an
 identity act on one by name.
 
 Operations belong to the identity whose Execute made them (``admin`` may act on

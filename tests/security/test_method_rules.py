@@ -14,10 +14,11 @@ from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
 from remote_apis_protos.google.longrunning import operations_pb2
 from server.auth.authenticator import Authenticator
 from server.auth.certificates import CertificateRules
-from server.auth.interceptor import AuthInterceptor
+from server.auth.authorizer import Authorizer
 from server.auth.methods import RULES, instance_of_operation, instance_of_resource, instance_of_session
 from server.auth.permissions import EVERY_INSTANCE, Identity, InstanceScope, Permission
 from server.auth.tokens import TokenTable
+from server.rpc_wrapping import registrar
 
 SERVED = [remote_execution_pb2, bytestream_pb2, operations_pb2, bots_pb2, remote_logstream_pb2, remote_asset_pb2]
 
@@ -66,7 +67,7 @@ def test_instance_prefixes_match_whole_segments() -> None:
 async def test_a_method_without_a_rule_is_refused() -> None:
     tokens = TokenTable()
     tokens.add("t", Identity("everyone", frozenset(Permission)))
-    interceptor = AuthInterceptor(Authenticator(tokens, None, CertificateRules([]), Identity(
+    authorizer = Authorizer(Authenticator(tokens, None, CertificateRules([]), Identity(
         "anonymous", frozenset(Permission), method="anonymous")))
 
     async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -74,8 +75,8 @@ async def test_a_method_without_a_rule_is_refused() -> None:
 
     handler = grpc.method_handlers_generic_handler("test.Unlisted", {
         "Echo": grpc.unary_unary_rpc_method_handler(echo)})
-    server = grpc.aio.server(interceptors=[interceptor])
-    server.add_generic_rpc_handlers((handler,))
+    server = grpc.aio.server()
+    registrar(server, [authorizer]).add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

@@ -1,19 +1,20 @@
 """The one permission check: every call, before its service runs.
 
-grpc.aio's interceptor sees a method name and metadata, not the request or the TLS
-peer, so it returns the method's handler wrapped: the wrapper gets the request (for a
+``Authorizer`` is a HandlerWrapper (server/rpc_wrapping.py): each method's handler is
+wrapped once, when its service is added, so nothing runs per call but the wrapper
+(a grpc.aio interceptor would cost a coroutine and a handler look-up per call, and
+sees neither the request nor the TLS peer). The wrapper gets the request (for a
 streaming request, its first message) and the call's context, asks the
 authenticator who is calling, looks the method up in ``methods.RULES`` and refuses
 the call (UNAUTHENTICATED or PERMISSION_DENIED, with a message naming the cause)
-before the service sees it. Wrapped handlers are made once per method. Without
-``[server.auth]`` the interceptor is not installed at all: the zero-config server
-pays nothing.
+before the service sees it. Without ``[server.auth]`` there is no Authorizer at all:
+the zero-config server pays nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -41,26 +42,10 @@ async def _nothing() -> AsyncIterator[Any]:
     yield  # an empty async generator
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class Authorizer:
     def __init__(self, authenticator: Authenticator, owners: Owners | None = None) -> None:
         self.authenticator = authenticator
         self.owners: Owners = owners or NoOwners()
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method  # type: ignore[attr-defined]
-        handler = self._handlers.get(method)
-        if handler is None:
-            inner = await continuation(handler_call_details)
-            if inner is None:
-                return None  # type: ignore[return-value]  # unknown method: UNIMPLEMENTED
-            handler = self._wrap(method, inner)
-            self._handlers[method] = handler
-        return handler
 
     # -- the decision ------------------------------------------------------------
 
@@ -120,10 +105,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     # -- wrapping each kind of handler -------------------------------------------------
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """As a HandlerWrapper (server/rpc_wrapping.py): once per method, when it is added."""
-        return self._wrap(method, handler)
-
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` checked before each call (once per method, when it is added)."""
         rule = RULES.get(method)
         if rule is None:
             return self._refusing(method, handler)
