@@ -291,7 +291,7 @@ async def start_server(
         if execution is not None:
             execution.start()
         if metrics is not None and http_socket is not None:
-            http = await start_http(http_socket, metrics, instances, execution)
+            http = await start_http(http_socket, metrics, instances, execution, security.read_check())
     except BaseException:
         if http_socket is not None:
             http_socket.close()

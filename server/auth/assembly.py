@@ -8,6 +8,7 @@ call later), and says how to bind the port and what wraps each handler.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -37,6 +38,10 @@ class Security:
     def wrappers(self) -> list[Authorizer]:
         """The permission check, a HandlerWrapper (server/rpc_wrapping.py); none without auth."""
         return [self.authorizer] if self.authorizer is not None else []
+
+    def read_check(self) -> Callable[[str | None], str | None] | None:
+        """Who may see the HTTP console (the same tokens as the gRPC port); None: anyone."""
+        return self.authorizer.authenticator.may_read if self.authorizer is not None else None
 
     def bind(self, server: grpc.aio.Server, listen: str) -> int:
         """Open the port (TLS when configured); 0 if it could not be bound."""

@@ -14,7 +14,7 @@ import grpc
 from server.auth.certificates import CertificateRules, certificate_names, certificate_subject
 from server.auth.errors import HOW_TO_AUTHENTICATE, Unauthenticated
 from server.auth.jwt_verifier import JwtVerifier, looks_like_jwt
-from server.auth.permissions import Identity, anonymous
+from server.auth.permissions import Identity, Permission, anonymous
 from server.auth.tokens import TokenTable
 
 AUTHORIZATION = "authorization"
@@ -60,6 +60,19 @@ class Authenticator:
                 note = f"the client certificate {certificate_subject(auth_context)!r} matches no certificate rule"
                 return anonymous(self.anonymous.permissions, self.anonymous.scope, note)
         return self.anonymous
+
+    def may_read(self, token: str | None) -> str | None:
+        """For the HTTP console (server/console/access.py): None if ``token`` (None: no
+        token) may read somewhere, else why not. Certificates play no part there."""
+        try:
+            identity = self.anonymous if token is None else self._token_identity(token)
+        except Unauthenticated as err:
+            return err.message
+        if Permission.READ in identity.permissions:
+            return None
+        if identity.anonymous:
+            return "no token, and anonymous callers may not read"
+        return f"{identity.describe()} lacks the read permission"
 
     def _token_identity(self, token: str) -> Identity:
         if self.jwt is not None and looks_like_jwt(token):

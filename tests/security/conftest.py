@@ -26,9 +26,10 @@ TEST_EXECUTION = {"worker_grace": 3600, "bot_long_poll_timeout": 5, "bot_session
 EVERYTHING = ["read", "write", "ac-write", "execute"]
 
 
-def secure_config(tls: TlsConfig, auth: AuthConfig, **execution: Any) -> ServerConfig:
+def secure_config(tls: TlsConfig, auth: AuthConfig, http_listen: str = "", **execution: Any) -> ServerConfig:
     return ServerConfig(
         listen="127.0.0.1:0",
+        http_listen=http_listen,
         stores={"mem": {"type": "memory"}, "cas": {"type": "verify", "inner": "mem"}, "ac": {"type": "memory"},
                 "assets": {"type": "memory"}},
         instances=[InstanceConfig(name=WILDCARD_INSTANCE, cas="cas", ac="ac")],
@@ -91,7 +92,7 @@ def farm_factory(tmp_path: Path, pki: TestPki, token_file: TokenFile, issuer: Te
     @asynccontextmanager
     async def make(*, anonymous: list[str] | None = None, client_ca: bool = False,
                    certificates: list[CertificateRule] | None = None, tokens: bool = True,
-                   jwt: bool = False, **execution: Any) -> AsyncIterator[Farm]:
+                   jwt: bool = False, http_listen: str = "", **execution: Any) -> AsyncIterator[Farm]:
         if not token_file.path.exists():
             token_file.write()
         server_pair = pki.server_certificate()
@@ -102,7 +103,7 @@ def farm_factory(tmp_path: Path, pki: TestPki, token_file: TokenFile, issuer: Te
             jwt=JwtConfig(jwks=issuer.jwks_path, audience=AUDIENCE, issuer=ISSUER) if jwt else None,
             anonymous=AnonymousConfig(permissions=anonymous) if anonymous is not None else None,
         )
-        async with running_server(secure_config(tls, auth, **execution)) as server:
+        async with running_server(secure_config(tls, auth, http_listen, **execution)) as server:
             yield Farm(server, pki, token_file, tmp_path)
 
     return make
