@@ -16,6 +16,21 @@ if TYPE_CHECKING:
     from server.app import ReapiServer
 
 
+def security_line(server: ReapiServer) -> str:
+    """``security: TLS (client certificates required); tokens, JWT; anonymous callers: read``."""
+    tls, auth = server.config.tls, server.config.auth
+    parts = ["TLS (client certificates required)" if tls.requires_client_certificates else "TLS" if tls.enabled
+             else "no TLS"]
+    methods = [name for name, on in (("tokens", auth.tokens is not None), ("JWT", auth.jwt is not None),
+                                     ("client certificates", bool(auth.certificates))) if on]
+    if not auth.enabled:
+        parts.append("no authentication (every caller may do everything)")
+    else:
+        anonymous = ", ".join(auth.anonymous.permissions) if auth.anonymous and auth.anonymous.permissions else "nothing"
+        parts.append(f"{', '.join(methods) or 'anonymous only'}; anonymous callers: {anonymous}")
+    return "security: " + "; ".join(parts) + " (docs/SECURITY.md)"
+
+
 def _size(n: int) -> str:
     for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if n >= 1 << shift and n % (1 << (shift - 4)) == 0:
@@ -46,12 +61,14 @@ def startup_summary(server: ReapiServer, local_worker: LocalWorkerConfig | None)
     if server.execution is None:
         lines.append("remote execution: off ([execution] enabled = false)")
     elif local_worker is None:
-        lines.append("remote execution: on; start workers with reapi-worker --server grpc://THIS_HOST:PORT")
+        scheme = "grpcs" if config.tls.enabled else "grpc"
+        lines.append(f"remote execution: on; start workers with reapi-worker --server {scheme}://THIS_HOST:PORT")
     else:
         slots = local_worker.concurrency or "one per CPU"
         lines.append(f"remote execution: on, with a local worker ({slots} slots)")
     if server.assets is not None:
         lines.append("remote asset API: on")
+    lines.append(security_line(server))
     if server.http is not None:
         lines.append(f"console: {server.http.url}/   metrics: {server.http.url}/metrics")
     else:

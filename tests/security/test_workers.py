@@ -130,6 +130,7 @@ async def test_zero_config_server_with_tls_and_tokens_authenticates_its_own_work
             assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
         log = server.log_text()
         assert "authentication on: tokens" in log
+        assert "security: TLS; tokens; anonymous callers: nothing (docs/SECURITY.md)" in log
         private = re.search(r"--token-file (\S+)", " ".join(open(f"/proc/{p}/cmdline").read().replace("\0", " ")
                                                             for p in _children(server.pid)))
         assert private is not None, "the local worker was not given a token file"
