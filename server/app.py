@@ -32,6 +32,7 @@ from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grp
 from server.assets.assembly import AssetParts, build_assets
 from server.assets.config import AssetsConfig
 from server.auth.assembly import Security, build_security
+from server.auth.owners import RecordOwners
 from server.auth.cli import add_security_arguments, with_security_flags
 from server.auth.exposure import check_exposure
 from server.config import CompressorName, ServerConfig, load_config
@@ -52,6 +53,7 @@ from server.activity_log import start_activity_log
 from server.scheduler.clock import Clock, SystemClock
 from server.scheduler.config import ExecutionConfig, parse_execution_config
 from server.scheduler.input_cache import InputCache
+from server.scheduler.owners import StateOwners
 from server.scheduler.policy.scheduler import SchedulingPolicy
 from server.scheduler.result_cache import InstanceResultCache
 from server.scheduler.state.interface import StateFactory
@@ -254,7 +256,8 @@ async def start_server(
             execution.history = ActionHistory()
         codecs, forms = build_compression(config)
         # Certificates, token file, JWKS: loaded now, so a mistake stops the server here.
-        security = build_security(config.tls, config.auth, local_worker=local_worker)
+        owners = RecordOwners(StateOwners(execution.scheduler.state)) if execution is not None else None
+        security = build_security(config.tls, config.auth, owners, local_worker=local_worker)
         timing: list[HandlerWrapper] = [RpcTiming(metrics.rpc_duration)] if metrics is not None else []
         # Outermost last: the timing sees refused calls too, counted by their code.
         wrappers = security.wrappers() + timing

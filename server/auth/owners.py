@@ -4,8 +4,9 @@ identity act on one by name.
 Operations belong to the identity whose Execute made them (``admin`` may act on
 anyone's); a bot session, and the bot id it was opened for, to the identity that
 opened it. The scheduler remembers the owner (a principal, ``Identity.principal``)
-with the record; ``SchedulerOwners`` asks it. Unknown names answer None: the call
-goes on and the service answers NOT_FOUND as it would without authentication.
+with the record (server/scheduler/owners.py answers); ``RecordOwners`` asks it.
+Unknown names answer None: the call goes on and the service answers NOT_FOUND as it
+would without authentication.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class OwnerRecords(Protocol):
     async def bot_owner(self, bot_id: str) -> str | None: ...
 
 
-class SchedulerOwners:
+class RecordOwners:
     def __init__(self, records: OwnerRecords) -> None:
         self.records = records
 

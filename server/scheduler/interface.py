@@ -80,8 +80,11 @@ class Scheduler(ABC):
         """A fresh, stable name: ``{instance}/operations/{id}``."""
 
     @abstractmethod
-    async def submit(self, operation_name: str, action: PreparedAction, priority: int) -> OperationState:
-        """Queue ``action`` (or join an identical one in flight) under ``operation_name``.
+    async def submit(
+        self, operation_name: str, action: PreparedAction, priority: int, owner: str = ""
+    ) -> OperationState:
+        """Queue ``action`` (or join an identical one in flight) under ``operation_name``,
+        which belongs to ``owner`` (a principal, server/auth; "" without authentication).
 
         FAILED_PRECONDITION if no worker can run it and none has for the grace period.
         """

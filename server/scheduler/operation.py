@@ -54,3 +54,4 @@ class OperationState:
     stdout_name: str = ""
     stderr_name: str = ""
     partial_metadata: re_pb2.ExecutedActionMetadata | None = None
+    owner: str = ""  # the principal whose Execute made it; "" without authentication (server/auth)

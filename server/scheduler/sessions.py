@@ -31,6 +31,7 @@ class BotRegistration:
     # Bytes of blobs its leases and reports may carry inline (docs/BOTS_PROTOCOL.md
     # section 7): what the bot asked for, capped by the server; 0 = none.
     inline_limit: int = 0
+    owner: str = ""  # the principal that opened the session; "" without authentication (server/auth)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc as bots_grpc
 from server import boundary
+from server.auth.caller import caller_principal
 from server.instances import InstanceRegistry
 from server.scheduler.input_cache import InputCache
 from server.scheduler.interface import Scheduler
@@ -44,9 +45,10 @@ HEALTHY = (bots_pb2.BotStatus.OK, bots_pb2.BotStatus.BOT_STATUS_UNSPECIFIED)
 
 
 def registration_of(
-    parent: str, session: bots_pb2.BotSession, matcher: PlatformMatcher, inline_cap: int = 0
+    parent: str, session: bots_pb2.BotSession, matcher: PlatformMatcher, inline_cap: int = 0, owner: str = ""
 ) -> BotRegistration:
-    """What the bot offers; ``inline_cap`` is the most inline blob bytes this server allows."""
+    """What the bot offers; ``inline_cap`` is the most inline blob bytes this server allows;
+    ``owner`` the principal opening the session."""
     if not session.bot_id:
         raise InvalidArgument("bot_session.bot_id must be set (a stable, unique id of the bot process)")
     worker = session.worker
@@ -73,6 +75,7 @@ def registration_of(
         healthy=session.status in HEALTHY,
         hold_when_busy=configs.get(HOLD_WHEN_BUSY_CONFIG, "").lower() == "true",
         inline_limit=min(inline_limit, inline_cap),
+        owner=owner,
     )
 
 
@@ -192,7 +195,9 @@ class BotsService(bots_grpc.BotsServicer):
         self, request: bots_pb2.CreateBotSessionRequest, context: grpc.aio.ServicerContext
     ) -> bots_pb2.BotSession:
         self.instances.get(request.parent)  # INVALID_ARGUMENT for a name this server does not serve
-        registration = registration_of(request.parent, request.bot_session, self.matcher, self.inline_limit)
+        # The session is its opener's: no other identity may update or replace it (server/auth).
+        registration = registration_of(request.parent, request.bot_session, self.matcher, self.inline_limit,
+                                       owner=caller_principal())
         answer = await self.scheduler.create_session(registration)
         log.info("worker %s joined from %s: %d slots, %s (session %s)", registration.bot_id, context.peer(),
                  registration.capacity, registration.offer.describe(), answer.name)

@@ -23,6 +23,7 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
 from server import boundary
 from server.explain.history import ActionHistory, producer_keys
+from server.auth.caller import caller_principal
 from server.instances import Instance, InstanceRegistry
 from server.metrics.families import ServerMetrics
 from server.request_metadata import describe_client, request_metadata
@@ -87,7 +88,7 @@ class ExecutionService(re_grpc.ExecutionServicer):
         prepared = await self.preparer.prepare(instance.cas, request.instance_name, action_digest)
         name = self.scheduler.new_operation_name(request.instance_name)
         priority = self.priorities.clamp(request.execution_policy.priority)
-        await self.scheduler.submit(name, prepared, priority)  # may refuse it: no worker can run it
+        await self.scheduler.submit(name, prepared, priority, owner=caller_principal())  # may refuse it: no worker can run it
         yield early_operation_proto(name, action_digest, Stage.CACHE_CHECK)
         if self.history is not None:
             await self._remember(name, request.instance_name, instance, prepared.action_bytes, action_digest, context)

@@ -10,6 +10,7 @@ from cas.digest import Digest
 from cas.errors import InvalidArgument
 from server.scheduler.interface import SchedulerSettings
 from server.scheduler.operation import OperationState, PreparedAction, Stage
+from server.scheduler.owners import StateOwners
 from server.scheduler.platform import PlatformMatcher, RequirementSet
 from server.scheduler.results import status_response
 from server.scheduler.sessions import BotRegistration, LeaseReport
@@ -160,3 +161,19 @@ async def test_a_watch_follows_its_operation_after_the_name_is_forgotten(
     executing = await watch.next()
     assert executing is not None and executing.stage == Stage.EXECUTING and executing.name == "op-1"
     assert await state.watch("op-1", replay=False) is None
+
+
+async def test_owners_are_kept_with_operations_and_sessions(state: SchedulerState, clock: FakeClock) -> None:
+    """The principals server/auth checks before an identity acts on a name (StateOwners)."""
+    shared = ("", action(1).action_digest)
+    await state.add_operation("op-1", action(1), 0, shared, clock.now(), GRACE, "token:ci")
+    await state.add_operation("op-2", action(1), 0, shared, clock.now(), GRACE, "jwt:dev")
+    registration = BotRegistration("bot", "", matcher.offer([("OSFamily", "linux")]), owner="token:workers")
+    await state.open_session("session-bot", registration, clock.now() + 60)
+    owners = StateOwners(state)
+    assert await owners.operation_owner("op-1") == "token:ci"
+    assert await owners.operation_owner("op-2") == "jwt:dev"  # joined the same execution, still its own
+    assert await owners.operation_owner("op-9") is None
+    assert await owners.session_owner("session-bot") == "token:workers"
+    assert await owners.bot_owner("bot") == "token:workers"
+    assert await owners.bot_owner("another-bot") is None

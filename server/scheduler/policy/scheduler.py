@@ -67,11 +67,13 @@ class SchedulingPolicy(Scheduler):
         prefix = f"{instance_name}/" if instance_name else ""
         return f"{prefix}operations/{self.new_id()}"
 
-    async def submit(self, operation_name: str, action: PreparedAction, priority: int) -> OperationState:
+    async def submit(
+        self, operation_name: str, action: PreparedAction, priority: int, owner: str = ""
+    ) -> OperationState:
         dedup = None if action.do_not_cache else (action.instance_name, action.action_digest)
         now = self.clock.now()
         grace = self.settings.worker_grace
-        added = await self.state.add_operation(operation_name, action, priority, dedup, now, grace)
+        added = await self.state.add_operation(operation_name, action, priority, dedup, now, grace, owner)
         if isinstance(added, Unserved):
             explanation = self.matcher.explain(action.requirements, await self.state.offers())
             raise FailedPrecondition(

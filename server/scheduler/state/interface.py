@@ -55,14 +55,15 @@ class SchedulerState(ABC):
     @abstractmethod
     async def add_operation(
         self, name: str, action: PreparedAction, priority: int, dedup: DedupKey | None, now: float,
-        worker_grace: float,
+        worker_grace: float, owner: str = "",
     ) -> OperationState | Unserved:
         """Add operation ``name``: it joins the unfinished execution with the same
         ``dedup`` key (raising that execution's priority while it is queued), or gets
         a new execution, queued or handed at once to a waiting session that matches.
         A new execution is refused (``Unserved``) if no connected worker can run it
         and none could for more than ``worker_grace`` seconds.
-        INVALID_ARGUMENT if the name exists."""
+        INVALID_ARGUMENT if the name exists. ``owner`` is kept with the operation
+        (``OperationState.owner``): the principal that made it (server/auth)."""
 
     @abstractmethod
     async def watch(self, name: str, replay: bool) -> OperationWatch | None:

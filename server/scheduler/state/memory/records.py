@@ -81,6 +81,7 @@ class Operation:
     first_event: int  # index into execution.history where this operation's view starts
     cancelled_response: re_pb2.ExecuteResponse | None = None
     finished_at: float | None = None
+    owner: str = ""
 
     @property
     def done(self) -> bool:
@@ -94,7 +95,7 @@ def state_of(operation: Operation, event: StageEvent | None = None) -> Operation
     if operation.cancelled_response is not None:
         return OperationState(
             operation.name, action.instance_name, action.action_digest, Stage.COMPLETED, True,
-            operation.cancelled_response, execution.stdout_name, execution.stderr_name,
+            operation.cancelled_response, execution.stdout_name, execution.stderr_name, owner=operation.owner,
         )
     if event is None:
         event = StageEvent(execution.stage, execution.stdout_name, execution.stderr_name)
@@ -109,6 +110,7 @@ def state_of(operation: Operation, event: StageEvent | None = None) -> Operation
         event.stdout_name,
         event.stderr_name,
         execution.partial_metadata if event.stage is Stage.EXECUTING else None,
+        owner=operation.owner,
     )
 
 

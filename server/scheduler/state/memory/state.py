@@ -49,7 +49,7 @@ class MemoryState(MemoryTables, SchedulerState):
 
     async def add_operation(
         self, name: str, action: PreparedAction, priority: int, dedup: DedupKey | None, now: float,
-        worker_grace: float,
+        worker_grace: float, owner: str = "",
     ) -> OperationState | Unserved:
         if name in self._ops:
             raise InvalidArgument(f"operation {name} already exists")
@@ -61,7 +61,7 @@ class MemoryState(MemoryTables, SchedulerState):
                 self._queues.discard(execution)
                 execution.priority = priority
                 self._queues.push(execution)
-            operation = Operation(name, execution, self._seq, first_event=len(execution.history) - 1)
+            operation = Operation(name, execution, self._seq, first_event=len(execution.history) - 1, owner=owner)
         else:
             since = self._unserved_since(action.requirements)
             if since is not None and now - since > worker_grace:
@@ -71,7 +71,7 @@ class MemoryState(MemoryTables, SchedulerState):
             )
             if dedup is not None:
                 self._inflight[dedup] = execution
-            operation = Operation(name, execution, self._seq, first_event=0)
+            operation = Operation(name, execution, self._seq, first_event=0, owner=owner)
             execution.record(Stage.QUEUED)
             self._enqueue(execution, now)
         execution.operations.append(name)
