@@ -172,6 +172,53 @@ def report(targets: list[Target], stream_mib: int) -> None:
         print(f"| {name} | {' | '.join(spreads)} | {ratios} | {target} |")
 
 
+class _Context:
+    """What the permission check reads of a call's context."""
+
+    def __init__(self, token: str) -> None:
+        self.metadata = (("user-agent", "bench"), ("authorization", f"Bearer {token}"))
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+
+def check_cost(workdir: Path, calls: int = 200_000) -> tuple[float, float]:
+    """CPU seconds per call of a GetActionResult handler, bare and behind the permission
+    check (server/auth/authorizer.py), in this process: the check's own cost, which the
+    shared machine's load cannot blur the way it blurs a round trip."""
+    import asyncio
+
+    from server.auth.authenticator import Authenticator
+    from server.auth.authorizer import Authorizer
+    from server.auth.certificates import CertificateRules
+    from server.auth.permissions import anonymous
+    from server.auth.tokens import TokenTable
+
+    tokens = TokenFile(workdir / "check-tokens.toml")
+    token = tokens.add("bench", ["read"])
+    authorizer = Authorizer(Authenticator(TokenTable(tokens.path), None, CertificateRules([]), anonymous(frozenset())))
+    answer = re_pb2.ActionResult()
+
+    async def get(request: re_pb2.GetActionResultRequest, context: object) -> re_pb2.ActionResult:
+        return answer
+
+    bare = grpc.unary_unary_rpc_method_handler(get)
+    checked = authorizer.wrap("/build.bazel.remote.execution.v2.ActionCache/GetActionResult", bare)
+    request, context = re_pb2.GetActionResultRequest(instance_name="main"), _Context(token)
+
+    async def run(behaviour: Any) -> float:
+        start = time.process_time()
+        for _ in range(calls):
+            await behaviour(request, context)
+        return (time.process_time() - start) / calls
+
+    async def both() -> tuple[float, float]:
+        await run(checked.unary_unary)  # warm: token file read, verdict remembered
+        return await run(bare.unary_unary), await run(checked.unary_unary)
+
+    return asyncio.run(both())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
@@ -193,6 +240,9 @@ def main() -> None:
                     measure_round(target, get, args.stream_mib, index)
                 print(f"round {index + 1} done", flush=True)
             report(targets, args.stream_mib)
+        bare, checked = check_cost(workdir)
+        print(f"\npermission check alone (in-process CPU per GetActionResult call): bare handler "
+              f"{bare * 1e6:.1f} us, behind the check {checked * 1e6:.1f} us: +{(checked - bare) * 1e6:.1f} us")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
