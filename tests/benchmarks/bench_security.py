@@ -1,6 +1,6 @@
 """What security costs (issue 9, acceptance 7), measured in one sitting, interleaved.
 
-    .venv/bin/python -m tests.benchmarks.bench_security [--rounds 5] [--stream-mib 256]
+    .venv/bin/python -m tests.benchmarks.bench_security [--rounds 15] [--stream-mib 64]
 
 Four real reapi-server processes with the zero-config stores under /dev/shm, the
 synchronous gRPC client in this process:
@@ -10,7 +10,7 @@ synchronous gRPC client in this process:
 - ``tls+token``: both, as a secured farm runs.
 Each round measures every server in turn (so load on the shared machine hits them
 alike), and the table gives the median over rounds and the ratio to ``plain``:
-- GetActionResult round trip (median of 2,000 calls; target: token <= 1.05 x plain);
+- GetActionResult round trip (median of 1,000 calls; target: token <= 1.05 x plain);
 - BatchUpdateBlobs of 1,000 x 1 KiB (blobs/s, median of 10 batches; target the same);
 - ByteStream Write and Read of one ``--stream-mib`` blob (MB/s; target: TLS >= 0.8 x plain).
 CPU rows (the server process's, and this client's for streams) depend less on what
@@ -105,11 +105,11 @@ def prepared_get(target: Target) -> Callable[[], object]:
 
 
 def measure_round(target: Target, get: Callable[[], object], stream_mib: int, index: int) -> None:
-    for _ in range(200):
+    for _ in range(100):
         get()
     cpu = cpu_seconds(target.server.process.pid)
-    target.record("get", statistics.median(timings(2000, get)))
-    target.record("get_cpu", (cpu_seconds(target.server.process.pid) - cpu) / 2000)
+    target.record("get", statistics.median(timings(1000, get)))
+    target.record("get_cpu", (cpu_seconds(target.server.process.pid) - cpu) / 1000)
 
     batches = [re_pb2.BatchUpdateBlobsRequest(requests=[
         Req(digest=d.to_proto(), data=b) for d, b in kib_blobs(1000, f"{target.name}-{index}-{i}-{time.time()}")])
@@ -161,15 +161,21 @@ ROWS = (
 
 
 def report(targets: list[Target], stream_mib: int) -> None:
-    print(f"| measurement | {' | '.join(t.name for t in targets)} | ratios to plain | target |")
+    """Each value: the median over rounds (and its range); each ratio: the median of the
+    rounds' ratios to ``plain`` (the setups of one round ran back to back, so a ratio
+    compares them under the same load)."""
+    print(f"| measurement | {' | '.join(t.name for t in targets)} | ratio to plain (median of rounds) | target |")
     print("|---|" + "---|" * (len(targets) + 2))
+    plain = targets[0]
     for key, label, show, target in ROWS:
-        medians = [statistics.median(t.results[key]) for t in targets]
-        spreads = [f"{show(statistics.median(t.results[key]))} ({show(min(t.results[key]))}-{show(max(t.results[key]))})"
-                   for t in targets]
-        ratios = ", ".join(f"{t.name} {m / medians[0]:.3f}" for t, m in zip(targets[1:], medians[1:]))
+        cells = [f"{show(statistics.median(t.results[key]))} ({show(min(t.results[key]))}-{show(max(t.results[key]))})"
+                 for t in targets]
+        ratios = []
+        for t in targets[1:]:
+            per_round = [mine / base for mine, base in zip(t.results[key], plain.results[key])]
+            ratios.append(f"{t.name} {statistics.median(per_round):.3f}")
         name = f"{label} {stream_mib} MiB" if key in ("write", "read") else label
-        print(f"| {name} | {' | '.join(spreads)} | {ratios} | {target} |")
+        print(f"| {name} | {' | '.join(cells)} | {', '.join(ratios)} | {target} |")
 
 
 class _Context:
@@ -221,8 +227,8 @@ def check_cost(workdir: Path, calls: int = 200_000) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--stream-mib", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--stream-mib", type=int, default=64)
     args = parser.parse_args()
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
     workdir = Path(tempfile.mkdtemp(prefix="reapi-bench-security-", dir=base))
