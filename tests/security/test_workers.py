@@ -115,7 +115,7 @@ async def test_zero_config_server_with_tls_and_tokens_authenticates_its_own_work
     client_token = write_token_file(tmp_path / "client.token", tokens.add("ci", CLIENT))
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
     server = LoggedProcess("reapi-server", [
-        sys.executable, "-m", "server.app", "--listen", "127.0.0.1:0",
+        sys.executable, "-m", "server.app", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
         "--tls-cert", str(pair.cert), "--tls-key", str(pair.key), "--auth-tokens", str(tokens.path),
     ], tmp_path / "server.log", env=env)
     server.start()
