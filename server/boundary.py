@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from cas.errors import Internal, NotFound, ReapiError
+from cas.released import release_frames
 from server.request_metadata import describe_client, request_metadata
 
 log = logging.getLogger("reapi.server")
@@ -36,6 +37,15 @@ async def abort(context: grpc.aio.ServicerContext, err: ReapiError) -> NoReturn:
 
 
 def _as_reapi_error(exc: Exception, method: str, context: grpc.aio.ServicerContext) -> ReapiError:
+    """The status to answer with; the failure's frames then let go of what they held
+    (the request's data, a write's buffers) at once (cas/released.py)."""
+    try:
+        return _converted(exc, method, context)
+    finally:
+        release_frames(exc)
+
+
+def _converted(exc: Exception, method: str, context: grpc.aio.ServicerContext) -> ReapiError:
     if isinstance(exc, ReapiError):
         # Clients see these; an operator chasing a client's complaint finds it at INFO,
         # with the tool and invocation. NOT_FOUND is an answer (a cache miss), not a mistake.

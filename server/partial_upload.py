@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from cas.digest import Digest
 from cas.errors import Aborted, ReapiError
+from cas.released import release_frames
 from cas.store import BlobStore
 
 log = logging.getLogger("reapi.server.uploads")
@@ -143,5 +144,11 @@ class Upload:
 
     def _on_write_done(self, task: asyncio.Future[None]) -> None:
         self._wake_producer()
-        if not task.cancelled() and task.exception() is not None and self._error is None:
-            log.debug("upload %s of %s failed: %s", self.key.upload_id, self.digest, task.exception())
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            # A failed write (a full disk, say) lets go of what it held at once: the
+            # queued chunks, and the buffers its frames kept (cas/released.py).
+            self._queue.clear()
+            release_frames(failure)
+            if self._error is None:
+                log.debug("upload %s of %s failed: %s", self.key.upload_id, self.digest, failure)

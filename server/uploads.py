@@ -136,6 +136,8 @@ class UploadRegistry:
             raise
         finally:
             upload.detach(owner, self.clock())
+            if not upload.alive:  # its store write failed (a full disk): nothing to resume
+                self.forget(upload)
         log.debug("stored %s from upload %s", digest, key.upload_id)
         return payload.committed_size
 

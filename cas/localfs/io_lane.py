@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from cas.errors import Unavailable
+from cas.released import release_frames
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -52,7 +53,7 @@ class IoLane:
             except Exception as exc:  # noqa: BLE001 - handed to whoever awaits it
                 done.set_exception(exc)
             return done
-        future = loop.run_in_executor(self._executor, fn, *args)
+        future = loop.run_in_executor(self._executor, _releasing, fn, *args)
         self._running.add(future)
         future.add_done_callback(self._running.discard)
         return future
@@ -118,6 +119,16 @@ class IoLane:
         while self._running:
             await asyncio.gather(*list(self._running), return_exceptions=True)
             await asyncio.sleep(0)  # let done-callbacks that start more work run
+
+
+def _releasing(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``; if it fails, its frames let go of their locals (the buffers of a
+    failed write) now rather than when a collection finds the cycle (cas/released.py)."""
+    try:
+        return fn(*args)
+    except BaseException as exc:
+        release_frames(exc)
+        raise
 
 
 def all_done(futures: Sequence[asyncio.Future[T]]) -> asyncio.Future[list[T]]:
