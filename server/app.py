@@ -59,6 +59,7 @@ from server.scheduler.result_cache import InstanceResultCache
 from server.scheduler.state.interface import StateFactory
 from server.scheduler.state.memory.state import memory_state
 from server.scheduler.validation import ActionPreparer
+from server.full_disks import warn_of_full_disks
 from server.startup_summary import startup_summary
 from server.services.bots import BotsService
 from server.services.execution import ExecutionService, PriorityRange
@@ -239,6 +240,7 @@ async def start_server(
         if http_socket is not None:
             http_socket.close()
         raise
+    warn_of_full_disks(stores)
     assets: AssetParts | None = None
     http: HttpSite | None = None
     server: grpc.aio.Server | None = None

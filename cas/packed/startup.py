@@ -8,7 +8,8 @@ segment, oldest first:
 - a segment without one (the one being written when the process stopped, or one
   whose index file is damaged) is scanned: every batch's checksums are checked,
   damaged batches are skipped and a torn tail is cut off. It is then sealed
-  (flushed, index file written), so the next open need not scan it again;
+  (flushed, index file written), so the next open need not scan it again; on a
+  full disk without the index file, which the next open writes instead;
 - an empty or unreadable segment, an index file without its segment and a
   leftover temp file are removed.
 Later records win, so replaying segments in order gives each key its newest value.
@@ -17,6 +18,7 @@ New writes always start a new segment.
 
 from __future__ import annotations
 
+import errno
 import logging
 import mmap
 import os
@@ -147,8 +149,17 @@ def _load_segment(root: str, seq: int, report: OpenReport) -> Segment | None:
             report.torn_tails += 1
         if records.end < size:
             os.ftruncate(fd, records.end)
-        os.fdatasync(fd)
-        write_index_file(base + INDEX_SUFFIX, encode_index(seq, records.end, records.keys, records.offsets, records.lengths))
+        try:
+            os.fdatasync(fd)
+            write_index_file(base + INDEX_SUFFIX,
+                             encode_index(seq, records.end, records.keys, records.offsets, records.lengths))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # The index file only spares the next open this scan: on a full disk the
+            # store opens without it (and serves reads) rather than not at all.
+            log.warning("packed store: no space to write %s (%s); the segment will be scanned again at the next "
+                        "open", base + INDEX_SUFFIX, exc.strerror)
         return Segment.from_records(root, seq, records, mm)
     except BadSegment as err:
         log.warning("packed store: removing %s: %s", base + SEGMENT_SUFFIX, err)

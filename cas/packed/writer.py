@@ -25,6 +25,7 @@ callbacks, so the queue, the index and the segments' ends need no locks.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import os
@@ -329,7 +330,10 @@ class PackedWriter:
     def _log_seal_failure(self, segment: Segment, done: asyncio.Future[None]) -> None:
         if not done.cancelled() and done.exception() is not None:
             # The segment stays readable; the next open scans it instead of reading its index.
-            log.error("packed store %r: sealing %s failed: %s", self.name, segment.path, done.exception())
+            error = done.exception()
+            full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+            log.log(logging.WARNING if full else logging.ERROR, "packed store %r: sealing %s failed: %s",
+                    self.name, segment.path, error)
 
 
 def _record_size(digest: Digest, data: bytes) -> int:
