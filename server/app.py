@@ -272,7 +272,7 @@ async def start_server(
             services,
         )
         # Storage services: CAS, ByteStream (with resumable uploads), ActionCache.
-        uploads = UploadRegistry()
+        uploads = UploadRegistry(max_idle_bytes=config.idle_upload_memory)
         re_grpc.add_ContentAddressableStorageServicer_to_server(
             ContentAddressableStorageService(instances, config.max_batch_total_size_bytes, codecs, forms), services
         )

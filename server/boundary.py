@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from cas.errors import Internal, NotFound, ReapiError
-from cas.released import release_frames
+from cas.released import drop_tracebacks
 from server.request_metadata import describe_client, request_metadata
 
 log = logging.getLogger("reapi.server")
@@ -42,7 +42,7 @@ def _as_reapi_error(exc: Exception, method: str, context: grpc.aio.ServicerConte
     try:
         return _converted(exc, method, context)
     finally:
-        release_frames(exc)
+        drop_tracebacks(exc)
 
 
 def _converted(exc: Exception, method: str, context: grpc.aio.ServicerContext) -> ReapiError:

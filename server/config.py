@@ -36,6 +36,7 @@ from cas.config import (
     ConfigError, Size, StoreName, StoreSpec, cache_home, check_sections, errors_in, read_store_specs, read_table,
     read_toml,
 )
+from server.uploads import DEFAULT_MAX_IDLE_BYTES
 from server.assets.config import read_assets_section
 from server.auth.config import AuthConfig, TlsConfig
 from server.local_worker import parse_local_worker
@@ -74,6 +75,9 @@ class ServerSection:
     http_listen: str = ""
     """The HTTP port of ``/metrics`` and the web console; ``""`` serves no HTTP and collects
     no metrics. ``--http-listen`` overrides it; the zero-config server uses 127.0.0.1:8981."""
+    idle_upload_memory: Size = DEFAULT_MAX_IDLE_BYTES
+    """Memory broken-off ByteStream uploads may hold while they wait to be resumed
+    (estimated); past it the oldest are dropped. Halved when memory is tight."""
     allow_insecure: bool = False
     """Listen on a non-loopback address without TLS and authentication (a trusted network only)."""
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -114,6 +118,7 @@ class ServerConfig:
     compressors: tuple[CompressorName, ...] = ALL_COMPRESSORS
     compressed_cache_size: int = DEFAULT_COMPRESSED_CACHE
     http_listen: str = ""
+    idle_upload_memory: int = DEFAULT_MAX_IDLE_BYTES
     stores: Mapping[str, StoreSpec | Mapping[str, Any]] = field(default_factory=dict)
     instances: list[InstanceConfig] = field(default_factory=list)
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -178,6 +183,7 @@ def parse_config(data: dict[str, Any]) -> ServerConfig:
         compressors=server.compressors,
         compressed_cache_size=server.compressed_cache_size,
         http_listen=server.http_listen,
+        idle_upload_memory=server.idle_upload_memory,
         stores=stores,
         instances=instances,
         tls=server.tls,

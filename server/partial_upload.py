@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from cas.digest import Digest
 from cas.errors import Aborted, ReapiError
-from cas.released import release_frames
+from cas.released import drop_tracebacks
 from cas.store import BlobStore
 
 log = logging.getLogger("reapi.server.uploads")
@@ -45,10 +45,11 @@ class Upload:
         self._queue: deque[bytes] = deque()
         self._finished = False
         self._error: ReapiError | None = None
+        self._failure: BaseException | None = None  # how the store write failed
         self._data_ready: asyncio.Future[None] | None = None
         self._space_ready: asyncio.Future[None] | None = None
         self._owner: object | None = None
-        self._task = asyncio.ensure_future(store.write(key.digest, self._chunks()))
+        self._task = asyncio.ensure_future(self._write(store))
         self._task.add_done_callback(self._on_write_done)
 
     @property
@@ -92,6 +93,8 @@ class Upload:
         self._wake_consumer()
         # Shielded: if this Write call is cancelled now, the commit still completes.
         await asyncio.shield(self._task)
+        if self._failure is not None:
+            raise self._failure
 
     def abort(self, error: ReapiError) -> None:
         """Make the store write fail with ``error`` (it then leaves no trace)."""
@@ -114,11 +117,23 @@ class Upload:
 
     def _raise_if_write_failed(self) -> None:
         if self._task.done() and not self._task.cancelled():
-            exc = self._task.exception()
-            if exc is not None:
-                raise exc
+            if self._failure is not None:
+                raise self._failure
             if not self._finished:
                 raise Aborted(f"upload {self.key.upload_id} of {self.digest} ended before finish_write")
+
+    async def _write(self, store: BlobStore) -> None:
+        """The store write. Its failure is kept without the frames it went through:
+        they hold this upload (and its chunks), which holds this task, and such a cycle
+        waits for a full collection (cas/released.py); a full disk fails many writes."""
+        try:
+            await store.write(self.key.digest, self._chunks())
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - kept, and raised to the Write call
+            drop_tracebacks(exc)
+            self._queue.clear()
+            self._failure = exc
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
@@ -144,11 +159,5 @@ class Upload:
 
     def _on_write_done(self, task: asyncio.Future[None]) -> None:
         self._wake_producer()
-        failure = None if task.cancelled() else task.exception()
-        if failure is not None:
-            # A failed write (a full disk, say) lets go of what it held at once: the
-            # queued chunks, and the buffers its frames kept (cas/released.py).
-            self._queue.clear()
-            release_frames(failure)
-            if self._error is None:
-                log.debug("upload %s of %s failed: %s", self.key.upload_id, self.digest, failure)
+        if self._failure is not None and self._error is None:
+            log.debug("upload %s of %s failed: %s", self.key.upload_id, self.digest, self._failure)

@@ -17,11 +17,18 @@ that compressed end (or -1 when the blob was already there). A stream that does 
 decompress, or decompresses to more or less than the digest says, is INVALID_ARGUMENT
 and drops the upload, so nothing of it is stored.
 
-An upload idle for ``idle_timeout`` seconds, or beyond ``max_idle`` idle uploads,
-is aborted: the pipe raises into the store write, which (by the BlobStore
-all-or-nothing rule) leaves no trace. Expiry is checked whenever uploads start (at
-most once a second) and by a background sweep every ``idle_timeout / 4`` (at most
-a minute), against an injected clock so tests are exact.
+An upload idle for ``idle_timeout`` seconds, beyond ``max_idle`` idle uploads, or
+beyond ``max_idle_bytes`` of memory held by idle uploads (oldest first), is aborted:
+the pipe raises into the store write, which (by the BlobStore all-or-nothing rule)
+leaves no trace. What an idle upload holds is estimated as what it received, up to
+``HELD_CAP`` (its queued chunks plus a store's write buffer: a packed store keeps a
+whole small value, a disk store 1 MiB before its temp file). When memory is tight
+(``memory_tight``, by default less than 10% of the machine's memory available) idle
+uploads expire after ``TIGHT_IDLE_TIMEOUT`` and the byte budget halves. A second
+after 16 MiB of uploads went, the allocator's free pages are given back to the system. Expiry is
+checked whenever uploads start (at most once a second; at once past the byte
+budget) and by a background sweep every ``idle_timeout / 4`` (at most a minute, 5 s
+when memory is tight), against an injected clock so tests are exact.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import NamedTuple, Protocol
 
 from cas.compression.codecs import Codec
 from cas.errors import Aborted, DeadlineExceeded, InvalidArgument, ReapiError
+from cas.released import give_back_memory
 from cas.store import BlobStore
 from server.partial_upload import Upload, UploadKey
 from server.write_payloads import BadPayload, WritePayload, payload_for
@@ -44,9 +52,36 @@ log = logging.getLogger("reapi.server.uploads")
 
 DEFAULT_IDLE_TIMEOUT = 600.0
 DEFAULT_MAX_IDLE = 1000
+DEFAULT_MAX_IDLE_BYTES = 128 << 20
+# The most one idle upload is assumed to hold in memory (see the module doc).
+HELD_CAP = 2 << 20
+TIGHT_IDLE_TIMEOUT = 30.0
+# After dropping this much, the allocator's free pages go back to the system, a second later
+# (when the aborted writes have let go of their buffers; one trim for a burst of drops).
+TRIM_AFTER = 16 << 20
 # Chunks queued between the Write call and the store write: enough to overlap
 # reading the next message with storing the last, small enough to bound memory.
 DEFAULT_MAX_BUFFERED = 4
+
+
+_tight = (float("-inf"), False)
+
+
+def memory_is_tight(share: float = 0.10) -> bool:
+    """Whether less than ``share`` of this machine's memory is available (read at most
+    once a second from /proc/meminfo; never tight where that cannot be read)."""
+    global _tight
+    now = time.monotonic()
+    if now - _tight[0] < 1.0:
+        return _tight[1]
+    try:
+        with open("/proc/meminfo") as f:
+            fields = {line.split(":")[0]: int(line.split()[1]) for line in f if line.split()[1:2]}
+        tight = fields["MemAvailable"] < fields["MemTotal"] * share
+    except (OSError, KeyError, ValueError, IndexError):
+        tight = False
+    _tight = (now, tight)
+    return tight
 
 
 class WriteMessage(Protocol):
@@ -81,12 +116,20 @@ class UploadRegistry:
         max_idle: int = DEFAULT_MAX_IDLE,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
         clock: Callable[[], float] = time.monotonic,
+        max_idle_bytes: int = DEFAULT_MAX_IDLE_BYTES,
+        memory_tight: Callable[[], bool] = memory_is_tight,
     ) -> None:
         self.idle_timeout = idle_timeout
         self.max_idle = max_idle
         self.max_buffered = max_buffered
         self.clock = clock
+        self.max_idle_bytes = max_idle_bytes
+        self.memory_tight = memory_tight
         self._uploads: dict[UploadKey, Upload] = {}
+        self._idle_held: dict[UploadKey, int] = {}  # what each idle upload holds (estimated)
+        self.idle_bytes = 0
+        self._dropped_since_trim = 0
+        self._trim: asyncio.TimerHandle | None = None
         self._last_sweep = float("-inf")
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -128,6 +171,7 @@ class UploadRegistry:
         upload = self._upload_to_feed(store, key, first.write_offset)
         payload = payload_for(digest, first.write_offset, codec)
         owner = object()
+        self._busy(key)
         upload.attach(owner, self.clock())
         try:
             await self._feed(upload, owner, first, rest, payload)
@@ -138,6 +182,8 @@ class UploadRegistry:
             upload.detach(owner, self.clock())
             if not upload.alive:  # its store write failed (a full disk): nothing to resume
                 self.forget(upload)
+            elif not upload.attached and self._uploads.get(key) is upload:
+                self._idle(upload)
         log.debug("stored %s from upload %s", digest, key.upload_id)
         return payload.committed_size
 
@@ -213,10 +259,27 @@ class UploadRegistry:
 
     # -- uploads in progress -----------------------------------------------------------
 
+    def _idle(self, upload: Upload) -> None:
+        """``upload`` waits for a Write call to resume it: count what it holds, and keep
+        the total within budget."""
+        held = min(upload.received, HELD_CAP)
+        self.idle_bytes += held - self._idle_held.get(upload.key, 0)
+        self._idle_held[upload.key] = held
+        if self.idle_bytes > self._byte_budget():
+            self.expire_idle(force=True)
+
+    def _busy(self, key: UploadKey) -> None:
+        """Upload ``key`` is fed, finished or gone: no longer idle."""
+        self.idle_bytes -= self._idle_held.pop(key, 0)
+
+    def _byte_budget(self) -> int:
+        return self.max_idle_bytes // 2 if self.memory_tight() else self.max_idle_bytes
+
     def get(self, key: UploadKey) -> Upload | None:
         upload = self._uploads.get(key)
         if upload is not None and not upload.alive:
             del self._uploads[key]
+            self._busy(key)
             return None
         return upload
 
@@ -234,12 +297,13 @@ class UploadRegistry:
         """Expire idle uploads even when no new upload comes along to trigger it."""
         interval = max(0.05, min(60.0, self.idle_timeout / 4))
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(min(interval, 5.0) if self.memory_tight() else interval)
             self.expire_idle(force=True)
 
     def discard(self, key: UploadKey, reason: ReapiError | None = None) -> None:
         """Forget ``key``; abort its store write if it is still open (a finished one is kept)."""
         upload = self._uploads.pop(key, None)
+        self._busy(key)
         if upload is not None:
             upload.abort(reason or Aborted(f"upload {key.upload_id} of {key.digest} is no longer needed"))
 
@@ -247,36 +311,59 @@ class UploadRegistry:
         """Drop a finished (or failed) upload, unless its key already names a newer one."""
         if self._uploads.get(upload.key) is upload:
             del self._uploads[upload.key]
+            self._busy(upload.key)
 
     def expire_idle(self, force: bool = False) -> int:
-        """Abort idle uploads past the timeout or the count cap; return how many."""
+        """Abort idle uploads past the timeout, the count cap or the byte budget (oldest
+        first); return how many."""
         now = self.clock()
         if not force and now - self._last_sweep < 1.0:
             return 0
         self._last_sweep = now
+        tight = self.memory_tight()
+        timeout = min(self.idle_timeout, TIGHT_IDLE_TIMEOUT) if tight else self.idle_timeout
         idle = sorted((u for u in self._uploads.values() if not u.attached), key=lambda u: u.last_active)
-        expired = [u for u in idle if now - u.last_active >= self.idle_timeout or not u.alive]
-        excess = len(idle) - len(expired) - self.max_idle
-        if excess > 0:
-            expired += [u for u in idle if u not in expired][:excess]
+        expired = [u for u in idle if now - u.last_active >= timeout or not u.alive]
+        gone = {id(u) for u in expired}
+        kept = [u for u in idle if id(u) not in gone]
+        held = sum(self._idle_held.get(u.key, 0) for u in kept)
+        budget = self.max_idle_bytes // 2 if tight else self.max_idle_bytes
+        while kept and (len(kept) > self.max_idle or held > budget):
+            oldest = kept.pop(0)
+            held -= self._idle_held.get(oldest.key, 0)
+            expired.append(oldest)
+        self._dropped_since_trim += sum(self._idle_held.get(u.key, 0) for u in expired)
         for upload in expired:
             self.discard(
                 upload.key,
                 DeadlineExceeded(
                     f"upload {upload.key.upload_id} of {upload.digest} expired after "
                     f"{now - upload.last_active:.0f}s idle at {upload.received} bytes"
+                    + (" (memory is tight)" if tight else "")
                 ),
             )
+        if self._dropped_since_trim >= TRIM_AFTER and self._trim is None:
+            self._trim = asyncio.get_running_loop().call_later(1.0, self._give_back)
         return len(expired)
+
+    def _give_back(self) -> None:
+        self._trim = None
+        self._dropped_since_trim = 0
+        give_back_memory()
 
     async def aclose(self) -> None:
         """Abort every upload and wait for the store writes to clean up."""
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.wait([self._sweeper])
             self._sweeper = None
         uploads = list(self._uploads.values())
         self._uploads.clear()
+        self._idle_held.clear()
+        self.idle_bytes = 0
         for upload in uploads:
             upload.abort(Aborted(f"the server is shutting down; upload {upload.key.upload_id} was dropped"))
         for upload in uploads:

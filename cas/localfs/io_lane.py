@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from cas.errors import Unavailable
-from cas.released import release_frames
+from cas.released import clear_finished_frames
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -127,7 +127,7 @@ def _releasing(fn: Callable[..., T], *args: Any) -> T:
     try:
         return fn(*args)
     except BaseException as exc:
-        release_frames(exc)
+        clear_finished_frames(exc)
         raise
 
 

@@ -83,7 +83,8 @@ GOOD_FILE = '[stores.m]\ntype = "memory"\n[[instances]]\ncas = "m"\nac = "m"\n'
     ("extra", "message"),
     [
         ('[server]\nlistn = "0.0.0.0:1"\n',
-         "[server]: unknown key 'listn' (did you mean 'listen'? known: listen, max_batch_total_size_bytes, compressors, compressed_cache_size, http_listen, allow_insecure, tls, auth)"),
+         "[server]: unknown key 'listn' (did you mean 'listen'? known: listen, max_batch_total_size_bytes, compressors, compressed_cache_size, http_listen, "
+         "idle_upload_memory, allow_insecure, tls, auth)"),
         ("[stores.n]\ntype = 'memory'\nmax_sise = 1\n", "store 'n' (memory): unknown key 'max_sise' (did you mean 'max_size'?"),
         ("[[instances]]\nname = 'x'\ncas = 'm'\nac = 'm'\nac_update = false\n",
          "[[instances]] #2: unknown key 'ac_update' (did you mean 'ac_update_enabled'?"),
@@ -124,7 +125,7 @@ def test_the_cli_prints_one_line_and_exits_2(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert err == (f"reapi-server: configuration error: {path}: [server]: unknown key 'listn' "
                    "(did you mean 'listen'? known: listen, max_batch_total_size_bytes, compressors, "
-                   "compressed_cache_size, http_listen, allow_insecure, tls, auth)\n")
+                   "compressed_cache_size, http_listen, idle_upload_memory, allow_insecure, tls, auth)\n")
 
 
 def test_a_worker_table_in_the_servers_file_is_the_workers(tmp_path: Path) -> None:

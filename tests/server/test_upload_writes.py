@@ -163,3 +163,61 @@ async def test_data_that_does_not_match_its_digest_stores_nothing_either_way(
     with pytest.raises(InvalidArgument, match="does not match"):
         await write(registry, store, messages(0, len(DATA)), wrong)  # streamed
     assert len(inner) == 0 and len(registry) == 0
+
+
+async def broken_off(registry: UploadRegistry, store: VerifyingStore, upload_id: str, received: int) -> UploadKey:
+    """An upload that sent ``received`` bytes and broke off (it waits to be resumed)."""
+    key = UploadKey("", upload_id, DIGEST)
+    with pytest.raises(InvalidArgument, match="without finish_write"):
+        await write(registry, store, messages(0, received, finish=False), key)
+    return key
+
+
+async def test_broken_off_uploads_are_held_within_a_byte_budget_oldest_dropped_first(store: VerifyingStore) -> None:
+    registry = UploadRegistry(max_idle_bytes=50_000, memory_tight=lambda: False)
+    try:
+        keys = [await broken_off(registry, store, f"u{i}", 20_000) for i in range(4)]
+        assert registry.idle_bytes <= 50_000
+        assert [registry.get(key) is not None for key in keys] == [False, False, True, True]
+        # A resumed upload is no longer idle; finished, it holds nothing.
+        assert await write(registry, store, messages(20_000, len(DATA)), keys[3]) == DIGEST.size_bytes
+        assert registry.idle_bytes == 20_000 and len(registry) == 1
+    finally:
+        await registry.aclose()
+
+
+async def test_when_memory_is_tight_idle_uploads_go_sooner_and_the_budget_halves(store: VerifyingStore) -> None:
+    now = [1000.0]
+    tight = [False]
+    registry = UploadRegistry(max_idle_bytes=50_000, memory_tight=lambda: tight[0], clock=lambda: now[0])
+    try:
+        first = await broken_off(registry, store, "a", 20_000)
+        now[0] += 20  # within either idle timeout
+        assert registry.expire_idle(force=True) == 0
+        second = await broken_off(registry, store, "b", 20_000)
+        tight[0] = True
+        third = await broken_off(registry, store, "c", 5_000)  # over half the budget now: the oldest goes
+        assert [registry.get(k) is not None for k in (first, second, third)] == [False, True, True]
+        now[0] += 31  # idle past 30 s while memory is tight
+        assert registry.expire_idle(force=True) == 2
+        assert len(registry) == 0 and registry.idle_bytes == 0
+    finally:
+        await registry.aclose()
+
+
+class FailingStore(VerifyingStore):
+    """Its writes fail after the first chunk, as on a full disk."""
+
+    async def write(self, digest: Digest, chunks: AsyncIterator[bytes]) -> None:  # type: ignore[override]
+        async for _ in chunks:
+            raise OSError(28, "No space left on device")
+
+
+async def test_an_upload_whose_store_write_failed_is_dropped_at_once(inner: MemoryStore) -> None:
+    registry = UploadRegistry()
+    try:
+        with pytest.raises(OSError, match="No space"):
+            await write(registry, FailingStore(inner), messages(0, len(DATA), chunk=1000))
+        assert len(registry) == 0 and registry.idle_bytes == 0
+    finally:
+        await registry.aclose()
