@@ -43,6 +43,9 @@ class ExecutionConfig:
     """A bot silent this long after its last call is dead; its leases are requeued."""
     bot_long_poll_timeout: Duration = _SCHEDULER.bot_long_poll_timeout
     """The longest an UpdateBotSession call is held waiting for work."""
+    timeout_grace: Duration = _SCHEDULER.timeout_grace
+    """How long past its action's timeout (max_action_timeout for one without) a lease
+    may run before the server ends it DEADLINE_EXCEEDED and tells its bot to stop."""
     progress_interval: Duration = _SCHEDULER.progress_interval
     """Execute and WaitExecution repeat the state at least this often (at most 30 s)."""
     operation_retention: Duration = _SCHEDULER.operation_retention
@@ -77,6 +80,8 @@ class ExecutionConfig:
             bot_long_poll_timeout=self.bot_long_poll_timeout,
             worker_grace=self.worker_grace,
             progress_interval=self.progress_interval,
+            max_action_timeout=self.max_action_timeout,
+            timeout_grace=self.timeout_grace,
         )
 
     @property

@@ -35,6 +35,10 @@ class SchedulerSettings:
     bot_long_poll_timeout: float = 30.0
     worker_grace: float = 60.0
     progress_interval: float = 20.0
+    # A lease running longer than its action's timeout (max_action_timeout for an action
+    # without one) plus timeout_grace is ended by the server: its worker may be hung.
+    max_action_timeout: float = 7200.0
+    timeout_grace: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ class PreparedAction:
     action_bytes: bytes  # the serialized Action, sent to the worker as the lease payload
     requirements: RequirementSet
     do_not_cache: bool = False
+    timeout: float | None = None  # the Action's timeout in seconds (None: it sets none)
 
 
 @dataclass(frozen=True, slots=True)

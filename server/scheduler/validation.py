@@ -125,7 +125,9 @@ class ActionPreparer:
         else:
             properties = list(command.platform)
         requirements = self.matcher.requirements(properties)
-        return PreparedAction(instance_name, action_digest, action_bytes, requirements, action.do_not_cache)
+        timeout = action.timeout.seconds + action.timeout.nanos / 1e9 if action.HasField("timeout") else 0.0
+        return PreparedAction(instance_name, action_digest, action_bytes, requirements, action.do_not_cache,
+                              timeout or None)
 
     def _check_command(self, digest: Digest, data: bytes) -> CheckedCommand:
         parsed = re_pb2.Command()

@@ -177,3 +177,20 @@ async def test_owners_are_kept_with_operations_and_sessions(state: SchedulerStat
     assert await owners.session_owner("session-bot") == "token:workers"
     assert await owners.bot_owner("bot") == "token:workers"
     assert await owners.bot_owner("another-bot") is None
+
+
+async def test_a_running_lease_can_be_ended_and_its_bot_is_told(state: SchedulerState, clock: FakeClock) -> None:
+    await add(state, clock, "op-1", action(1))
+    session = await open_bot(state, clock, "bot")
+    clock.advance(5)
+    lease_id = await lease_of(state, session)
+    [running] = await state.running_leases()
+    assert (running.lease_id, running.bot_id, running.action) == (lease_id, "bot", action(1))
+    overdue = status_response(code_pb2.DEADLINE_EXCEEDED, "overdue")
+    assert await state.end_lease(lease_id, overdue, clock.now())
+    assert not await state.end_lease(lease_id, overdue, clock.now())  # taken already
+    assert await state.running_leases() == []
+    operation = await state.operation("op-1")
+    assert operation is not None and operation.done and operation.response == overdue
+    answer = await state.answer(session, clock.now() + 60)
+    assert answer is not None and [(le.lease_id, le.cancelled) for le in answer.leases] == [(lease_id, True)]

@@ -271,6 +271,7 @@ class SchedulingPolicy(Scheduler):
             reason = f"its bot session expired (no UpdateBotSession for {timeout:g}s)"
             await self._close_session(session.name, session.bot_id, reason, now, if_expired=True)
         await self.state.drop_finished(now, self.settings.operation_retention)
+        await self._end_overdue_leases(now)
         grace = self.settings.worker_grace
         for requirements in await self.state.queued_requirements():
             since = await self.state.unserved_since(requirements)
@@ -283,6 +284,22 @@ class SchedulingPolicy(Scheduler):
                 f"no worker can run this action: {reason}; none has been connected for {waited:.0f}s "
                 f"(worker_grace is {grace:g}s)",
             ), now)
+
+    async def _end_overdue_leases(self, now: float) -> None:
+        """A lease that outlived its action's timeout plus a grace period: its bot may
+        be hung while its session stays alive, so the server ends the execution
+        (DEADLINE_EXCEEDED to every client) and tells the bot to kill it."""
+        grace = self.settings.timeout_grace
+        for lease in await self.state.running_leases():
+            timeout = lease.action.timeout or self.settings.max_action_timeout
+            running = now - lease.assigned_at
+            if running <= timeout + grace:
+                continue
+            what = "its timeout" if lease.action.timeout else "max_action_timeout, as it sets no timeout"
+            message = (f"the action ran {running:.0f}s on worker {lease.bot_id}, past {what} ({timeout:g}s) plus "
+                       f"the server's timeout_grace ({grace:g}s); the server ended it and told the worker to stop it")
+            if await self.state.end_lease(lease.lease_id, status_response(code_pb2.DEADLINE_EXCEEDED, message), now):
+                log.warning("action %s: %s", lease.action.action_digest, message)
 
     def farm(self) -> FarmSnapshot:
         """The farm now (console, metrics, the activity log): see SchedulerState.farm."""

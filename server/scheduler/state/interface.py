@@ -27,7 +27,9 @@ from server.scheduler.operation import OperationState, PreparedAction
 from server.scheduler.platform import PlatformMatcher, RequirementSet, WorkerOffer
 from server.scheduler.sessions import BotRegistration, LeaseReport, SessionAnswer
 from server.scheduler.farm import FarmSnapshot
-from server.scheduler.state.views import DedupKey, Lost, OtherBot, ReportOutcome, SessionView, Unserved
+from server.scheduler.state.views import (
+    DedupKey, Lost, OtherBot, ReportOutcome, RunningLease, SessionView, Unserved,
+)
 
 
 class OperationWatch(ABC):
@@ -100,6 +102,15 @@ class SchedulerState(ABC):
     @abstractmethod
     async def finish_execution(self, execution_id: str, response: re_pb2.ExecuteResponse, now: float) -> bool:
         """Complete an execution that awaits a result; False (nothing done) otherwise."""
+
+    @abstractmethod
+    async def running_leases(self) -> list[RunningLease]:
+        """Every lease a bot holds now (not completed, cancelled or lost)."""
+
+    @abstractmethod
+    async def end_lease(self, lease_id: str, response: re_pb2.ExecuteResponse, now: float) -> bool:
+        """Finish the lease's execution with ``response``, take the lease from its session
+        and tell its bot to stop it. False (nothing done) if the lease is no longer held."""
 
     @abstractmethod
     async def retry_execution(self, execution_id: str, note: str, retry_budget: int, now: float) -> Lost | None:

@@ -70,6 +70,16 @@ class ReportOutcome(NamedTuple):
     completed: list[CompletedLease]
 
 
+class RunningLease(NamedTuple):
+    """A lease some bot runs now, for the policy's deadline check."""
+
+    lease_id: str
+    execution_id: str
+    action: PreparedAction
+    bot_id: str
+    assigned_at: float
+
+
 class Lost(NamedTuple):
     """An execution whose worker lost it: queued again, or, past its retry budget
     (``requeued`` false), left leased to nobody and queued nowhere for the policy to fail."""

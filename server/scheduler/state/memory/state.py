@@ -30,6 +30,7 @@ from server.scheduler.state.views import (
     Lost,
     OtherBot,
     ReportOutcome,
+    RunningLease,
     SessionView,
     Unserved,
 )
@@ -135,6 +136,21 @@ class MemoryState(MemoryTables, SchedulerState):
         if execution is None or not self._awaits_result(execution):
             return False
         self._finish(execution, response, now)
+        return True
+
+    async def running_leases(self) -> list[RunningLease]:
+        leases = []
+        for lease in self._leases.values():
+            session = self._workers.sessions[lease.session_name]
+            execution = self._running[lease.execution_id]
+            leases.append(RunningLease(lease.id, execution.id, execution.action, session.bot_id, lease.assigned_at))
+        return leases
+
+    async def end_lease(self, lease_id: str, response: re_pb2.ExecuteResponse, now: float) -> bool:
+        lease = self._leases.get(lease_id)
+        if lease is None:
+            return False
+        self._stop(self._running[lease.execution_id], response, now)
         return True
 
     async def retry_execution(self, execution_id: str, note: str, retry_budget: int, now: float) -> Lost | None:
