@@ -117,15 +117,17 @@ async def test_a_killed_worker_leaves_no_process_and_the_retry_completes_once(
         else:  # the direct child died with the worker (--pdeathsig); its background process did not
             assert survivors()
         # The same worker restarted: leftovers of its previous life go before it takes work.
+        previous_life = {name for name in os.listdir(workdir / "work") if not name.startswith(".")}
+        assert previous_life
         async with sandboxed_worker(mode, tmp_path, reachable, exec_server.address, bot_id="first") as again:
             assert not survivors()
-            leftovers = [p.name for p in (workdir / "work").iterdir() if not p.name.startswith(".")]
+            leftovers = previous_life & set(os.listdir(workdir / "work"))
             response = await asyncio.wait_for(execution, 60)
             assert response.status.code == OK, response.status
             assert await client.blob(response.result.stdout_digest) == b"done\n"
             if mode == "process":  # found in the cgroup of its previous life
                 assert "leftover processes of this worker's previous run (cgroup" in again.log_text()
-            assert len(leftovers) <= 1  # at most the retry's own exec root
+            assert not leftovers  # exec roots and temp files of the first life are gone
         # Both lives log to one file: the action completed once, in the second.
         assert again.log_text().count(": OK (ran") == 1
 
@@ -147,3 +149,24 @@ async def test_the_network_is_off_unless_the_action_asks_for_it(
         assert seen["off"] == seen[None] == {"lo"}
         assert seen["on"] == host
         assert "network=off network=on" in worker.log_text()  # what the worker offers
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "bwrap-setpriv", "process"])
+async def test_actions_run_as_the_action_user_with_no_privilege_left(
+    mode: str, exec_server: ReapiServer, tmp_path: Path, reachable: Path
+) -> None:
+    """The command itself (no shell in between, which might drop privileges of its own)."""
+    import pwd
+    user = pwd.getpwnam("reapi-action")
+    async with (sandboxed_worker(mode, tmp_path, reachable, exec_server.address) as worker,
+                channel_to(exec_server) as channel):
+        response = await ActionClient(channel).run(["cat", "/proc/self/status"], salt=mode.encode())
+        assert response.status.code == OK, response.status
+        status = dict(line.split(":", 1) for line in
+                      (await ActionClient(channel).blob(response.result.stdout_digest)).decode().splitlines())
+        assert status["Uid"].split() == [str(user.pw_uid)] * 4
+        assert status["Gid"].split() == [str(user.pw_gid)] * 4
+        assert set(status["Groups"].split()) <= {str(user.pw_gid)}  # its own group at most
+        assert int(status["CapEff"], 16) == int(status["CapPrm"], 16) == 0
+        assert status["NoNewPrivs"].strip() == "1"
+        assert not worker.problems(), worker.problems()

@@ -120,13 +120,14 @@ class ThreadCredentials:
 
     @contextmanager
     def real_ids(self, user: ActionUser) -> Iterator[None]:
-        """Inside the block this thread has real ids ``user`` and effective ids 0, and
-        only the user's primary group: what bwrap's setuid mode reads."""
+        """Inside the block this thread has the real uid of ``user`` and effective uid 0,
+        and only the user's group (real, effective and saved) as a setuid-root (not
+        setgid) install of bwrap would: bwrap leaves the group ids as it finds them."""
         groups = os.getgroups()
         gid, uid = os.getresgid(), os.getresuid()
         self._set_groups([user.gid])
         try:
-            self._call(self._setresgid, user.gid, 0, 0)
+            self._call(self._setresgid, user.gid, user.gid, user.gid)
             try:
                 self._call(self._setresuid, user.uid, 0, 0)
                 try:
