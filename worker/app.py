@@ -105,7 +105,7 @@ class Worker:
             await self.channel.close()
             if self.http is not None:
                 await self.http.stop()
-            self.sandbox.close()
+            await self.sandbox.aclose()
             self.files.close()
             log.info("worker stopped: %s", self.metrics.summary())
 
@@ -137,6 +137,7 @@ async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> 
     """Open the cache, prepare the work directory and sandbox, and wire the executor chain."""
     bot_id = config.bot_id or f"{socket.gethostname()}.{os.getpid()}"
     sandbox = await open_worker_sandbox(config)
+    sandbox.start()  # sandboxes made ready for the first actions
     if "network" not in properties.values:
         properties = properties.with_overrides({"network": config.network.offered()})
     files = await FileCache.open(config.cache_dir, config.cache_max_size)

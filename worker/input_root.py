@@ -160,14 +160,19 @@ def copy_at(source_name: str, source_dir: int, name: str, dir_fd: int, executabl
 
 def materialise(exec_root: Path, layout: InputLayout, sources: Mapping[tuple[Digest, bool], str],
                 placement: Placement = LINKS) -> None:
-    """Create the planned tree under ``exec_root`` (blocking). ``exec_root`` must be new.
+    """Create the planned tree under ``exec_root`` (blocking). ``exec_root`` must be new,
+    or an empty directory.
 
     Links (or copies) are made relative to open directory descriptors, so each costs
     one path component of lookup on each side instead of a dozen: this loop is most
     of a warm action's input time.
     """
     root = str(exec_root)
-    os.mkdir(root)
+    try:
+        os.mkdir(root)
+    except FileExistsError:
+        if os.listdir(root):  # made empty for us (a sandbox bound it already): never reused
+            raise FileExistsError(f"the exec root {root} is not empty") from None
     join = os.path.join
     for path in layout.directories:
         os.mkdir(join(root, path))

@@ -27,7 +27,8 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,8 @@ from worker.outputs import (
     upload_missing,
 )
 from worker.sandbox.limits import ActionLimits, outputs_exceeded, stdio_exceeded
-from worker.sandbox.sandbox import Sandbox
+from worker.sandbox.sandbox import ActionRun, Sandbox
+from worker.sandbox.warm import make_scratch
 
 log = logging.getLogger("reapi.worker")
 
@@ -114,15 +116,18 @@ class LocalExecutor:
     async def execute(self, task: Task) -> re_pb2.ExecuteResponse:
         response = re_pb2.ExecuteResponse()
         meta = response.result.execution_metadata
-        scratch = self.work_dir / uuid.uuid4().hex
+        scratch: Path | None = None
         collected: CollectedOutputs | None = None
         disk_full = False
         try:
             store = await self.stores(task.instance_name)
             stamp(meta.input_fetch_start_timestamp, self.clock())
-            command = await self._fetch_inputs(task, scratch, store)
-            stamp(meta.input_fetch_completed_timestamp, self.clock())
-            collected, disk_full = await self._run_and_collect(task, command, scratch, store, response)
+            command, root_digest = await self._fetch_tree(task, store)
+            async with self._action(task, command) as run:
+                scratch = run.scratch
+                await self._build_exec_root(command, root_digest, scratch, store)
+                stamp(meta.input_fetch_completed_timestamp, self.clock())
+                collected, disk_full = await self._run_and_collect(task, command, run, store, response)
         except ReapiError as err:
             response.status.CopyFrom(err.to_status())
             if isinstance(err, MissingBlobs):
@@ -135,7 +140,9 @@ class LocalExecutor:
             log.error("lease %s: %s", task.lease_id, what)
             response.status.CopyFrom(Internal(what).to_status())
         finally:
-            if disk_full:
+            if scratch is None:
+                pass
+            elif disk_full:
                 await asyncio.shield(self._free_disk(scratch))
             else:
                 self._clean_up_later(scratch, collected)
@@ -151,31 +158,35 @@ class LocalExecutor:
 
     # -- phase 1: inputs ----------------------------------------------------------------
 
-    async def _fetch_inputs(self, task: Task, scratch: Path, store: BlobStore) -> re_pb2.Command:
+    async def _fetch_tree(self, task: Task, store: BlobStore) -> tuple[re_pb2.Command, Digest]:
+        """The Command and the input tree's directories, fetched at the same time, unless
+        the lease carried them (then no round trip at all)."""
         function = task.digest_function
         command_digest = Digest.from_proto(task.action.command_digest, function)
         root_digest = Digest.from_proto(task.action.input_root_digest, function)
-        # The Command and the input tree's directories are fetched at the same time,
-        # unless the lease carried them (then no round trip at all).
         inline = task.inline_blobs
         command, _ = await asyncio.gather(self._command(command_digest, store, inline),
                                           self.inputs.layout(root_digest, store, inline))
-        outputs = declared_outputs(command)
-        workdir = working_directory(command)
-        await asyncio.to_thread(self._make_scratch, scratch)
+        return command, root_digest
+
+    @asynccontextmanager
+    async def _action(self, task: Task, command: re_pb2.Command) -> AsyncIterator[ActionRun]:
+        """The action's scratch directory and launcher: the sandbox's (perhaps made ready
+        beforehand), or, without one, a new directory and the plain launcher."""
+        if self.sandbox is not None:
+            async with self.sandbox.action(self.sandbox.network_for(task.action, command)) as run:
+                yield run
+            return
+        scratch = self.work_dir / uuid.uuid4().hex
+        await asyncio.to_thread(make_scratch, scratch, None)
+        yield ActionRun(scratch, runner.PlainLauncher(), None, self.limits, "")
+
+    async def _build_exec_root(self, command: re_pb2.Command, root_digest: Digest, scratch: Path,
+                               store: BlobStore) -> None:
         exec_root = scratch / "root"
         await self.inputs.build(root_digest, exec_root, store, self.placement)
-        await asyncio.to_thread(create_output_parents, exec_root, outputs, workdir, self.placement.owner)
-        return command
-
-    def _make_scratch(self, scratch: Path) -> None:
-        """The action's directory: its exec root, stdout/stderr and (sandboxed) its /tmp.
-        The action user may pass through it (not list it) to reach its exec root."""
-        owner = self.placement.owner
-        os.mkdir(scratch, 0o700 if owner is None else 0o711)
-        os.mkdir(scratch / "tmp", 0o700)
-        if owner is not None:
-            os.chown(scratch / "tmp", *owner)
+        await asyncio.to_thread(create_output_parents, exec_root, declared_outputs(command),
+                                working_directory(command), self.placement.owner)
 
     async def _command(self, digest: Digest, store: BlobStore, inline: Mapping[Digest, bytes]) -> re_pb2.Command:
         cached = self._commands.get(digest)
@@ -211,18 +222,9 @@ class LocalExecutor:
             chosen = min(chosen, self.settings.max_timeout) if chosen else self.settings.max_timeout
         return chosen or None
 
-    async def _run(self, task: Task, command: re_pb2.Command, request: runner.RunRequest,
-                   scratch: Path) -> tuple[runner.RunResult, ResourceExhausted | None]:
-        """Run the command in the sandbox; the result and the limit it ran into, if any."""
-        if self.sandbox is None:
-            return await runner.run(request), None
-        network = self.sandbox.network_for(task.action, command)
-        async with self.sandbox.action(scratch, network) as action:
-            ran = await runner.run(request, action.launcher)
-            return ran, action.exceeded(ran)
-
-    async def _run_and_collect(self, task: Task, command: re_pb2.Command, scratch: Path, store: BlobStore,
+    async def _run_and_collect(self, task: Task, command: re_pb2.Command, run: ActionRun, store: BlobStore,
                                response: re_pb2.ExecuteResponse) -> tuple[CollectedOutputs, bool]:
+        scratch = run.scratch
         exec_root = scratch / "root"
         meta = response.result.execution_metadata
         request = runner.RunRequest(
@@ -238,7 +240,8 @@ class LocalExecutor:
         tails = self._start_tails(task, request)
         try:
             stamp(meta.execution_start_timestamp, self.clock())
-            ran, problem = await self._run(task, command, request, scratch)
+            ran = await runner.run(request, run.launcher)
+            problem = run.exceeded(ran)
             stamp(meta.execution_completed_timestamp, self.clock())
             stamp(meta.output_upload_start_timestamp, self.clock())
             if ran.stdio_exceeded:

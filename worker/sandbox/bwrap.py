@@ -108,6 +108,10 @@ class BwrapLauncher:
         problem = find_program(argv0, request.env.get("PATH", ""), request.cwd, self.host_path, self.inside)
         if problem is not None:
             raise cannot_run(argv0, problem)
+        return self.spawn(request)
+
+    def spawn(self, request: RunRequest, keep_fds: tuple[int, ...] = ()) -> BwrapLaunched:
+        """Start bwrap on ``request`` (``keep_fds`` stay open in the sandbox); not yet ``started``."""
         blocked = self.slot is not None or bool(self.rlimits)
         block_r = block_w = info_r = info_w = -1
         if blocked:
@@ -121,7 +125,7 @@ class BwrapLauncher:
                 process = subprocess.Popen(
                     self.argv(request, (block_r, info_w) if blocked else None), cwd="/", env=dict(request.env),
                     stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True,
-                    close_fds=True, pass_fds=(block_r, info_w) if blocked else (),
+                    close_fds=True, pass_fds=((block_r, info_w) if blocked else ()) + keep_fds,
                 )
         except OSError as exc:
             for fd in (block_r, block_w, info_r, info_w):

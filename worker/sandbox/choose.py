@@ -25,6 +25,7 @@ from worker.sandbox.credentials import (
 from worker.sandbox.leftovers import GroupRecords
 from worker.sandbox.limits import ActionLimits
 from worker.sandbox.sandbox import NetworkPolicy, Sandbox, SandboxMode
+from worker.sandbox.warm import find_perl
 
 log = logging.getLogger("reapi.worker.sandbox")
 
@@ -138,7 +139,10 @@ def open_sandbox(mode: SandboxMode, run_as: str, network: NetworkPolicy, limits:
     if chosen is SandboxMode.PROCESS and use_cgroups and not cgroups.hierarchies:
         cgroups = open_cgroups(work_dir, concurrency, wanted)  # the fallback's kill needs one anyway
     # Without a cgroup to find them after a crash, running groups are recorded on disk.
-    records = GroupRecords(work_dir if not cgroups.can_kill else None, user.uid)
+    recorded = chosen is SandboxMode.PROCESS and not cgroups.can_kill
+    records = GroupRecords(work_dir if recorded else None, user.uid)
     if chosen is SandboxMode.BWRAP and switch is UserSwitch.SETPRIV:
         reason = f"{switch_why}: bwrap runs as root and setpriv switches users, one more exec per action"
-    return Sandbox(chosen, reason, user, switch, credentials, cgroups, limits, network, bwrap, records)
+    perl = find_perl() if chosen is SandboxMode.BWRAP else None
+    return Sandbox(chosen, reason, user, switch, credentials, cgroups, limits, network, bwrap, work_dir, concurrency,
+                   records, perl)

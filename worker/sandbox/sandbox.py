@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import os
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from worker.sandbox.leftovers import GroupRecords
 from worker.sandbox.limits import ActionLimits, exceeded
 from worker.sandbox.process import ProcessLauncher
 from worker.sandbox.reaper import OrphanReaper
+from worker.sandbox.warm import ReadySandbox, WarmSlots, make_ready, make_scratch
 
 NETWORK_PROPERTY = "network"
 
@@ -53,9 +55,12 @@ def wants_network(action: re_pb2.Action, command: re_pb2.Command) -> bool:
 
 
 class ActionRun:
-    """One action's launcher, its cgroup slot, and the counters to judge it by afterwards."""
+    """One action's scratch directory (with an empty ``root``), its launcher, its cgroup
+    slot, and the counters to judge it by afterwards."""
 
-    def __init__(self, launcher: Launcher, slot: CgroupSlot | None, limits: ActionLimits, memory_by: str) -> None:
+    def __init__(self, scratch: Path, launcher: Launcher, slot: CgroupSlot | None, limits: ActionLimits,
+                 memory_by: str) -> None:
+        self.scratch = scratch
         self.launcher = launcher
         self.slot = slot
         self.limits = limits
@@ -70,8 +75,10 @@ class ActionRun:
 class Sandbox:
     def __init__(self, mode: SandboxMode, reason: str, user: ActionUser, switch: UserSwitch,
                  credentials: ThreadCredentials, cgroups: Cgroups, limits: ActionLimits, network: NetworkPolicy,
-                 bwrap: str, records: GroupRecords | None = None) -> None:
+                 bwrap: str, work_dir: Path, concurrency: int, records: GroupRecords | None = None,
+                 perl: str | None = None) -> None:
         self.mode = mode
+        self.work_dir = work_dir
         self.reason = reason
         self.user = user
         self.switch = switch
@@ -82,12 +89,12 @@ class Sandbox:
         self.bwrap = bwrap
         self.records = records or GroupRecords(None, user.uid)
         self.reaper: OrphanReaper | None = None
-        self._slots: asyncio.Queue[int] | None = None
-        count = len(cgroups.slots)
-        if count:
-            self._slots = asyncio.Queue()
-            for index in range(count):
-                self._slots.put_nowait(index)
+        self._slots: asyncio.Queue[int] = asyncio.Queue()
+        for index in range(concurrency):
+            self._slots.put_nowait(index)
+        # Without a network, actions get sandboxes made ready beforehand (worker/sandbox/warm.py).
+        self.perl = perl if mode is SandboxMode.BWRAP else None
+        self._warm = WarmSlots(concurrency) if self.perl is not None else None
         # Links to the cache only where the action cannot write through them: it runs as
         # another user than the cache's owner, and not as root. Copies otherwise.
         separate = user.uid != os.geteuid()
@@ -105,26 +112,54 @@ class Sandbox:
             return True
         return self.network is NetworkPolicy.ON_REQUEST and wants_network(action, command)
 
+    def _slot(self, index: int) -> CgroupSlot | None:
+        slot = self.cgroups.slots[index] if index < len(self.cgroups.slots) else None
+        if slot is not None:
+            slot.set_limits(self.limits.memory if self.cgroups.limits_memory else None,
+                            self.limits.processes if self.cgroups.limits_pids else None)
+        return slot
+
+    def _bwrap(self, scratch: Path, network: bool, index: int) -> BwrapLauncher:
+        rlimits = self.limits.rlimits(memory_by_cgroup=self.cgroups.limits_memory)
+        return BwrapLauncher(self.bwrap, self.user, self.switch, self.credentials, scratch / "root",
+                             scratch / "tmp", network, self._slot(index), rlimits)
+
+    def start(self) -> None:
+        """Make a sandbox ready for every slot (in the background)."""
+        for index in range(self._slots.qsize()):
+            self._prepare(index)
+
+    def _prepare(self, index: int) -> None:
+        if self._warm is None or self.perl is None:
+            return
+        perl = self.perl
+
+        async def make() -> ReadySandbox:
+            return await make_ready(lambda scratch: self._bwrap(scratch, False, index), self.work_dir,
+                                    self.placement.owner, perl)
+        self._warm.prepare(index, make)
+
     @asynccontextmanager
-    async def action(self, scratch: Path, network: bool) -> AsyncIterator[ActionRun]:
-        """A launcher for one action whose exec root is ``scratch/root``, for the block's length."""
-        index = await self._slots.get() if self._slots is not None else None
+    async def action(self, network: bool) -> AsyncIterator[ActionRun]:
+        """A scratch directory and a launcher for one action, for the block's length."""
+        index = await self._slots.get()
         try:
-            slot = self.cgroups.slots[index] if index is not None else None
-            if slot is not None:
-                slot.set_limits(self.limits.memory if self.cgroups.limits_memory else None,
-                                self.limits.processes if self.cgroups.limits_pids else None)
-            rlimits = self.limits.rlimits(memory_by_cgroup=self.cgroups.limits_memory)
+            ready = await self._warm.take(index) if self._warm is not None and not network else None
             launcher: Launcher
-            if self.mode is SandboxMode.BWRAP:
-                launcher = BwrapLauncher(self.bwrap, self.user, self.switch, self.credentials, scratch / "root",
-                                         scratch / "tmp", network, slot, rlimits)
+            if ready is not None:
+                scratch, launcher = ready.scratch, ready
             else:
-                launcher = ProcessLauncher(self.user, slot, rlimits, self.records, self.reaper)
-            yield ActionRun(launcher, slot, self.limits, self.memory_by)
+                scratch = self.work_dir / uuid.uuid4().hex
+                await asyncio.to_thread(make_scratch, scratch, self.placement.owner)
+                if self.mode is SandboxMode.BWRAP:
+                    launcher = self._bwrap(scratch, network, index)
+                else:
+                    rlimits = self.limits.rlimits(memory_by_cgroup=self.cgroups.limits_memory)
+                    launcher = ProcessLauncher(self.user, self._slot(index), rlimits, self.records, self.reaper)
+            yield ActionRun(scratch, launcher, self._slot(index), self.limits, self.memory_by)
         finally:
-            if index is not None and self._slots is not None:
-                self._slots.put_nowait(index)
+            self._slots.put_nowait(index)
+            self._prepare(index)
 
     def describe(self) -> str:
         if self.mode is SandboxMode.BWRAP:
@@ -177,5 +212,8 @@ class Sandbox:
         if self.mode is SandboxMode.PROCESS:
             self.reaper = OrphanReaper()
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """At shutdown: stop the sandboxes kept ready, then remove the cgroups."""
+        if self._warm is not None:
+            await self._warm.close()
         self.cgroups.remove()
