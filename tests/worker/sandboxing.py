@@ -92,6 +92,20 @@ def processes_with(word: str) -> list[int]:
     return found
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """Pids with ``text`` anywhere in their command line (a worker's directory, say)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
 async def wait_until(condition: object, timeout: float = 15.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]

@@ -16,7 +16,7 @@ from tests.support.servers import channel_to
 from tests.support.worker_process import start_worker
 from tests.worker.actions import ActionClient
 from tests.worker.sandboxing import (
-    processes_with, reachable_dir, sandboxed_worker, token, wait_until, worker_setup,
+    processes_mentioning, processes_with, reachable_dir, sandboxed_worker, token, wait_until, worker_setup,
 )
 
 OK = grpc.StatusCode.OK.value[0]
@@ -112,8 +112,10 @@ async def test_a_killed_worker_leaves_no_process_and_the_retry_completes_once(
         def survivors() -> set[int]:  # the retry runs the same command: only the first life's count
             return first_life & set(processes_with(background))
 
-        if mode == "bwrap":  # the kernel kills the sandbox with its worker
+        if mode == "bwrap":  # the kernel kills the sandbox with its worker, and those it kept ready
             await wait_until(lambda: not survivors(), what="the sandbox to die with the worker")
+            await wait_until(lambda: not processes_mentioning(str(workdir / "work")),
+                             what="the sandboxes kept ready to die with the worker")
         else:  # the direct child died with the worker (--pdeathsig); its background process did not
             assert survivors()
         # The same worker restarted: leftovers of its previous life go before it takes work.
@@ -130,6 +132,7 @@ async def test_a_killed_worker_leaves_no_process_and_the_retry_completes_once(
             assert not leftovers  # exec roots and temp files of the first life are gone
         # Both lives log to one file: the action completed once, in the second.
         assert again.log_text().count(": OK (ran") == 1
+        assert not processes_mentioning(str(workdir / "work"))  # a clean stop leaves nothing either
 
 
 async def test_the_network_is_off_unless_the_action_asks_for_it(
