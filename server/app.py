@@ -35,6 +35,7 @@ from server.auth.assembly import Security, build_security
 from server.auth.owners import RecordOwners
 from server.auth.cli import add_security_arguments, with_security_flags
 from server.auth.exposure import check_exposure
+from server.collector import tune_for_serving
 from server.config import CompressorName, ServerConfig, load_config
 from server.execution_log import ExecutionLog
 from server.explain.history import ActionHistory
@@ -334,6 +335,7 @@ async def serve(config: ServerConfig, zero_config: bool = False, log_level: str 
     log.info("reapi-server listening on %s (%s://)", server.address, "grpcs" if config.tls.enabled else "grpc")
     # The first line is what scripts and tests wait for; the rest says what is served.
     print(f"reapi-server listening on {server.address}", flush=True)
+    tune_for_serving()  # after start-up: what it built is frozen, never collected again
     # Zero config also runs a local reapi-worker (a process) against this port:
     # started once the server listens, stopped before the server.
     assert server.security is not None
