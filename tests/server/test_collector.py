@@ -14,7 +14,7 @@ cycle = []
 cycle.append(cycle)  # start-up garbage is collected before the freeze, not frozen
 del cycle
 tune_for_serving()
-print(gc.get_threshold(), gc.get_freeze_count() > 0, gc.isenabled(), gc.garbage, sep="\n")
+print(gc.get_threshold(), gc.get_freeze_count() > 0, gc.isenabled(), gc.garbage, sep=chr(10))
 """
 
 
