@@ -55,6 +55,8 @@ import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from itertools import compress, repeat
+from operator import is_
 from pathlib import Path
 
 from cas.digest import Digest
@@ -220,15 +222,12 @@ class PackedStore(BlobStore):
 
     async def find_missing(self, digests: Collection[Digest]) -> set[Digest]:
         self._check_open()
-        entries = self._index.entries
-        epoch = self._index.epoch
-        missing = set()
-        for digest in digests:
-            location = entries.get(digest)
-            if location is None:
-                missing.add(digest)
-            else:
-                location.used = epoch
+        # Whole-list passes in C (10,000 digests a call): look up, pick the absent, then
+        # mark the present as used (``setattr`` mapped over them; it returns None, so
+        # ``any`` runs it to the end).
+        locations = list(map(self._index.entries.get, digests))
+        missing = set(compress(digests, map(is_, locations, repeat(None))))
+        any(map(setattr, filter(None, locations), repeat("used"), repeat(self._index.epoch)))
         return missing
 
     async def read(self, digest: Digest, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:

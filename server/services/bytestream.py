@@ -1,6 +1,7 @@
 """ByteStream: streamed reads and resumable writes of CAS blobs, translated.
 
-Read streams a blob from the instance's CAS in the store's bounded chunks, or, for
+Read streams a blob from the instance's CAS in the store's bounded chunks (each sent
+as a hand-encoded ReadResponse, server/encoded_reads.py), or, for
 ``compressed-blobs/{compressor}/...``, its compressed form (cas/compression/forms.py:
 compressed on the way out, the often-read forms kept). Write and QueryWriteStatus
 hand their messages to server/uploads.py, which holds the resumable-upload protocol
@@ -23,6 +24,7 @@ from cas.errors import InvalidArgument, OutOfRange
 from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from server import boundary
+from server.encoded_reads import encode_read_response
 from server.instances import InstanceRegistry
 from server.resource_names import parse_download, parse_upload
 from server.uploads import UploadKey, UploadRegistry
@@ -55,7 +57,7 @@ class ByteStreamService(bs_grpc.ByteStreamServicer):
     @boundary.streaming
     async def Read(
         self, request: bs_pb2.ReadRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bs_pb2.ReadResponse]:
+    ) -> AsyncIterator[bs_pb2.ReadResponse | bytes]:
         if self.logstreams is not None and self.logstreams.owns(request.resource_name):
             async for log_response in self.logstreams.read(request):
                 yield log_response
@@ -67,17 +69,16 @@ class ByteStreamService(bs_grpc.ByteStreamServicer):
             raise OutOfRange(f"read_offset {request.read_offset} is negative")
         if request.read_limit < 0:
             raise OutOfRange(f"read_limit {request.read_limit} is negative")
-        response = bs_pb2.ReadResponse
         if codec is not None:
             if request.read_limit:
                 raise InvalidArgument(
                     f"read_limit {request.read_limit}: a compressed read takes no limit (REv2: it must be 0)"
                 )
             async for chunk in self.forms.read(cas, resource.digest, codec, request.read_offset):
-                yield response(data=chunk)
+                yield encode_read_response(chunk)
             return
         async for chunk in cas.read(resource.digest, request.read_offset, request.read_limit or None):
-            yield response(data=chunk)
+            yield encode_read_response(chunk)
 
     @boundary.unary
     async def Write(
