@@ -28,6 +28,7 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 from remote_apis_protos.build.bazel.remote.logstream.v1 import remote_logstream_pb2_grpc as logstream_grpc
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc as bots_grpc
 from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grpc
+from server import event_loop
 from server.assets.assembly import AssetParts, build_assets
 from server.assets.config import AssetsConfig
 from server.auth.assembly import Security, build_security
@@ -331,6 +332,7 @@ async def serve(config: ServerConfig, zero_config: bool = False, log_level: str 
     local_worker_config = parse_local_worker(config.section("local_worker"), zero_config)
     server = await start_server(config, local_worker=local_worker_config.enabled)
     log.info("reapi-server listening on %s (%s://)", server.address, "grpcs" if config.tls.enabled else "grpc")
+    log.info("event loop: %s", type(asyncio.get_running_loop()).__module__.split(".")[0])  # uvloop or asyncio
     # The first line is what scripts and tests wait for; the rest says what is served.
     print(f"reapi-server listening on {server.address}", flush=True)
     tune_for_serving()  # after start-up: what it built is frozen, never collected again
@@ -378,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_local_worker:
             config.raw.setdefault("local_worker", {})["enabled"] = False
         config.tls, config.auth = with_security_flags(config.tls, config.auth, args)
-        asyncio.run(serve(config, zero_config=args.config is None, log_level=args.log_level))
+        event_loop.run(serve(config, zero_config=args.config is None, log_level=args.log_level), config.event_loop)
     except ConfigError as exc:
         print(f"reapi-server: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -39,6 +39,7 @@ from cas.config import (
 from server.uploads import DEFAULT_MAX_IDLE_BYTES
 from server.assets.config import read_assets_section
 from server.auth.config import AuthConfig, TlsConfig
+from server.event_loop import EventLoop
 from server.local_worker import parse_local_worker
 from server.scheduler.config import parse_execution_config
 
@@ -84,6 +85,8 @@ class ServerSection:
     """``[server.tls]``: the port's certificate, and the CA of client certificates."""
     auth: AuthConfig = field(default_factory=AuthConfig)
     """``[server.auth]``: tokens, JWT, client certificate identities, anonymous permissions."""
+    event_loop: EventLoop = EventLoop.UVLOOP
+    """The event loop the server runs on (server/event_loop.py): "uvloop" or "asyncio"."""
 
     def __post_init__(self) -> None:
         if self.max_batch_total_size_bytes < DEFAULT_MAX_BATCH:
@@ -119,6 +122,7 @@ class ServerConfig:
     compressed_cache_size: int = DEFAULT_COMPRESSED_CACHE
     http_listen: str = ""
     idle_upload_memory: int = DEFAULT_MAX_IDLE_BYTES
+    event_loop: EventLoop = EventLoop.UVLOOP
     stores: Mapping[str, StoreSpec | Mapping[str, Any]] = field(default_factory=dict)
     instances: list[InstanceConfig] = field(default_factory=list)
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -184,6 +188,7 @@ def parse_config(data: dict[str, Any]) -> ServerConfig:
         compressed_cache_size=server.compressed_cache_size,
         http_listen=server.http_listen,
         idle_upload_memory=server.idle_upload_memory,
+        event_loop=server.event_loop,
         stores=stores,
         instances=instances,
         tls=server.tls,

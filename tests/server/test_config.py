@@ -84,7 +84,7 @@ GOOD_FILE = '[stores.m]\ntype = "memory"\n[[instances]]\ncas = "m"\nac = "m"\n'
     [
         ('[server]\nlistn = "0.0.0.0:1"\n',
          "[server]: unknown key 'listn' (did you mean 'listen'? known: listen, max_batch_total_size_bytes, compressors, compressed_cache_size, http_listen, "
-         "idle_upload_memory, allow_insecure, tls, auth)"),
+         "idle_upload_memory, allow_insecure, tls, auth, event_loop)"),
         ("[stores.n]\ntype = 'memory'\nmax_sise = 1\n", "store 'n' (memory): unknown key 'max_sise' (did you mean 'max_size'?"),
         ("[[instances]]\nname = 'x'\ncas = 'm'\nac = 'm'\nac_update = false\n",
          "[[instances]] #2: unknown key 'ac_update' (did you mean 'ac_update_enabled'?"),
@@ -125,7 +125,7 @@ def test_the_cli_prints_one_line_and_exits_2(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert err == (f"reapi-server: configuration error: {path}: [server]: unknown key 'listn' "
                    "(did you mean 'listen'? known: listen, max_batch_total_size_bytes, compressors, "
-                   "compressed_cache_size, http_listen, idle_upload_memory, allow_insecure, tls, auth)\n")
+                   "compressed_cache_size, http_listen, idle_upload_memory, allow_insecure, tls, auth, event_loop)\n")
 
 
 def test_a_worker_table_in_the_servers_file_is_the_workers(tmp_path: Path) -> None:
@@ -158,4 +158,14 @@ def test_the_compressors_and_the_cache_of_compressed_forms(tmp_path: Path) -> No
     assert [c.value for c in load_config(None).compressors] == ["zstd", "deflate"]
     path.write_text('[server]\ncompressors = ["zstd", "lz4"]\n' + GOOD_FILE)
     with pytest.raises(ConfigError, match="compressors.*'lz4'"):
+        load_config(path)
+
+
+def test_the_event_loop_is_uvloop_unless_asyncio_is_asked_for(tmp_path: Path) -> None:
+    path = tmp_path / "server.toml"
+    assert load_config(None).event_loop.value == "uvloop"
+    path.write_text('[server]\nevent_loop = "asyncio"\n' + GOOD_FILE)
+    assert load_config(path).event_loop.value == "asyncio"
+    path.write_text('[server]\nevent_loop = "tokio"\n' + GOOD_FILE)
+    with pytest.raises(ConfigError, match="event_loop.*'tokio'.*uvloop, asyncio"):
         load_config(path)
