@@ -26,9 +26,10 @@ from remote_apis_protos.build.bazel.remote.asset.v1 import remote_asset_pb2_grpc
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from remote_apis_protos.build.bazel.remote.logstream.v1 import remote_logstream_pb2_grpc as logstream_grpc
+from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc as bots_grpc
 from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grpc
-from server import event_loop
+from server import encoded_responses, event_loop
 from server.assets.assembly import AssetParts, build_assets
 from server.assets.config import AssetsConfig
 from server.auth.assembly import Security, build_security
@@ -36,7 +37,6 @@ from server.auth.owners import RecordOwners
 from server.auth.cli import add_security_arguments, with_security_flags
 from server.auth.exposure import check_exposure
 from server.collector import tune_for_serving
-from server.encoded_reads import add_bytestream_servicer
 from server.config import CompressorName, ServerConfig, load_config
 from server.execution_log import ExecutionLog
 from server.explain.history import ActionHistory
@@ -275,11 +275,20 @@ async def start_server(
         )
         # Storage services: CAS, ByteStream (with resumable uploads), ActionCache.
         uploads = UploadRegistry(max_idle_bytes=config.idle_upload_memory)
-        re_grpc.add_ContentAddressableStorageServicer_to_server(
-            ContentAddressableStorageService(instances, config.max_batch_total_size_bytes, codecs, forms), services
+        # Methods whose usual answers are encoded by hand (server/encoded_responses.py).
+        encoded_responses.register(
+            re_grpc.add_ContentAddressableStorageServicer_to_server,
+            ContentAddressableStorageService(instances, config.max_batch_total_size_bytes, codecs, forms),
+            services,
+            ("BatchUpdateBlobs", "BatchReadBlobs"),
         )
         logstream_bytestream = LogStreamByteStream(execution.logstreams) if execution else None
-        add_bytestream_servicer(ByteStreamService(instances, uploads, logstream_bytestream, codecs, forms), services)
+        encoded_responses.register(
+            bs_grpc.add_ByteStreamServicer_to_server,
+            ByteStreamService(instances, uploads, logstream_bytestream, codecs, forms),
+            services,
+            ("Read",),
+        )
         re_grpc.add_ActionCacheServicer_to_server(ActionCacheService(instances, metrics), services)
         if execution is not None:
             add_execution_services(execution, instances, services, metrics)

@@ -13,8 +13,8 @@ replicas), disk for the few large ones that would crowd Redis's memory.
 from __future__ import annotations
 
 import asyncio
-from operator import attrgetter
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping
+from operator import attrgetter
 
 from cas.digest import Digest
 from cas.errors import ReapiError
@@ -77,9 +77,9 @@ class SizePartitioningStore(BlobStore):
         return found_small | found_large
 
     async def put_many(self, blobs: Mapping[Digest, bytes]) -> dict[Digest, ReapiError]:
+        if max(map(_SIZE_OF, blobs), default=0) <= self.threshold:  # all small, found in C
+            return await self.small.put_many(blobs) if blobs else {}
         small = {d: v for d, v in blobs.items() if d.size_bytes <= self.threshold}
-        if len(small) == len(blobs):
-            return await self.small.put_many(small) if small else {}
         large = {d: v for d, v in blobs.items() if d.size_bytes > self.threshold}
         if not small:
             return await self.large.put_many(large)

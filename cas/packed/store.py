@@ -269,9 +269,17 @@ class PackedStore(BlobStore):
 
     async def put_many(self, blobs: Mapping[Digest, bytes]) -> dict[Digest, ReapiError]:
         self._check_open()
+        entries = self._index.entries
+        values = blobs.values()
+        # The usual batch, checked in whole-list C passes: all new, all bytes, none too large.
+        if (
+            not any(map(entries.__contains__, blobs))
+            and set(map(type, values)) <= {bytes}
+            and max(map(len, values), default=0) <= self.max_value_size
+        ):
+            return await asyncio.shield(self._writer.put(list(blobs.items()))) if blobs else {}
         failures: dict[Digest, ReapiError] = {}
         items = []
-        entries = self._index.entries
         epoch = self._index.epoch
         for digest, data in blobs.items():
             length = len(data)

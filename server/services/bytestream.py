@@ -1,7 +1,7 @@
 """ByteStream: streamed reads and resumable writes of CAS blobs, translated.
 
 Read streams a blob from the instance's CAS in the store's bounded chunks (each sent
-as a hand-encoded ReadResponse, server/encoded_reads.py), or, for
+as a hand-encoded ReadResponse, server/encoded_responses.py), or, for
 ``compressed-blobs/{compressor}/...``, its compressed form (cas/compression/forms.py:
 compressed on the way out, the often-read forms kept). Write and QueryWriteStatus
 hand their messages to server/uploads.py, which holds the resumable-upload protocol
@@ -24,7 +24,7 @@ from cas.errors import InvalidArgument, OutOfRange
 from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from server import boundary
-from server.encoded_reads import encode_read_response
+from server.encoded_responses import encode_read_response
 from server.instances import InstanceRegistry
 from server.resource_names import parse_download, parse_upload
 from server.uploads import UploadKey, UploadRegistry

@@ -2,6 +2,7 @@
 SpliceBlob, translated.
 
 The rules live apart from the protos' shapes: batches in server/blob_batches.py
+(their usual answers encoded by hand, server/encoded_responses.py)
 (one store call per batch, the size cap, per-blob errors, compressed entries),
 GetTree's paging in server/tree_pages.py, splits and splices in server/blob_splits.py. FindMissingBlobs stays here whole: it is one store call
 between a vectorised digest parse and an answer that echoes the client's own
@@ -25,6 +26,7 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 from server import boundary
 from server.blob_batches import BlobBatches
 from server.blob_splits import BlobSplits
+from server.encoded_responses import encode_batch_read_response, encode_batch_update_response
 from server.instances import InstanceRegistry
 from server.tree_pages import tree_pages
 
@@ -65,13 +67,16 @@ class ContentAddressableStorageService(re_grpc.ContentAddressableStorageServicer
     @boundary.unary
     async def BatchUpdateBlobs(
         self, request: re_pb2.BatchUpdateBlobsRequest, context: grpc.aio.ServicerContext
-    ) -> re_pb2.BatchUpdateBlobsResponse:
+    ) -> re_pb2.BatchUpdateBlobsResponse | bytes:
         cas = self.instances.get(request.instance_name).cas
         entries = request.requests
         datas: list[bytes] = list(map(_DATA_OF, entries))  # each access copies, so take them once
+        protos = list(map(_DIGEST_OF, entries))
         digests, errors = await self.batches.update(
-            cas, list(map(_DIGEST_OF, entries)), request.digest_function, datas, list(map(_COMPRESSOR_OF, entries))
+            cas, protos, request.digest_function, datas, list(map(_COMPRESSOR_OF, entries))
         )
+        if not errors:  # every blob stored: the answer echoes the digests (server/encoded_responses.py)
+            return encode_batch_update_response(protos)
         response = re_pb2.BatchUpdateBlobsResponse()
         add = response.responses.add
         for i, digest in enumerate(digests):
@@ -91,10 +96,16 @@ class ContentAddressableStorageService(re_grpc.ContentAddressableStorageServicer
     @boundary.unary
     async def BatchReadBlobs(
         self, request: re_pb2.BatchReadBlobsRequest, context: grpc.aio.ServicerContext
-    ) -> re_pb2.BatchReadBlobsResponse:
+    ) -> re_pb2.BatchReadBlobsResponse | bytes:
         cas = self.instances.get(request.instance_name).cas
         digests, refused, found = await self.batches.read(cas, request.digests, request.digest_function)
         compressors = await self.batches.compress_found(found, request.acceptable_compressors) if found else {}
+        if not refused and not compressors and len(found) == len(set(digests)):
+            # Every blob found, none compressed: encoded by hand (server/encoded_responses.py).
+            datas = [found[digest] for digest in digests if digest is not None]  # none is None: nothing refused
+            encoded = encode_batch_read_response(request.digests, datas)
+            if encoded is not None:
+                return encoded
         response = re_pb2.BatchReadBlobsResponse()
         add = response.responses.add
         for i, digest in enumerate(digests):

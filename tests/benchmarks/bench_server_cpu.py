@@ -23,7 +23,8 @@ unpacked somewhere: the "before" of a change, with the same config), and any num
 of peers already running (``--peer``, e.g. BuildGrid; docs/BENCHMARKS.md says how it
 was set up). Rounds are interleaved (each round runs every section on every target,
 in a rotating order) and the table gives each target's median per section and the
-ratio of each to the last peer (or to "before" when no peer is given).
+ratio of this tree's server (and of "before") to each peer (or to "before" when no
+peer is given).
 ``--profile S`` instead runs each section against this tree's server for S seconds
 under py-spy (``PY_SPY`` names the binary) and writes its sampled stacks (py-spy's raw format) to ``--profile-dir``.
 """
@@ -217,21 +218,19 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f}"
 
 
-def report(targets: list[Target], reference: Target | None) -> None:
+def report(targets: list[Target], references: list[Target]) -> None:
+    """Each target's median CPU per call (and range over rounds), then every ratio of a
+    reapi target ("before", "reapi") to each reference (the peers, or "before")."""
     names = [t.name for t in targets]
+    pairs = [(t, r) for r in references for t in targets if t is not r and t not in references]
     head = " | ".join(f"{n} ms/call" for n in names)
-    ratios = " | ".join(f"{t.name}/{reference.name}" for t in targets if reference is not None and t is not reference)
-    print(f"\n| section | {head}{' | ' + ratios if ratios else ''} |")
-    print("|---" * (1 + len(names) + (len(targets) - 1 if reference else 0)) + "|")
+    ratios = "".join(f" | {t.name}/{r.name}" for t, r in pairs)
+    print(f"\n| section | {head}{ratios} |")
+    print("|---" * (1 + len(names) + len(pairs)) + "|")
     for name, _, _ in SECTIONS:
         medians = {t.name: statistics.median(t.cpu[name]) for t in targets}
-        spread = {t.name: (min(t.cpu[name]), max(t.cpu[name])) for t in targets}
-        cells = " | ".join(f"{ms(medians[n])} ({ms(spread[n][0])}-{ms(spread[n][1])})" for n in names)
-        ratio_cells = ""
-        if reference is not None:
-            ratio_cells = " | " + " | ".join(
-                f"{medians[t.name] / medians[reference.name]:.2f}x" for t in targets if t is not reference
-            )
+        cells = " | ".join(f"{ms(medians[t.name])} ({ms(min(t.cpu[name]))}-{ms(max(t.cpu[name]))})" for t in targets)
+        ratio_cells = "".join(f" | {medians[t.name] / medians[r.name]:.2f}x" for t, r in pairs)
         print(f"| {name} | {cells}{ratio_cells} |", flush=True)
 
 
@@ -318,8 +317,9 @@ def main() -> None:
                     for workload in order:
                         workload.target.cpu.setdefault(section[0], []).append(measure(workload, section))
                 print(f"round {round_ + 1}/{args.rounds} done; load average {os.getloadavg()[0]:.2f}", flush=True)
-            reference = targets[-1] if args.peer else (targets[0] if args.before else None)
-            report(targets, reference)
+            peers = targets[len(targets) - len(args.peer):]
+            references = peers if peers else targets[:1] if args.before else []
+            report(targets, references)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
