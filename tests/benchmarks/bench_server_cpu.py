@@ -282,6 +282,7 @@ def profile(target: Target, seconds: float, workdir: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sections", help="only the sections whose names start with these, comma-separated")
     parser.add_argument("--stores", choices=["defaults", "memory"], default="defaults")
     parser.add_argument("--before", type=Path, help="another reapi source tree to run beside this one")
     parser.add_argument("--peer", action="append", default=[], help="NAME=HOST:PORT@PID of a running peer")
@@ -296,6 +297,9 @@ def main() -> None:
         stores = default_stores(run_dir / "data") if args.stores == "defaults" else MEMORY_STORES
         return server_config(run_dir, stores=stores)
 
+    if args.sections:
+        prefixes = tuple(p.strip() for p in args.sections.split(",") if p.strip())
+        SECTIONS[:] = [section for section in SECTIONS if section[0].startswith(prefixes)]
     try:
         with ExitStack() as stack:
             server = stack.enter_context(reapi_server_process(workdir / "after", config(workdir / "after")))
