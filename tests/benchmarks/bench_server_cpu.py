@@ -17,7 +17,8 @@ Each target serves the same requests, built before the counter starts:
   under it;
 - GetActionResult of a result with 10 output files, stdout and an output directory.
 
-Targets: this tree's ``reapi-server`` (started here with ``--stores``), optionally the
+Targets: this tree's ``reapi-server`` (started here with ``--stores``, and with metrics
+collected as the zero-config server does unless ``--no-metrics``), optionally the
 same server from another source tree (``--before``, e.g. ``git archive`` of main
 unpacked somewhere: the "before" of a change, with the same config), and any number
 of peers already running (``--peer``, e.g. BuildGrid; docs/BENCHMARKS.md says how it
@@ -284,6 +285,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sections", help="only the sections whose names start with these, comma-separated")
     parser.add_argument("--stores", choices=["defaults", "memory"], default="defaults")
+    parser.add_argument("--no-metrics", action="store_true", help="no [server] http_listen: no metrics collected")
     parser.add_argument("--before", type=Path, help="another reapi source tree to run beside this one")
     parser.add_argument("--peer", action="append", default=[], help="NAME=HOST:PORT@PID of a running peer")
     parser.add_argument("--profile", type=float, default=0, help="py-spy each section for this many seconds")
@@ -295,7 +297,9 @@ def main() -> None:
 
     def config(run_dir: Path) -> dict[str, object]:
         stores = default_stores(run_dir / "data") if args.stores == "defaults" else MEMORY_STORES
-        return server_config(run_dir, stores=stores)
+        # Metrics on, as the zero-config server has them: their per-call cost is counted.
+        server = {} if args.no_metrics else {"http_listen": "127.0.0.1:0"}
+        return server_config(run_dir, stores=stores, server=server)
 
     if args.sections:
         prefixes = tuple(p.strip() for p in args.sections.split(",") if p.strip())
