@@ -50,7 +50,7 @@ from server.metrics.store_gauges import watch_stores
 from server.rpc_wrapping import HandlerWrapper, registrar
 from server.instances import InstanceRegistry
 from server.local_worker import parse_local_worker, start_local_worker
-from server.logstreams import LogStreamStore
+from server.logstreams import LogStreams, LogStreamStore
 from server.activity_log import start_activity_log
 from server.scheduler.clock import Clock, SystemClock
 from server.scheduler.config import ExecutionConfig, parse_execution_config
@@ -125,7 +125,7 @@ class ExecutionParts:
 
     config: ExecutionConfig
     scheduler: SchedulingPolicy
-    logstreams: LogStreamStore
+    logstreams: LogStreams
     results: InstanceResultCache
     inputs: InputCache  # checked Commands and Directories: validation and inline lease blobs share it
     ticker: asyncio.Task[None] | None = None
@@ -161,6 +161,9 @@ class ExecutionParts:
             self.ticker.cancel()
             await asyncio.gather(self.ticker, return_exceptions=True)
         await self.scheduler.aclose()
+        close_streams = getattr(self.logstreams, "aclose", None)
+        if close_streams is not None:
+            await close_streams()
 
 
 def build_execution(
@@ -173,12 +176,19 @@ def build_execution(
     if not execution.enabled:
         return None
     clock = clock or SystemClock()
-    logstreams = LogStreamStore(
-        max_bytes=execution.logstream_max_bytes, retention=execution.logstream_retention, clock=clock
-    )
     results = InstanceResultCache(instances)
     matcher = execution.matcher()
-    state = scheduler_state(matcher, execution.settings, logstreams, clock)
+    shared_streams = getattr(scheduler_state, "log_streams", None)
+    logstreams: LogStreams
+    if shared_streams is not None:  # a shared state keeps the log streams beside it (Redis)
+        logstreams = shared_streams(clock, execution.logstream_max_bytes, execution.logstream_retention)
+        state = scheduler_state(matcher, execution.settings, None, clock)
+    else:
+        local = LogStreamStore(
+            max_bytes=execution.logstream_max_bytes, retention=execution.logstream_retention, clock=clock
+        )
+        logstreams = local
+        state = scheduler_state(matcher, execution.settings, local, clock)
     scheduler = SchedulingPolicy(
         state, matcher, execution.settings, results=results, clock=clock, observer=ExecutionLog(metrics)
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
 
 from cas.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange
 from cas.store import READ_CHUNK_SIZE
@@ -25,6 +26,30 @@ from server.scheduler.clock import Clock, IdFactory, SystemClock, random_id
 
 NAME_PATTERN = re.compile(r"^(?:.*/)?logstreams/[0-9a-f]{32}(?P<write>/write/[0-9a-f]{32})?$")
 DEFAULT_MAX_BYTES = 16 << 20
+
+
+class LogStreams(Protocol):
+    """What the LogStream and ByteStream services need of a log stream store: this
+    process's LogStreamStore, or one in Redis that every replica shares
+    (server/scheduler/state/redis/logstreams.py)."""
+
+    def owns(self, resource_name: str) -> bool:
+        """Whether a ByteStream resource name is a log stream's (read or write)."""
+
+    async def open(self, parent: str) -> tuple[str, str]:
+        """A new stream under ``parent``: (name, write name)."""
+
+    def read(self, name: str, offset: int = 0, limit: int = 0) -> AsyncIterator[bytes]:
+        """From ``offset``, following the writer until it finishes."""
+
+    async def write(self, write_name: str, offset: int, data: bytes, finish: bool) -> int:
+        """Append at ``offset`` (the committed size); the new committed size."""
+
+    async def status(self, write_name: str) -> tuple[int, bool]:
+        """(committed size, finished)."""
+
+    def tick(self) -> None:
+        """Time-driven housekeeping."""
 
 
 class LogStream:
@@ -179,6 +204,18 @@ class LogStreamStore:
     def query(self, write_name: str) -> tuple[int, bool]:
         stream = self.for_write(write_name)
         return stream.committed, stream.finished
+
+    # -- the LogStreams protocol (what the services call) --------------------------
+
+    async def open(self, parent: str) -> tuple[str, str]:
+        stream = self.create(parent)
+        return stream.name, stream.write_name
+
+    async def write(self, write_name: str, offset: int, data: bytes, finish: bool) -> int:
+        return self.append(self.for_write(write_name), offset, data, finish)
+
+    async def status(self, write_name: str) -> tuple[int, bool]:
+        return self.query(write_name)
 
     # -- housekeeping ----------------------------------------------------------
 

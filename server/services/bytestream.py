@@ -101,7 +101,7 @@ class ByteStreamService(bs_grpc.ByteStreamServicer):
         self, request: bs_pb2.QueryWriteStatusRequest, context: grpc.aio.ServicerContext
     ) -> bs_pb2.QueryWriteStatusResponse:
         if self.logstreams is not None and self.logstreams.owns(request.resource_name):
-            return self.logstreams.query_write_status(request)
+            return await self.logstreams.query_write_status(request)
         resource = parse_upload(request.resource_name)
         cas = self.instances.get(resource.instance_name).cas
         self._codec(resource.compressor, request.resource_name)

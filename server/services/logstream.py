@@ -17,11 +17,11 @@ from remote_apis_protos.build.bazel.remote.logstream.v1 import remote_logstream_
 from remote_apis_protos.build.bazel.remote.logstream.v1 import remote_logstream_pb2_grpc as logstream_grpc
 from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
 from server import boundary
-from server.logstreams import LogStreamStore
+from server.logstreams import LogStreams
 
 
 class LogStreamService(logstream_grpc.LogStreamServiceServicer):
-    def __init__(self, streams: LogStreamStore) -> None:
+    def __init__(self, streams: LogStreams) -> None:
         self.streams = streams
 
     @boundary.unary
@@ -29,14 +29,14 @@ class LogStreamService(logstream_grpc.LogStreamServiceServicer):
         self, request: logstream_pb2.CreateLogStreamRequest, context: grpc.aio.ServicerContext
     ) -> logstream_pb2.LogStream:
         parent = request.parent.strip("/")
-        stream = self.streams.create(parent)
-        return logstream_pb2.LogStream(name=stream.name, write_resource_name=stream.write_name)
+        name, write_name = await self.streams.open(parent)
+        return logstream_pb2.LogStream(name=name, write_resource_name=write_name)
 
 
 class LogStreamByteStream:
     """ByteStream Read/Write/QueryWriteStatus for log stream resource names."""
 
-    def __init__(self, streams: LogStreamStore) -> None:
+    def __init__(self, streams: LogStreams) -> None:
         self.streams = streams
 
     def owns(self, resource_name: str) -> bool:
@@ -50,8 +50,8 @@ class LogStreamByteStream:
         self, first: bs_pb2.WriteRequest, rest: AsyncIterable[bs_pb2.WriteRequest]
     ) -> bs_pb2.WriteResponse:
         """Append each request's data in order; ``first`` carries the resource name."""
-        stream = self.streams.for_write(first.resource_name)
-        committed = self.streams.append(stream, first.write_offset, first.data, first.finish_write)
+        name = first.resource_name
+        committed = await self.streams.write(name, first.write_offset, first.data, first.finish_write)
         finished = first.finish_write
         async for request in rest:
             if finished:
@@ -60,10 +60,10 @@ class LogStreamByteStream:
                 raise InvalidArgument(
                     f"log stream write: resource_name changed mid-stream to {request.resource_name!r}"
                 )
-            committed = self.streams.append(stream, request.write_offset, request.data, request.finish_write)
+            committed = await self.streams.write(name, request.write_offset, request.data, request.finish_write)
             finished = request.finish_write
         return bs_pb2.WriteResponse(committed_size=committed)
 
-    def query_write_status(self, request: bs_pb2.QueryWriteStatusRequest) -> bs_pb2.QueryWriteStatusResponse:
-        committed, complete = self.streams.query(request.resource_name)
+    async def query_write_status(self, request: bs_pb2.QueryWriteStatusRequest) -> bs_pb2.QueryWriteStatusResponse:
+        committed, complete = await self.streams.status(request.resource_name)
         return bs_pb2.QueryWriteStatusResponse(committed_size=committed, complete=complete)

@@ -7,6 +7,7 @@ check, so a new state (Redis) joins by adding its factory there."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,7 @@ from server.config import WILDCARD_INSTANCE, InstanceConfig, ServerConfig
 from server.scheduler.policy.scheduler import SchedulingPolicy
 from server.scheduler.state.interface import StateFactory
 from server.scheduler.state.memory.state import memory_state
+from server.scheduler.state.redis.state import redis_state
 from tests.support.actions import ActionBuilder, BuiltAction
 from tests.support.fake_clock import FakeClock
 from tests.support.test_bot import TestBot
@@ -36,8 +38,16 @@ TEST_EXECUTION = {
 }
 
 
-# Each scheduler state the tests run against, by the name pytest shows.
-SCHEDULER_STATES: dict[str, StateFactory] = {"memory": memory_state}
+def _redis_state(request: pytest.FixtureRequest) -> StateFactory:
+    """A Redis state on the session's redis-server, under a key prefix of its own."""
+    return redis_state(str(request.getfixturevalue("redis_url")), key_prefix=f"test:{uuid.uuid4().hex}:")
+
+
+# Each scheduler state the tests run against, by the name pytest shows: a factory per test.
+SCHEDULER_STATES: dict[str, Callable[[pytest.FixtureRequest], StateFactory]] = {
+    "memory": lambda request: memory_state,
+    "redis": _redis_state,
+}
 
 
 def memory_config(**execution: Any) -> ServerConfig:
@@ -133,7 +143,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture(params=sorted(SCHEDULER_STATES))
 def scheduler_state(request: pytest.FixtureRequest) -> StateFactory:
-    return SCHEDULER_STATES[request.param]
+    return SCHEDULER_STATES[request.param](request)
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ SCHEDULER_STATES: what the policy relies on whichever state it runs over."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 from google.rpc import code_pb2
 
@@ -24,8 +26,10 @@ GRACE = 60.0
 
 
 @pytest.fixture
-def state(scheduler_state: StateFactory, clock: FakeClock) -> SchedulerState:
-    return scheduler_state(matcher, SchedulerSettings(), None, clock)
+async def state(scheduler_state: StateFactory, clock: FakeClock) -> AsyncIterator[SchedulerState]:
+    state = scheduler_state(matcher, SchedulerSettings(), None, clock)
+    yield state
+    await state.aclose()
 
 
 def action(n: int, requirements: RequirementSet = LINUX) -> PreparedAction:

@@ -1,0 +1,1 @@
+"""The scheduler's state in Redis, shared by server replicas (state.py; the keys: README.md)."""

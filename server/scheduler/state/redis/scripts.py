@@ -1,0 +1,54 @@
+"""The Lua scripts of the Redis state, and how each is called.
+
+Every transition is one script (lua/*.lua), each prefixed with lua/prelude.lua, the
+steps they share. A script runs atomically in Redis, so no other replica ever sees
+a transition half-applied. Scripts are sent by their SHA; a Redis that lost them (a
+restart) gets them again on the next call (redis-py's Script does that).
+
+Each call passes the context the prelude reads (ARGV[1..6]: key prefix, id nonce,
+log streams on, stream retention, record TTL, replica id) before its own arguments,
+and runs under the RedisGuard, so a failing Redis is UNAVAILABLE naming its URL.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from cas.redis_connection import RedisGuard
+
+Arg = str | bytes | int | float
+
+
+def _lua(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
+
+
+class Scripts:
+    """One registered script per transition; ``await scripts.call("claim", name, now)``."""
+
+    def __init__(self, client: aioredis.Redis, guard: RedisGuard, context: list[Arg]) -> None:
+        self.client = client
+        self.guard = guard
+        self.context = context  # ARGV[1..6], see lua/prelude.lua
+        self.prefix = str(context[0])
+        self._prelude = _lua("prelude")
+        self._scripts: dict[str, AsyncScript] = {}
+
+    def _script(self, name: str) -> AsyncScript:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self.client.register_script(self._prelude + "\n" + _lua(name))
+        return script
+
+    async def call(self, name: str, *args: Arg) -> Any:
+        with self.guard.calling(f"running the scheduler's {name}"):
+            return await self._script(name)(args=[*self.context, *args])
+
+    async def command(self, doing: str, *args: Arg) -> Any:
+        """One plain Redis command (a read that needs no script)."""
+        with self.guard.calling(doing):
+            return await self.client.execute_command(*args)
