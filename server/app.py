@@ -59,7 +59,6 @@ from server.scheduler.owners import StateOwners
 from server.scheduler.policy.scheduler import SchedulingPolicy
 from server.scheduler.result_cache import InstanceResultCache
 from server.scheduler.state.interface import StateFactory
-from server.scheduler.state.memory.state import memory_state
 from server.scheduler.validation import ActionPreparer
 from server.full_disks import warn_of_full_disks
 from server.startup_summary import startup_summary
@@ -169,13 +168,14 @@ class ExecutionParts:
 def build_execution(
     config: ServerConfig, instances: InstanceRegistry, clock: Clock | None = None,
     metrics: ServerMetrics | None = None,
-    scheduler_state: StateFactory = memory_state,
+    scheduler_state: StateFactory | None = None,
 ) -> ExecutionParts | None:
     """The scheduler and its collaborators, or None when [execution] enabled = false."""
     execution = parse_execution_config(config.section("execution"))
     if not execution.enabled:
         return None
     clock = clock or SystemClock()
+    scheduler_state = scheduler_state or execution.state_factory()
     results = InstanceResultCache(instances)
     matcher = execution.matcher()
     shared_streams = getattr(scheduler_state, "log_streams", None)
@@ -231,14 +231,15 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
 
 
 async def start_server(
-    config: ServerConfig, clock: Clock | None = None, scheduler_state: StateFactory = memory_state,
+    config: ServerConfig, clock: Clock | None = None, scheduler_state: StateFactory | None = None,
     local_worker: bool = False,
 ) -> ReapiServer:
     """Build the stores and services, bind ``config.listen`` (port 0 picks one) and start.
 
     ``clock`` drives the scheduler's leases and retention (tests pass a fake one);
-    ``scheduler_state`` builds the scheduler's state (tests run against each one);
-    ``local_worker``: this server will start its own worker (which gets a way in)."""
+    ``scheduler_state`` builds the scheduler's state (default: [execution] state; tests
+    run against each one); ``local_worker``: this server will start its own worker
+    (which gets a way in)."""
     check_exposure(config.listen, config.tls.enabled, config.auth.enabled, config.allow_insecure)
     # Ports first: a taken one is a one-line error before any store is opened.
     if not config.listen.endswith(":0"):

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -18,14 +19,22 @@ from typing import Annotated, Any
 from cas.config import Above, AtLeast, Duration, Noun, Size, read_table
 from server.scheduler.interface import SchedulerSettings
 from server.scheduler.platform import MatchPolicy, PlatformMatcher
+from server.scheduler.state.interface import StateFactory
 
 _SCHEDULER = SchedulerSettings()  # the scheduler's own defaults
 Policy = Annotated[MatchPolicy, Noun("matching policy")]
 
 
+class StateKind(enum.Enum):
+    """Where the scheduler keeps its state."""
+
+    MEMORY = "memory"
+    REDIS = "redis"
+
+
 @dataclass(frozen=True)
 class ExecutionConfig:
-    """``[execution]``: remote execution, one in-memory scheduler for every instance."""
+    """``[execution]``: remote execution, one scheduler for every instance."""
 
     enabled: bool = True
     """Serve Execution, Operations, Bots and LogStream."""
@@ -62,6 +71,14 @@ class ExecutionConfig:
     """Bytes of validated Commands and Directories remembered; 0 turns it off."""
     inline_blob_limit: Size = 1 << 20
     """The most inline blob bytes a worker gets per Bots answer and report; 0 refuses."""
+    state: Annotated[StateKind, Noun("scheduler state")] = StateKind.MEMORY
+    """``memory`` (this process) or ``redis`` (shared by server replicas)."""
+    redis_url: str = ""
+    """With state = "redis": the Redis server (cas/redis_connection.py URLs)."""
+    redis_key_prefix: str = "reapi:scheduler:"
+    """With state = "redis": the prefix of every key, so schedulers can share a Redis."""
+    redis_timeout: Annotated[Duration, Above(0)] = 2.0
+    """With state = "redis": the longest one Redis call waits before UNAVAILABLE."""
     platform: Mapping[str, Policy] = field(default_factory=dict)
     """``[execution.platform]``: property name -> matching policy."""
 
@@ -70,6 +87,18 @@ class ExecutionConfig:
             raise ValueError("progress_interval must be above 0 and at most 30 (clients time out at 60s)")
         if self.min_priority > self.max_priority:
             raise ValueError("min_priority is above max_priority")
+        if self.state is StateKind.REDIS and not self.redis_url:
+            raise ValueError('state = "redis" needs redis_url (e.g. "redis://127.0.0.1:6379/0")')
+
+    def state_factory(self) -> StateFactory:
+        """What builds the scheduler's state (the Redis state's modules load only when used)."""
+        if self.state is StateKind.REDIS:
+            from server.scheduler.state.redis.state import redis_state
+
+            return redis_state(self.redis_url, self.redis_key_prefix, self.redis_timeout)
+        from server.scheduler.state.memory.state import memory_state
+
+        return memory_state
 
     @property
     def settings(self) -> SchedulerSettings:
