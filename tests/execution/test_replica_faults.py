@@ -26,7 +26,7 @@ from tests.execution.conftest import drain, response_of
 from tests.support.actions import ActionBuilder, BuiltAction
 from tests.support.redis_process import RedisProcess
 from tests.support.replicas import ReplicaSet
-from tests.support.test_bot import TestBot
+from tests.support.test_bot import ReceivedLease, TestBot
 
 T = TypeVar("T")
 PATIENCE_S = 60.0
@@ -135,12 +135,23 @@ async def test_a_stopped_redis_fails_calls_fast_and_they_recover(tmp_path: Path,
             finally:
                 redis.resume()
             call = await eventually(lambda: _started(execute, before))
-            [lease] = await eventually(bot.poll)
+            [lease] = await eventually(lambda: _poll_or_reconnect(bot))
             bot.complete(lease.id)
             await bot.poll(timeout=1.0)
             assert response_of((await drain(call))[-1]).status.code == 0
         finally:
             await replicas.aclose_channels()
+
+
+async def _poll_or_reconnect(bot: TestBot) -> list[ReceivedLease]:
+    """What a worker does: poll, and start a new session if its old one expired meanwhile."""
+    try:
+        return await bot.poll()
+    except grpc.aio.AioRpcError as err:
+        if err.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        bot.leases.clear()
+        return await bot.create() or await bot.poll()
 
 
 async def _started(execute: re_grpc.ExecutionStub, action: BuiltAction) -> grpc.aio.UnaryStreamCall:

@@ -30,6 +30,7 @@ from cas.errors import InvalidArgument
 from cas.redis_connection import DEFAULT_TIMEOUT
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.scheduler.clock import Clock
+from server.scheduler.farm import FarmSnapshot, RunningAction, WorkerView
 from server.scheduler.input_cache import SentBlobs
 from server.scheduler.interface import LogStreamFactory, SchedulerSettings
 from server.scheduler.operation import OperationState, PreparedAction
@@ -45,12 +46,13 @@ from server.scheduler.state.redis.codec import (
 from server.scheduler.state.redis.logstreams import RedisLogStreams
 from server.scheduler.state.redis.watch import RedisWatch
 from server.scheduler.state.views import (
-    CompletedLease, DedupKey, Exhausted, OtherBot, ReportOutcome, SessionView, Unserved,
+    CompletedLease, DedupKey, Lost, OtherBot, ReportOutcome, SessionView, Unserved,
 )
 
 log = logging.getLogger("reapi.scheduler.redis")
 
 PAGE = 500
+FARM_REFRESH = 2.0
 SENT_BLOBS_SESSIONS = 10_000
 LOST_RESULT_NOTE = "its result was lost: the server replica storing it stopped"
 
@@ -97,11 +99,6 @@ def _dedup(key: DedupKey | None) -> str:
     return f"{digest.function}/{digest.hash}/{digest.size_bytes}/{instance}"
 
 
-def _exhausted(reply: list[Any]) -> Exhausted:
-    eid, hash_, size, function, notes = reply
-    return Exhausted(text(eid), digest_of(hash_, size, function), tuple(text(n) for n in notes))
-
-
 class RedisState(SchedulerState):
     def __init__(
         self, backplane: Backplane, matcher: PlatformMatcher, settings: SchedulerSettings, clock: Clock, *,
@@ -121,6 +118,9 @@ class RedisState(SchedulerState):
         self.registrations = Registrations()
         self._holds: dict[asyncio.Future[None], tuple[str, str]] = {}
         self._sent: OrderedDict[str, SentBlobs] = OrderedDict()
+        self._farm = FarmSnapshot({}, 0, ())
+        self._farm_at = float("-inf")
+        self._farm_task: asyncio.Task[None] | None = None
 
     async def _started(self) -> None:
         await self.backplane.started()
@@ -131,6 +131,12 @@ class RedisState(SchedulerState):
     async def _call(self, name: str, *args: object) -> object:
         await self.backplane.started()
         return await self.scripts.call(name, *args)  # type: ignore[arg-type]
+
+    async def _lost(self, reply: list[Any]) -> Lost:
+        eid, requeued, instance, hash_, size, function, action_bytes, rid, do_not_cache, notes = reply
+        action = PreparedAction(text(instance), digest_of(hash_, size, function), action_bytes,
+                                await self.catalog.requirements(text(rid)), do_not_cache == b"1")
+        return Lost(text(eid), action, tuple(text(n) for n in notes), requeued == b"1")
 
     # -- operations and executions ---------------------------------------------
 
@@ -202,10 +208,10 @@ class RedisState(SchedulerState):
     async def finish_execution(self, execution_id: str, response: re_pb2.ExecuteResponse, now: float) -> bool:
         return await self._call("finish_execution", execution_id, response.SerializeToString(), number(now)) == 1
 
-    async def retry_execution(self, execution_id: str, note: str, retry_budget: int, now: float) -> Exhausted | None:
+    async def retry_execution(self, execution_id: str, note: str, retry_budget: int, now: float) -> Lost | None:
         reply = await self._call("retry_execution", execution_id, note, retry_budget, number(now))
         assert isinstance(reply, list)
-        return _exhausted(reply[1]) if reply[0] == b"exhausted" else None
+        return await self._lost(reply[1]) if reply[0] == b"lost" else None
 
     # -- bot sessions ------------------------------------------------------------
 
@@ -225,13 +231,13 @@ class RedisState(SchedulerState):
 
     async def close_session(
         self, name: str, note: str, retry_budget: int, now: float, *, if_expired: bool = False
-    ) -> list[Exhausted] | None:
+    ) -> list[Lost] | None:
         reply = await self._call("close_session", name, note, retry_budget, number(now), "1" if if_expired else "0")
         if reply is None:
             return None
         assert isinstance(reply, list)
         self._sent.pop(name, None)
-        return [_exhausted(item) for item in reply[1]]
+        return [await self._lost(item) for item in reply[1]]
 
     async def report(
         self,
@@ -326,12 +332,15 @@ class RedisState(SchedulerState):
         reply = await self._call("reap_awaiting", LOST_RESULT_NOTE, self.settings.max_retries, number(now))
         assert isinstance(reply, list)
         for item in reply:
-            lost = _exhausted(item)
+            lost = await self._lost(item)
+            log.warning("%s of %s%s", LOST_RESULT_NOTE, lost.action.action_digest,
+                        "; queued again" if lost.requeued else "; past its retry budget")
+            if lost.requeued:
+                continue
             tried = "; ".join(lost.failed_workers)
-            log.warning("%s of %s; past its retry budget", LOST_RESULT_NOTE, lost.action_digest)
             response = status_response(
                 code_pb2.UNAVAILABLE,
-                f"action {lost.action_digest} was lost by {len(lost.failed_workers)} workers, "
+                f"action {lost.action.action_digest} was lost by {len(lost.failed_workers)} workers, "
                 f"more than its retry budget of {self.settings.max_retries} allows: {tried}",
             )
             await self.finish_execution(lost.execution_id, response, now)
@@ -358,6 +367,39 @@ class RedisState(SchedulerState):
         await self._call("fail_queued", rid, response.SerializeToString(), number(now))
 
     # -- introspection -------------------------------------------------------------
+
+    def farm(self) -> FarmSnapshot:
+        """The snapshot last fetched; a fetch starts when it is older than FARM_REFRESH
+        (the console and metrics read this from synchronous code)."""
+        now = self.clock.now()
+        if self._farm_task is None and abs(now - self._farm_at) > FARM_REFRESH:
+            self._farm_at = now
+            self._farm_task = asyncio.create_task(self._fetch_farm(), name="reapi-scheduler-farm")
+        return self._farm
+
+    async def _fetch_farm(self) -> None:
+        try:
+            reply: Any = await self._call("farm")
+            queued_reply, workers_reply = reply
+            queued = {(await self.catalog.requirements(text(rid))).describe(): int(n) for rid, n in queued_reply}
+            offers = {}
+            workers = []
+            executing = 0
+            for bot, name, oid, capacity, healthy, running_reply in workers_reply:
+                oid = text(oid)
+                if oid not in offers:
+                    offers[oid] = ((await self.catalog.offers([oid])) or [WorkerOffer()])[0].describe()
+                running = tuple(
+                    RunningAction(text(op), digest_of(hash_, size, function), text(instance), float(at))
+                    for op, hash_, size, function, instance, at in running_reply
+                )
+                executing += len(running)
+                workers.append(WorkerView(text(bot), text(name), offers[oid], int(capacity), healthy == b"1", running))
+            self._farm = FarmSnapshot(queued, executing, tuple(sorted(workers)))
+        except Exception as exc:  # noqa: BLE001 - a page or scrape shows the last snapshot
+            log.debug("fetching the farm snapshot failed: %s", exc)
+        finally:
+            self._farm_task = None
 
     async def queued_count(self) -> int:
         await self._started()

@@ -1,5 +1,5 @@
 -- close_session(name, note, retry budget, now, if_expired '1'|'0')
--- -> false (nothing closed) | {'closed', {exhausted, ...}}
+-- -> false (nothing closed) | {'closed', {lost, ...}} (one per lease it held)
 local name, now = arg(1), arg(4)
 local s = key('s', name)
 local f = redis.call('HMGET', s, 'bot', 'offer')
@@ -20,8 +20,7 @@ for _, lid in ipairs(redis.call('ZRANGE', key('sl', name), 0, -1)) do
   local eid = redis.call('HGET', key('l', lid), 'exec')
   finish_streams(lid, now)
   redis.call('DEL', key('l', lid))
-  local gone = requeue(eid, arg(2), arg(3), now)
-  if gone then out[#out + 1] = gone end
+  out[#out + 1] = requeue(eid, arg(2), arg(3), now)
 end
 for _, lid in ipairs(redis.call('HKEYS', key('sc', name))) do redis.call('DEL', key('cv', lid)) end
 wake_session(name)

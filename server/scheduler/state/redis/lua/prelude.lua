@@ -181,22 +181,25 @@ local function enqueue(eid, now)
   if name then assign(eid, name, now) else push(eid) end
 end
 
-local function exhausted(eid)
-  local f = redis.call('HMGET', key('e', eid), 'hash', 'size', 'fn')
-  return {eid, f[1], f[2], f[3], redis.call('LRANGE', key('ef', eid), 0, -1)}
+-- What the policy is told of an execution a worker lost: {id, requeued '1'|'0',
+-- instance, hash, size, function, action, requirement set, do_not_cache, {notes}}.
+local function lost(eid, requeued)
+  local f = redis.call('HMGET', key('e', eid), 'inst', 'hash', 'size', 'fn', 'act', 'req', 'dnc')
+  return {eid, requeued and '1' or '0', f[1], f[2], f[3], f[4], f[5], f[6], f[7],
+    redis.call('LRANGE', key('ef', eid), 0, -1)}
 end
 
 -- Queue again an execution whose lease ended without a result, budget permitting;
--- past the budget it is left leased to nobody and queued nowhere (returned).
+-- past the budget it is left leased to nobody and queued nowhere for the policy.
 local function requeue(eid, note, budget, now)
   local e = key('e', eid)
   redis.call('HSET', e, 'lease', '')
   redis.call('HDEL', P .. 'awaiting', eid)
-  if redis.call('RPUSH', key('ef', eid), note) > tonumber(budget) then return exhausted(eid) end
+  if redis.call('RPUSH', key('ef', eid), note) > tonumber(budget) then return lost(eid, false) end
   redis.call('HSET', e, 'out', '', 'err', '')
   record(eid, QUEUED)
   enqueue(eid, now)
-  return nil
+  return lost(eid, true)
 end
 
 local function awaits_result(eid)
