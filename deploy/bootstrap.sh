@@ -4,7 +4,7 @@
 # the test suite drives for real (redis-server, Bazel made offline, an emulated arm64).
 #
 #   deploy/bootstrap.sh            # .venv with reapi installed (editable), bubblewrap, user reapi-action
-#   deploy/bootstrap.sh --test     # plus redis-server, chromium (+ driver), Debian's bazel-bootstrap,
+#   deploy/bootstrap.sh --test     # plus redis-server, haproxy, chromium (+ driver), Debian's bazel-bootstrap,
 #                                  # and what the arm64 worker test needs (qemu-user, ...)
 #   deploy/bootstrap.sh --find-shared bazel/setup-offline-bazel   # where that file is
 #
@@ -89,6 +89,8 @@ command -v git >/dev/null || apt_install git || echo "bootstrap: without git, Fe
 if [ "$want_test" = 1 ]; then
   missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
+  # deploy/replicated/up.sh balances its frontend replicas with haproxy.
+  command -v haproxy >/dev/null || missing+=(haproxy)
   command -v bwrap >/dev/null || missing+=(bubblewrap)
   command -v git >/dev/null || missing+=(git)
   # The web console's tests run in a real headless Chromium driven through chromedriver.
