@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -17,7 +18,9 @@ import pytest
 
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
+from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
+from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grpc
 from server.app import ReapiServer, start_server
 from server.config import WILDCARD_INSTANCE, InstanceConfig, ServerConfig
 from server.scheduler.policy.scheduler import SchedulingPolicy
@@ -166,3 +169,52 @@ def make_env(clock: FakeClock, scheduler_state: StateFactory) -> Callable[..., A
 async def env(make_env: Callable[..., Any]) -> AsyncIterator[ExecEnv]:
     async with make_env() as e:
         yield e
+
+
+# -- several replicas over one Redis state (test_replicas.py, test_replica_drain.py) ------
+
+
+@dataclass
+class Replica:
+    server: ReapiServer
+    channel: grpc.aio.Channel
+
+    @property
+    def execution(self) -> re_grpc.ExecutionStub:
+        return re_grpc.ExecutionStub(self.channel)
+
+    @property
+    def operations(self) -> lro_grpc.OperationsStub:
+        return lro_grpc.OperationsStub(self.channel)
+
+    @property
+    def bytestream(self) -> bs_grpc.ByteStreamStub:
+        return bs_grpc.ByteStreamStub(self.channel)
+
+
+def shared_config(redis_url: str, prefix: str, **execution: Any) -> ServerConfig:
+    redis = {"type": "redis", "url": redis_url}
+    return ServerConfig(
+        listen="127.0.0.1:0",
+        stores={
+            "blobs": {**redis, "key_prefix": f"{prefix}cas:"},
+            "cas": {"type": "verify", "inner": "blobs"},
+            "ac": {**redis, "key_prefix": f"{prefix}ac:"},
+        },
+        instances=[InstanceConfig(name=WILDCARD_INSTANCE, cas="cas", ac="ac")],
+        raw={"execution": {**TEST_EXECUTION, "state": "redis", "redis_url": redis_url,
+                           "redis_key_prefix": f"{prefix}scheduler:", **execution}},
+    )
+
+
+@pytest.fixture
+async def replicas(redis_url: str, clock: FakeClock) -> AsyncIterator[list[Replica]]:
+    prefix = f"replicas:{uuid.uuid4().hex}:"
+    async with AsyncExitStack() as stack:
+        out = []
+        for _ in range(3):
+            server = await start_server(shared_config(redis_url, prefix), clock=clock)
+            stack.push_async_callback(server.stop, None)
+            channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
+            out.append(Replica(server, channel))
+        yield out

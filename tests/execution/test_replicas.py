@@ -9,24 +9,14 @@ over real gRPC, each call to whichever replica the test picks.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from typing import Any
 
 import grpc
 import pytest
 
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
-from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
-from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
-from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grpc
-from server.app import ReapiServer, start_server
-from server.config import WILDCARD_INSTANCE, InstanceConfig, ServerConfig
-from tests.execution.conftest import TEST_EXECUTION, drain, metadata_of, next_with_stage, response_of
+from tests.execution.conftest import Replica, drain, metadata_of, next_with_stage, response_of
 from tests.support.actions import ActionBuilder
 from tests.support.fake_clock import FakeClock
 from tests.support.test_bot import TestBot
@@ -34,62 +24,11 @@ from tests.support.test_bot import TestBot
 EXECUTING = 3
 
 
-@dataclass
-class Replica:
-    server: ReapiServer
-    channel: grpc.aio.Channel
-
-    @property
-    def execution(self) -> re_grpc.ExecutionStub:
-        return re_grpc.ExecutionStub(self.channel)
-
-    @property
-    def operations(self) -> lro_grpc.OperationsStub:
-        return lro_grpc.OperationsStub(self.channel)
-
-    @property
-    def bytestream(self) -> bs_grpc.ByteStreamStub:
-        return bs_grpc.ByteStreamStub(self.channel)
-
-
-def shared_config(redis_url: str, prefix: str, **execution: Any) -> ServerConfig:
-    redis = {"type": "redis", "url": redis_url}
-    return ServerConfig(
-        listen="127.0.0.1:0",
-        stores={
-            "blobs": {**redis, "key_prefix": f"{prefix}cas:"},
-            "cas": {"type": "verify", "inner": "blobs"},
-            "ac": {**redis, "key_prefix": f"{prefix}ac:"},
-        },
-        instances=[InstanceConfig(name=WILDCARD_INSTANCE, cas="cas", ac="ac")],
-        raw={"execution": {**TEST_EXECUTION, "state": "redis", "redis_url": redis_url,
-                           "redis_key_prefix": f"{prefix}scheduler:", **execution}},
-    )
-
-
-@pytest.fixture
-async def replicas(redis_url: str, clock: FakeClock) -> AsyncIterator[list[Replica]]:
-    prefix = f"replicas:{uuid.uuid4().hex}:"
-    async with AsyncExitStack() as stack:
-        out = []
-        for _ in range(3):
-            server = await start_server(shared_config(redis_url, prefix), clock=clock)
-            stack.push_async_callback(server.stop, None)
-            channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
-            out.append(Replica(server, channel))
-        yield out
-
-
 async def drain_bytes(call: grpc.aio.UnaryStreamCall) -> bytes:
     data = b""
     while (response := await call.read()) is not grpc.aio.EOF:
         data += response.data
     return data
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 async def test_execute_on_one_wait_on_another_bot_on_a_third_log_on_any(replicas: list[Replica]) -> None:

@@ -35,10 +35,11 @@ class RedisProcess:
     """One redis-server on 127.0.0.1 and a fixed port, in ``workdir``."""
 
     def __init__(self, workdir: Path, *, appendonly: bool = False, port: int | None = None,
-                 extra: Sequence[str] = ()) -> None:
+                 extra: Sequence[str] = (), appendfsync: str = "always") -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.appendfsync = appendfsync  # "always" for tests that kill it; "everysec" as deployed
         self.extra = list(extra)
         self.popen: subprocess.Popen[bytes] | None = None
 
@@ -55,7 +56,7 @@ class RedisProcess:
         return [
             _binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--protected-mode", "no",
             "--dir", str(self.workdir), "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
+            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync,
             *self.extra,
         ]
 
