@@ -95,7 +95,7 @@ async def test_a_killed_replica_loses_nothing(tmp_path: Path, redis: RedisProces
             mover.channel = replicas.channel(2)
             mover.__post_init__()
             mover.complete(lease.id)
-            await eventually(lambda: mover.poll(timeout=1.0))
+            await eventually(lambda: mover.poll(timeout=10.0))
             assert (await wait_done(replicas, 1, name)).status.code == 0
             # The doomed bot never calls again: its session expires, its lease is queued
             # again and a new bot runs it, once more, within the retry budget.
@@ -105,7 +105,7 @@ async def test_a_killed_replica_loses_nothing(tmp_path: Path, redis: RedisProces
             while not got:
                 got = [le.id for le in await rescuer.poll(timeout=5.0)]
             rescuer.complete(got[0])
-            await rescuer.poll(timeout=1.0)
+            await rescuer.poll(timeout=10.0)
             assert (await wait_done(replicas, 2, orphan_name)).status.code == 0
             assert mover.seen == [lease.id]  # the survivor's action ran once
             assert rescuer.seen == got and got != [orphan_lease.id]  # the orphan twice: its budget allows 3 retries
@@ -137,7 +137,7 @@ async def test_a_stopped_redis_fails_calls_fast_and_they_recover(tmp_path: Path,
             call = await eventually(lambda: _started(execute, before))
             [lease] = await eventually(lambda: _poll_or_reconnect(bot))
             bot.complete(lease.id)
-            await bot.poll(timeout=1.0)
+            await bot.poll(timeout=10.0)
             assert response_of((await drain(call))[-1]).status.code == 0
         finally:
             await replicas.aclose_channels()
@@ -173,7 +173,7 @@ async def test_redis_and_every_replica_restarted_keep_queued_and_finished_operat
             finished_name = (await first.read()).name
             [lease] = await bot.poll()
             bot.complete(lease.id, re_pb2.ActionResult(exit_code=0, stdout_raw=b"kept"))
-            await bot.poll(timeout=0.5)
+            await bot.poll(timeout=10.0)
             await drain(first)
             second = execute.Execute(re_pb2.ExecuteRequest(action_digest=queued_action.digest.to_proto()))
             queued_name = (await second.read()).name  # queued: the bot is busy calling no more
@@ -193,7 +193,7 @@ async def test_redis_and_every_replica_restarted_keep_queued_and_finished_operat
             [again] = await eventually(after.create) or await after.poll()
             assert again.action_digest.hash == queued_action.digest.hash
             after.complete(again.id)
-            await after.poll(timeout=0.5)
+            await after.poll(timeout=10.0)
             assert (await wait_done(replicas, 1, queued_name)).status.code == 0
         finally:
             await replicas.aclose_channels()

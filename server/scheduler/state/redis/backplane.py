@@ -47,6 +47,7 @@ class Backplane:
         self.wakeups = Wakeups(self.client, key_prefix + "wake", self.where)
         self._heartbeat: asyncio.Task[None] | None = None
         self._users = 0
+        self._closed = False
 
     def configure(self, logs: bool, operation_retention: float) -> None:
         """Whether leases get log streams, and how long finished records are kept."""
@@ -58,6 +59,8 @@ class Backplane:
 
     async def started(self) -> None:
         """Start listening and beating on first use (a running event loop is needed)."""
+        if self._closed:
+            raise Unavailable(f"{self.where}: this server is shutting down")
         if self._heartbeat is None:
             self._heartbeat = asyncio.create_task(self._beat_forever(), name="reapi-scheduler-heartbeat")
             self.wakeups.start()
@@ -91,6 +94,7 @@ class Backplane:
         self._users -= 1
         if self._users > 0:
             return
+        self._closed = True  # calls still running (the server stops its RPCs next) fail now
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)

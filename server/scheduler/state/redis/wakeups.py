@@ -77,11 +77,12 @@ class Wakeups:
             self._task = asyncio.create_task(self._listen_forever(), name="reapi-scheduler-wakeups")
 
     async def aclose(self) -> None:
+        """Stop listening. Waiters are left as they are: the server cancels their calls
+        (waking them here first could swallow that cancellation in asyncio.wait_for)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        self.wake_all()
 
     # -- waiters -----------------------------------------------------------------
 
