@@ -62,7 +62,7 @@ def registration_json(registration: BotRegistration) -> str:
         "bot": registration.bot_id, "instance": registration.instance_name,
         "offer": json.loads(offer_json(registration.offer)), "capacity": registration.capacity,
         "healthy": registration.healthy, "hold_when_busy": registration.hold_when_busy,
-        "inline_limit": registration.inline_limit,
+        "inline_limit": registration.inline_limit, "owner": registration.owner,
     }, separators=(",", ":"))
 
 
@@ -81,12 +81,21 @@ class Registrations:
                 bot_id=fields["bot"], instance_name=fields["instance"],
                 offer=WorkerOffer({key: frozenset(values) for key, values in fields["offer"]}),
                 capacity=fields["capacity"], healthy=fields["healthy"], hold_when_busy=fields["hold_when_busy"],
-                inline_limit=fields["inline_limit"],
+                inline_limit=fields["inline_limit"], owner=fields.get("owner", ""),
             )
             self._decoded[data] = registration
             if len(self._decoded) > self.max_entries:
                 self._decoded.popitem(last=False)
         return registration
+
+
+def timeout_arg(timeout: float | None) -> str:
+    """An action's timeout as scripts keep it: '' for none."""
+    return "" if timeout is None else number(timeout)
+
+
+def timeout_of(value: bytes) -> float | None:
+    return float(value) if value else None
 
 
 def digest_of(hash_: bytes, size: bytes, function: bytes) -> Digest:
@@ -95,8 +104,8 @@ def digest_of(hash_: bytes, size: bytes, function: bytes) -> Digest:
 
 def operation_state(reply: list[Any]) -> OperationState:
     """``op_state``: name, instance, hash, size, function, stage, done, response,
-    stdout, stderr, partial metadata."""
-    name, instance, hash_, size, function, stage, done, response, stdout, stderr, partial = reply
+    stdout, stderr, partial metadata, owner."""
+    name, instance, hash_, size, function, stage, done, response, stdout, stderr, partial, owner = reply
     return OperationState(
         name=text(name),
         instance_name=text(instance),
@@ -107,6 +116,7 @@ def operation_state(reply: list[Any]) -> OperationState:
         stdout_name=text(stdout),
         stderr_name=text(stderr),
         partial_metadata=re_pb2.ExecutedActionMetadata.FromString(partial) if partial else None,
+        owner=text(owner),
     )
 
 

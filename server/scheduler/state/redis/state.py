@@ -11,8 +11,7 @@ Replicas come and go: each keeps a heartbeat key alive (backplane.py). The calls
 progress it counts for a session, and the completed leases whose results it is
 storing, count only while its heartbeat lives; so when a replica dies, its bots'
 sessions expire as usual and results it never stored are queued again
-(``reap_awaiting``, run with every expiry sweep), within the retry budget.
-The keys: README.md beside this file.
+(``reap_awaiting``, run with every expiry sweep), within the retry budget. Keys: README.md.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from cas.errors import InvalidArgument
 from cas.redis_connection import DEFAULT_TIMEOUT
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.scheduler.clock import Clock
-from server.scheduler.farm import FarmSnapshot, RunningAction, WorkerView
+from server.scheduler.farm import FarmSnapshot
 from server.scheduler.input_cache import SentBlobs
 from server.scheduler.interface import LogStreamFactory, SchedulerSettings
 from server.scheduler.operation import OperationState, PreparedAction
@@ -40,19 +39,20 @@ from server.scheduler.sessions import BotRegistration, LeaseReport, SessionAnswe
 from server.scheduler.state.interface import SchedulerState
 from server.scheduler.state.redis.backplane import DEFAULT_PREFIX, Backplane
 from server.scheduler.state.redis.catalog import Catalog
+from server.scheduler.state.redis.farm_view import FarmView
 from server.scheduler.state.redis.codec import (
     Registrations, digest_of, lease_view, number, operation_state, registration_json, session_view, text,
+    timeout_arg, timeout_of,
 )
 from server.scheduler.state.redis.logstreams import RedisLogStreams
 from server.scheduler.state.redis.watch import RedisWatch
 from server.scheduler.state.views import (
-    CompletedLease, DedupKey, Lost, OtherBot, ReportOutcome, SessionView, Unserved,
+    CompletedLease, DedupKey, Lost, OtherBot, ReportOutcome, RunningLease, SessionView, Unserved,
 )
 
 log = logging.getLogger("reapi.scheduler.redis")
 
 PAGE = 500
-FARM_REFRESH = 2.0
 SENT_BLOBS_SESSIONS = 10_000
 LOST_RESULT_NOTE = "its result was lost: the server replica storing it stopped"
 
@@ -118,9 +118,7 @@ class RedisState(SchedulerState):
         self.registrations = Registrations()
         self._holds: dict[asyncio.Future[None], tuple[str, str]] = {}
         self._sent: OrderedDict[str, SentBlobs] = OrderedDict()
-        self._farm = FarmSnapshot({}, 0, ())
-        self._farm_at = float("-inf")
-        self._farm_task: asyncio.Task[None] | None = None
+        self._farm_view = FarmView(lambda: self._call("farm"), self.catalog, clock)
 
     async def _started(self) -> None:
         await self.backplane.started()
@@ -132,24 +130,31 @@ class RedisState(SchedulerState):
         await self.backplane.started()
         return await self.scripts.call(name, *args)  # type: ignore[arg-type]
 
+    async def _action(
+        self, instance: bytes, hash_: bytes, size: bytes, function: bytes, action_bytes: bytes, rid: bytes,
+        do_not_cache: bytes, timeout: bytes,
+    ) -> PreparedAction:
+        """The PreparedAction an execution's hash fields describe."""
+        return PreparedAction(text(instance), digest_of(hash_, size, function), action_bytes,
+                              await self.catalog.requirements(text(rid)), do_not_cache == b"1", timeout_of(timeout))
+
     async def _lost(self, reply: list[Any]) -> Lost:
-        eid, requeued, instance, hash_, size, function, action_bytes, rid, do_not_cache, notes = reply
-        action = PreparedAction(text(instance), digest_of(hash_, size, function), action_bytes,
-                                await self.catalog.requirements(text(rid)), do_not_cache == b"1")
+        eid, requeued, instance, hash_, size, function, action_bytes, rid, do_not_cache, notes, timeout = reply
+        action = await self._action(instance, hash_, size, function, action_bytes, rid, do_not_cache, timeout)
         return Lost(text(eid), action, tuple(text(n) for n in notes), requeued == b"1")
 
     # -- operations and executions ---------------------------------------------
 
     async def add_operation(
         self, name: str, action: PreparedAction, priority: int, dedup: DedupKey | None, now: float,
-        worker_grace: float,
+        worker_grace: float, owner: str = "",
     ) -> OperationState | Unserved:
         rid = await self.catalog.requirement_id(action.requirements)
         digest = action.action_digest
         reply = await self._call(
             "add_operation", name, action.instance_name, digest.hash, digest.size_bytes, digest.function,
             action.action_bytes, rid, "1" if action.do_not_cache else "0", priority, _dedup(dedup), number(now),
-            number(worker_grace), number(self.started_at),
+            number(worker_grace), number(self.started_at), owner, timeout_arg(action.timeout),
         )
         assert isinstance(reply, list)
         if reply[0] == b"exists":
@@ -208,6 +213,19 @@ class RedisState(SchedulerState):
     async def finish_execution(self, execution_id: str, response: re_pb2.ExecuteResponse, now: float) -> bool:
         return await self._call("finish_execution", execution_id, response.SerializeToString(), number(now)) == 1
 
+    async def running_leases(self) -> list[RunningLease]:
+        leases = []
+        reply = await self._call("running_leases")
+        assert isinstance(reply, list)
+        for item in reply:
+            lease_id, eid, instance, hash_, size, function, action_bytes, rid, do_not_cache, timeout, bot, at = item
+            action = await self._action(instance, hash_, size, function, action_bytes, rid, do_not_cache, timeout)
+            leases.append(RunningLease(text(lease_id), text(eid), action, text(bot), float(at)))
+        return leases
+
+    async def end_lease(self, lease_id: str, response: re_pb2.ExecuteResponse, now: float) -> bool:
+        return await self._call("end_lease", lease_id, response.SerializeToString(), number(now)) == 1
+
     async def retry_execution(self, execution_id: str, note: str, retry_budget: int, now: float) -> Lost | None:
         reply = await self._call("retry_execution", execution_id, note, retry_budget, number(now))
         assert isinstance(reply, list)
@@ -263,9 +281,9 @@ class RedisState(SchedulerState):
         by_lease = {item.lease_id: item for item in reports}
         completed = []
         for item in reply[3]:
-            lease_id, eid, instance, hash_, size, function, action_bytes, rid, do_not_cache, queued_at, assigned_at = item
-            action = PreparedAction(text(instance), digest_of(hash_, size, function), action_bytes,
-                                    await self.catalog.requirements(text(rid)), do_not_cache == b"1")
+            lease_id, eid, instance, hash_, size, function, action_bytes, rid, do_not_cache, queued_at, assigned_at, \
+                timeout = item
+            action = await self._action(instance, hash_, size, function, action_bytes, rid, do_not_cache, timeout)
             completed.append(CompletedLease(
                 text(lease_id), text(eid), action, float(queued_at), registration.bot_id, float(assigned_at),
                 registration.inline_limit, by_lease[text(lease_id)],
@@ -369,37 +387,9 @@ class RedisState(SchedulerState):
     # -- introspection -------------------------------------------------------------
 
     def farm(self) -> FarmSnapshot:
-        """The snapshot last fetched; a fetch starts when it is older than FARM_REFRESH
-        (the console and metrics read this from synchronous code)."""
-        now = self.clock.now()
-        if self._farm_task is None and abs(now - self._farm_at) > FARM_REFRESH:
-            self._farm_at = now
-            self._farm_task = asyncio.create_task(self._fetch_farm(), name="reapi-scheduler-farm")
-        return self._farm
-
-    async def _fetch_farm(self) -> None:
-        try:
-            reply: Any = await self._call("farm")
-            queued_reply, workers_reply = reply
-            queued = {(await self.catalog.requirements(text(rid))).describe(): int(n) for rid, n in queued_reply}
-            offers = {}
-            workers = []
-            executing = 0
-            for bot, name, oid, capacity, healthy, running_reply in workers_reply:
-                oid = text(oid)
-                if oid not in offers:
-                    offers[oid] = ((await self.catalog.offers([oid])) or [WorkerOffer()])[0].describe()
-                running = tuple(
-                    RunningAction(text(op), digest_of(hash_, size, function), text(instance), float(at))
-                    for op, hash_, size, function, instance, at in running_reply
-                )
-                executing += len(running)
-                workers.append(WorkerView(text(bot), text(name), offers[oid], int(capacity), healthy == b"1", running))
-            self._farm = FarmSnapshot(queued, executing, tuple(sorted(workers)))
-        except Exception as exc:  # noqa: BLE001 - a page or scrape shows the last snapshot
-            log.debug("fetching the farm snapshot failed: %s", exc)
-        finally:
-            self._farm_task = None
+        """The snapshot last fetched (farm_view.py): the console and metrics read it from
+        synchronous code."""
+        return self._farm_view.snapshot()
 
     async def queued_count(self) -> int:
         await self._started()

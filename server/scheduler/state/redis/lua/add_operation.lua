@@ -1,5 +1,5 @@
 -- add_operation(name, instance, hash, size, function, action, req, do_not_cache,
---               priority, dedup key or '', now, worker_grace, started)
+--               priority, dedup key or '', now, worker_grace, started, owner, timeout or '')
 -- -> {'exists'} | {'unserved', since} | {'ok', execution id, op_state}
 local name = arg(1)
 local o = key('o', name)
@@ -23,7 +23,7 @@ else
   eid = new_id()
   redis.call('HSET', key('e', eid), 'inst', arg(2), 'hash', arg(3), 'size', arg(4), 'fn', arg(5), 'act', arg(6),
     'req', arg(7), 'dnc', arg(8), 'prio', priority, 'seq', redis.call('INCR', P .. 'seq'), 'qat', now,
-    'stage', QUEUED, 'lease', '', 'dedup', dedup)
+    'stage', QUEUED, 'lease', '', 'dedup', dedup, 'tmo', arg(15))
   if dedup ~= '' then redis.call('HSET', P .. 'inflight', dedup, eid) end
   first = 0
   record(eid, QUEUED)
@@ -31,6 +31,6 @@ else
 end
 local seq = redis.call('INCR', P .. 'seq')
 redis.call('SADD', key('eo', eid), name)
-redis.call('HSET', o, 'exec', eid, 'seq', seq, 'first', first)
+redis.call('HSET', o, 'exec', eid, 'seq', seq, 'first', first, 'own', arg(14))
 redis.call('ZADD', P .. 'ops', seq, name)
 return {'ok', eid, op_state(name, eid)}

@@ -182,11 +182,11 @@ local function enqueue(eid, now)
 end
 
 -- What the policy is told of an execution a worker lost: {id, requeued '1'|'0',
--- instance, hash, size, function, action, requirement set, do_not_cache, {notes}}.
+-- instance, hash, size, function, action, requirement set, do_not_cache, {notes}, timeout}.
 local function lost(eid, requeued)
-  local f = redis.call('HMGET', key('e', eid), 'inst', 'hash', 'size', 'fn', 'act', 'req', 'dnc')
+  local f = redis.call('HMGET', key('e', eid), 'inst', 'hash', 'size', 'fn', 'act', 'req', 'dnc', 'tmo')
   return {eid, requeued and '1' or '0', f[1], f[2], f[3], f[4], f[5], f[6], f[7],
-    redis.call('LRANGE', key('ef', eid), 0, -1)}
+    redis.call('LRANGE', key('ef', eid), 0, -1), f[8] or ''}
 end
 
 -- Queue again an execution whose lease ended without a result, budget permitting;
@@ -255,13 +255,14 @@ end
 -- -- what crosses to Python ----------------------------------------------------------
 
 -- An operation's state: {name, instance, hash, size, function, stage, done, response,
--- stdout, stderr, partial metadata}; at a history event if given. false if gone.
+-- stdout, stderr, partial metadata, owner}; at a history event if given. false if gone.
 local function op_state(name, eid, event)
   local e = redis.call('HMGET', key('e', eid), 'inst', 'hash', 'size', 'fn', 'stage', 'resp', 'out', 'err', 'pmeta')
   if not e[2] then return false end
-  local cancel = redis.call('HGET', key('o', name), 'cancel')
+  local o = redis.call('HMGET', key('o', name), 'cancel', 'own')
+  local cancel, owner = o[1], o[2] or ''
   if cancel then
-    return {name, e[1], e[2], e[3], e[4], tostring(COMPLETED), '1', cancel, e[7] or '', e[8] or '', ''}
+    return {name, e[1], e[2], e[3], e[4], tostring(COMPLETED), '1', cancel, e[7] or '', e[8] or '', '', owner}
   end
   local stage, out, err = e[5], e[7] or '', e[8] or ''
   if event then
@@ -272,7 +273,7 @@ local function op_state(name, eid, event)
   local done = tonumber(stage) == COMPLETED
   local pmeta = ''
   if tonumber(stage) == EXECUTING then pmeta = e[9] or '' end
-  return {name, e[1], e[2], e[3], e[4], stage, done and '1' or '0', done and (e[6] or '') or '', out, err, pmeta}
+  return {name, e[1], e[2], e[3], e[4], stage, done and '1' or '0', done and (e[6] or '') or '', out, err, pmeta, owner}
 end
 
 local function session_view(name)

@@ -28,8 +28,8 @@ for _ = 1, tonumber(arg(5)) do
       redis.call('HSET', P .. 'awaiting', eid, REPLICA)
       finish_streams(lid, now)
       redis.call('DEL', key('l', lid))
-      local e = redis.call('HMGET', key('e', eid), 'inst', 'hash', 'size', 'fn', 'act', 'req', 'dnc', 'qat')
-      completed[#completed + 1] = {lid, eid, e[1], e[2], e[3], e[4], e[5], e[6], e[7], e[8], l[2]}
+      local e = redis.call('HMGET', key('e', eid), 'inst', 'hash', 'size', 'fn', 'act', 'req', 'dnc', 'qat', 'tmo')
+      completed[#completed + 1] = {lid, eid, e[1], e[2], e[3], e[4], e[5], e[6], e[7], e[8], l[2], e[9] or ''}
     end
   end
 end
