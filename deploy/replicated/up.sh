@@ -38,16 +38,6 @@ for pidfile in "$dir"/*.pid; do
   rm -f "$pidfile"
 done
 
-# Free ports, picked all at once so no two are the same.
-read -r redis_port storage1_port storage2_port frontend1_port frontend2_port haproxy_port < <("$python" - <<'EOF'
-import socket
-sockets = [socket.socket() for _ in range(6)]
-for s in sockets:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in sockets))
-EOF
-)
-
 started=()
 fail() {
   echo "up.sh: $*" >&2
@@ -61,61 +51,74 @@ start() {
   shift
   setsid "$@" >>"$dir/$name.log" 2>&1 </dev/null &
   echo $! >"$dir/$name.pid"
-  started+=("$name")
+  [[ " ${started[*]} " == *" $name "* ]] || started+=("$name")
 }
 
-# wait_for NAME WHAT PATTERN: until DIR/NAME.log matches PATTERN; fail if NAME exits.
-wait_for() {
-  local name=$1 what=$2 pattern=$3 deadline=$((SECONDS + ready_timeout))
-  until grep -qE "$pattern" "$dir/$name.log" 2>/dev/null; do
-    kill -0 "$(cat "$dir/$name.pid")" 2>/dev/null || fail "$name exited before $what:
-$(tail -n 20 "$dir/$name.log")"
-    [ $SECONDS -lt $deadline ] || fail "$name: not $what after ${ready_timeout}s:
+# up NAME PATTERN: 0 once DIR/NAME.log matches PATTERN (PATTERN "" : once its port
+# answers), 1 if NAME exited first; fails the whole start after the ready timeout.
+up() {
+  local name=$1 pattern=$2 deadline=$((SECONDS + ready_timeout))
+  while true; do
+    if [ -n "$pattern" ]; then
+      grep -qE "$pattern" "$dir/$name.log" 2>/dev/null && return 0
+    elif "$python" -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.5)" 2>/dev/null; then
+      return 0
+    fi
+    kill -0 "$(cat "$dir/$name.pid")" 2>/dev/null || return 1
+    [ $SECONDS -lt $deadline ] || fail "$name: not ready after ${ready_timeout}s:
 $(tail -n 20 "$dir/$name.log")"
     sleep 0.1
   done
 }
 
-wait_for_port() {
-  local name=$1 port=$2 deadline=$((SECONDS + ready_timeout))
-  until "$python" -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.5)" 2>/dev/null; do
-    kill -0 "$(cat "$dir/$name.pid")" 2>/dev/null || fail "$name exited:
-$(tail -n 20 "$dir/$name.log")"
-    [ $SECONDS -lt $deadline ] || fail "$name: nothing listens on $port after ${ready_timeout}s"
-    sleep 0.1
+free_port() {
+  "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_listening NAME PATTERN COMMAND...: start COMMAND with every "{port}" in it replaced
+# by a free port ($port afterwards) and wait until it is up. On a busy host another
+# process may take the port between the pick and the bind: then it starts again on a
+# new port, up to five times.
+start_listening() {
+  local name=$1 pattern=$2 attempt
+  shift 2
+  for attempt in 1 2 3 4 5; do
+    port=$(free_port)
+    start "$name" "${@//\{port\}/$port}"
+    up "$name" "$pattern" && return 0
+    grep -qiE "in use|cannot bind" "$dir/$name.log" || break
+    echo "up.sh: $name: port $port was taken meanwhile; trying another" >&2
   done
+  fail "$name exited before it was ready:
+$(tail -n 20 "$dir/$name.log")"
 }
 
 mkdir -p "$dir/redis"
-start redis redis-server --port "$redis_port" --bind 127.0.0.1 --protected-mode no --dir "$dir/redis" \
+start_listening redis "" redis-server --port "{port}" --bind 127.0.0.1 --protected-mode no --dir "$dir/redis" \
   --appendonly yes --appendfsync everysec --save ""
-wait_for_port redis "$redis_port"
-export REDIS_URL="redis://127.0.0.1:$redis_port/0"
+export REDIS_URL="redis://127.0.0.1:$port/0"
 
 for n in 1 2; do
-  port_var=storage${n}_port
-  STORAGE_LISTEN="127.0.0.1:${!port_var}" STORAGE_DATA="$dir/storage-$n" \
-    start "storage-$n" "$bin/reapi-server" --config "$here/storage.toml"
+  start_listening "storage-$n" "listening on" env STORAGE_LISTEN="127.0.0.1:{port}" STORAGE_DATA="$dir/storage-$n" \
+    "$bin/reapi-server" --config "$here/storage.toml"
+  export STORAGE_$n="127.0.0.1:$port"
 done
-for n in 1 2; do wait_for "storage-$n" "listening" "listening on"; done
-export STORAGE_1="127.0.0.1:$storage1_port" STORAGE_2="127.0.0.1:$storage2_port"
 
 for n in 1 2; do
-  port_var=frontend${n}_port
-  FRONTEND_LISTEN="127.0.0.1:${!port_var}" start "frontend-$n" "$bin/reapi-server" --config "$here/frontend.toml"
+  start_listening "frontend-$n" "listening on" env FRONTEND_LISTEN="127.0.0.1:{port}" \
+    "$bin/reapi-server" --config "$here/frontend.toml"
+  export FRONTEND_$n="127.0.0.1:$port"
 done
-for n in 1 2; do wait_for "frontend-$n" "listening" "listening on"; done
 
-HAPROXY_BIND="127.0.0.1:$haproxy_port" FRONTEND_1="127.0.0.1:$frontend1_port" \
-  FRONTEND_2="127.0.0.1:$frontend2_port" start haproxy haproxy -db -f "$here/haproxy.cfg"
-wait_for_port haproxy "$haproxy_port"
-endpoint="grpc://127.0.0.1:$haproxy_port"
+start_listening haproxy "" env HAPROXY_BIND="127.0.0.1:{port}" haproxy -db -f "$here/haproxy.cfg"
+endpoint="grpc://127.0.0.1:$port"
 
 for n in 1 2; do
   REAPI_ENDPOINT=$endpoint WORKER_ID="worker-$n" WORKER_DIR="$dir/worker-$n" \
     start "worker-$n" "$bin/reapi-worker" --config "$here/worker.toml"
 done
-for n in 1 2; do wait_for "worker-$n" "connected" "bot session .* created"; done
+for n in 1 2; do up "worker-$n" "bot session .* created" || fail "worker-$n exited before it connected:
+$(tail -n 20 "$dir/worker-$n.log")"; done
 
 echo "$endpoint" >"$dir/endpoint"
 echo "up.sh: ${started[*]} ready; endpoint $endpoint (logs and pid files in $dir)"
