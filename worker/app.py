@@ -24,10 +24,10 @@ import grpc
 
 from cas.cli import OneLineParser, StartupError, add_common_arguments, setup_logging
 from cas.config import ConfigError, expand_path
+from cas.security.channels import open_channel as open_grpc_channel
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc
 from worker.config import WorkerConfig, load_worker_config, target_of
-from worker.credentials import BearerToken, channel_credentials
 from worker.daemon import BotDaemon, SessionSettings
 from worker.directories import DirectoryCache
 from worker.executors.local import ExecutionSettings, LocalExecutor, remove_tree
@@ -74,13 +74,8 @@ def channel_options(inline_blob_limit: int = 0) -> list[tuple[str, int]]:
 def open_channel(config: WorkerConfig) -> grpc.aio.Channel:
     """The one channel to the server: TLS for grpcs:// (with a client certificate if
     configured), and the bearer token on every call if there is a token file."""
-    target, secure = target_of(config.server)
-    options = channel_options(config.inline_blob_limit)
-    interceptors = BearerToken(config.token_file).interceptors() if config.token_file is not None else None
-    if secure:
-        credentials = channel_credentials(config.tls_ca, config.tls_cert, config.tls_key)
-        return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
-    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return open_grpc_channel(config.server, channel_options(config.inline_blob_limit), tls_ca=config.tls_ca,
+                             tls_cert=config.tls_cert, tls_key=config.tls_key, token_file=config.token_file)
 
 
 @dataclass

@@ -32,6 +32,7 @@ from cas.config import (
     ONE_OR_MORE, Above, AtLeast, ConfigError, Duration, Size, cache_home, check_sections, errors_in, read_table,
     read_toml,
 )
+from cas.security.channels import target_of
 from worker.platform import host_cpu_count
 from worker.sandbox.sandbox import NetworkPolicy, SandboxMode
 
@@ -137,21 +138,6 @@ class WorkerConfig:
             raise ValueError("tls_cert and tls_key go together: give both or neither")
         if not secure and any(p is not None for p in (self.tls_ca, self.tls_cert, self.tls_key)):
             raise ValueError(f"tls_ca, tls_cert and tls_key need a grpcs:// server, not {self.server!r}")
-
-
-def target_of(server: str) -> tuple[str, bool]:
-    """``grpc://HOST:PORT`` (or ``grpcs://``, or plain ``HOST:PORT``) -> (gRPC target, use TLS)."""
-    for scheme, secure in (("grpc://", False), ("grpcs://", True), ("http://", False), ("https://", True)):
-        if server.startswith(scheme):
-            target = server[len(scheme):].rstrip("/")
-            break
-    else:
-        if "://" in server:
-            raise ConfigError(f"server {server!r}: use grpc://HOST:PORT or grpcs://HOST:PORT")
-        target, secure = server, False
-    if not target:
-        raise ConfigError(f"server {server!r} names no host")
-    return target, secure
 
 
 def parse_worker_table(table: dict[str, Any]) -> WorkerConfig:

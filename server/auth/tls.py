@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from cas.config import ConfigError
 from server.auth.config import TlsConfig
 from cas.file_watch import FileWatch
+from cas.security.pem import read_certificates, read_key_pair
 
 log = logging.getLogger("reapi.server.tls")
 
@@ -38,38 +37,13 @@ class TlsMaterial:
         return grpc.ssl_server_certificate_configuration([(self.key, self.chain)], root_certificates=self.client_ca)
 
 
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"{what} {path}: {exc.strerror or exc}") from None
-
-
 def read_material(config: TlsConfig) -> TlsMaterial:
     """The files as PEM bytes, checked; ValueError naming the file and the problem."""
     assert config.cert is not None and config.key is not None
-    chain = _read(config.cert, "certificate")
-    key = _read(config.key, "key")
-    try:
-        certificates = x509.load_pem_x509_certificates(chain)
-    except ValueError as exc:
-        raise ValueError(f"certificate {config.cert}: not a PEM certificate chain ({exc})") from None
-    try:
-        private_key = serialization.load_pem_private_key(key, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"key {config.key}: not an unencrypted PEM private key ({exc})") from None
-    public = serialization.PublicFormat.SubjectPublicKeyInfo
-    der = serialization.Encoding.DER
-    if private_key.public_key().public_bytes(der, public) != certificates[0].public_key().public_bytes(der, public):
-        raise ValueError(f"key {config.key} does not belong to certificate {config.cert}")
+    chain, key, leaf = read_key_pair(config.cert, config.key)
     client_ca = None
     if config.client_ca is not None:
-        client_ca = _read(config.client_ca, "client CA")
-        try:
-            x509.load_pem_x509_certificates(client_ca)
-        except ValueError as exc:
-            raise ValueError(f"client CA {config.client_ca}: not PEM certificates ({exc})") from None
-    leaf = certificates[0]
+        client_ca, _ = read_certificates(config.client_ca, "client CA")
     until = leaf.not_valid_after_utc
     summary = f"{leaf.subject.rfc4514_string()}, valid until {until:%Y-%m-%d %H:%M} UTC"
     if until < datetime.datetime.now(datetime.UTC):

@@ -25,7 +25,7 @@ from tests.support.certificates import TestPki
 from tests.support.servers import channel_to, running_server
 from tests.support.tokens import TokenFile, write_token_file
 from worker.config import load_worker_config
-from worker.credentials import BearerToken
+from cas.security.bearer import BearerToken
 
 DEPLOY = REPO_ROOT / "deploy"
 SERVER_CONFIGS = sorted(p for p in (DEPLOY / "configs").glob("*.toml") if "stores" in tomllib.loads(p.read_text()))

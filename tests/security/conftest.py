@@ -20,7 +20,7 @@ from tests.support.certificates import Pair, TestPki
 from tests.support.jwks import AUDIENCE, ISSUER, TestIssuer
 from tests.support.servers import running_server
 from tests.support.tokens import TokenFile, write_token_file
-from worker.credentials import BearerToken
+from cas.security.bearer import BearerToken
 
 TEST_EXECUTION = {"worker_grace": 3600, "bot_long_poll_timeout": 5, "bot_session_timeout": 60, "tick_interval": 3600}
 EVERYTHING = ["read", "write", "ac-write", "execute"]

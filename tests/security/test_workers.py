@@ -21,7 +21,7 @@ from tests.support.test_bot import TestBot
 from tests.support.tokens import TokenFile, bearer, write_token_file
 from tests.support.worker_process import reapi_worker_process
 from tests.worker.actions import ActionClient
-from worker.credentials import BearerToken
+from cas.security.bearer import BearerToken
 
 LISTENING = re.compile(r"listening on (\S+:\d+)")
 SESSION = re.compile(r"bot session \S+ created")

@@ -1,11 +1,10 @@
-"""How the worker proves who it is: TLS to the server (with a client certificate for
-mTLS) and a bearer token, from ``[worker]`` or ``--tls-ca --tls-cert --tls-key
---token-file``.
+"""A bearer token on every call, from a token file re-read when it changes.
 
-The token file holds the token itself (keep it readable by the worker's user only);
-it is re-read when it changes, so a token can be rotated without restarting the
-worker. Certificates are read when the channel opens: a new client certificate takes
-a worker restart (SIGTERM lets running actions finish first).
+The worker's ``token_file`` (``--token-file``) and a ``grpc`` store's ``token_file``
+(a frontend's token for its storage nodes) both hold the token itself: keep the
+file readable by that user only. It is re-read when it changes, so a token can be
+rotated without a restart; a file caught half-written keeps the token read before.
+The token is only ever put in the ``authorization`` header, never in a message.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from cas.config import ConfigError
+from cas.config.values import ConfigError
 from cas.file_watch import FileWatch
 
 AUTHORIZATION = "authorization"
@@ -30,26 +29,6 @@ def read_token(path: Path) -> str:
     if not token or any(c.isspace() for c in token):
         raise ConfigError(f"token file {path}: expected one token on one line")
     return token
-
-
-def _read_bytes(path: Path | None, what: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from None
-
-
-def channel_credentials(ca: Path | None, cert: Path | None, key: Path | None) -> grpc.ChannelCredentials:
-    """TLS to the server: ``ca`` (default: the system's roots), and a client certificate if given."""
-    if (cert is None) != (key is None):
-        raise ConfigError("tls_cert and tls_key go together: give both or neither")
-    return grpc.ssl_channel_credentials(
-        root_certificates=_read_bytes(ca, "tls_ca"),
-        private_key=_read_bytes(key, "tls_key"),
-        certificate_chain=_read_bytes(cert, "tls_cert"),
-    )
 
 
 class BearerToken:
