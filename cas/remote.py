@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any
 
@@ -30,7 +31,8 @@ from cas.compression.streams import compressed, decompressed
 from cas.digest import Digest
 from cas.resource_names import download_name, upload_name
 from cas.errors import Internal, InvalidArgument, NotFound, ReapiError
-from cas.rpc_errors import error_from_rpc, error_from_status
+from cas.rpc_errors import error_from_rpc, error_from_status, link_error
+from cas.security.channels import open_channel
 from cas.store import READ_CHUNK_SIZE, BlobStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
@@ -91,17 +93,30 @@ class RemoteStore(BlobStore):
         self._calls = asyncio.Semaphore(max_parallel_calls)
         self._upload_ids = upload_ids
         self._owned_channel: grpc.aio.Channel | None = None
+        self.address: str | None = None  # set by connect: the endpoint named in errors
 
     @classmethod
-    def connect(cls, address: str, instance_name: str = "", **kwargs: Any) -> RemoteStore:
-        """A store with its own channel to ``address`` (``grpc://HOST:PORT`` or ``HOST:PORT``),
-        closed by ``aclose``. Creating a channel does no I/O; it connects on first use."""
-        target = address.removeprefix("grpc://")
-        if not target or "://" in target:
-            raise ValueError(f"address {address!r} is not grpc://HOST:PORT")
-        channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    def connect(
+        cls,
+        address: str,
+        instance_name: str = "",
+        *,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        token_file: Path | None = None,
+        **kwargs: Any,
+    ) -> RemoteStore:
+        """A store with its own channel to ``address`` (``grpc://HOST:PORT``, ``grpcs://`` for
+        TLS, or ``HOST:PORT``), closed by ``aclose``; TLS files and the token file as in
+        cas/security/channels.py. Creating a channel does no I/O; it connects on first use.
+        Errors then name the address, and a refusal of this store's own credentials is
+        not passed on as the caller's (see ``_error``)."""
+        channel = open_channel(address, CHANNEL_OPTIONS, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+                               token_file=token_file)
         store = cls(channel, instance_name, **kwargs)
         store._owned_channel = channel
+        store.address = address
         return store
 
     async def aclose(self) -> None:
@@ -113,7 +128,9 @@ class RemoteStore(BlobStore):
         return digest.size_bytes + BATCH_ENTRY_OVERHEAD <= self.max_batch_bytes
 
     def _error(self, exc: grpc.aio.AioRpcError, what: str) -> ReapiError:
-        return error_from_rpc(exc, f"{self.name} {what}")
+        if self.address is None:
+            return error_from_rpc(exc, f"{self.name} {what}")
+        return link_error(exc, f"{self.name} {what}", self.address)
 
     # -- existence ---------------------------------------------------------------
 

@@ -83,3 +83,23 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, context: str = "") -> ReapiError:
     if type(err) is ReapiError:
         err.code = code
     return err
+
+
+def link_error(exc: grpc.aio.AioRpcError, context: str, address: str) -> ReapiError:
+    """A failed call to an endpoint this process keeps its own data on (a ``grpc``
+    store: a frontend's storage node), naming the endpoint's address.
+
+    The node's UNAUTHENTICATED is about *this* process's credentials (its token file
+    or client certificate), not the caller's, so it becomes UNAVAILABLE: passed on as
+    it is, it would tell a client to fix a token that is fine. A PERMISSION_DENIED
+    stays one, and says the identity refused was this server's.
+    """
+    code = exc.code()
+    message = exc.details() or code.name
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return errors.Unavailable(
+            f"{context}: {address} refused this server's credentials (the store's token_file or tls_cert): {message}"
+        )
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return errors.PermissionDenied(f"{context}: {address} refused this server's identity: {message}")
+    return error_from_rpc(exc, f"{context} ({address})")

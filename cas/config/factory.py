@@ -67,9 +67,13 @@ async def build_store(name: str, spec: StoreSpec, built: Mapping[str, BlobStore]
         case GrpcSpec():
             from cas.remote import RemoteStore
 
-            return RemoteStore.connect(
-                spec.address, spec.instance_name, max_batch_bytes=spec.max_batch_size, name=name
-            )
+            try:
+                return RemoteStore.connect(
+                    spec.address, spec.instance_name, max_batch_bytes=spec.max_batch_size, name=name,
+                    tls_ca=spec.tls_ca, tls_cert=spec.tls_cert, tls_key=spec.tls_key, token_file=spec.token_file,
+                )
+            except ConfigError as exc:  # a TLS or token file that cannot be used
+                raise ConfigError(f"store {name!r}: {exc}") from None
         case ShardingSpec():
             from cas.decorators.sharding import Shard, ShardingStore
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from cas.config.reader import Above, Size, Duration, StoreName, check_known, children_keys, read_table
 from cas.config.values import ConfigError
+from cas.security.channels import check_tls_keys
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,22 @@ class GrpcSpec:
     """The CAS of another REAPI server (cas/remote.py)."""
 
     address: str
-    """``grpc://HOST:PORT``."""
+    """``grpc://HOST:PORT`` (plain text) or ``grpcs://HOST:PORT`` (TLS)."""
     instance_name: str = ""
     """The instance name to use on that server."""
     max_batch_size: Size = 4 << 20
     """The largest batch request sent."""
+    tls_ca: Path | None = None
+    """CA certificates (PEM) that sign that server's certificate; default the system's (grpcs:// only)."""
+    tls_cert: Path | None = None
+    """A client certificate (PEM), for servers that require one (mTLS)."""
+    tls_key: Path | None = None
+    """The client certificate's private key (PEM)."""
+    token_file: Path | None = None
+    """A file holding the bearer token sent on every call; re-read when it changes."""
+
+    def __post_init__(self) -> None:
+        check_tls_keys(self.address, self.tls_ca, self.tls_cert, self.tls_key)
 
 
 @dataclass(frozen=True)
