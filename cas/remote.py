@@ -32,7 +32,7 @@ from cas.digest import Digest
 from cas.resource_names import download_name, upload_name
 from cas.errors import Internal, InvalidArgument, NotFound, ReapiError
 from cas.rpc_errors import error_from_rpc, error_from_status, link_error
-from cas.security.channels import open_channel
+from cas.security.channels import open_channel, target_of
 from cas.store import READ_CHUNK_SIZE, BlobStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
@@ -56,6 +56,10 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 2000),
 ]
+# gRPC also takes min_reconnect_backoff_ms as the time a connection attempt may take:
+# 250 ms is ample for TCP, not for a TLS handshake with a busy node (seen to take
+# 250 ms on a loaded machine), so TLS links keep gRPC's default (20 s) for that.
+TLS_CHANNEL_OPTIONS = [option for option in CHANNEL_OPTIONS if option[0] != "grpc.min_reconnect_backoff_ms"]
 
 
 def _by_function(digests: Iterable[Digest]) -> dict[int, list[Digest]]:
@@ -112,7 +116,8 @@ class RemoteStore(BlobStore):
         cas/security/channels.py. Creating a channel does no I/O; it connects on first use.
         Errors then name the address, and a refusal of this store's own credentials is
         not passed on as the caller's (see ``_error``)."""
-        channel = open_channel(address, CHANNEL_OPTIONS, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+        options = TLS_CHANNEL_OPTIONS if target_of(address)[1] else CHANNEL_OPTIONS
+        channel = open_channel(address, options, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
                                token_file=token_file)
         store = cls(channel, instance_name, **kwargs)
         store._owned_channel = channel

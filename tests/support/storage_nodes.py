@@ -60,10 +60,12 @@ async def running_storage_nodes(count: int) -> AsyncIterator[list[str]]:
 
 
 @contextmanager
-def storage_node_process(workdir: Path, listen: str = "127.0.0.1:0") -> Iterator[ServerProcess]:
+def storage_node_process(workdir: Path, listen: str = "127.0.0.1:0",
+                         security: dict[str, Any] | None = None) -> Iterator[ServerProcess]:
     """A storage node as a real process, its CAS on disk under ``workdir/data`` (so a
-    restart on the same ``listen`` address finds its blobs again)."""
+    restart on the same ``listen`` address finds its blobs again). ``security``: the
+    ``[server]`` subtables that secure it (``{"tls": {...}, "auth": {...}}``)."""
     config = server_config(workdir, stores=storage_node_stores(workdir / "data"),
-                           server={"listen": listen}, execution={"enabled": False})
+                           server={"listen": listen, **(security or {})}, execution={"enabled": False})
     with reapi_server_process(workdir, config) as node:
         yield node
