@@ -60,7 +60,7 @@ def node_tokens(tmp_path: Path) -> TokenFile:
 @pytest.fixture
 def frontend_token(node_tokens: TokenFile) -> str:
     """The token of the frontends' identity, in the nodes' token file before they start."""
-    return node_tokens.add("frontends", FRONTEND_PERMISSIONS)
+    return node_tokens.add("frontends", FRONTEND_PERMISSIONS, instances=[""])  # as deploy/kubernetes/README.md
 
 
 @pytest.fixture
