@@ -32,7 +32,7 @@ from cas.digest import Digest
 from cas.resource_names import download_name, upload_name
 from cas.errors import Internal, InvalidArgument, NotFound, ReapiError
 from cas.rpc_errors import error_from_rpc, error_from_status, link_error
-from cas.security.channels import open_channel, target_of
+from cas.security.channels import check_link, open_channel, target_of
 from cas.store import READ_CHUNK_SIZE, BlobStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
@@ -56,9 +56,8 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 2000),
 ]
-# gRPC also takes min_reconnect_backoff_ms as the time a connection attempt may take:
-# 250 ms is ample for TCP, not for a TLS handshake with a busy node (seen to take
-# 250 ms on a loaded machine), so TLS links keep gRPC's default (20 s) for that.
+# gRPC also takes min_reconnect_backoff_ms as the time a connection attempt may take: ample
+# for TCP, not for a TLS handshake with a busy node (seen at 250 ms), so TLS keeps gRPC's 20 s.
 TLS_CHANNEL_OPTIONS = [option for option in CHANNEL_OPTIONS if option[0] != "grpc.min_reconnect_backoff_ms"]
 
 
@@ -100,22 +99,13 @@ class RemoteStore(BlobStore):
         self.address: str | None = None  # set by connect: the endpoint named in errors
 
     @classmethod
-    def connect(
-        cls,
-        address: str,
-        instance_name: str = "",
-        *,
-        tls_ca: Path | None = None,
-        tls_cert: Path | None = None,
-        tls_key: Path | None = None,
-        token_file: Path | None = None,
-        **kwargs: Any,
-    ) -> RemoteStore:
+    def connect(cls, address: str, instance_name: str = "", *, tls_ca: Path | None = None,
+                tls_cert: Path | None = None, tls_key: Path | None = None, token_file: Path | None = None,
+                **kwargs: Any) -> RemoteStore:
         """A store with its own channel to ``address`` (``grpc://HOST:PORT``, ``grpcs://`` for
-        TLS, or ``HOST:PORT``), closed by ``aclose``; TLS files and the token file as in
-        cas/security/channels.py. Creating a channel does no I/O; it connects on first use.
-        Errors then name the address, and a refusal of this store's own credentials is
-        not passed on as the caller's (see ``_error``)."""
+        TLS, or ``HOST:PORT``; files as in cas/security/channels.py), closed by ``aclose``.
+        No I/O until first use. Its errors name the address (``link_error``)."""
+        check_link(address, tls_ca, tls_cert, tls_key)
         options = TLS_CHANNEL_OPTIONS if target_of(address)[1] else CHANNEL_OPTIONS
         channel = open_channel(address, options, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
                                token_file=token_file)
@@ -133,9 +123,8 @@ class RemoteStore(BlobStore):
         return digest.size_bytes + BATCH_ENTRY_OVERHEAD <= self.max_batch_bytes
 
     def _error(self, exc: grpc.aio.AioRpcError, what: str) -> ReapiError:
-        if self.address is None:
-            return error_from_rpc(exc, f"{self.name} {what}")
-        return link_error(exc, f"{self.name} {what}", self.address)
+        context = f"{self.name} {what}"
+        return error_from_rpc(exc, context) if self.address is None else link_error(exc, context, self.address)
 
     # -- existence ---------------------------------------------------------------
 

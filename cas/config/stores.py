@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from cas.config.reader import Above, Size, Duration, StoreName, check_known, children_keys, read_table
 from cas.config.values import ConfigError
-from cas.security.channels import check_tls_keys
+from cas.security.channels import check_link
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class GrpcSpec:
     """A file holding the bearer token sent on every call; re-read when it changes."""
 
     def __post_init__(self) -> None:
-        check_tls_keys(self.address, self.tls_ca, self.tls_cert, self.tls_key)
+        check_link(self.address, self.tls_ca, self.tls_cert, self.tls_key)
 
 
 @dataclass(frozen=True)

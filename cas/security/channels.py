@@ -40,8 +40,12 @@ def target_of(address: str) -> tuple[str, bool]:
     return target, secure
 
 
-def check_tls_keys(address: str, tls_ca: Path | None, tls_cert: Path | None, tls_key: Path | None) -> None:
-    """ValueError for a combination that cannot work: half a client certificate, or TLS files for plain text."""
+def check_link(address: str, tls_ca: Path | None, tls_cert: Path | None, tls_key: Path | None) -> None:
+    """ValueError for a store address that is not gRPC, or keys that cannot work together:
+    half a client certificate, or TLS files for plain text."""
+    scheme = address.partition("://")[0] if "://" in address else ""
+    if scheme not in ("", "grpc", "grpcs") or not address.removeprefix(f"{scheme}://"):
+        raise ValueError(f"address {address!r} is not grpc://HOST:PORT or grpcs://HOST:PORT")
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("tls_cert and tls_key go together: give both or neither")
     _, secure = target_of(address)
