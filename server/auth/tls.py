@@ -14,7 +14,6 @@ import datetime
 import logging
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 
