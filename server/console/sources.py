@@ -12,7 +12,7 @@ from server.instances import InstanceRegistry
 from server.metrics.families import ServerMetrics
 
 if TYPE_CHECKING:
-    from server.app import ExecutionParts
+    from server.execution_parts import ExecutionParts
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from server.metrics.families import ServerMetrics
 from server.metrics.farm_gauges import FarmGauges
 
 if TYPE_CHECKING:
-    from server.app import ExecutionParts
+    from server.execution_parts import ExecutionParts
 
 
 def build_app(sources: ConsoleSources, read_check: ReadCheck | None = None, host: str = "127.0.0.1") -> web.Application:
