@@ -9,15 +9,19 @@ its reapi-worker process (the one of the metrics server with ``--http-listen``).
 Each round times, on both in alternating order, GetActionResult round trips of a
 stored result and sequential ``/bin/true`` Executes (fresh actions, skip_cache_lookup),
 and scrapes /metrics once, as Prometheus would. Reported: the median per side over
-all rounds, the median over rounds of the on/off ratio (target <= 1.03), and the
-server's CPU time per GetActionResult (from /proc; less shaken by a busy machine
-than wall-clock latency).
+all rounds, the median over rounds of the on/off ratio (target <= 1.03) with the
+middle half and the whole range of the per-round ratios, and CPU time per call from
+/proc (less shaken by a busy machine than wall-clock latency): the server's per
+GetActionResult and per Execute, the worker's per Execute. A CPU ratio is the sums'
+(on / off over all rounds; one round's 10 ms clock ticks are too coarse for a ratio
+of its own), with a 95% interval from resampling the rounds.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -41,10 +45,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Side:
-    def __init__(self, name: str, address: str, http: str | None, pid: int) -> None:
+    def __init__(self, name: str, address: str, http: str | None, pid: int, worker_pid: int) -> None:
         self.name = name
         self.pid = pid
-        self.get_cpu = 0.0
+        self.worker_pid = worker_pid
+        # Per round: server CPU over the gets, server and worker CPU over the executes.
+        self.get_cpu: list[float] = []
+        self.execute_cpu: list[float] = []
+        self.worker_cpu: list[float] = []
         self.client = Client(address)
         self.ac = re_grpc.ActionCacheStub(self.client.channel)
         self.http = http
@@ -76,21 +84,44 @@ class Side:
             start = time.perf_counter()
             self.ac.GetActionResult(self.get)
             times.append(time.perf_counter() - start)
-        self.get_cpu += cpu_seconds(self.pid) - cpu_before
+        self.get_cpu.append(cpu_seconds(self.pid) - cpu_before)
         get_median = statistics.median(times)
         self.get_times += times
         times = []
-        for _ in range(executes):
-            action = self.client.action(self.command, self.root)
+        actions = [self.client.action(self.command, self.root) for _ in range(executes)]
+        cpu_before, worker_before = cpu_seconds(self.pid), cpu_seconds(self.worker_pid)
+        for action in actions:
             start = time.perf_counter()
             self.client.execute(action)
             times.append(time.perf_counter() - start)
+        self.execute_cpu.append(cpu_seconds(self.pid) - cpu_before)
+        self.worker_cpu.append(cpu_seconds(self.worker_pid) - worker_before)
         execute_median = statistics.median(times)
         self.execute_times += times
         if self.http:
             with urllib.request.urlopen(f"{self.http}/metrics", timeout=10) as response:
                 response.read()
         return get_median, execute_median
+
+
+def spread(ratios: list[float]) -> str:
+    """Median of per-round ratios, their middle half and their whole range."""
+    ordered = sorted(ratios)
+    quartiles = statistics.quantiles(ordered, n=4)
+    return (f"{statistics.median(ordered):.3f} (middle half {quartiles[0]:.3f}-{quartiles[2]:.3f}, "
+            f"all {ordered[0]:.3f}-{ordered[-1]:.3f})")
+
+
+def pooled(on: list[float], off: list[float], draws: int = 2000) -> str:
+    """on/off of the CPU summed over all rounds, with a 95% interval from resampling rounds."""
+    rounds = range(len(on))
+    pick = random.Random(12)
+    samples = []
+    for _ in range(draws):
+        chosen = [pick.choice(rounds) for _ in rounds]
+        samples.append(sum(on[i] for i in chosen) / sum(off[i] for i in chosen))
+    samples.sort()
+    return f"{sum(on) / sum(off):.3f} (95%: {samples[int(0.025 * draws)]:.3f}-{samples[int(0.975 * draws)]:.3f})"
 
 
 def main() -> None:
@@ -107,13 +138,15 @@ def main() -> None:
         with (reapi_server_process(root / "on", on_config) as on_server,
               reapi_server_process(root / "off", off_config) as off_server,
               reapi_worker_process(root / "on-worker", on_server.address, concurrency=2,
-                                   extra_args=["--http-listen", "127.0.0.1:0"]),
-              reapi_worker_process(root / "off-worker", off_server.address, concurrency=2)):
-            on = Side("on", on_server.address, on_server.console_url(), on_server.process.pid)
-            off = Side("off", off_server.address, None, off_server.process.pid)
+                                   extra_args=["--http-listen", "127.0.0.1:0"]) as on_worker,
+              reapi_worker_process(root / "off-worker", off_server.address, concurrency=2) as off_worker):
+            on = Side("on", on_server.address, on_server.console_url(), on_server.process.pid, on_worker.process.pid)
+            off = Side("off", off_server.address, None, off_server.process.pid, off_worker.process.pid)
             for side in (on, off):
                 side.warm_up()
             get_ratios, execute_ratios = [], []
+            loads = [os.getloadavg()[0]]
+            began = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
             for number in range(args.rounds):
                 order = (on, off) if number % 2 == 0 else (off, on)
                 results = {side.name: side.round(args.gets, args.executes) for side in order}
@@ -121,14 +154,22 @@ def main() -> None:
                 execute_ratios.append(results["on"][1] / results["off"][1])
                 print(f"round {number + 1}: GetActionResult on {results['on'][0] * 1e3:.3f} ms / off "
                       f"{results['off'][0] * 1e3:.3f} ms; /bin/true Execute on {results['on'][1] * 1e3:.2f} ms / "
-                      f"off {results['off'][1] * 1e3:.2f} ms", flush=True)
+                      f"off {results['off'][1] * 1e3:.2f} ms; load {os.getloadavg()[0]:.1f}", flush=True)
+                loads.append(os.getloadavg()[0])
+    gets, executes = args.rounds * args.gets, args.rounds * args.executes
+    print(f"\n{args.rounds} rounds from {began} UTC; load average (1 min) {min(loads):.1f}-{max(loads):.1f}, "
+          f"median {statistics.median(loads):.1f}; {os.cpu_count()} cores")
+    print("| measurement | on | off | on/off |\n|---|---|---|---|")
     print(f"| GetActionResult round trip, median | {statistics.median(on.get_times) * 1e3:.3f} ms | "
-          f"{statistics.median(off.get_times) * 1e3:.3f} ms | {statistics.median(get_ratios):.3f} |")
-    calls = args.rounds * args.gets
-    print(f"| server CPU per GetActionResult | {on.get_cpu / calls * 1e3:.3f} ms | {off.get_cpu / calls * 1e3:.3f} ms | "
-          f"{on.get_cpu / off.get_cpu:.3f} |")
+          f"{statistics.median(off.get_times) * 1e3:.3f} ms | {spread(get_ratios)} |")
+    print(f"| server CPU per GetActionResult | {sum(on.get_cpu) / gets * 1e3:.3f} ms | "
+          f"{sum(off.get_cpu) / gets * 1e3:.3f} ms | {pooled(on.get_cpu, off.get_cpu)} |")
     print(f"| /bin/true Execute to result, median | {statistics.median(on.execute_times) * 1e3:.2f} ms | "
-          f"{statistics.median(off.execute_times) * 1e3:.2f} ms | {statistics.median(execute_ratios):.3f} |")
+          f"{statistics.median(off.execute_times) * 1e3:.2f} ms | {spread(execute_ratios)} |")
+    print(f"| server CPU per Execute | {sum(on.execute_cpu) / executes * 1e3:.3f} ms | "
+          f"{sum(off.execute_cpu) / executes * 1e3:.3f} ms | {pooled(on.execute_cpu, off.execute_cpu)} |")
+    print(f"| worker CPU per Execute | {sum(on.worker_cpu) / executes * 1e3:.3f} ms | "
+          f"{sum(off.worker_cpu) / executes * 1e3:.3f} ms | {pooled(on.worker_cpu, off.worker_cpu)} |")
 
 
 if __name__ == "__main__":
