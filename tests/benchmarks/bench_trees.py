@@ -14,7 +14,9 @@ the per-round ratios (newer / older) with their range, so a busy machine's swing
 between rounds cancel out.
 
 Sections, short versions of bench_storage and bench_execution so that many rounds fit:
-- a storage server per target, zero-config stores under /dev/shm: FindMissingBlobs of
+- a storage server per target, zero-config stores under /dev/shm (the large-blob
+  store capped at ``--large-store`` so that tmpfs holds every target's streams
+  at once; the cap evicts alike everywhere): FindMissingBlobs of
   10,000 digests (half present), BatchUpdateBlobs of 1,000 new 1 KiB blobs,
   BatchReadBlobs of 1,000 x 1 KiB, ByteStream Write and Read of 64 MiB, GetActionResult
   of a result with 10 output files, stdout and an output directory; wall time (median
@@ -33,6 +35,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -201,9 +204,11 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=600, help="Executes per round in the throughput section")
     parser.add_argument("--core-queued", type=int, default=20_000)
     parser.add_argument("--core-sessions", type=int, default=100)
+    parser.add_argument("--large-store", default="512MiB", help="max_size of the zero-config large-blob store")
     parser.add_argument("--json", type=Path, help="also write every per-round figure here")
     parser.add_argument("--no-core", action="store_true", help="skip the scheduler core section")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers and remove the stores
     trees = [Tree(name, Path(path).resolve()) for name, path in (text.split("=", 1) for text in args.tree)]
     trees.append(Tree("now", THIS_TREE))
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
@@ -215,8 +220,9 @@ def main() -> None:
             execution: dict[str, tuple[str, int]] = {}
             for tree in trees:
                 run = workdir / tree.name
-                address, pid = stack.enter_context(tree_server(
-                    tree, run / "storage", server_config(run / "storage", stores=default_stores(run / "storage" / "data"))))
+                stores = default_stores(run / "storage" / "data")
+                stores["cas-large"]["max_size"] = args.large_store
+                address, pid = stack.enter_context(tree_server(tree, run / "storage", server_config(run / "storage", stores=stores)))
                 storage[tree.name] = Workload(Target(tree.name, address, pid))
                 execution[tree.name] = stack.enter_context(tree_server(
                     tree, run / "execution", server_config(run / "execution", stores=MEMORY_STORES, execution=EXECUTION)))
