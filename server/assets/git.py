@@ -47,8 +47,11 @@ from server.assets.uris import redact_uri
 log = logging.getLogger("reapi.assets")
 
 SMALL_FILE = 1 << 20
-_NOT_FOUND_HINTS = ("not found", "does not appear to be a git repository", "couldn't find remote ref", "no such remote ref", "404")
-_DENIED_HINTS = ("authentication failed", "could not read username", "terminal prompts disabled", "401", "403", "permission denied")
+_NOT_FOUND_HINTS = ("not found", "does not appear to be a git repository", "couldn't find remote ref", "no such remote ref")
+_DENIED_HINTS = ("authentication failed", "could not read username", "terminal prompts disabled", "permission denied")
+# HTTP statuses as git reports them: a bare "401" would also match a port such as 44017 in the URL.
+_DENIED_STATUS = re.compile(r"returned error: 40[13]\b")
+_NOT_FOUND_STATUS = re.compile(r"returned error: 404\b")
 _REDIRECTED = re.compile(r"returned error: 30[12378]\b")
 _NO_SHALLOW_HINTS = ("shallow", "dumb http transport", "not our ref", "unadvertised object", "allowreachablesha1inwant")
 
@@ -119,9 +122,9 @@ class GitFetcher:
         if _REDIRECTED.search(lowered):
             return FailedPrecondition(f"{message} (git's redirects are not followed, since the server cannot check each hop: "
                                       "fetch the repository by its final URL)")
-        if any(h in lowered for h in _DENIED_HINTS):
+        if _DENIED_STATUS.search(lowered) or any(h in lowered for h in _DENIED_HINTS):
             return PermissionDenied(message)
-        if any(h in lowered for h in _NOT_FOUND_HINTS):
+        if _NOT_FOUND_STATUS.search(lowered) or any(h in lowered for h in _NOT_FOUND_HINTS):
             return NotFound(message)
         return Unavailable(message)
 

@@ -7,7 +7,9 @@ import pytest
 from google.rpc import code_pb2
 
 from cas.digest import Digest
+from cas.errors import NotFound, PermissionDenied, ReapiError, Unavailable
 from server.assets.config import AssetsConfig
+from server.assets.git import GitFailed, GitFetcher
 from server.assets.policy import FetchPolicy
 from tests.assets.conftest import AssetHarness, asset_services
 from tests.assets.git_repos import GIT, Repo
@@ -84,3 +86,19 @@ async def test_headers_reach_a_git_origin(assets: AssetHarness, origin: HttpOrig
     response = await assets.fetch.FetchDirectory(directory_request(url, q=q))
     assert response.status.code == code_pb2.OK, response.status.message
     assert origin.requests and all(r.headers.get("Authorization") == "Bearer git-token" for r in origin.requests)
+
+
+@pytest.mark.parametrize(("stderr", "expected"), [
+    ("fatal: repository '{uri}/' not found", NotFound),
+    ("fatal: unable to access '{uri}/': The requested URL returned error: 403", PermissionDenied),
+    ("fatal: unable to access '{uri}/': The requested URL returned error: 401", PermissionDenied),
+    ("fatal: unable to access '{uri}/': The requested URL returned error: 404", NotFound),
+    ("fatal: unable to access '{uri}/': Failed to connect to 127.0.0.1 port 44017", Unavailable),
+])
+def test_a_port_that_looks_like_an_http_status_is_not_one(stderr: str, expected: type[ReapiError]) -> None:
+    """Port 44017 holds "401", port 40443 holds "404": only git's "returned error: N" is a status."""
+    for uri in ("http://127.0.0.1:44017/git/absent.git", "http://127.0.0.1:40443/git/absent.git"):
+        fetcher = GitFetcher.__new__(GitFetcher)  # _error reads nothing of the fetcher
+        error = fetcher._error(uri, GitFailed(stderr.format(uri=uri)), uri)
+        assert type(error) is expected, (uri, error)
+        assert uri in error.message
