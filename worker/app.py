@@ -30,13 +30,15 @@ from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_gr
 from worker.config import WorkerConfig, load_worker_config, target_of
 from worker.daemon import BotDaemon, SessionSettings
 from worker.directories import DirectoryCache
-from worker.executors.local import ExecutionSettings, LocalExecutor, remove_tree
+from worker.disk import remove_tree
+from worker.executors.local import ExecutionSettings, LocalExecutor
 from worker.executors.logged import LoggedExecutor
 from worker.executors.metrics import ExecutionMetrics, MetricsExecutor
 from worker.executors.timestamped import TimestampedExecutor
 from worker.file_cache import FileCache
 from worker.http_endpoint import MetricsEndpoint
 from worker.input_root import InputRootBuilder
+from worker.input_trees import InputTrees
 from worker.logs import LogTail
 from worker.metrics import WorkerGauges, WorkerMetrics
 from worker.platform import PlatformProperties, detect_host, parse_property_args
@@ -117,7 +119,7 @@ async def open_worker_sandbox(config: WorkerConfig) -> Sandbox:
     try:
         sandbox = await asyncio.to_thread(
             open_sandbox, config.sandbox, config.run_as, config.network, limits, config.bwrap, config.cgroups,
-            config.work_dir, config.concurrency)
+            config.work_dir, config.concurrency, config.input_mounts)
     except SandboxUnavailable as exc:
         raise ConfigError(str(exc)) from None
     # The action user passes through (never lists) the work directory to its exec root.
@@ -136,6 +138,9 @@ async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> 
     if "network" not in properties.values:
         properties = properties.with_overrides({"network": config.network.offered()})
     files = await FileCache.open(config.cache_dir, config.cache_max_size)
+    trees = None
+    if sandbox.placement.mounts:
+        trees = await asyncio.to_thread(InputTrees.open, config.work_dir / ".trees", config.input_tree_entries)
     if not _same_filesystem(config.cache_dir, config.work_dir):
         log.warning("cache_dir and work_dir are on different filesystems: inputs will be copied, not hardlinked")
     channel = open_channel(config)
@@ -148,7 +153,7 @@ async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> 
 
     local = LocalExecutor(
         stores=RemoteStores(channel, compression=remote_compression(config)),
-        inputs=InputRootBuilder(files, DirectoryCache()),
+        inputs=InputRootBuilder(files, DirectoryCache(), trees=trees, min_mounted_entries=config.input_mount_min_entries),
         work_dir=config.work_dir,
         settings=ExecutionSettings(
             default_path=config.default_path,
@@ -181,6 +186,8 @@ async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> 
         prometheus.watch(WorkerGauges(
             slots=lambda: config.concurrency, busy_slots=lambda: metrics.running,
             cache_bytes=lambda: files.total_bytes, fetched_bytes=lambda: files.fetched_bytes,
+            subtrees_built=lambda: trees.made if trees is not None else 0,
+            subtrees_mounted=lambda: trees.mounted if trees is not None else 0,
         ))
         try:
             http = await MetricsEndpoint.start(prometheus.registry, config.http_listen)

@@ -131,6 +131,13 @@ class WorkerConfig:
     """The client certificate's private key (PEM)."""
     token_file: Path | None = None
     """A file holding the bearer token sent on every call; re-read when it changes."""
+    input_mounts: bool = True
+    """With bwrap: input subtrees the action does not write into (no output, not its working directory)
+    are made once per Directory digest and mounted read-only, instead of a link per file."""
+    input_tree_entries: Annotated[int, AtLeast(0)] = 500_000
+    """How many entries (files, symlinks, directories) those made subtrees may hold in all."""
+    input_mount_min_entries: Annotated[int, AtLeast(0)] = 256
+    """Subtrees are mounted only when they hold this many entries in all (else linked in the sandbox made ready)."""
 
     def __post_init__(self) -> None:
         _, secure = target_of(self.server)

@@ -9,6 +9,8 @@ its outputs to the cache, and, if the disk is still short, evicts cache files.
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,3 +70,19 @@ def disk_filled(space: DiskSpace, action_bytes: int) -> ResourceExhausted:
 def worker_disk_full(space: DiskSpace, exc: OSError) -> str:
     return (f"the worker's disk is full ({exc.filename or space.path}: {size_text(space.free)} free of "
             f"{size_text(space.total)})")
+
+
+def remove_tree(path: Path) -> None:
+    """rm -rf, also through directories the action made read-only (blocking)."""
+    def make_writable_and_retry(function, failed_path, _exc_info):  # type: ignore[no-untyped-def]
+        parent = os.path.dirname(failed_path)
+        try:
+            os.chmod(parent, stat.S_IRWXU)
+            if os.path.isdir(failed_path) and not os.path.islink(failed_path):
+                os.chmod(failed_path, stat.S_IRWXU)
+            function(failed_path)
+        except FileNotFoundError:
+            pass
+
+    if os.path.lexists(path):
+        shutil.rmtree(path, onerror=make_writable_and_retry)

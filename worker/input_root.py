@@ -1,41 +1,40 @@
-"""Input roots: an action's input tree, checked, then hardlinked into a fresh exec root.
+"""Input roots: an action's input tree, checked, then built as a fresh exec root.
 
-Two steps, so the dangerous part is pure and testable on its own:
+The tree is checked as a whole first (worker/input_layout.py: ``plan_layout``);
+nothing is touched until the whole plan is accepted.
 
-``plan_layout`` walks the Directory protos and decides every path the worker will
-create, refusing (INVALID_ARGUMENT) names that could leave the exec root (``/``,
-``.``, ``..``, empty), duplicate names, and symlinks whose target resolves outside
-the exec root, following the tree's own symlinks the way the kernel would (a
-symlink to ``.`` followed by ``..`` escapes even though each looks harmless).
-Nothing is touched until the whole plan is accepted.
-
-``InputRootBuilder.build`` fetches what the local FileCache lacks, then creates the
-directories, links (or copies) the files and makes the symlinks in one blocking job
-on a thread. A link shares the cache file's inode, so it is used only where the action
+``InputRootBuilder.prepare`` fetches what the local FileCache lacks, then creates the
+directories, links (or copies) the files and makes the symlinks in blocking jobs on
+threads. A link shares the cache file's inode, so it is used only where the action
 cannot write through it (``Placement``, decided by the sandbox: the action runs as
 another user than the cache's owner, and not as root); everywhere else inputs are
-copies (``copy_file_range``, which shares blocks on filesystems that can).
+copies (``copy_file_range``, which shares blocks on filesystems that can). Where the
+sandbox can mount (bwrap), subtrees the action will not write into come from the
+worker's InputTrees instead (worker/input_trees.py): made once per Directory digest,
+mounted read-only, so an unchanged subtree costs one mount, not a link per file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Collection, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from cas.digest import Digest
-from cas.errors import InvalidArgument
 from cas.lru import Lru
 from cas.store import BlobStore
-from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
-from worker.directories import DirectoryCache
 from worker.cache_files import link_or_copy
+from worker.directories import DirectoryCache
 from worker.file_cache import FileCache
+from worker.input_layout import InputLayout, check_name, plan_layout, resolve_inside
+from worker.input_trees import InputTrees, mount_points, seal
 
-MAX_SYMLINK_HOPS = 40  # as Linux's MAXSYMLINKS
+__all__ = ["InputLayout", "InputRootBuilder", "LINKS", "Mount", "Placement", "check_name", "plan_layout",
+           "resolve_inside"]
+
 _MODES = {False: 0o444, True: 0o555}
 
 
@@ -45,95 +44,18 @@ class Placement:
 
     copy: bool = False  # copies instead of links to the cache
     owner: tuple[int, int] | None = None  # (uid, gid) that must own the exec root's directories
+    mounts: bool = False  # the sandbox mounts read-only subtrees (InputTrees) into the exec root
 
 
 LINKS = Placement()
 
 
-@dataclass
-class InputLayout:
-    """Relative POSIX paths to create; directories parents first."""
+@dataclass(frozen=True)
+class Mount:
+    """A read-only subtree mounted at ``path`` (relative to the exec root) from ``source``."""
 
-    directories: list[str] = field(default_factory=list)
-    files: list[tuple[Digest, bool, str]] = field(default_factory=list)
-    symlinks: list[tuple[str, str]] = field(default_factory=list)
-
-    def cache_keys(self) -> set[tuple[Digest, bool]]:
-        return {(digest, executable) for digest, executable, _ in self.files}
-
-
-def check_name(name: str, where: str) -> None:
-    """A single path component that stays where it is put."""
-    if not name or name in (".", "..") or "/" in name or "\0" in name:
-        raise InvalidArgument(f"input tree: {where} has the unsafe name {name!r} (names must be single path components)")
-
-
-def plan_layout(root: Digest, tree: Mapping[Digest, re_pb2.Directory]) -> InputLayout:
-    """Every path of the tree under ``root``, validated; INVALID_ARGUMENT if any is unsafe."""
-    layout = InputLayout()
-    symlinks: dict[str, str] = {}
-    queue: deque[tuple[str, Digest]] = deque([("", root)])
-    while queue:
-        prefix, digest = queue.popleft()
-        directory = tree[digest]
-        where = f"directory {prefix or '(root)'!r}"
-        seen: set[str] = set()
-
-        def claim(name: str) -> str:
-            check_name(name, where)
-            if name in seen:
-                raise InvalidArgument(f"input tree: {where} lists {name!r} twice")
-            seen.add(name)
-            return f"{prefix}{name}"
-
-        for file in directory.files:
-            path = claim(file.name)
-            layout.files.append((Digest.from_proto(file.digest, root.function), file.is_executable, path))
-        for child in directory.directories:
-            path = claim(child.name)
-            layout.directories.append(path)
-            queue.append((f"{path}/", Digest.from_proto(child.digest, root.function)))
-        for link in directory.symlinks:
-            path = claim(link.name)
-            if not link.target:
-                raise InvalidArgument(f"input tree: symlink {path!r} has an empty target")
-            symlinks[path] = link.target
-            layout.symlinks.append((path, link.target))
-    for path, target in layout.symlinks:
-        if resolve_inside(path, target, symlinks) is None:
-            raise InvalidArgument(f"input tree: symlink {path!r} -> {target!r} points outside the exec root")
-    return layout
-
-
-def resolve_inside(link_path: str, target: str, symlinks: Mapping[str, str]) -> list[str] | None:
-    """The components ``target`` resolves to from ``link_path``'s directory, or None if it leaves the root.
-
-    Symlinks in the tree are expanded as the kernel would; components the tree does not
-    have are taken literally. Absolute targets and loops count as escaping.
-    """
-    if target.startswith("/"):
-        return None
-    resolved: list[str] = []
-    pending = deque(link_path.split("/")[:-1] + target.split("/"))
-    hops = 0
-    while pending:
-        part = pending.popleft()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not resolved:
-                return None
-            resolved.pop()
-            continue
-        resolved.append(part)
-        link = symlinks.get("/".join(resolved))
-        if link is not None:
-            hops += 1
-            if hops > MAX_SYMLINK_HOPS or link.startswith("/"):
-                return None
-            resolved.pop()
-            pending.extendleft(reversed(link.split("/")))
-    return resolved
+    path: str
+    source: str
 
 
 def copy_at(source_name: str, source_dir: int, name: str, dir_fd: int, executable: bool) -> None:
@@ -212,9 +134,15 @@ def materialise(exec_root: Path, layout: InputLayout, sources: Mapping[tuple[Dig
 class InputRootBuilder:
     """Builds exec roots from input root digests, through the shared caches."""
 
-    def __init__(self, files: FileCache, directories: DirectoryCache, max_cached_layouts: int = 256) -> None:
+    def __init__(self, files: FileCache, directories: DirectoryCache, max_cached_layouts: int = 256,
+                 trees: InputTrees | None = None, min_mounted_entries: int = 256) -> None:
         self.files = files
         self.directories = directories
+        self.trees = trees  # None: no mounted subtrees, whatever the placement says
+        # Mounting needs a new sandbox (bwrap takes its mounts when it starts), not the one
+        # made ready beforehand (worker/sandbox/warm.py), which saves its 3-7 ms start; a
+        # link costs ~10 us: mounting pays from a few hundred entries on.
+        self.min_mounted_entries = min_mounted_entries
         # Repeated input roots (the same action retried, tests run again) skip planning.
         self._layouts: Lru[Digest, InputLayout] = Lru()  # by entries
         self._max_layouts = max_cached_layouts
@@ -231,10 +159,89 @@ class InputRootBuilder:
         return layout
 
     async def build(self, root: Digest, exec_root: Path, source: BlobStore, placement: Placement = LINKS) -> InputLayout:
-        """Fetch and check the tree, then create it at ``exec_root`` (which must not exist yet)."""
+        """Fetch and check the tree, then create it at ``exec_root`` (which must not exist yet),
+        every file in place (no mounts)."""
         layout = await self.layout(root, source)
-        keys = layout.cache_keys()
-        async with self.files.pinned(keys, source):
-            sources = {key: self.files.path_of(*key) for key in keys}
-            await asyncio.to_thread(materialise, exec_root, layout, sources, placement)
+        async with self.prepare(root, exec_root, source, placement, keep_open=None):
+            pass
         return layout
+
+    async def mount_cut(self, root: Digest, source: BlobStore, placement: Placement,
+                        keep_open: Collection[str]) -> list[str]:
+        """The subtrees ``prepare`` will mount for this tree (none: every file goes in the exec root)."""
+        return self._cut(await self.layout(root, source), placement, keep_open)
+
+    def _cut(self, layout: InputLayout, placement: Placement, keep_open: Collection[str] | None) -> list[str]:
+        """Mount points, when mounting pays: they hold ``min_mounted_entries`` entries in all.
+        Fewer are linked in less time than a new sandbox starts instead of the one made ready."""
+        if not placement.mounts or self.trees is None or keep_open is None:
+            return []
+        cut = mount_points(layout, keep_open)
+        return cut if sum(layout.entries[path] for path in cut) >= self.min_mounted_entries else []
+
+    @asynccontextmanager
+    async def prepare(self, root: Digest, exec_root: Path, source: BlobStore, placement: Placement = LINKS,
+                      keep_open: Collection[str] | None = None) -> AsyncIterator[list[Mount]]:
+        """Create the exec root at ``exec_root``; inside the block, the subtrees to mount
+        there (only with ``placement.mounts``, InputTrees and a ``keep_open``: the
+        directories the action must be able to write in) stay made and are not evicted."""
+        layout = await self.layout(root, source)
+        cut = self._cut(layout, placement, keep_open)
+        if not cut:
+            keys = layout.cache_keys()
+            async with self.files.pinned(keys, source):
+                sources = {key: self.files.path_of(*key) for key in keys}
+                await asyncio.to_thread(materialise, exec_root, layout, sources, placement)
+            yield []
+            return
+        assert self.trees is not None
+        trees = self.trees
+        digests = {layout.digests[path] for path in cut}
+        ready, mine = await trees.claim(digests)
+        try:
+            await self._materialise_with_trees(layout, cut, mine, exec_root, source, placement)
+            trees.mounted += len(cut)
+            paths = {**ready, **mine}
+            yield [Mount(path, paths[layout.digests[path]]) for path in cut]
+        finally:
+            trees.release(digests)
+
+    async def _materialise_with_trees(self, layout: InputLayout, cut: list[str], mine: dict[Digest, str],
+                                      exec_root: Path, source: BlobStore, placement: Placement) -> None:
+        """The exec root without the cut subtrees, and the trees this action builds, from one fetch."""
+        assert self.trees is not None
+        rest = layout.without(cut)
+        subtrees = {}
+        for path in cut:  # the same subtree may appear at several paths: built once
+            digest = layout.digests[path]
+            if digest in mine and digest not in subtrees:
+                subtrees[digest] = layout.subtree(path)
+        keys = rest.cache_keys()
+        for subtree in subtrees.values():
+            keys |= subtree.cache_keys()
+        try:
+            async with self.files.pinned(keys, source):
+                sources = {key: self.files.path_of(*key) for key in keys}
+                jobs = [asyncio.to_thread(materialise, exec_root, rest, sources, placement)]
+                jobs += [asyncio.to_thread(_make_tree, mine[digest], subtree, sources)
+                         for digest, subtree in subtrees.items()]
+                results = await asyncio.gather(*jobs, return_exceptions=True)
+        except BaseException:
+            for digest, path in mine.items():
+                self.trees.failed(digest, path)
+            raise
+        for (digest, subtree), result in zip(subtrees.items(), results[1:]):
+            if isinstance(result, BaseException):
+                self.trees.failed(digest, mine[digest])
+            else:
+                self.trees.built(digest, mine[digest], len(subtree.files) + len(subtree.symlinks)
+                                 + len(subtree.directories) + 1)
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            raise failure
+
+
+def _make_tree(path: str, layout: InputLayout, sources: Mapping[tuple[Digest, bool], str]) -> None:
+    """One subtree, linked from the cache and sealed read-only (blocking)."""
+    materialise(Path(path), layout, sources, LINKS)
+    seal(path, layout)

@@ -4,7 +4,8 @@ Counted as actions finish (``observe``): ``reapi_worker_actions_total`` by statu
 (``ok``, ``exit_nonzero`` or the gRPC code of a failed execution: a bounded set) and
 ``reapi_worker_action_duration_seconds`` by stage, from the ExecutedActionMetadata
 the worker itself stamped. Read at scrape time, so they cost nothing between
-scrapes: the local cache's size and the bytes it fetched, and slot usage.
+scrapes: the local cache's size and the bytes it fetched, slot usage, and the input
+subtrees made and mounted (worker/input_trees.py).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class WorkerGauges:
     busy_slots: Callable[[], int]
     cache_bytes: Callable[[], int]
     fetched_bytes: Callable[[], int]
+    subtrees_built: Callable[[], int] = lambda: 0  # InputTrees (bwrap only)
+    subtrees_mounted: Callable[[], int] = lambda: 0
 
 
 class _ScrapeTimeCollector(Collector):
@@ -82,6 +85,12 @@ class _ScrapeTimeCollector(Collector):
                                 value=g.cache_bytes())
         yield CounterMetricFamily("reapi_worker_input_bytes_fetched",
                                   "Bytes the worker's cache fetched from the server's CAS.", value=g.fetched_bytes())
+        yield CounterMetricFamily("reapi_worker_input_subtrees_built",
+                                  "Input subtrees made once to be mounted read-only into actions.",
+                                  value=g.subtrees_built())
+        yield CounterMetricFamily("reapi_worker_input_subtrees_mounted",
+                                  "Input subtrees mounted into actions instead of linked file by file.",
+                                  value=g.subtrees_mounted())
 
 
 class WorkerMetrics:

@@ -2,8 +2,9 @@
 
 Phases, each stamped into ExecutedActionMetadata:
 1. input fetch: the Command and the input tree's directories (one GetTree) at
-   once, then the exec root, hardlinked from the local FileCache; output parents
-   created.
+   once, then the exec root, hardlinked from the local FileCache, or, with bwrap,
+   subtrees the action will not write into mounted read-only from InputTrees;
+   output parents created.
 2. execution: the runner, in the worker's sandbox (worker/sandbox/: bwrap, or the
    process fallback; deadline, limits, rusage), with live logs.
 3. output upload: outputs collected on a thread; stdout/stderr hashed; only blobs
@@ -23,12 +24,10 @@ import asyncio
 import errno
 import logging
 import os
-import shutil
-import stat
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +41,10 @@ from cas.store import BlobStore
 from cas.decorators.verify import verify_bytes
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from worker import runner
-from worker.disk import disk_filled, disk_space, tree_bytes, worker_disk_full
+from worker.disk import disk_filled, disk_space, remove_tree, tree_bytes, worker_disk_full
 from worker.executors import Task
-from worker.input_root import LINKS, InputRootBuilder, Placement
+from worker.input_root import LINKS, InputRootBuilder, Mount, Placement
+from worker.input_trees import open_paths
 from worker.logs import LogTail
 from worker.output_paths import create_output_parents, declared_outputs, working_directory
 from worker.outputs import (
@@ -123,9 +123,11 @@ class LocalExecutor:
             store = await self.stores(task.instance_name)
             stamp(meta.input_fetch_start_timestamp, self.clock())
             command, root_digest = await self._fetch_tree(task, store)
-            async with self._action(task, command) as run:
-                scratch = run.scratch
-                await self._build_exec_root(command, root_digest, scratch, store)
+            keep_open = self._written_paths(command)
+            cut = await self.inputs.mount_cut(root_digest, store, self.placement, keep_open)
+            async with self._action(task, command, bool(cut)) as run, AsyncExitStack() as inputs:
+                scratch = run.scratch  # mounted subtrees (``inputs``) stay until the outputs are collected
+                run.mount(await self._build_exec_root(command, root_digest, scratch, store, keep_open, inputs))
                 stamp(meta.input_fetch_completed_timestamp, self.clock())
                 collected, disk_full = await self._run_and_collect(task, command, run, store, response)
         except ReapiError as err:
@@ -152,6 +154,10 @@ class LocalExecutor:
         """After the disk filled up: the action's files go now, then cache files if still short."""
         await asyncio.to_thread(remove_tree, scratch)
         shortfall = disk_space(self.work_dir).shortfall()
+        if shortfall and self.inputs.trees is not None:
+            self.inputs.trees.clear()  # their links may hold blocks the cache let go of
+            await self.inputs.trees.drain()
+            shortfall = disk_space(self.work_dir).shortfall()
         if shortfall:
             freed = self.inputs.files.make_room(shortfall)
             log.warning("the worker's disk is short of space: %d bytes of cache files evicted", freed)
@@ -170,23 +176,35 @@ class LocalExecutor:
         return command, root_digest
 
     @asynccontextmanager
-    async def _action(self, task: Task, command: re_pb2.Command) -> AsyncIterator[ActionRun]:
+    async def _action(self, task: Task, command: re_pb2.Command, mounts: bool) -> AsyncIterator[ActionRun]:
         """The action's scratch directory and launcher: the sandbox's (perhaps made ready
-        beforehand), or, without one, a new directory and the plain launcher."""
+        beforehand, unless subtrees will be mounted), or, without one, a new directory
+        and the plain launcher."""
         if self.sandbox is not None:
-            async with self.sandbox.action(self.sandbox.network_for(task.action, command)) as run:
+            async with self.sandbox.action(self.sandbox.network_for(task.action, command), mounts) as run:
                 yield run
             return
         scratch = self.work_dir / uuid.uuid4().hex
         await asyncio.to_thread(make_scratch, scratch, None)
         yield ActionRun(scratch, runner.PlainLauncher(), None, self.limits, "")
 
-    async def _build_exec_root(self, command: re_pb2.Command, root_digest: Digest, scratch: Path,
-                               store: BlobStore) -> None:
+    async def _build_exec_root(self, command: re_pb2.Command, root_digest: Digest, scratch: Path, store: BlobStore,
+                               keep_open: set[str], stack: AsyncExitStack) -> list[Mount]:
+        """The exec root built in ``scratch``; the subtrees to mount into it stay made
+        until ``stack`` closes."""
         exec_root = scratch / "root"
-        await self.inputs.build(root_digest, exec_root, store, self.placement)
+        # The action writes its outputs and in its working directory: those stay real directories.
+        mounts = await stack.enter_async_context(
+            self.inputs.prepare(root_digest, exec_root, store, self.placement, keep_open))
         await asyncio.to_thread(create_output_parents, exec_root, declared_outputs(command),
                                 working_directory(command), self.placement.owner)
+        return mounts
+
+    @staticmethod
+    def _written_paths(command: re_pb2.Command) -> set[str]:
+        """The directories the action writes in (on the way to its outputs, and its working
+        directory): never mounted read-only."""
+        return open_paths([o.exec_path for o in declared_outputs(command)] + [working_directory(command)])
 
     async def _command(self, digest: Digest, store: BlobStore, inline: Mapping[Digest, bytes]) -> re_pb2.Command:
         cached = self._commands.get(digest)
@@ -331,19 +349,3 @@ def _sole_link(path: Path) -> bool:
         return os.lstat(path).st_nlink == 1
     except OSError:
         return False
-
-
-def remove_tree(path: Path) -> None:
-    """rm -rf, also through directories the action made read-only (blocking)."""
-    def make_writable_and_retry(function, failed_path, _exc_info):  # type: ignore[no-untyped-def]
-        parent = os.path.dirname(failed_path)
-        try:
-            os.chmod(parent, stat.S_IRWXU)
-            if os.path.isdir(failed_path) and not os.path.islink(failed_path):
-                os.chmod(failed_path, stat.S_IRWXU)
-            function(failed_path)
-        except FileNotFoundError:
-            pass
-
-    if os.path.lexists(path):
-        shutil.rmtree(path, onerror=make_writable_and_retry)

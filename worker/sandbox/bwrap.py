@@ -7,6 +7,8 @@ What the action sees:
   action (``SANDBOX_EXEC_ROOT``: outputs do not depend on which scratch directory it
   got), and a private ``/tmp`` that is the scratch directory's ``tmp`` on the worker's
   disk (not memory);
+- inside the exec root, input subtrees it does not write into mounted read-only
+  from the worker's InputTrees (worker/input_trees.py);
 - new PID, mount, IPC and UTS namespaces, and a new network namespace (loopback
   only) unless the action may use the network;
 - ``--die-with-parent``: the sandbox is SIGKILLed when the worker dies. When the
@@ -35,8 +37,10 @@ import os
 import resource
 import signal
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
+from worker.input_root import Mount
 from worker.runner import Launched, RunRequest, cannot_run, open_stdio
 from worker.sandbox.cgroups import CgroupSlot
 from worker.sandbox.credentials import ActionUser, ThreadCredentials
@@ -63,7 +67,7 @@ class BwrapLauncher:
 
     def __init__(self, bwrap: str, user: ActionUser, switch: UserSwitch, credentials: ThreadCredentials,
                  exec_root: Path, tmp: Path, network: bool, slot: CgroupSlot | None = None,
-                 rlimits: list[tuple[int, int]] | None = None) -> None:
+                 rlimits: list[tuple[int, int]] | None = None, mounts: Sequence[Mount] = ()) -> None:
         self.bwrap = bwrap
         self.user = user
         self.switch = switch
@@ -73,6 +77,7 @@ class BwrapLauncher:
         self.network = network
         self.slot = slot
         self.rlimits = rlimits or []
+        self.mounts = list(mounts)  # read-only subtrees over their (empty) places in the exec root
 
     def inside(self, host_path: Path) -> str:
         """Where a host path under the exec root appears in the sandbox."""
@@ -81,7 +86,9 @@ class BwrapLauncher:
 
     def host_path(self, sandbox_path: str) -> str:
         """Where a sandbox path is on the host (to check a program exists before starting)."""
-        for inside, outside in ((SANDBOX_EXEC_ROOT, str(self.exec_root)), (SANDBOX_TMP, str(self.tmp))):
+        places = [(f"{SANDBOX_EXEC_ROOT}/{m.path}", m.source) for m in self.mounts]
+        places += [(SANDBOX_EXEC_ROOT, str(self.exec_root)), (SANDBOX_TMP, str(self.tmp))]
+        for inside, outside in places:
             if sandbox_path == inside or sandbox_path.startswith(inside + "/"):
                 return outside + sandbox_path[len(inside):]
         return sandbox_path
@@ -95,7 +102,10 @@ class BwrapLauncher:
         argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
                  "--proc", "/proc", "--bind", str(self.tmp), SANDBOX_TMP,
                  "--perms", "0755", "--dir", os.path.dirname(SANDBOX_EXEC_ROOT),
-                 "--bind", str(self.exec_root), SANDBOX_EXEC_ROOT, "--chdir", self.inside(request.cwd)]
+                 "--bind", str(self.exec_root), SANDBOX_EXEC_ROOT]
+        for mount in self.mounts:  # outermost first, each over its empty directory in the exec root
+            argv += ["--ro-bind", mount.source, f"{SANDBOX_EXEC_ROOT}/{mount.path}"]
+        argv += ["--chdir", self.inside(request.cwd)]
         if fds is not None:
             argv += ["--block-fd", str(fds[0]), "--info-fd", str(fds[1])]
         argv.append("--")

@@ -100,7 +100,7 @@ def unreachable_parent(path: Path, user: ActionUser) -> Path | None:
 
 
 def open_sandbox(mode: SandboxMode, run_as: str, network: NetworkPolicy, limits: ActionLimits, bwrap: str,
-                 use_cgroups: bool, work_dir: Path, concurrency: int) -> Sandbox:
+                 use_cgroups: bool, work_dir: Path, concurrency: int, input_mounts: bool = True) -> Sandbox:
     """The sandbox this worker can have (blocking; at start, after the work directory is emptied)."""
     try:
         user = resolve_action_user(run_as)
@@ -145,4 +145,4 @@ def open_sandbox(mode: SandboxMode, run_as: str, network: NetworkPolicy, limits:
         reason = f"{switch_why}: bwrap runs as root and setpriv switches users, one more exec per action"
     perl = find_perl() if chosen is SandboxMode.BWRAP else None
     return Sandbox(chosen, reason, user, switch, credentials, cgroups, limits, network, bwrap, work_dir, concurrency,
-                   records, perl)
+                   records, perl, input_mounts)

@@ -12,13 +12,13 @@ import asyncio
 import enum
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from cas.errors import ResourceExhausted
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
-from worker.input_root import Placement
+from worker.input_root import Mount, Placement
 from worker.runner import Launcher, RunResult
 from worker.sandbox.bwrap import BwrapLauncher, UserSwitch
 from worker.sandbox.cgroups import Cgroups, CgroupSlot, SlotCounters
@@ -67,6 +67,13 @@ class ActionRun:
         self.memory_by = memory_by
         self.before: SlotCounters | None = slot.counters() if slot is not None else None
 
+    def mount(self, mounts: Sequence[Mount]) -> None:
+        """Mount these read-only subtrees into the exec root when the action starts
+        (a bwrap started for this action: ``Sandbox.action(..., mounts=True)``)."""
+        if mounts:
+            assert isinstance(self.launcher, BwrapLauncher), "only a new bwrap sandbox mounts subtrees"
+            self.launcher.mounts = list(mounts)
+
     def exceeded(self, result: RunResult) -> ResourceExhausted | None:
         after = self.slot.counters() if self.slot is not None else None
         return exceeded(self.limits, self.before, after, result.exit_code, self.memory_by)
@@ -76,7 +83,7 @@ class Sandbox:
     def __init__(self, mode: SandboxMode, reason: str, user: ActionUser, switch: UserSwitch,
                  credentials: ThreadCredentials, cgroups: Cgroups, limits: ActionLimits, network: NetworkPolicy,
                  bwrap: str, work_dir: Path, concurrency: int, records: GroupRecords | None = None,
-                 perl: str | None = None) -> None:
+                 perl: str | None = None, input_mounts: bool = True) -> None:
         self.mode = mode
         self.work_dir = work_dir
         self.reason = reason
@@ -98,8 +105,11 @@ class Sandbox:
         # Links to the cache only where the action cannot write through them: it runs as
         # another user than the cache's owner, and not as root. Copies otherwise.
         separate = user.uid != os.geteuid()
+        # A read-only mount holds whatever user the action runs as, except root (which
+        # could remount it): subtrees it does not write into are mounted, not linked.
+        mounts = input_mounts and mode is SandboxMode.BWRAP and user.uid != 0
         self.placement = Placement(copy=not separate or user.uid == 0,
-                                   owner=(user.uid, user.gid) if separate else None)
+                                   owner=(user.uid, user.gid) if separate else None, mounts=mounts)
 
     @property
     def memory_by(self) -> str:
@@ -140,11 +150,13 @@ class Sandbox:
         self._warm.prepare(index, make)
 
     @asynccontextmanager
-    async def action(self, network: bool) -> AsyncIterator[ActionRun]:
-        """A scratch directory and a launcher for one action, for the block's length."""
+    async def action(self, network: bool, mounts: bool = False) -> AsyncIterator[ActionRun]:
+        """A scratch directory and a launcher for one action, for the block's length;
+        ``mounts``: read-only subtrees will be mounted into it (``ActionRun.mount``),
+        which a sandbox made ready beforehand cannot take: a new one is started."""
         index = await self._slots.get()
         try:
-            ready = await self._warm.take(index) if self._warm is not None and not network else None
+            ready = await self._warm.take(index) if self._warm is not None and not network and not mounts else None
             launcher: Launcher
             if ready is not None:
                 scratch, launcher = ready.scratch, ready
@@ -171,6 +183,8 @@ class Sandbox:
         else:
             what = f"process fallback ({self.reason})"
         inputs = "copies" if self.placement.copy else "links to read-only files the action user does not own"
+        if self.placement.mounts:
+            inputs += "; subtrees it does not write into mounted read-only, made once each"
         return (f"{what}; actions run as {self.user.describe()}; inputs: {inputs}; "
                 f"{self.cgroups.describe()}; limits: {self.describe_limits()}")
 
