@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
+from itertools import islice
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -55,6 +56,10 @@ class Lru(Generic[K, V]):
     def items(self) -> Iterator[tuple[K, V]]:
         """Entries, oldest first."""
         return iter(self._items.items())
+
+    def newest(self, count: int) -> Iterator[K]:
+        """Up to ``count`` keys, most recently used first."""
+        return islice(reversed(self._items), count)
 
     def get(self, key: K) -> V | None:
         """The value, now the most recently used; None if absent."""

@@ -55,6 +55,7 @@ from server.scheduler.state.interface import StateFactory
 from server.scheduler.validation import ActionPreparer
 from server.full_disks import warn_of_full_disks
 from server.startup_summary import startup_summary
+from server.services.bot_summaries import MAX_SUMMARY_BYTES
 from server.services.bots import BotsService
 from server.services.execution import ExecutionService, PriorityRange
 from server.services.logstream import LogStreamByteStream, LogStreamService
@@ -72,6 +73,8 @@ log = logging.getLogger("reapi.server")
 # gRPC message limits: batch requests may carry max_batch_total_size_bytes of data
 # plus framing; anything beyond that is refused by gRPC itself.
 MESSAGE_OVERHEAD = 1 << 20
+# Request metadata a call may carry: a bot's cache summary (base64 on the wire) and the rest.
+METADATA_LIMIT = 64 << 10
 
 
 @dataclass
@@ -115,14 +118,15 @@ def add_execution_services(parts: ExecutionParts, instances: InstanceRegistry, s
                            metrics: ServerMetrics | None = None) -> None:
     """Execution, Operations, Bots and LogStream on the same port as everything else."""
     matcher = parts.config.matcher()
-    preparer = ActionPreparer(matcher, parts.config.max_action_timeout, parts.inputs)
+    preparer = ActionPreparer(matcher, parts.config.max_action_timeout, parts.inputs, sketches=parts.config.locality)
     priorities = PriorityRange(parts.config.min_priority, parts.config.max_priority)
     re_grpc.add_ExecutionServicer_to_server(
         ExecutionService(instances, parts.scheduler, preparer, parts.results, priorities, metrics, parts.history),
         server
     )
     lro_grpc.add_OperationsServicer_to_server(OperationsService(parts.scheduler), server)
-    bots = BotsService(instances, parts.scheduler, matcher, parts.inputs, parts.config.inline_blob_limit)
+    bots = BotsService(instances, parts.scheduler, matcher, parts.inputs, parts.config.inline_blob_limit,
+                       MAX_SUMMARY_BYTES if parts.config.locality else 0)
     bots_grpc.add_BotsServicer_to_server(bots, server)
     logstream_grpc.add_LogStreamServiceServicer_to_server(LogStreamService(parts.logstreams), server)
 
@@ -139,6 +143,9 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
+        # Bots' cache summaries arrive in request metadata (docs/BOTS_PROTOCOL.md section 8).
+        ("grpc.max_metadata_size", METADATA_LIMIT),
+        ("grpc.absolute_max_metadata_size", METADATA_LIMIT),
         # Clients such as Bazel keep connections open for a whole build.
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),

@@ -27,6 +27,7 @@ from cas.config import ConfigError, expand_path
 from cas.security.channels import open_channel as open_grpc_channel
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc
+from worker.cache_summary import CacheSummary
 from worker.config import WorkerConfig, load_worker_config, target_of
 from worker.daemon import BotDaemon, SessionSettings
 from worker.directories import DirectoryCache
@@ -179,7 +180,9 @@ async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> 
             drain_timeout=config.drain_timeout,
             inline_blob_limit=config.inline_blob_limit,
             busy_call_delay=config.busy_call_delay,
+            cache_summary_size=config.cache_summary_size,
         ),
+        summary=CacheSummary(files, config.cache_summary_size) if config.cache_summary_size else None,
     )
     http = None
     if prometheus is not None:

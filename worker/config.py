@@ -102,6 +102,9 @@ class WorkerConfig:
     """Blobs smaller than this always move as they are."""
     busy_call_delay: Duration = 0.5
     """With every slot busy: how long before a call is held open only to hear of cancellations."""
+    cache_summary_size: Size = 8 << 10
+    """Bytes of cache summary (a Bloom filter of the newest cache files) offered to the server for
+    locality dispatch (docs/BOTS_PROTOCOL.md section 8); 0 = none."""
     http_listen: str = ""
     """The HTTP address of the worker's ``/metrics``; ``""`` serves none (``--http-listen``)."""
     sandbox: SandboxMode = SandboxMode.AUTO

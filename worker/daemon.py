@@ -36,8 +36,12 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import worker_pb2
+from worker.cache_summary import CacheSummary, load_text
 from worker.executors import Executor
-from worker.leases import INLINE_BLOBS_KEY, HeldLease, inline_limit_of, lease_context, task_for
+from worker.leases import (
+    INLINE_BLOBS_KEY, LOAD_KEY, SUMMARY_BIN_KEY, SUMMARY_KEY, HeldLease, inline_limit_of, lease_context,
+    summary_limit_of, task_for,
+)
 from worker.platform import PlatformProperties
 
 log = logging.getLogger("reapi.worker")
@@ -62,6 +66,7 @@ class SessionSettings:
     # With every slot busy, how long to wait before holding a call open just for
     # cancellations: an action that finishes sooner is reported without one.
     busy_call_delay: float = 0.5
+    cache_summary_size: int = 0  # bytes of cache summary to offer (docs/BOTS_PROTOCOL.md section 8)
 
 
 class Backoff:
@@ -80,7 +85,8 @@ class Backoff:
         self.attempt = 0
 
 
-def worker_proto(properties: PlatformProperties, capacity: int, inline_blob_limit: int = 0) -> worker_pb2.Worker:
+def worker_proto(properties: PlatformProperties, capacity: int, inline_blob_limit: int = 0,
+                 cache_summary_size: int = 0) -> worker_pb2.Worker:
     worker = worker_pb2.Worker()
     for key, value in properties.pairs():
         worker.properties.add(key=key, value=value)
@@ -88,6 +94,8 @@ def worker_proto(properties: PlatformProperties, capacity: int, inline_blob_limi
     worker.configs.add(key="reapi-hold-when-busy", value="true")
     if inline_blob_limit > 0:
         worker.configs.add(key=INLINE_BLOBS_KEY, value=str(inline_blob_limit))
+    if cache_summary_size > 0:
+        worker.configs.add(key=SUMMARY_KEY, value=str(cache_summary_size))
     return worker
 
 
@@ -95,11 +103,16 @@ class BotDaemon:
     """One Bots session against one server; ``run`` until ``stop`` is set."""
 
     def __init__(self, bots: bots_pb2_grpc.BotsStub, executor: Executor, properties: PlatformProperties,
-                 settings: SessionSettings, backoff: Backoff | None = None) -> None:
+                 settings: SessionSettings, backoff: Backoff | None = None,
+                 summary: CacheSummary | None = None) -> None:
         self.bots = bots
         self.executor = executor
         self.settings = settings
-        self.worker = worker_proto(properties, settings.capacity, settings.inline_blob_limit)
+        self.summary = summary if settings.cache_summary_size > 0 else None
+        self.worker = worker_proto(properties, settings.capacity, settings.inline_blob_limit,
+                                   settings.cache_summary_size if self.summary is not None else 0)
+        self.summary_limit = 0  # the cache summary bytes the server agreed to take (0: send none)
+        self._summary_sent = -1  # the summary version the server last answered a call with
         self.backoff = backoff or Backoff(settings.backoff_initial, settings.backoff_max)
         self.session_name = ""
         self.inline_limit = 0  # what the server agreed to (0 until it says so)
@@ -179,11 +192,14 @@ class BotDaemon:
 
     async def _create_session(self) -> None:
         session = bots_pb2.BotSession(bot_id=self.settings.bot_id, status=self._status(), worker=self.worker)
+        self._summary_sent = -1  # a new session knows nothing of us
+        metadata, version = self._call_metadata()
         call = self.bots.CreateBotSession(
             bots_pb2.CreateBotSessionRequest(parent=self.settings.instance_name, bot_session=session),
-            timeout=self.settings.call_timeout,
+            timeout=self.settings.call_timeout, metadata=metadata,
         )
         answer = await call
+        self._summary_sent = version
         self.session_name = answer.name
         log.info("bot session %s created (bot id %s)", answer.name, self.settings.bot_id)
         self.connected.set()
@@ -211,9 +227,10 @@ class BotDaemon:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("UpdateBotSession (%s): %s", "quick" if quick else "held",
                       ", ".join(f"{h.lease_id}={'COMPLETED' if h.completed else 'ACTIVE'}" for h in self.leases.values()) or "no leases")
+        metadata, version = self._call_metadata()
         call = self.bots.UpdateBotSession(
             bots_pb2.UpdateBotSessionRequest(name=self.session_name, bot_session=session),
-            timeout=QUICK_CALL_TIMEOUT if quick else self.settings.call_timeout,
+            timeout=QUICK_CALL_TIMEOUT if quick else self.settings.call_timeout, metadata=metadata,
         )
         if quick:
             answer, trailing = await self._answer(call)
@@ -234,6 +251,7 @@ class BotDaemon:
                     pass
                 return
             answer, trailing = answer_task.result()
+        self._summary_sent = version
         self.connected.set()
         self._apply(answer, trailing)
 
@@ -247,6 +265,20 @@ class BotDaemon:
             for waiter in waiters:
                 waiter.cancel()
         return bool(done)
+
+    def _call_metadata(self) -> tuple[tuple[tuple[str, str | bytes], ...], int]:
+        """What goes with a call (docs/BOTS_PROTOCOL.md section 8), once the server agreed:
+        the load every time, the cache summary when it changed since the last answered
+        call; and the summary version that answer will confirm."""
+        if self.summary is None or self.summary_limit <= 0:
+            return (), self._summary_sent
+        entries: list[tuple[str, str | bytes]] = [(LOAD_KEY, load_text())]
+        version = self.summary.version
+        if version != self._summary_sent:
+            wire = self.summary.wire()
+            if len(wire) <= self.summary_limit:
+                entries.append((SUMMARY_BIN_KEY, wire))
+        return tuple(entries), version
 
     @staticmethod
     async def _answer(call: grpc.aio.UnaryUnaryCall) -> tuple[bots_pb2.BotSession, object]:
@@ -289,6 +321,7 @@ class BotDaemon:
     def _apply(self, answer: bots_pb2.BotSession, trailing: object) -> None:
         """Start new leases, stop cancelled or vanished ones, forget acknowledged completions."""
         self.inline_limit = inline_limit_of(trailing)  # type: ignore[arg-type]
+        self.summary_limit = summary_limit_of(trailing)  # type: ignore[arg-type]
         listed = lease_context(answer, trailing, self.settings.instance_name)  # type: ignore[arg-type]
         present = {lease.id for lease, *_ in listed}
         if log.isEnabledFor(logging.DEBUG):

@@ -29,7 +29,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -65,6 +65,9 @@ class FileCache:
         self._inflight: dict[Digest, asyncio.Future[None]] = {}
         self._doubted = set(doubted)  # files to hash before their next use
         self._verifying: dict[CacheKey, asyncio.Future[None]] = {}
+        # Told of every file that enters (True) or leaves (False): the cache summary the
+        # worker sends for locality dispatch (worker/cache_summary.py).
+        self.watcher: Callable[[Digest, bool], None] | None = None
         self.fetched_blobs = 0  # counters for tests and metrics
         self.fetched_bytes = 0
         self.verified_blobs = 0
@@ -94,6 +97,10 @@ class FileCache:
     @property
     def total_bytes(self) -> int:
         return self._lru.total
+
+    def newest(self, count: int) -> Iterator[CacheKey]:
+        """Up to ``count`` cache keys, most recently used first."""
+        return self._lru.newest(count)
 
     def path_of(self, digest: Digest, executable: bool) -> str:
         """The cache file of a blob (a string: this runs once per input file of every action)."""
@@ -334,6 +341,8 @@ class FileCache:
         if self._lru.get(key) is not None:  # already there: a use
             return
         self._lru.put(key, size)
+        if self.watcher is not None:
+            self.watcher(key[0], True)
         if fetched:
             self.fetched_blobs += 1
             self.fetched_bytes += size
@@ -344,6 +353,8 @@ class FileCache:
         freed = 0
         for key, size in self._lru.evict(self.max_bytes if target is None else target, self._may_evict):
             freed += size
+            if self.watcher is not None:
+                self.watcher(key[0], False)
             try:
                 os.unlink(self.path_of(*key))
             except FileNotFoundError:

@@ -26,6 +26,11 @@ from worker.executors import Task
 OPERATION_METADATA_KEY = "executeoperationmetadata-bin"
 INSTANCE_NAME_KEY = "reapi-instance-name-bin"
 INLINE_BLOBS_KEY = "reapi-inline-blobs"  # the worker's ask (a config) and the server's answer (metadata)
+# docs/BOTS_PROTOCOL.md section 8: the offer (a config) and the agreed size (answer metadata),
+# then the summary and the load the worker attaches to its calls.
+SUMMARY_KEY = "reapi-cache-summary"
+SUMMARY_BIN_KEY = "reapi-cache-summary-bin"
+LOAD_KEY = "reapi-bot-load"
 LEASE_BLOBS_KEY = "reapi-lease-blobs-bin"
 
 
@@ -74,6 +79,16 @@ def _function_of(action: re_pb2.Action, meta: re_pb2.ExecuteOperationMetadata | 
 def inline_limit_of(trailing: Sequence[tuple[str, str | bytes]] | None) -> int:
     """The inline blob bytes the server agreed to in this answer (0: none)."""
     for value in metadata_values(trailing, INLINE_BLOBS_KEY):
+        try:
+            return max(0, int(value))
+        except ValueError:
+            return 0
+    return 0
+
+
+def summary_limit_of(trailing: Sequence[tuple[str, str | bytes]] | None) -> int:
+    """The cache summary bytes the server agreed to take in this answer (0: none)."""
+    for value in metadata_values(trailing, SUMMARY_KEY):
         try:
             return max(0, int(value))
         except ValueError:

@@ -2,6 +2,7 @@
 
     [execution]
     enabled = true
+    dispatch = "locality"            # or "fifo"
     max_action_timeout = "2h"
     max_retries = 3
     worker_grace = 60
@@ -18,10 +19,17 @@ from typing import Annotated, Any
 
 from cas.config import Above, AtLeast, Duration, Noun, Size, read_table
 from server.scheduler.interface import SchedulerSettings
+from server.scheduler.locality import FIFO, LOCALITY
 from server.scheduler.platform import MatchPolicy, PlatformMatcher
 from server.scheduler.state.interface import StateFactory
 
 _SCHEDULER = SchedulerSettings()  # the scheduler's own defaults
+
+
+class DispatchMode(enum.Enum):
+    LOCALITY = "locality"  # the bot holding most of the action's inputs, then the least loaded
+    FIFO = "fifo"  # the bot waiting longest; the oldest queued action
+
 Policy = Annotated[MatchPolicy, Noun("matching policy")]
 
 
@@ -38,6 +46,8 @@ class ExecutionConfig:
 
     enabled: bool = True
     """Serve Execution, Operations, Bots and LogStream."""
+    dispatch: DispatchMode = DispatchMode.LOCALITY
+    """Which bot gets which action: "locality" (where its inputs are, then the least loaded) or "fifo"."""
     max_action_timeout: Duration = 7200.0
     """Actions asking for a longer timeout are refused."""
     min_priority: int = -1000
@@ -111,7 +121,12 @@ class ExecutionConfig:
             progress_interval=self.progress_interval,
             max_action_timeout=self.max_action_timeout,
             timeout_grace=self.timeout_grace,
+            dispatch=LOCALITY if self.dispatch is DispatchMode.LOCALITY else FIFO,
         )
+
+    @property
+    def locality(self) -> bool:
+        return self.dispatch is DispatchMode.LOCALITY
 
     @property
     def policies(self) -> Mapping[str, MatchPolicy]:

@@ -35,6 +35,9 @@ class CheckedDirectory:
     data: bytes
     files: tuple[Digest, ...]
     children: tuple[tuple[str, Digest], ...]  # (name, digest) of each subdirectory
+    # For input sketches (locality.py): its largest files and the bytes of all of them.
+    largest: tuple[Digest, ...] = ()
+    file_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,8 @@ from typing import Protocol
 from cas.digest import Digest
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.scheduler.operation import OperationState, PreparedAction, Stage
-from server.scheduler.sessions import BotRegistration, LeaseReport, SessionAnswer
+from server.scheduler.locality import FIFO, Dispatch
+from server.scheduler.sessions import BotRegistration, BotSummary, LeaseReport, SessionAnswer
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class SchedulerSettings:
     # without one) plus timeout_grace is ended by the server: its worker may be hung.
     max_action_timeout: float = 7200.0
     timeout_grace: float = 60.0
+    dispatch: Dispatch = FIFO  # which bot gets which action (locality.py); a state applies it
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,8 @@ class Scheduler(ABC):
     # -- worker side ---------------------------------------------------------
 
     @abstractmethod
-    async def create_session(self, registration: BotRegistration) -> SessionAnswer: ...
+    async def create_session(self, registration: BotRegistration, summary: BotSummary | None = None) -> SessionAnswer:
+        """``summary``: what the bot holds and how busy it is, if it said (locality dispatch)."""
 
     @abstractmethod
     async def update_session(
@@ -134,9 +137,10 @@ class Scheduler(ABC):
         reports: Sequence[LeaseReport],
         partial_metadata: Mapping[str, re_pb2.ExecutedActionMetadata],
         deadline_remaining: float | None,
+        summary: BotSummary | None = None,
     ) -> SessionAnswer:
-        """Apply the bot's reports, then answer with its leases, holding the call
-        while there is nothing new (docs/BOTS_PROTOCOL.md section 2)."""
+        """Apply the bot's reports (and its summary, if it sent one), then answer with its
+        leases, holding the call while there is nothing new (docs/BOTS_PROTOCOL.md section 2)."""
 
     @abstractmethod
     async def end_session(self, name: str, bot_id: str, reason: str) -> None:

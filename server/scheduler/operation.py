@@ -40,6 +40,7 @@ class PreparedAction:
     requirements: RequirementSet
     do_not_cache: bool = False
     timeout: float | None = None  # the Action's timeout in seconds (None: it sets none)
+    sketch: bytes = b""  # its input sketch, for locality dispatch (locality.py); b"" = none
 
 
 @dataclass(frozen=True, slots=True)

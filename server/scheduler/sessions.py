@@ -35,6 +35,17 @@ class BotRegistration:
 
 
 @dataclass(frozen=True)
+class BotSummary:
+    """What a bot says it holds and how busy it is (docs/BOTS_PROTOCOL.md section 8), for
+    locality dispatch (locality.py). Each field replaces the bot's last word on it; None
+    leaves that as it was (a bot sends its cache summary only when it changed)."""
+
+    cache: bytes | None = None  # a DigestFilter's wire form (cas/digest_filter.py), checked
+    cpu: float | None = None  # recent CPU pressure, 0 (idle) to 1 (saturated)
+    memory: float | None = None  # recent memory pressure, 0 to 1
+
+
+@dataclass(frozen=True)
 class LeaseReport:
     """One lease as the bot lists it in UpdateBotSession."""
 

@@ -23,6 +23,7 @@ from cas.errors import InvalidArgument, MissingBlobs, ReapiError
 from cas.store import BlobStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.scheduler.input_cache import CheckedCommand, CheckedDirectory, InputCache
+from server.scheduler.locality import largest_files, sketch_of
 from server.scheduler.operation import PreparedAction
 from server.scheduler.platform import PlatformMatcher
 
@@ -80,10 +81,13 @@ def _node_digests(nodes, function: int, where: str, kind: str) -> list[Digest]: 
 class ActionPreparer:
     """Turns an action digest into a PreparedAction, or raises the precise error."""
 
-    def __init__(self, matcher: PlatformMatcher, max_timeout: float, cache: InputCache | None = None) -> None:
+    def __init__(self, matcher: PlatformMatcher, max_timeout: float, cache: InputCache | None = None,
+                 sketches: bool = False) -> None:
+        """``sketches``: give each PreparedAction its input sketch (locality dispatch)."""
         self.matcher = matcher
         self.max_timeout = max_timeout
         self.cache = cache if cache is not None else InputCache(0)
+        self.sketches = sketches
 
     async def prepare(self, cas: BlobStore, instance_name: str, action_digest: Digest) -> PreparedAction:
         function = action_digest.function
@@ -108,7 +112,8 @@ class ActionPreparer:
             if not root_digest.is_empty and self.cache.directory(root_digest) is None:
                 wanted.append(root_digest)
             prefetched = await cas.get_many(wanted)
-        missing, to_check = await self._walk(cas, root_digest, prefetched)
+        visited: list[CheckedDirectory] = []
+        missing, to_check = await self._walk(cas, root_digest, prefetched, visited)
         if command is None and command_digest not in prefetched:
             missing.add(command_digest)
         if command is not None:
@@ -126,8 +131,12 @@ class ActionPreparer:
             properties = list(command.platform)
         requirements = self.matcher.requirements(properties)
         timeout = action.timeout.seconds + action.timeout.nanos / 1e9 if action.HasField("timeout") else 0.0
+        sketch = b""
+        if self.sketches:
+            sketch = sketch_of((d for checked in visited for d in checked.largest),
+                               sum(checked.file_bytes for checked in visited))
         return PreparedAction(instance_name, action_digest, action_bytes, requirements, action.do_not_cache,
-                              timeout or None)
+                              timeout or None, sketch)
 
     def _check_command(self, digest: Digest, data: bytes) -> CheckedCommand:
         parsed = re_pb2.Command()
@@ -148,10 +157,11 @@ class ActionPreparer:
             )
 
     async def _walk(
-        self, cas: BlobStore, root: Digest, prefetched: dict[Digest, bytes]
+        self, cas: BlobStore, root: Digest, prefetched: dict[Digest, bytes], visited: list[CheckedDirectory]
     ) -> tuple[set[Digest], set[Digest]]:
-        """Check every Directory under ``root``; return (missing directories, digests
-        whose existence is still to be checked: the files, and the cached directories)."""
+        """Check every Directory under ``root`` (each distinct one is added to ``visited``);
+        return (missing directories, digests whose existence is still to be checked: the
+        files, and the cached directories)."""
         function = root.function
         missing: set[Digest] = set()
         to_check: set[Digest] = set()
@@ -167,6 +177,7 @@ class ActionPreparer:
                     continue
                 to_check.add(digest)
                 to_check.update(checked.files)
+                visited.append(checked)
                 self._visit(checked, paths[digest], paths, next_level)
             for start in range(0, len(to_read), BATCH):
                 batch = to_read[start : start + BATCH]
@@ -179,6 +190,7 @@ class ActionPreparer:
                         continue
                     checked = self._check_directory(digest, data, paths[digest], function)
                     to_check.update(checked.files)
+                    visited.append(checked)
                     self._visit(checked, paths[digest], paths, next_level)
             level = next_level
         to_check.discard(Digest.empty(function))
@@ -199,7 +211,8 @@ class ActionPreparer:
         check_directory(directory, where)
         files = tuple(_node_digests(directory.files, function, where, "file"))
         children = _node_digests(directory.directories, function, where, "directory")
-        checked = CheckedDirectory(data, files, tuple(zip((n.name for n in directory.directories), children)))
+        checked = CheckedDirectory(data, files, tuple(zip((n.name for n in directory.directories), children)),
+                                   largest_files(files), sum(d.size_bytes for d in files))
         if not digest.is_empty:
             self.cache.add(digest, checked)
         return checked

@@ -5,7 +5,8 @@ answer carries, per lease and in lease order, an ``executeoperationmetadata-bin`
 (BuildGrid's convention, with the log stream write names and the digest function)
 and a ``reapi-instance-name-bin`` entry in its trailing metadata; for a bot that
 asked for inline blobs, also ``reapi-inline-blobs`` (the agreed limit, once) and a
-``reapi-lease-blobs-bin`` entry per lease (lease_inputs.py).
+``reapi-lease-blobs-bin`` entry per lease (lease_inputs.py); for a bot that offered
+cache summaries, ``reapi-cache-summary`` (bot_summaries.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from server.scheduler.input_cache import InputCache
 from server.scheduler.interface import Scheduler
 from server.scheduler.platform import PlatformMatcher
 from server.scheduler.results import timestamp
-from server.scheduler.sessions import BotRegistration, LeaseReport, LeaseView, SessionAnswer
+from server.scheduler.sessions import BotRegistration, BotSummary, LeaseReport, LeaseView, SessionAnswer
+from server.services.bot_summaries import SUMMARY_CONFIG, agreed_limit, summary_of
 from server.services.lease_inputs import lease_inputs
 
 log = logging.getLogger("reapi.server.bots")
@@ -165,14 +167,17 @@ class BotsService(bots_grpc.BotsServicer):
         matcher: PlatformMatcher,
         inputs: InputCache | None = None,
         inline_limit: int = 0,
+        summary_limit: int = 0,
     ) -> None:
         """``inputs`` and ``inline_limit`` (bytes; 0 = off) let leases carry their
-        Command and Directories to bots that ask (docs/BOTS_PROTOCOL.md section 7)."""
+        Command and Directories to bots that ask (docs/BOTS_PROTOCOL.md section 7);
+        ``summary_limit`` (bytes; 0 = off) takes the cache summaries bots offer (section 8)."""
         self.instances = instances
         self.scheduler = scheduler
         self.matcher = matcher
         self.inputs = inputs
         self.inline_limit = inline_limit if inputs is not None else 0
+        self.summary_limit = summary_limit
 
     def _reply(
         self, request_session: bots_pb2.BotSession, answer: SessionAnswer, context: grpc.aio.ServicerContext
@@ -187,8 +192,15 @@ class BotsService(bots_grpc.BotsServicer):
             version=request_session.version,
         )
         known = {lease.id for lease in request_session.leases}
-        context.set_trailing_metadata(trailing_metadata(answer, self.inputs, known))
+        entries = trailing_metadata(answer, self.inputs, known)
+        if any(config.key == SUMMARY_CONFIG for config in request_session.worker.configs):
+            entries += ((SUMMARY_CONFIG, str(agreed_limit(request_session, self.summary_limit))),)
+        context.set_trailing_metadata(entries)
         return reply
+
+    def _summary(self, session: bots_pb2.BotSession, context: grpc.aio.ServicerContext) -> BotSummary | None:
+        limit = agreed_limit(session, self.summary_limit)
+        return summary_of(session.bot_id, context.invocation_metadata() or (), limit) if limit else None
 
     @boundary.unary
     async def CreateBotSession(
@@ -198,7 +210,7 @@ class BotsService(bots_grpc.BotsServicer):
         # The session is its opener's: no other identity may update or replace it (server/auth).
         registration = registration_of(request.parent, request.bot_session, self.matcher, self.inline_limit,
                                        owner=caller_principal())
-        answer = await self.scheduler.create_session(registration)
+        answer = await self.scheduler.create_session(registration, self._summary(request.bot_session, context))
         log.info("worker %s joined from %s: %d slots, %s (session %s)", registration.bot_id, context.peer(),
                  registration.capacity, registration.offer.describe(), answer.name)
         return self._reply(request.bot_session, answer, context)
@@ -223,5 +235,6 @@ class BotsService(bots_grpc.BotsServicer):
             reports_of(session),
             partial_metadata_of(context),
             context.time_remaining(),
+            self._summary(session, context),
         )
         return self._reply(session, answer, context)

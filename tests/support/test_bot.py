@@ -61,8 +61,12 @@ class TestBot:
     hold_when_busy: bool = False
     status: int = bots_pb2.BotStatus.OK
     inline_limit: int = 0  # ask for inline blobs (docs/BOTS_PROTOCOL.md section 7)
+    summary_size: int = 0  # offer cache summaries of this many bytes (section 8)
+    cache: bytes | None = None  # the cache summary every call carries (a DigestFilter's wire form)
+    load: str = ""  # the reapi-bot-load every call carries
     name: str = ""
     inline_agreed: int = 0  # what the last answer's reapi-inline-blobs said
+    summary_agreed: int | None = None  # what the last answer's reapi-cache-summary said
     last_trailing: list[tuple[str, str | bytes]] = field(default_factory=list)
     leases: dict[str, ReceivedLease] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)  # every lease id ever received, in order
@@ -82,6 +86,8 @@ class TestBot:
             worker.configs.add(key="reapi-hold-when-busy", value="true")
         if self.inline_limit:
             worker.configs.add(key="reapi-inline-blobs", value=str(self.inline_limit))
+        if self.summary_size:
+            worker.configs.add(key="reapi-cache-summary", value=str(self.summary_size))
         session = bots_pb2.BotSession(name=self.name, bot_id=self.bot_id, status=self.status, worker=worker)  # type: ignore[arg-type]
         for lease in self.leases.values():
             if lease.completed is not None:
@@ -90,9 +96,18 @@ class TestBot:
                 session.leases.add(id=lease.id, state=ACTIVE)
         return session
 
+    def _summary_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        entries: list[tuple[str, str | bytes]] = []
+        if self.cache is not None:
+            entries.append(("reapi-cache-summary-bin", self.cache))
+        if self.load:
+            entries.append(("reapi-bot-load", self.load))
+        return tuple(entries)
+
     async def create(self) -> list[ReceivedLease]:
         call = self.stub.CreateBotSession(
-            bots_pb2.CreateBotSessionRequest(parent=self.instance_name, bot_session=self._session())
+            bots_pb2.CreateBotSessionRequest(parent=self.instance_name, bot_session=self._session()),
+            metadata=self._summary_metadata() or None,
         )
         answer = await call
         self.name = answer.name
@@ -103,7 +118,7 @@ class TestBot:
         call = self.stub.UpdateBotSession(
             bots_pb2.UpdateBotSessionRequest(name=self.name, bot_session=self._session()),
             timeout=timeout,
-            metadata=metadata or None,
+            metadata=(tuple(metadata) + self._summary_metadata()) or None,
         )
         answer = await call
         return self._absorb(answer, await call.trailing_metadata())
@@ -116,6 +131,8 @@ class TestBot:
         assert len(metadata) == len(answer.leases) == len(instances), "one metadata entry per lease, in order"
         agreed = [v for k, v in items if k == "reapi-inline-blobs"]
         self.inline_agreed = int(agreed[0]) if agreed else 0
+        summary = [v for k, v in items if k == "reapi-cache-summary"]
+        self.summary_agreed = int(summary[0]) if summary else None
         lease_blobs = [v for k, v in items if k == "reapi-lease-blobs-bin"]
         assert len(lease_blobs) == (len(answer.leases) if self.inline_agreed else 0), "one blobs entry per lease"
         listed = set()

@@ -30,7 +30,7 @@ from server.scheduler.operation import OperationState, PreparedAction
 from server.scheduler.platform import PlatformMatcher
 from server.scheduler.policy.completion import Completion
 from server.scheduler.results import status_response
-from server.scheduler.sessions import BotRegistration, LeaseReport, SessionAnswer
+from server.scheduler.sessions import BotRegistration, BotSummary, LeaseReport, SessionAnswer
 from server.scheduler.state.interface import OperationWatch, SchedulerState
 from server.scheduler.state.views import OtherBot, SessionView, Unserved
 
@@ -158,7 +158,7 @@ class SchedulingPolicy(Scheduler):
     # worker side
     # ======================================================================
 
-    async def create_session(self, registration: BotRegistration) -> SessionAnswer:
+    async def create_session(self, registration: BotRegistration, summary: BotSummary | None = None) -> SessionAnswer:
         bot_id = registration.bot_id
         if registration.capacity < 1:
             raise InvalidArgument(f"bot {bot_id}: capacity must be at least 1, not {registration.capacity}")
@@ -168,7 +168,7 @@ class SchedulingPolicy(Scheduler):
             await self._close_session(old, bot_id, f"bot {bot_id} started a new session", now)
         prefix = f"{registration.instance_name}/" if registration.instance_name else ""
         name = f"{prefix}{self.new_id()}"
-        await self.state.open_session(name, registration, now + self.settings.bot_session_timeout)
+        await self.state.open_session(name, registration, now + self.settings.bot_session_timeout, summary)
         await self.state.claim(name, self.clock.now())
         return await self._answer(name)
 
@@ -180,8 +180,9 @@ class SchedulingPolicy(Scheduler):
         reports: Sequence[LeaseReport],
         partial_metadata: Mapping[str, re_pb2.ExecutedActionMetadata],
         deadline_remaining: float | None,
+        summary: BotSummary | None = None,
     ) -> SessionAnswer:
-        outcome = await self.state.report(name, bot_id, healthy, reports, partial_metadata)
+        outcome = await self.state.report(name, bot_id, healthy, reports, partial_metadata, summary)
         if outcome is None:
             raise self._unknown_session(name)
         if isinstance(outcome, OtherBot):

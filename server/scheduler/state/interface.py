@@ -11,7 +11,11 @@ what they depend on: ``finish_execution`` on a cancelled execution does nothing.
 
 Policy values arrive as arguments (``worker_grace``, ``retry_budget``, the dedup
 key, the responses to record), so the state applies them atomically without
-knowing why. Records are named by ids; reads return snapshots (state/views.py).
+knowing why. One is given at construction instead, because every transition that
+queues or claims applies it: the dispatch rule (``SchedulerSettings.dispatch``,
+locality.py), over what each session's bot said it holds (``BotSummary``) and each
+action's input sketch (``PreparedAction.sketch``). Records are named by ids; reads
+return snapshots (state/views.py).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from server.scheduler.clock import Clock
 from server.scheduler.interface import LogStreamFactory, SchedulerSettings
 from server.scheduler.operation import OperationState, PreparedAction
 from server.scheduler.platform import PlatformMatcher, RequirementSet, WorkerOffer
-from server.scheduler.sessions import BotRegistration, LeaseReport, SessionAnswer
+from server.scheduler.sessions import BotRegistration, BotSummary, LeaseReport, SessionAnswer
 from server.scheduler.farm import FarmSnapshot
 from server.scheduler.state.views import (
     DedupKey, Lost, OtherBot, ReportOutcome, RunningLease, SessionView, Unserved,
@@ -61,8 +65,9 @@ class SchedulerState(ABC):
     ) -> OperationState | Unserved:
         """Add operation ``name``: it joins the unfinished execution with the same
         ``dedup`` key (raising that execution's priority while it is queued), or gets
-        a new execution, queued or handed at once to a waiting session that matches.
-        A new execution is refused (``Unserved``) if no connected worker can run it
+        a new execution, queued or handed at once to a waiting session that matches
+        (with locality dispatch, the one ``locality.choose_bot`` picks; so too when
+        ``retry_execution`` and ``close_session`` queue one again). A new execution is refused (``Unserved``) if no connected worker can run it
         and none could for more than ``worker_grace`` seconds.
         INVALID_ARGUMENT if the name exists. ``owner`` is kept with the operation
         (``OperationState.owner``): the principal that made it (server/auth)."""
@@ -120,7 +125,11 @@ class SchedulerState(ABC):
     # -- bot sessions ------------------------------------------------------------
 
     @abstractmethod
-    async def open_session(self, name: str, registration: BotRegistration, expires_at: float) -> None: ...
+    async def open_session(
+        self, name: str, registration: BotRegistration, expires_at: float, summary: BotSummary | None = None
+    ) -> None:
+        """``summary``: what the bot holds and its load, for locality dispatch (kept per
+        session, like the worker index: the state applies ``settings.dispatch``)."""
 
     @abstractmethod
     async def session_of_bot(self, bot_id: str) -> str | None:
@@ -147,8 +156,10 @@ class SchedulerState(ABC):
         healthy: bool,
         reports: Sequence[LeaseReport],
         partial_metadata: Mapping[str, re_pb2.ExecutedActionMetadata],
+        summary: BotSummary | None = None,
     ) -> ReportOutcome | OtherBot | None:
         """Start a call of bot ``bot_id`` (``OtherBot`` if the session is not its own):
+        take its ``summary`` (each field that is not None replaces the session's),
         wake the session's held call (the newer one supersedes it),
         count the call in progress until ``end_call``, and take the bot's word on its
         leases. Leases it reports completed come off the session and are returned for
@@ -160,7 +171,9 @@ class SchedulerState(ABC):
     @abstractmethod
     async def claim(self, name: str, now: float) -> SessionView | None:
         """Give a healthy session the best queued executions it can run, by
-        (priority, arrival), up to its free capacity. None if the session is closed."""
+        (priority, arrival), up to its free capacity; with locality dispatch, within
+        the best priority it takes the one it holds most of (locality.choose_queued).
+        None if the session is closed."""
 
     @abstractmethod
     async def hold(self, name: str) -> Awaitable[None]:

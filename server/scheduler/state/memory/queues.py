@@ -69,6 +69,15 @@ class ActionQueues:
         self._sizes[best_key] -= 1
         return execution
 
+    def best_priority(self, keys: Iterable[RequirementSet]) -> int | None:
+        """The priority of the best queued execution among ``keys``' queues, if any."""
+        best = None
+        for key in keys:
+            head = self._live_head(key)
+            if head is not None and (best is None or head[0] < best):
+                best = head[0]
+        return best
+
     def drain(self, key: RequirementSet) -> list[Execution]:
         """Remove every queued execution of one requirement set."""
         heap = self._heaps.pop(key, [])

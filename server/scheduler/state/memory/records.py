@@ -18,7 +18,7 @@ from server.change_signal import ChangeSignal
 from server.scheduler.input_cache import SentBlobs
 from server.scheduler.operation import OperationState, PreparedAction, Stage
 from server.scheduler.platform import RequirementSet
-from server.scheduler.sessions import BotRegistration, LeaseView
+from server.scheduler.sessions import BotRegistration, BotSummary, LeaseView
 from server.scheduler.state.views import DedupKey
 
 
@@ -46,6 +46,7 @@ class Execution:
     lease_id: str | None = None
     queue_entry: list | None = None  # the live heap entry while queued
     failed_workers: list[str] = field(default_factory=list)
+    passes: int = 0  # times a bot took a later action over it (locality dispatch's fairness bound)
     response: re_pb2.ExecuteResponse | None = None
     partial_metadata: re_pb2.ExecutedActionMetadata | None = None
     stdout_name: str = ""
@@ -139,6 +140,11 @@ class BotSession:
     calls_in_progress: int = 0
     waiter: asyncio.Future[None] | None = None
     sent_blobs: SentBlobs = field(default_factory=SentBlobs)  # inline blobs this bot has had
+    # What its bot last said it holds and how busy it is (locality dispatch).
+    cache: bytes | None = None
+    cpu: float = 0.0
+    memory: float = 0.0
+    returned_at: float = float("-inf")  # when its last call claimed work and left a slot free
 
     @property
     def bot_id(self) -> str:
@@ -147,6 +153,21 @@ class BotSession:
     @property
     def free_capacity(self) -> int:
         return self.registration.capacity - len(self.lease_ids)
+
+    def take_summary(self, summary: BotSummary | None) -> None:
+        """Each field the bot sent replaces what it said before."""
+        if summary is None:
+            return
+        if summary.cache is not None:
+            self.cache = summary.cache or None
+        if summary.cpu is not None:
+            self.cpu = summary.cpu
+        if summary.memory is not None:
+            self.memory = summary.memory
+
+    def load(self) -> tuple[float, float, float]:
+        """Lower is less loaded: share of its slots in use, CPU, then memory pressure."""
+        return len(self.lease_ids) / max(self.registration.capacity, 1), self.cpu, self.memory
 
     def wake(self) -> None:
         """End the held UpdateBotSession call, if there is one."""

@@ -19,7 +19,7 @@ from server.scheduler.farm import FarmSnapshot, RunningAction, WorkerView
 from server.scheduler.interface import LogStreamFactory, SchedulerSettings
 from server.scheduler.operation import OperationState, PreparedAction, Stage
 from server.scheduler.platform import PlatformMatcher, RequirementSet, WorkerOffer
-from server.scheduler.sessions import BotRegistration, LeaseReport, SessionAnswer
+from server.scheduler.sessions import BotRegistration, BotSummary, LeaseReport, SessionAnswer
 from server.scheduler.state.interface import SchedulerState
 from server.scheduler.state.memory.records import BotSession, Execution, Operation, state_of
 from server.scheduler.state.memory.tables import MemoryTables
@@ -40,7 +40,8 @@ def memory_state(
     matcher: PlatformMatcher, settings: SchedulerSettings, log_streams: LogStreamFactory | None, clock: Clock
 ) -> MemoryState:
     """The StateFactory of the in-memory state."""
-    return MemoryState(matcher, clock.now(), log_streams=log_streams, stream_retention=settings.operation_retention)
+    return MemoryState(matcher, clock.now(), log_streams=log_streams, stream_retention=settings.operation_retention,
+                       dispatch=settings.dispatch)
 
 
 class MemoryState(MemoryTables, SchedulerState):
@@ -161,8 +162,11 @@ class MemoryState(MemoryTables, SchedulerState):
 
     # -- bot sessions ------------------------------------------------------------
 
-    async def open_session(self, name: str, registration: BotRegistration, expires_at: float) -> None:
+    async def open_session(
+        self, name: str, registration: BotRegistration, expires_at: float, summary: BotSummary | None = None
+    ) -> None:
         session = BotSession(name=name, registration=registration, expires_at=expires_at, healthy=registration.healthy)
+        session.take_summary(summary)
         self._sessions_by_bot[registration.bot_id] = session
         self._workers.add(session)
 
@@ -201,12 +205,14 @@ class MemoryState(MemoryTables, SchedulerState):
         healthy: bool,
         reports: Sequence[LeaseReport],
         partial_metadata: Mapping[str, re_pb2.ExecutedActionMetadata],
+        summary: BotSummary | None = None,
     ) -> ReportOutcome | OtherBot | None:
         session = self._workers.sessions.get(name)
         if session is None:
             return None
         if session.bot_id != bot_id:
             return OtherBot(session.bot_id)
+        session.take_summary(summary)
         session.wake()  # a newer call supersedes a held one
         session.calls_in_progress += 1
         session.healthy = healthy
@@ -244,10 +250,14 @@ class MemoryState(MemoryTables, SchedulerState):
             return None
         if session.healthy:
             while session.free_capacity > 0:
-                execution = self._queues.pop_best(session.matching_keys)
+                execution = self._next_for(session)
                 if execution is None:
                     break
                 self._assign(execution, session, now)
+        if self._dispatch.locality and session.healthy and session.free_capacity > 0 and (
+                session.registration.hold_when_busy or not session.lease_ids):
+            session.returned_at = now  # it calls again at once: locality may count it as waiting
+            self._workers.set_returning(session)
         return self._view(session)
 
     async def hold(self, name: str) -> asyncio.Future[None]:

@@ -9,6 +9,7 @@ a matching bot, for the grace period of autoscaled pools.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 
 from server.scheduler.platform import PlatformMatcher, RequirementSet, WorkerOffer
 from server.scheduler.state.memory.records import BotSession
@@ -24,6 +25,9 @@ class WorkerIndex:
         # Sessions holding an UpdateBotSession call with free capacity, per set; a
         # dict keeps arrival order, so the longest-waiting bot gets work first.
         self._idle: dict[RequirementSet, dict[BotSession, None]] = {}
+        # Sessions whose last call left them a free slot, on their way back (locality
+        # dispatch counts them as waiting for a moment), most recent last.
+        self._returning: dict[RequirementSet, dict[BotSession, None]] = {}
 
     # -- requirement sets ----------------------------------------------------
 
@@ -34,6 +38,7 @@ class WorkerIndex:
         matching = {s for s in self.sessions.values() if self.matcher.satisfies(s.registration.offer, key)}
         self._by_key[key] = matching
         self._idle[key] = {}
+        self._returning[key] = {}
         for session in matching:
             session.matching_keys.add(key)
             if session.waiter is not None and session.free_capacity > 0 and session.healthy:
@@ -65,6 +70,7 @@ class WorkerIndex:
     def remove(self, session: BotSession, now: float) -> None:
         self.sessions.pop(session.name, None)
         self.set_busy(session)
+        self.clear_returning(session)
         for key in session.matching_keys:
             matching = self._by_key.get(key)
             if matching is not None:
@@ -84,6 +90,39 @@ class WorkerIndex:
             idle = self._idle.get(key)
             if idle is not None:
                 idle.pop(session, None)
+
+    def set_returning(self, session: BotSession) -> None:
+        for key in session.matching_keys:
+            returning = self._returning[key]
+            returning.pop(session, None)
+            returning[session] = None
+
+    def clear_returning(self, session: BotSession) -> None:
+        for key in session.matching_keys:
+            returning = self._returning.get(key)
+            if returning is not None:
+                returning.pop(session, None)
+
+    def returning(self, key: RequirementSet, since: float, limit: int) -> list[BotSession]:
+        """Up to ``limit`` sessions back from a call at ``since`` or later, with a free
+        slot and not in a held call, most recent first; older ones are forgotten."""
+        returning = self._returning.get(key)
+        if not returning:
+            return []
+        out: list[BotSession] = []
+        for session in reversed(list(returning)):
+            if session.returned_at < since or session.free_capacity <= 0 or not session.healthy:
+                returning.pop(session, None)
+            elif session.waiter is None and len(out) < limit:
+                out.append(session)
+        return out
+
+    def idle(self, key: RequirementSet, limit: int) -> list[BotSession]:
+        """Up to ``limit`` sessions waiting for work that can run ``key``, longest waiting first."""
+        idle = self._idle.get(key)
+        if not idle:
+            return []
+        return list(islice(idle, limit))
 
     def first_idle(self, key: RequirementSet) -> BotSession | None:
         idle = self._idle.get(key)

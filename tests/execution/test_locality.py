@@ -1,0 +1,205 @@
+"""Locality dispatch over real gRPC: actions go to the bot holding their inputs, then to
+the least loaded; a bot asking for work takes the queued action it holds most of;
+priorities are never crossed, and no action waits more than ``max_passes`` dispatches
+behind better-placed ones. ``"fifo"`` does none of it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from cas.digest import Digest
+from cas.digest_filter import DigestFilter
+from server.scheduler.locality import LOCALITY, SAMPLE, held_bytes, sketch_of
+from tests.execution.conftest import ExecEnv
+from tests.support.actions import BuiltAction
+from tests.support.test_bot import TestBot
+
+GUARD = 20.0
+BIG = 64 << 10  # input files big enough that holding them beats min_gain
+
+
+def holding(digests: Iterable[Digest] = ()) -> bytes:
+    """A cache summary that holds ``digests``."""
+    summary = DigestFilter(8192, 5)
+    summary.add_all(d.hash for d in digests)
+    return summary.to_bytes()
+
+
+async def until(condition: Any, what: str) -> None:
+    for _ in range(2000):
+        if await condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def with_inputs(env: ExecEnv, name: str, size: int = BIG) -> BuiltAction:
+    files = {f"{name}/{i}.h": bytes([i]) * size + name.encode() for i in range(3)}
+    return await env.actions.build(["cc", name], inputs=files)
+
+
+def inputs_of(action: BuiltAction) -> list[Digest]:
+    return [d for key, d in action.blobs.items() if key.startswith("file:")]
+
+
+async def waiting(env: ExecEnv, *bots: TestBot) -> list[asyncio.Task[Any]]:
+    """Each bot in a held call, in this order (the first waits longest)."""
+    # The scheduler orders the bots waiting for a requirement set from when it knows the set.
+    await env.scheduler.state.unserved_since(env.scheduler.matcher.requirements([]))
+    polls = []
+    for bot in bots:
+        await bot.create()
+        polls.append(asyncio.create_task(bot.poll()))
+        await until(lambda: env.holds(bot), f"{bot.bot_id} waits for work")
+    return polls
+
+
+@pytest.mark.parametrize("dispatch", ["locality", "fifo"])
+async def test_a_new_action_goes_to_the_waiting_bot_that_holds_its_inputs(make_env, dispatch: str) -> None:  # type: ignore[no-untyped-def]
+    async with make_env(dispatch=dispatch) as env:
+        action = await with_inputs(env, "lib")
+        first = env.bot(summary_size=8192, cache=holding())
+        holder = env.bot(summary_size=8192, cache=holding(inputs_of(action)))
+        polls = await waiting(env, first, holder)
+        call = env.start(action)
+        done, _ = await asyncio.wait(polls, timeout=GUARD, return_when=asyncio.FIRST_COMPLETED)
+        [got] = [bot for bot, poll in zip((first, holder), polls) if poll in done and poll.result()]
+        assert got is (holder if dispatch == "locality" else first)
+        call.cancel()
+        for poll in polls:
+            poll.cancel()
+
+
+@pytest.mark.parametrize("dispatch", ["locality", "fifo"])
+async def test_a_bot_on_its_way_back_from_a_report_gets_the_action_it_holds(make_env, dispatch: str) -> None:  # type: ignore[no-untyped-def]
+    """The holder just reported on a quick call (not held): for a moment it counts as
+    waiting, so the action whose inputs it holds does not go to the idle bot."""
+    async with make_env(dispatch=dispatch) as env:
+        action = await with_inputs(env, "lib")
+        idle = env.bot(summary_size=8192, cache=holding())
+        holder = env.bot(summary_size=8192, cache=holding(inputs_of(action)), hold_when_busy=True)
+        [poll] = await waiting(env, idle)
+        await holder.create()
+        assert await holder.poll(timeout=0.5) == []  # a quick call, answered at once
+        call = env.start(action)
+        await until(lambda: _queued_or_leased(env), "the action was placed")
+        got = await holder.poll(timeout=0.5)
+        if dispatch == "locality":
+            assert [lease.action_digest for lease in got] == [action.digest.to_proto()]
+            assert not poll.done()
+        else:
+            assert got == [] and [le.action_digest for le in await asyncio.wait_for(poll, GUARD)] == [
+                action.digest.to_proto()]
+        call.cancel()
+        poll.cancel()
+
+
+async def _queued_or_leased(env: ExecEnv) -> bool:
+    return bool(env.scheduler.farm().executing) or await env.queued() > 0
+
+
+@pytest.mark.parametrize("dispatch", ["locality", "fifo"])
+async def test_among_bots_holding_as_much_the_least_loaded_gets_it(make_env, dispatch: str) -> None:  # type: ignore[no-untyped-def]
+    async with make_env(dispatch=dispatch) as env:
+        action = await with_inputs(env, "lib")
+        busy = env.bot(summary_size=8192, cache=holding(), load="cpu=0.90 memory=0.20")
+        calm = env.bot(summary_size=8192, cache=holding(), load="cpu=0.05 memory=0.20")
+        polls = await waiting(env, busy, calm)
+        call = env.start(action)
+        done, _ = await asyncio.wait(polls, timeout=GUARD, return_when=asyncio.FIRST_COMPLETED)
+        [got] = [bot for bot, poll in zip((busy, calm), polls) if poll in done and poll.result()]
+        assert got is (calm if dispatch == "locality" else busy)
+        call.cancel()
+        for poll in polls:
+            poll.cancel()
+
+
+async def queue(env: ExecEnv, actions: list[BuiltAction], priority: int = 0) -> list[Any]:
+    """Execute each, in this order, and wait until it is queued."""
+    calls = []
+    before = await env.queued()
+    for action in actions:
+        calls.append(env.start(action, execution_policy={"priority": priority}))
+        await until(lambda n=before + len(calls): _queued_at_least(env, n), "queued")
+    return calls
+
+
+async def _queued_at_least(env: ExecEnv, count: int) -> bool:
+    return await env.queued() >= count
+
+
+@pytest.mark.parametrize("dispatch", ["locality", "fifo"])
+async def test_a_bot_asking_for_work_takes_the_queued_action_it_holds(make_env, dispatch: str) -> None:  # type: ignore[no-untyped-def]
+    async with make_env(dispatch=dispatch) as env:
+        actions = [await with_inputs(env, name) for name in ("a", "b", "c")]
+        calls = await queue(env, actions)
+        bot = env.bot(summary_size=8192, cache=holding(inputs_of(actions[2])))
+        [lease] = await bot.create()
+        expected = actions[2] if dispatch == "locality" else actions[0]
+        assert lease.action_digest == expected.digest.to_proto()
+        for call in calls:
+            call.cancel()
+
+
+async def test_an_urgent_action_still_overtakes_the_queue_whoever_holds_what(env: ExecEnv) -> None:
+    held = [await with_inputs(env, f"held{i}") for i in range(5)]
+    urgent = await with_inputs(env, "urgent")
+    calls = await queue(env, held)
+    calls += await queue(env, [urgent], priority=-1000)
+    bot = env.bot(summary_size=8192, cache=holding(d for a in held for d in inputs_of(a)))
+    [lease] = await bot.create()
+    assert lease.action_digest == urgent.digest.to_proto()
+    for call in calls:
+        call.cancel()
+
+
+async def test_no_action_waits_more_than_max_passes_behind_better_placed_ones(env: ExecEnv) -> None:
+    """The oldest queued action, which the bot holds nothing of, behind a stream of
+    actions it holds: the bot passes it over at most ``max_passes`` times."""
+    stranger = await with_inputs(env, "stranger")
+    held = [await with_inputs(env, f"held{i}") for i in range(12)]
+    calls = await queue(env, [stranger, *held])
+    bot = env.bot(summary_size=8192, cache=holding(d for a in held for d in inputs_of(a)))
+    taken = [lease.action_digest for lease in await bot.create()]
+    while stranger.digest.to_proto() not in taken:
+        assert len(taken) <= LOCALITY.max_passes + 1, "the oldest action waited past the fairness bound"
+        for lease_id in list(bot.leases):
+            bot.complete(lease_id)
+        taken += [lease.action_digest for lease in await bot.poll(timeout=GUARD)]
+    position = taken.index(stranger.digest.to_proto())
+    assert 1 <= position <= LOCALITY.max_passes  # overtaken, but only so often
+    for call in calls:
+        call.cancel()
+
+
+async def test_the_server_agrees_to_summaries_only_when_its_dispatch_uses_them(make_env) -> None:  # type: ignore[no-untyped-def]
+    async with make_env(dispatch="locality") as env:
+        offering = env.bot(summary_size=1 << 20, cache=holding())
+        await offering.create()
+        assert offering.summary_agreed == 32 << 10  # capped by the server
+        silent = env.bot()
+        await silent.create()
+        assert silent.summary_agreed is None  # BuildGrid's bots are told nothing new
+        garbage = env.bot(summary_size=8192, cache=b"\x09junk", load="cpu=lots")
+        await garbage.create()  # ignored, never an error: it only steers placement
+        assert garbage.summary_agreed == 8192
+    async with make_env(dispatch="fifo") as env:
+        offering = env.bot(summary_size=8192, cache=holding())
+        await offering.create()
+        assert offering.summary_agreed == 0
+
+
+def test_held_bytes_estimates_the_share_of_inputs_a_filter_holds() -> None:
+    files = [Digest.of(bytes([i]) * (1000 + i)) for i in range(2 * SAMPLE)]
+    total = sum(d.size_bytes for d in files)
+    sketch = sketch_of(files, total)
+    assert held_bytes(sketch, holding()) == 0
+    assert held_bytes(sketch, holding(files)) == total
+    largest = sorted(files, key=lambda d: d.size_bytes, reverse=True)[:SAMPLE]
+    half = held_bytes(sketch, holding(largest[::2]))
+    assert 0.4 * total < half < 0.6 * total
+    assert held_bytes(b"", holding(files)) == 0 and held_bytes(sketch, None) == 0
