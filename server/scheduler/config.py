@@ -2,7 +2,7 @@
 
     [execution]
     enabled = true
-    dispatch = "locality"            # or "fifo"
+    dispatch = "fifo"                # or "locality"
     max_action_timeout = "2h"
     max_retries = 3
     worker_grace = 60
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
 from cas.config import Above, AtLeast, Duration, Noun, Size, read_table
@@ -46,8 +46,10 @@ class ExecutionConfig:
 
     enabled: bool = True
     """Serve Execution, Operations, Bots and LogStream."""
-    dispatch: DispatchMode = DispatchMode.LOCALITY
-    """Which bot gets which action: "locality" (where its inputs are, then the least loaded) or "fifo"."""
+    dispatch: DispatchMode = DispatchMode.FIFO
+    """Which bot gets which action: "fifo" (the bot waiting longest) or "locality" (where its inputs are, then the least loaded)."""
+    locality_wait: Duration = 0.0
+    """With locality: how long an action may wait for a busy bot that holds much more of it; 0 never waits."""
     max_action_timeout: Duration = 7200.0
     """Actions asking for a longer timeout are refused."""
     min_priority: int = -1000
@@ -121,7 +123,7 @@ class ExecutionConfig:
             progress_interval=self.progress_interval,
             max_action_timeout=self.max_action_timeout,
             timeout_grace=self.timeout_grace,
-            dispatch=LOCALITY if self.dispatch is DispatchMode.LOCALITY else FIFO,
+            dispatch=replace(LOCALITY, wait=self.locality_wait) if self.locality else FIFO,
         )
 
     @property

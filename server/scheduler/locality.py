@@ -13,6 +13,10 @@ first bot that asks (``"fifo"``). Three pieces, each bounded whatever the sizes:
   section 8), and its load (CPU and memory pressure, 0 to 1); the latest it sent.
 - ``held_bytes``: the sampled files the filter holds, scaled to the total: the bytes
   the bot would not fetch, estimated (false positives make it a little optimistic).
+  A bot's summary says what it held at its last call; the files of the actions given
+  to it since (``Expected``, the sketches' records, the newest ``EXPECTED`` kept)
+  count as held too: it is fetching them, and its next action with the same big
+  headers should not go to a bot that would fetch them again.
 
 The rules (``Dispatch``), applied by the scheduler state in its transitions:
 
@@ -40,13 +44,14 @@ from __future__ import annotations
 
 import heapq
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 
 from cas.digest import Digest
 from cas.digest_filter import HEADER, MAX_BITS, MAX_PROBES, MIN_BITS, VERSION, holds, probe_seeds
 
 SAMPLE = 16  # input files per sketch
+EXPECTED = 4096  # sketch records of the actions given to a bot since its summary, kept per bot
 _TOTAL = struct.Struct(">Q")
 _RECORD = struct.Struct(">IIQ")
 
@@ -57,10 +62,11 @@ class Dispatch:
 
     locality: bool = False  # False: "fifo", the first waiting bot, the oldest queued action
     window: int = 16  # queued actions a bot chooses among
-    max_passes: int = 8  # times an action may be passed over before it is taken first
+    max_passes: int = 32  # times an action may be passed over before it is taken first
     min_gain: int = 4096  # bytes an estimate must beat another's by to count as better
     max_idle_scored: int = 64  # waiting bots compared for one new action
     return_window: float = 1.0  # seconds a bot that just called counts as waiting (it is about to call again)
+    wait: float = 0.0  # seconds a new action may wait for a busy bot holding much more of it (0: never)
 
 
 FIFO = Dispatch()
@@ -99,9 +105,10 @@ def valid_summary(summary: bytes) -> str | None:
     return None
 
 
-def held_bytes(sketch: bytes, summary: bytes | None) -> int:
+def held_bytes(sketch: bytes, summary: bytes | None, expected: Container[int] = ()) -> int:
     """Estimated input bytes of the sketched action that a bot with ``summary`` holds
-    (0 without either; ``summary`` must have passed ``valid_summary``)."""
+    (0 without either; ``summary`` must have passed ``valid_summary``), counting the
+    files of actions given to it since (``expected``, ``record_keys``) as held."""
     if not sketch or not summary:
         return 0
     bits = (len(summary) - HEADER) * 8
@@ -110,9 +117,16 @@ def held_bytes(sketch: bytes, summary: bytes | None) -> int:
     sampled = held = 0
     for h1, h2, size in _RECORD.iter_unpack(memoryview(sketch)[_TOTAL.size:]):
         sampled += size
-        if holds(summary, bits, probes, h1, h2, HEADER):
+        if holds(summary, bits, probes, h1, h2, HEADER) or (h1 << 32 | h2) in expected:
             held += size
     return total * held // sampled if sampled else 0
+
+
+def record_keys(sketch: bytes) -> Iterable[int]:
+    """One key per sampled file of a sketch, for ``held_bytes``' ``expected``."""
+    if sketch:
+        for h1, h2, _ in _RECORD.iter_unpack(memoryview(sketch)[_TOTAL.size:]):
+            yield h1 << 32 | h2
 
 
 Load = tuple[float, float, float]  # (share of slots in use, CPU pressure, memory pressure): lower is less loaded

@@ -6,57 +6,13 @@ behind better-placed ones. ``"fifo"`` does none of it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from typing import Any
 
 import pytest
 
 from cas.digest import Digest
-from cas.digest_filter import DigestFilter
 from server.scheduler.locality import LOCALITY, SAMPLE, held_bytes, sketch_of
 from tests.execution.conftest import ExecEnv
-from tests.support.actions import BuiltAction
-from tests.support.test_bot import TestBot
-
-GUARD = 20.0
-BIG = 64 << 10  # input files big enough that holding them beats min_gain
-
-
-def holding(digests: Iterable[Digest] = ()) -> bytes:
-    """A cache summary that holds ``digests``."""
-    summary = DigestFilter(8192, 5)
-    summary.add_all(d.hash for d in digests)
-    return summary.to_bytes()
-
-
-async def until(condition: Any, what: str) -> None:
-    for _ in range(2000):
-        if await condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never happened: {what}")
-
-
-async def with_inputs(env: ExecEnv, name: str, size: int = BIG) -> BuiltAction:
-    files = {f"{name}/{i}.h": bytes([i]) * size + name.encode() for i in range(3)}
-    return await env.actions.build(["cc", name], inputs=files)
-
-
-def inputs_of(action: BuiltAction) -> list[Digest]:
-    return [d for key, d in action.blobs.items() if key.startswith("file:")]
-
-
-async def waiting(env: ExecEnv, *bots: TestBot) -> list[asyncio.Task[Any]]:
-    """Each bot in a held call, in this order (the first waits longest)."""
-    # The scheduler orders the bots waiting for a requirement set from when it knows the set.
-    await env.scheduler.state.unserved_since(env.scheduler.matcher.requirements([]))
-    polls = []
-    for bot in bots:
-        await bot.create()
-        polls.append(asyncio.create_task(bot.poll()))
-        await until(lambda: env.holds(bot), f"{bot.bot_id} waits for work")
-    return polls
-
+from tests.execution.locality_helpers import GUARD, holding, inputs_of, queue, until, waiting, with_inputs
 
 @pytest.mark.parametrize("dispatch", ["locality", "fifo"])
 async def test_a_new_action_goes_to_the_waiting_bot_that_holds_its_inputs(make_env, dispatch: str) -> None:  # type: ignore[no-untyped-def]
@@ -118,20 +74,6 @@ async def test_among_bots_holding_as_much_the_least_loaded_gets_it(make_env, dis
             poll.cancel()
 
 
-async def queue(env: ExecEnv, actions: list[BuiltAction], priority: int = 0) -> list[Any]:
-    """Execute each, in this order, and wait until it is queued."""
-    calls = []
-    before = await env.queued()
-    for action in actions:
-        calls.append(env.start(action, execution_policy={"priority": priority}))
-        await until(lambda n=before + len(calls): _queued_at_least(env, n), "queued")
-    return calls
-
-
-async def _queued_at_least(env: ExecEnv, count: int) -> bool:
-    return await env.queued() >= count
-
-
 @pytest.mark.parametrize("dispatch", ["locality", "fifo"])
 async def test_a_bot_asking_for_work_takes_the_queued_action_it_holds(make_env, dispatch: str) -> None:  # type: ignore[no-untyped-def]
     async with make_env(dispatch=dispatch) as env:
@@ -145,21 +87,30 @@ async def test_a_bot_asking_for_work_takes_the_queued_action_it_holds(make_env, 
             call.cancel()
 
 
-async def test_an_urgent_action_still_overtakes_the_queue_whoever_holds_what(env: ExecEnv) -> None:
-    held = [await with_inputs(env, f"held{i}") for i in range(5)]
-    urgent = await with_inputs(env, "urgent")
-    calls = await queue(env, held)
-    calls += await queue(env, [urgent], priority=-1000)
-    bot = env.bot(summary_size=8192, cache=holding(d for a in held for d in inputs_of(a)))
-    [lease] = await bot.create()
-    assert lease.action_digest == urgent.digest.to_proto()
-    for call in calls:
-        call.cancel()
+@pytest.mark.parametrize("wait", [0.0, 30.0])
+async def test_an_urgent_action_still_overtakes_the_queue_whoever_holds_what(make_env, wait: float) -> None:  # type: ignore[no-untyped-def]
+    async with make_env(dispatch="locality", locality_wait=wait) as env:
+        held = [await with_inputs(env, f"held{i}") for i in range(5)]
+        urgent = await with_inputs(env, "urgent")
+        calls = await queue(env, held)
+        calls += await queue(env, [urgent], priority=-1000)
+        bot = env.bot(summary_size=8192, cache=holding(d for a in held for d in inputs_of(a)))
+        [lease] = await bot.create()
+        assert lease.action_digest == urgent.digest.to_proto()
+        for call in calls:
+            call.cancel()
 
 
-async def test_no_action_waits_more_than_max_passes_behind_better_placed_ones(env: ExecEnv) -> None:
+@pytest.mark.parametrize("wait", [0.0, 30.0])
+async def test_no_action_waits_more_than_max_passes_behind_better_placed_ones(make_env, wait: float) -> None:  # type: ignore[no-untyped-def]
     """The oldest queued action, which the bot holds nothing of, behind a stream of
-    actions it holds: the bot passes it over at most ``max_passes`` times."""
+    actions it holds: the bot passes it over at most ``max_passes`` times (a wait
+    changes nothing: no other bot holds it)."""
+    async with make_env(dispatch="locality", locality_wait=wait) as env:
+        await _passes_bounded(env)
+
+
+async def _passes_bounded(env: ExecEnv) -> None:
     stranger = await with_inputs(env, "stranger")
     held = [await with_inputs(env, f"held{i}") for i in range(12)]
     calls = await queue(env, [stranger, *held])

@@ -16,6 +16,7 @@ from typing import NamedTuple
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.change_signal import ChangeSignal
 from server.scheduler.input_cache import SentBlobs
+from server.scheduler.locality import EXPECTED, record_keys
 from server.scheduler.operation import OperationState, PreparedAction, Stage
 from server.scheduler.platform import RequirementSet
 from server.scheduler.sessions import BotRegistration, BotSummary, LeaseView
@@ -47,6 +48,7 @@ class Execution:
     queue_entry: list | None = None  # the live heap entry while queued
     failed_workers: list[str] = field(default_factory=list)
     passes: int = 0  # times a bot took a later action over it (locality dispatch's fairness bound)
+    waiting: int = 0  # locality's bounded wait for a better-placed bot: 0 never, 1 waiting, 2 over (see placement.py)
     response: re_pb2.ExecuteResponse | None = None
     partial_metadata: re_pb2.ExecutedActionMetadata | None = None
     stdout_name: str = ""
@@ -145,6 +147,7 @@ class BotSession:
     cpu: float = 0.0
     memory: float = 0.0
     returned_at: float = float("-inf")  # when its last call claimed work and left a slot free
+    expected: dict[int, None] = field(default_factory=dict)  # files of the actions given to it (locality.record_keys)
 
     @property
     def bot_id(self) -> str:
@@ -164,6 +167,17 @@ class BotSession:
             self.cpu = summary.cpu
         if summary.memory is not None:
             self.memory = summary.memory
+
+    def expect(self, sketch: bytes) -> None:
+        """It was given an action: the files it fetches for it count as held, the newest ``EXPECTED``."""
+        if self.cache is None:
+            return  # it sends no summary: it holds nothing as far as dispatch knows
+        expected = self.expected
+        for key in record_keys(sketch):
+            expected.pop(key, None)
+            expected[key] = None
+        while len(expected) > EXPECTED:
+            del expected[next(iter(expected))]
 
     def load(self) -> tuple[float, float, float]:
         """Lower is less loaded: share of its slots in use, CPU, then memory pressure."""

@@ -41,7 +41,7 @@ def memory_state(
 ) -> MemoryState:
     """The StateFactory of the in-memory state."""
     return MemoryState(matcher, clock.now(), log_streams=log_streams, stream_retention=settings.operation_retention,
-                       dispatch=settings.dispatch)
+                       dispatch=settings.dispatch, clock=clock)
 
 
 class MemoryState(MemoryTables, SchedulerState):

@@ -1,4 +1,5 @@
-"""The in-memory state's tables, and the synchronous steps its transitions are made of.
+"""The in-memory state's tables, and the synchronous steps its transitions are made of
+(those that choose which bot gets which execution are in placement.py).
 
 Each step changes several tables at once and leaves them consistent; none awaits.
 MemoryState (state.py) builds the SchedulerState transitions from them.
@@ -9,19 +10,20 @@ from __future__ import annotations
 import collections
 
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
-from server.scheduler.clock import IdFactory, random_id
+from server.scheduler.clock import Clock, IdFactory, SystemClock, random_id
 from server.scheduler.interface import LogStreamFactory
-from server.scheduler.locality import FIFO, Dispatch, choose_bot, choose_queued, held_bytes
+from server.scheduler.locality import FIFO, Dispatch
 from server.scheduler.operation import Stage
 from server.scheduler.platform import PlatformMatcher, RequirementSet
 from server.scheduler.sessions import LeaseView
+from server.scheduler.state.memory.placement import MemoryPlacement
 from server.scheduler.state.memory.queues import ActionQueues
 from server.scheduler.state.memory.records import BotSession, Execution, Lease, Operation
 from server.scheduler.state.memory.worker_index import WorkerIndex
 from server.scheduler.state.views import DedupKey, Lost, SessionView
 
 
-class MemoryTables:
+class MemoryTables(MemoryPlacement):
     def __init__(
         self,
         matcher: PlatformMatcher,
@@ -31,8 +33,10 @@ class MemoryTables:
         stream_retention: float = 600.0,
         new_id: IdFactory = random_id,
         dispatch: Dispatch = FIFO,
+        clock: Clock | None = None,
     ) -> None:
         self._dispatch = dispatch
+        self._clock = clock or SystemClock()  # for the steps a timer takes (dispatch waits)
         self._log_streams = log_streams
         self._stream_retention = stream_retention  # finished log streams are dropped after it
         self._new_id = new_id
@@ -55,58 +59,6 @@ class MemoryTables:
     def _awaits_result(execution: Execution) -> bool:
         return execution.stage is Stage.EXECUTING and execution.lease_id is None
 
-    def _enqueue(self, execution: Execution, now: float) -> None:
-        session = self._waiting_bot_for(execution, now)
-        if session is not None:
-            self._assign(execution, session, now)
-        else:
-            self._queues.push(execution)
-
-    def _waiting_bot_for(self, execution: Execution, now: float) -> BotSession | None:
-        """The waiting session a new execution goes to: the longest waiting (fifo), or
-        the best placed, then least loaded (locality.choose_bot), counting sessions on
-        their way back from a call that hold some of it as waiting, after those in a held call."""
-        key = execution.action.requirements
-        dispatch = self._dispatch
-        if not dispatch.locality:
-            return self._workers.first_idle(key)
-        sketch = execution.action.sketch
-        candidates = self._workers.idle(key, dispatch.max_idle_scored)
-        held = [held_bytes(sketch, s.cache) for s in candidates]
-        if sketch:
-            for session in self._workers.returning(key, now - dispatch.return_window, dispatch.max_idle_scored):
-                estimate = held_bytes(sketch, session.cache)
-                if estimate:
-                    candidates.append(session)
-                    held.append(estimate)
-        if len(candidates) < 2:
-            return candidates[0] if candidates else None
-        return candidates[choose_bot(dispatch, held, [s.load() for s in candidates])]
-
-    def _next_for(self, session: BotSession) -> Execution | None:
-        """Take the queued execution a session gets next: the best by (priority, arrival)
-        (fifo), or, within the best priority, the one it holds most of (locality.choose_queued)."""
-        keys = session.matching_keys
-        first = self._queues.pop_best(keys)
-        dispatch = self._dispatch
-        if first is None or not dispatch.locality or session.cache is None:
-            return first
-        window = [first]
-        while len(window) < dispatch.window and self._queues.best_priority(keys) == first.priority:
-            nxt = self._queues.pop_best(keys)
-            assert nxt is not None
-            window.append(nxt)
-        chosen = 0
-        if len(window) > 1:
-            held = [held_bytes(e.action.sketch, session.cache) for e in window]
-            chosen = choose_queued(dispatch, held, [e.passes for e in window])
-        for index, execution in enumerate(window):
-            if index < chosen:
-                execution.passes += 1
-            if index != chosen:
-                self._queues.push(execution)
-        return window[chosen]
-
     def _assign(self, execution: Execution, session: BotSession, now: float) -> None:
         lease = Lease(self._new_id(), execution.id, session.name, now)
         if self._log_streams is not None:
@@ -118,6 +70,7 @@ class MemoryTables:
         self._leases[lease.id] = lease
         self._running[execution.id] = execution
         session.lease_ids[lease.id] = None
+        session.expect(execution.action.sketch)
         execution.lease_id = lease.id
         execution.partial_metadata = None
         execution.record(Stage.EXECUTING)

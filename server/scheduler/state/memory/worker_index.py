@@ -91,6 +91,10 @@ class WorkerIndex:
             if idle is not None:
                 idle.pop(session, None)
 
+    def connected(self, key: RequirementSet, limit: int) -> list[BotSession]:
+        """Up to ``limit`` connected sessions that can run ``key`` (in no particular order)."""
+        return list(islice(self._by_key.get(key, ()), limit))
+
     def set_returning(self, session: BotSession) -> None:
         for key in session.matching_keys:
             returning = self._returning[key]

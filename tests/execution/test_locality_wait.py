@@ -1,0 +1,114 @@
+"""Locality's bounded wait (``[execution] locality_wait``) over real gRPC: an action a busy
+bot holds much more of waits for that bot instead of going to a bot that holds little of
+it, but only for the wait: then the other bot gets it, so no action starves behind
+better-placed ones, and an urgent one still goes before everything queued."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from tests.execution.conftest import ExecEnv
+from tests.execution.locality_helpers import GUARD, holding, inputs_of, queue, waiting, with_inputs
+from tests.support.actions import BuiltAction
+from tests.support.test_bot import ReceivedLease, TestBot
+
+LONG = 300.0  # a wait no test outlasts: what happens while the action waits
+SHORT = 0.2  # a wait every test outlasts: what happens when it is over
+
+
+async def busy_holder(env: ExecEnv, action: BuiltAction) -> tuple[TestBot, ReceivedLease, grpc.aio.UnaryStreamCall]:
+    """A bot holding ``action``'s inputs, running another action (its only slot taken)."""
+    chore = await with_inputs(env, "chore")
+    holder = env.bot(summary_size=8192, cache=holding(inputs_of(action)))
+    [poll] = await waiting(env, holder)
+    call = env.start(chore)
+    [lease] = await asyncio.wait_for(poll, GUARD)
+    return holder, lease, call
+
+
+async def test_a_new_action_waits_for_the_busy_bot_holding_it_not_the_idle_one(make_env) -> None:  # type: ignore[no-untyped-def]
+    async with make_env(dispatch="locality", locality_wait=LONG) as env:
+        action = await with_inputs(env, "lib")
+        holder, chore, chore_call = await busy_holder(env, action)
+        [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
+        calls = await queue(env, [action])  # queued, though a bot waits
+        assert not idle_poll.done()
+        holder.complete(chore.id)
+        got = await holder.poll(timeout=GUARD)  # reports, asks for work: gets what it holds
+        assert [lease.action_digest for lease in got] == [action.digest.to_proto()]
+        assert not idle_poll.done()
+        for call in [*calls, chore_call, idle_poll]:
+            call.cancel()
+
+
+async def test_when_the_wait_is_over_the_idle_bot_gets_it(make_env) -> None:  # type: ignore[no-untyped-def]
+    async with make_env(dispatch="locality", locality_wait=SHORT) as env:
+        action = await with_inputs(env, "lib")
+        _, _, chore_call = await busy_holder(env, action)  # and it never asks again
+        [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
+        call = env.start(action)
+        got = await asyncio.wait_for(idle_poll, GUARD)
+        assert [lease.action_digest for lease in got] == [action.digest.to_proto()]
+        for pending in (call, chore_call):
+            pending.cancel()
+
+
+async def test_a_bot_asking_for_work_leaves_a_queued_action_to_its_busy_holder_for_the_wait_only(make_env) -> None:  # type: ignore[no-untyped-def]
+    for wait in (LONG, SHORT):
+        async with make_env(dispatch="locality", locality_wait=wait) as env:
+            action = await with_inputs(env, "lib")
+            holder, chore, chore_call = await busy_holder(env, action)
+            calls = await queue(env, [action])  # no other bot: queued
+            asker = env.bot(summary_size=8192, cache=holding())
+            assert await asker.create() == []  # it holds nothing of it; the holder does
+            if wait == LONG:
+                holder.complete(chore.id)
+                got = await holder.poll(timeout=GUARD)
+            else:  # nobody asks: the asker's held call gets it when the wait is over
+                got = await asker.poll(timeout=GUARD)
+            assert [lease.action_digest for lease in got] == [action.digest.to_proto()]
+            for call in [*calls, chore_call]:
+                call.cancel()
+
+
+async def test_an_urgent_action_waiting_for_its_holder_is_still_overtaken_by_nothing(make_env) -> None:  # type: ignore[no-untyped-def]
+    """A deep queue the asking bot holds, and an urgent action a busy bot holds: the
+    asker takes no lower-priority action while the urgent one waits, and the urgent one
+    runs next, on its holder."""
+    async with make_env(dispatch="locality", locality_wait=LONG) as env:
+        urgent = await with_inputs(env, "urgent")
+        holder, chore, chore_call = await busy_holder(env, urgent)
+        deep = [await with_inputs(env, f"deep{i}") for i in range(6)]
+        calls = await queue(env, deep)
+        calls += await queue(env, [urgent], priority=-1000)
+        asker = env.bot(summary_size=8192, cache=holding(d for a in deep for d in inputs_of(a)))
+        assert await asker.create() == []
+        assert await _queued_exactly(env, len(deep) + 1)
+        holder.complete(chore.id)
+        got = await holder.poll(timeout=GUARD)
+        assert [lease.action_digest for lease in got] == [urgent.digest.to_proto()]
+        for call in [*calls, chore_call]:
+            call.cancel()
+
+
+async def test_an_action_just_given_to_a_bot_counts_as_held_there_before_its_summary_says_so(make_env) -> None:  # type: ignore[no-untyped-def]
+    """The bot fetches what it was given: a second action on the same inputs waits for it,
+    though the summary it last sent holds nothing."""
+    async with make_env(dispatch="locality", locality_wait=LONG) as env:
+        first = await with_inputs(env, "lib")
+        again = await with_inputs(env, "lib", tool="ld")
+        fetching = env.bot(summary_size=8192, cache=holding())
+        [poll] = await waiting(env, fetching)
+        first_call = env.start(first)
+        await asyncio.wait_for(poll, GUARD)
+        [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
+        calls = await queue(env, [again])
+        assert not idle_poll.done()
+        for call in [*calls, first_call, idle_poll]:
+            call.cancel()
+
+
+async def _queued_exactly(env: ExecEnv, count: int) -> bool:
+    return await env.queued() == count
