@@ -36,13 +36,16 @@ class CacheSummary:
         self.version = 0  # changes whenever the filter does
         self._filter = DigestFilter.sized_for(self.capacity, max_bytes)
         self._changes = 0
+        self._pending: list[str] = []  # hashes of files added since the filter was last sent
         self._rebuild()
         files.watcher = self._changed
 
     def _changed(self, digest: Digest, added: bool) -> None:
+        """Called per cache file added or evicted, on the input fetch's path: the filter
+        takes new files when it is next sent (``wire``), not here."""
         self._changes += 1
         if added:
-            self._filter.add(digest.hash)
+            self._pending.append(digest.hash)
             self.version += 1
         if self._changes >= self.capacity // 2:
             self._rebuild()
@@ -51,10 +54,14 @@ class CacheSummary:
         fresh = DigestFilter(self._filter.bits, self._filter.probes)
         fresh.add_all(digest.hash for digest, _ in self.files.newest(self.capacity // 2))
         self._filter = fresh
+        self._pending = []
         self._changes = 0
         self.version += 1
 
     def wire(self) -> bytes:
+        if self._pending:
+            self._filter.add_all(self._pending)
+            self._pending = []
         return self._filter.to_bytes()
 
 

@@ -49,6 +49,9 @@ log = logging.getLogger("reapi.worker")
 SMALL_BLOB = 1 << 20
 # How many bytes of small blobs one batched fetch holds in memory at once.
 BATCH_BYTES = 8 << 20
+# How many small blobs one batched fetch asks for: several smaller batches go out at
+# once, and the first ones are written while the later ones are still coming.
+BATCH_BLOBS = 250
 
 
 class FileCache:
@@ -378,7 +381,7 @@ def _groups(digests: list[Digest]) -> Iterable[list[Digest]]:
     group: list[Digest] = []
     total = 0
     for digest in digests:
-        if group and total + digest.size_bytes > BATCH_BYTES:
+        if group and (total + digest.size_bytes > BATCH_BYTES or len(group) >= BATCH_BLOBS):
             yield group
             group, total = [], 0
         group.append(digest)
