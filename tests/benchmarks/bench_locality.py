@@ -1,0 +1,170 @@
+"""Locality vs fifo dispatch: a Bazel C++ build over 3 workers with cold caches, interleaved.
+
+    .venv/bin/python -m tests.benchmarks.bench_locality [--rounds 2] [--components 6] [--libraries 120]
+        [--headers 12] [--header-kib 16] [--jobs 12] [--dir PATH]
+
+The workspace: ``--components`` components, each a header library of ``--headers``
+headers of ``--header-kib`` KiB (a project's big shared headers: generated protocol
+headers, a vendored library) and a tool (a binary); ``--libraries`` small libraries,
+library ``i`` using component ``i mod components``; tool ``t`` links the ``t``-th
+block of libraries, so each tool's libraries use every component (as a service links
+libraries built on different big header sets) and Bazel's queue mixes them. A
+library's compile action's inputs are its own source and header plus its
+component's headers; a tool's link action's are its block's object files. Bazel
+builds ``//...``.
+
+Per build: a new reapi-server (zero-config stores, ``[execution] dispatch`` as
+measured) and three new reapi-workers (concurrency 1 each, empty caches, metrics on
+an HTTP port), Bazel from clean with ``--jobs``. Rows per dispatch, one line per
+build, in the order run (``locality``, ``fifo``, then ``fifo``, ``locality``, ...):
+wall time, the input bytes the workers fetched from the server's CAS
+(``reapi_worker_input_bytes_fetched_total``, summed over the three) and how the
+actions split between them; then the medians and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from tests.benchmarks.bench_worker import stores
+from tests.support.bazel import BazelInstallation, BazelUnavailable, BazelWorkspace, remote_execution_flags
+from tests.support.metrics_scrape import scrape
+from tests.support.server_process import reapi_server_process, server_config
+from tests.support.worker_process import start_worker, stop_worker
+
+METRICS = re.compile(r"metrics: (http://\S+/metrics)")
+
+
+def generate_workspace(root: Path, components: int, libraries: int, headers: int, header_kib: int) -> None:
+    root.mkdir(parents=True)
+    (root / "WORKSPACE").write_text('workspace(name = "locality")\n')
+    filler = "// " + "x" * 76 + "\n"
+    members: dict[int, list[int]] = {t: [] for t in range(components)}
+    for i in range(libraries):
+        c = i % components
+        members[i * components // libraries].append(i)
+        package = root / f"lib{i:03d}"
+        package.mkdir()
+        includes = "".join(f'#include "comp{c}/h{h}.h"\n' for h in range(headers))
+        calls = " + ".join(f"comp{c}_h{h}(x)" for h in range(headers))
+        (package / f"lib{i:03d}.h").write_text(f"int lib{i:03d}(int x);\n")
+        (package / f"lib{i:03d}.cc").write_text(
+            f'#include "lib{i:03d}/lib{i:03d}.h"\n{includes}int lib{i:03d}(int x) {{ return {calls}; }}\n')
+        (package / "BUILD").write_text(
+            f'cc_library(name = "lib{i:03d}", srcs = ["lib{i:03d}.cc"], hdrs = ["lib{i:03d}.h"], '
+            f'deps = ["//comp{c}"], visibility = ["//visibility:public"])\n')
+    for c in range(components):
+        package = root / f"comp{c}"
+        package.mkdir()
+        for h in range(headers):
+            body = filler * (header_kib * 1024 // len(filler))
+            (package / f"h{h}.h").write_text(f"#pragma once\n{body}inline int comp{c}_h{h}(int x) {{ return x + {h}; }}\n")
+        includes = "".join(f'#include "lib{i:03d}/lib{i:03d}.h"\n' for i in members[c])
+        calls = "".join(f"  x = lib{i:03d}(x) % 1000003;\n" for i in members[c])
+        (package / "tool.cc").write_text(f"#include <cstdio>\n{includes}int main() {{\n  int x = 1;\n{calls}"
+                                         '  std::printf("%d\\n", x);\n  return 0;\n}\n')
+        deps = ", ".join(f'"//lib{i:03d}"' for i in members[c])
+        (package / "BUILD").write_text(
+            f'cc_library(name = "comp{c}", hdrs = glob(["*.h"]), visibility = ["//visibility:public"])\n'
+            f'cc_binary(name = "tool", srcs = ["tool.cc"], deps = [{deps}])\n')
+
+
+def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int) -> tuple[float, list[int], list[int]]:
+    """(wall seconds, input bytes each worker fetched, actions each ran) of a build from clean.
+    ``dispatch``: "fifo", "locality" or "locality+W" (``locality_wait`` = W seconds)."""
+    workdir = Path(tempfile.mkdtemp(prefix="locality-", dir=base))
+    os.chmod(workdir, 0o711)  # the action user passes through to exec roots
+    workers = []
+    try:
+        mode, _, wait = dispatch.partition("+")
+        execution: dict[str, object] = {"dispatch": mode}
+        if wait:
+            execution["locality_wait"] = float(wait)
+        config = server_config(workdir / "server", stores=stores(workdir / "server" / "data"), execution=execution)
+        with reapi_server_process(workdir / "server", config) as server:
+            for n in range(3):
+                workers.append(start_worker(workdir / f"w{n}", server.address, bot_id=f"w{n}", concurrency=1,
+                                            extra_args=["--http-listen", "127.0.0.1:0"]))
+            ws.clean()
+            flags = [*remote_execution_flags(server.url), f"--jobs={jobs}"]
+            ws.build("//...", flags=[*flags, "--nobuild"])
+            started = time.perf_counter()
+            ws.build("//...", flags=flags)
+            elapsed = time.perf_counter() - started
+            fetched, actions = [], []
+            for worker in workers:
+                match = METRICS.search(worker.log_text())
+                assert match, "the worker printed no metrics address"
+                page = scrape(match.group(1))
+                fetched.append(int(page.value("reapi_worker_input_bytes_fetched_total")))
+                actions.append(int(page.total("reapi_worker_actions_total")))
+            problems = server.problems() + [p for w in workers for p in w.problems()]
+            if problems:
+                print("problems logged:\n" + "\n".join(problems[:10]))
+    finally:
+        for worker in workers:
+            stop_worker(worker)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return elapsed, fetched, actions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2, help="builds per dispatch, interleaved")
+    parser.add_argument("--modes", default="locality,fifo",
+                        help='dispatches to compare, e.g. "locality,fifo,locality+0.3" (+W: locality_wait W s)')
+    parser.add_argument("--components", type=int, default=6)
+    parser.add_argument("--libraries", type=int, default=120)
+    parser.add_argument("--headers", type=int, default=12)
+    parser.add_argument("--header-kib", type=int, default=16)
+    parser.add_argument("--jobs", type=int, default=12)
+    parser.add_argument("--dir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="bench-locality-", dir=args.dir))
+    os.chmod(base, 0o711)
+    try:
+        installation = BazelInstallation.find(base / "bazel")
+    except BazelUnavailable as exc:
+        print(f"skipped: {exc}")
+        return
+    modes = args.modes.split(",")
+    results: dict[str, list[tuple[float, list[int], list[int]]]] = {mode: [] for mode in modes}
+    try:
+        source = base / "source"
+        generate_workspace(source, args.components, args.libraries, args.headers, args.header_kib)
+        ws = installation.workspace(source, base / "ws")
+        order = []
+        for round_number in range(args.rounds):
+            order += modes if round_number % 2 == 0 else modes[::-1]
+        print(f"{args.libraries} libraries over {args.components} components of {args.headers} x {args.header_kib} KiB "
+              f"headers; 3 workers x 1 slot; --jobs={args.jobs}\n")
+        print(f"{'dispatch':<14} {'wall s':>7} {'fetched MiB':>12}  {'per worker MiB':<22} actions per worker")
+        for dispatch in order:
+            elapsed, fetched, actions = one_build(ws, base, dispatch, args.jobs)
+            results[dispatch].append((elapsed, fetched, actions))
+            print(f"{dispatch:<14} {elapsed:7.1f} {sum(fetched) / 2**20:12.2f}  "
+                  f"{' '.join(f'{f / 2**20:.2f}' for f in fetched):<22} {' '.join(map(str, actions))}", flush=True)
+    finally:
+        installation.shutdown_all()
+        shutil.rmtree(base, ignore_errors=True)
+    medians = {d: (statistics.median(r[0] for r in rs), statistics.median(sum(r[1]) for r in rs))
+               for d, rs in results.items() if rs}
+    print()
+    for mode, (wall, fetched) in medians.items():
+        line = f"median {mode:<14} {wall:6.1f} s {fetched / 2**20:8.2f} MiB"
+        if "fifo" in medians and mode != "fifo":
+            fifo_wall, fifo_bytes = medians["fifo"]
+            line += (f"   vs fifo: wall time {wall / fifo_wall:.2f}x, bytes fetched {fetched / fifo_bytes:.2f}x "
+                     f"({(1 - fetched / fifo_bytes) * 100:.0f}% fewer)")
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
