@@ -101,6 +101,9 @@ class ExecutionConfig:
             raise ValueError("min_priority is above max_priority")
         if self.state is StateKind.REDIS and not self.redis_url:
             raise ValueError('state = "redis" needs redis_url (e.g. "redis://127.0.0.1:6379/0")')
+        if self.state is StateKind.REDIS and self.locality:
+            raise ValueError('dispatch = "locality" is not supported with state = "redis" yet (the Redis state '
+                             'keeps no cache summaries): use dispatch = "fifo" there')
 
     def state_factory(self) -> StateFactory:
         """What builds the scheduler's state (the Redis state's modules load only when used)."""

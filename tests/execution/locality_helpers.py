@@ -6,11 +6,22 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+import pytest
+
 from cas.digest import Digest
 from cas.digest_filter import DigestFilter
+from server.scheduler.state.interface import StateFactory
+from server.scheduler.state.memory.state import memory_state
 from tests.execution.conftest import ExecEnv
 from tests.support.actions import BuiltAction
 from tests.support.test_bot import TestBot
+
+@pytest.fixture(name="scheduler_state")
+def memory_state_only() -> StateFactory:
+    """Locality dispatch is the memory state's only: the Redis state keeps no cache
+    summaries, and a config asking for both is refused (server/scheduler/config.py)."""
+    return memory_state
+
 
 GUARD = 20.0
 BIG = 64 << 10  # input files big enough that holding them beats min_gain

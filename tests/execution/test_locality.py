@@ -12,6 +12,7 @@ import pytest
 from cas.digest import Digest
 from server.scheduler.locality import LOCALITY, SAMPLE, held_bytes, sketch_of
 from tests.execution.conftest import ExecEnv
+from tests.execution.locality_helpers import memory_state_only  # noqa: F401 - scheduler_state: the memory state only
 from tests.execution.locality_helpers import GUARD, holding, inputs_of, queue, until, waiting, with_inputs
 
 @pytest.mark.parametrize("dispatch", ["locality", "fifo"])

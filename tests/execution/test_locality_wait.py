@@ -10,6 +10,7 @@ import asyncio
 import grpc
 
 from tests.execution.conftest import ExecEnv
+from tests.execution.locality_helpers import memory_state_only  # noqa: F401 - scheduler_state: the memory state only
 from tests.execution.locality_helpers import GUARD, holding, inputs_of, queue, waiting, with_inputs
 from tests.support.actions import BuiltAction
 from tests.support.test_bot import ReceivedLease, TestBot

@@ -1,17 +1,16 @@
 """RedisState: the scheduler's state in Redis, shared by every server replica.
 
-Each transition of SchedulerState is one Lua script (lua/), atomic in Redis, so
-replicas never see each other's transitions half-done; this class turns arguments
-into script arguments and replies into views. What only one process can hold stays
-local and is rebuilt from Redis: the futures of held calls and watches (woken over
-pub/sub, wakeups.py), the inline blobs each bot was sent (SentBlobs, per replica:
-a bot that moves to another replica is sent some blobs again).
+Each transition of SchedulerState is one Lua script (lua/), atomic in Redis, so replicas never
+see each other's transitions half-done; this class turns arguments into script arguments and
+replies into views. What only one process can hold stays local and is rebuilt from Redis: the
+futures of held calls and watches (woken over pub/sub, wakeups.py), the inline blobs each bot
+was sent (SentBlobs, per replica: a bot that moves to another replica is sent some blobs again).
 
 Replicas come and go: each keeps a heartbeat key alive (backplane.py). The calls in
-progress it counts for a session, and the completed leases whose results it is
-storing, count only while its heartbeat lives; so when a replica dies, its bots'
-sessions expire as usual and results it never stored are queued again
-(``reap_awaiting``, run with every expiry sweep), within the retry budget. Keys: README.md.
+progress it counts for a session, and the completed leases whose results it is storing,
+count only while its heartbeat lives; so when a replica dies, its bots' sessions expire
+as usual and results it never stored are queued again (``reap_awaiting``, run with every
+expiry sweep), within the retry budget. Keys: README.md.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from server.scheduler.interface import LogStreamFactory, SchedulerSettings
 from server.scheduler.operation import OperationState, PreparedAction
 from server.scheduler.platform import PlatformMatcher, RequirementSet, WorkerOffer
 from server.scheduler.results import status_response
-from server.scheduler.sessions import BotRegistration, LeaseReport, SessionAnswer
+from server.scheduler.sessions import BotRegistration, BotSummary, LeaseReport, SessionAnswer
 from server.scheduler.state.interface import SchedulerState
 from server.scheduler.state.redis.backplane import DEFAULT_PREFIX, Backplane
 from server.scheduler.state.redis.catalog import Catalog
@@ -233,7 +232,8 @@ class RedisState(SchedulerState):
 
     # -- bot sessions ------------------------------------------------------------
 
-    async def open_session(self, name: str, registration: BotRegistration, expires_at: float) -> None:
+    async def open_session(self, name: str, registration: BotRegistration, expires_at: float,
+                           summary: BotSummary | None = None) -> None:  # summaries are not kept (locality: memory state only)
         oid = await self.catalog.offer_id(registration.offer)
         await self._call("open_session", name, registration.bot_id, registration_json(registration), oid,
                          registration.capacity, "1" if registration.healthy else "0", number(expires_at))
@@ -263,7 +263,7 @@ class RedisState(SchedulerState):
         bot_id: str,
         healthy: bool,
         reports: Sequence[LeaseReport],
-        partial_metadata: Mapping[str, re_pb2.ExecutedActionMetadata],
+        partial_metadata: Mapping[str, re_pb2.ExecutedActionMetadata], summary: BotSummary | None = None,
     ) -> ReportOutcome | OtherBot | None:
         args: list[object] = [name, bot_id, "1" if healthy else "0", number(self.clock.now()), len(reports)]
         for item in reports:
