@@ -5,8 +5,9 @@
 
 For each filesystem (``--fs``, default tmpfs and the work disk) one reapi-server
 process with the zero-config stores there, and, connected at once and on that same
-filesystem, a reapi-worker (this checkout), the plain bot (tests/benchmarks/plain_bot.py)
-and, with ``--baseline`` (a checkout of an earlier commit, e.g. made by ``git worktree
+filesystem, a reapi-worker (this checkout, "now"), another that mounts every input
+subtree it can ("mounts": ``input_mount_min_entries = 0``), the plain bot
+(tests/benchmarks/plain_bot.py) and, with ``--baseline`` (a checkout of an earlier commit, e.g. made by ``git worktree
 add``), a reapi-worker running that code. Each action goes to one of them by a platform
 property; the client runs them one at a time, interleaved (bot order rotates every run),
 so the machine's noise hits all alike. Per run, with a new tree of ``--files`` small files
@@ -108,12 +109,15 @@ def bench_filesystem(base: Path, files: int, runs: int, baseline: Path | None) -
     try:
         config = server_config(workdir / "server", stores=stores(workdir / "server" / "data"))
         with reapi_server_process(workdir / "server", config) as server:
-            bots = ["now", "plain"]
+            bots = ["now", "mounts", "plain"]
             env = {**os.environ, "PYTHONUNBUFFERED": "1", "REAPI_LOG_LEVEL": "WARNING"}
-            workers.append(launch_worker(
-                worker_command(workdir / "now", server.address, bot_id="now", concurrency=1,
-                               properties=[f"{PROPERTY}=now"], extra_args=["--log-level", "INFO"]),
-                workdir / "now", "now", env))
+            mounting = workdir / "mounts.toml"
+            mounting.write_text("[worker]\ninput_mount_min_entries = 0\n")
+            for bot, extra in (("now", []), ("mounts", ["--config", str(mounting)])):
+                workers.append(launch_worker(
+                    worker_command(workdir / bot, server.address, bot_id=bot, concurrency=1,
+                                   properties=[f"{PROPERTY}={bot}"], extra_args=["--log-level", "INFO", *extra]),
+                    workdir / bot, bot, env))
             if baseline is not None:
                 bots.append("before")
                 command = worker_command(workdir / "before", server.address, bot_id="before", concurrency=1,
