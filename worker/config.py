@@ -139,7 +139,7 @@ class WorkerConfig:
     are made once per Directory digest and mounted read-only, instead of a link per file."""
     input_tree_entries: Annotated[int, AtLeast(0)] = 500_000
     """How many entries (files, symlinks, directories) those made subtrees may hold in all."""
-    input_mount_min_entries: Annotated[int, AtLeast(0)] = 2048
+    input_mount_min_entries: Annotated[int, AtLeast(0)] = 256
     """Subtrees are mounted only when they hold this many entries in all (else linked in the sandbox made ready)."""
 
     def __post_init__(self) -> None:

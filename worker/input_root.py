@@ -135,13 +135,13 @@ class InputRootBuilder:
     """Builds exec roots from input root digests, through the shared caches."""
 
     def __init__(self, files: FileCache, directories: DirectoryCache, max_cached_layouts: int = 256,
-                 trees: InputTrees | None = None, min_mounted_entries: int = 2048) -> None:
+                 trees: InputTrees | None = None, min_mounted_entries: int = 256) -> None:
         self.files = files
         self.directories = directories
         self.trees = trees  # None: no mounted subtrees, whatever the placement says
         # Mounting needs a new sandbox (bwrap takes its mounts when it starts), not the one
-        # made ready beforehand (worker/sandbox/warm.py), which saves its 3-7 ms start: at
-        # 1,000 files mounting measured no faster end to end (docs/BENCHMARKS.md).
+        # made ready beforehand (worker/sandbox/warm.py), which saves its 3-7 ms start: a
+        # few hundred links cost less than that (docs/BENCHMARKS.md, "Input fetch").
         self.min_mounted_entries = min_mounted_entries
         # Repeated input roots (the same action retried, tests run again) skip planning.
         self._layouts: Lru[Digest, InputLayout] = Lru()  # by entries
