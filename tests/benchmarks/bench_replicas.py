@@ -1,28 +1,42 @@
 """Replicated frontends (Redis state) against one frontend with the in-memory state.
 
-    .venv/bin/python -m tests.benchmarks.bench_replicas [--sequential 300] [--concurrent 2000]
-        [--cas-rounds 200] [--bots 1000] [--queued 100000] [--skip-drain] [--skip-latency]
+    .venv/bin/python -m tests.benchmarks.bench_replicas [--rounds 3] [--sequential 300]
+        [--concurrent 2000] [--cas-rounds 200] [--bots 1000] [--queued 10000,30000,100000]
+        [--skip-latency] [--skip-drain]
 
 The topology is deploy/replicated's, from its own config files: a redis-server (AOF
 everysec), two storage nodes (storage.toml), frontends (frontend.toml: CAS mirrored
 over the nodes, action cache and scheduler state in Redis); the memory baseline is
-the same file with ``state = "memory"`` and one frontend. Clients and test bots
+the same file with ``state = "memory"`` and one frontend (its action cache is still
+the Redis one, so only the scheduler state differs). Clients and test bots
 (tests/support/test_bot.py, finishing every action at once, so the numbers are the
-control plane's own cost) run in this process, spread round robin over the
-frontends. Rows, each for 1 frontend (memory state), 1 and 2 frontends (Redis state):
+control plane's own cost) run in this one process on one asyncio loop, spread round
+robin over the frontends: each bot is one session holding its own long-poll
+UpdateBotSession call, as a worker process would.
 
-- Execute-to-COMPLETED, sequential, one bot (median, p90, p99 ms);
+Part 1 (issue 11, acceptance 6), ``--rounds`` rounds; each round starts every setup
+afresh (1 frontend memory state, 1 and 2 frontends Redis state; the order rotates
+from round to round) and measures in it:
+
+- Execute-to-COMPLETED, sequential, one bot (median, p99 ms);
 - 50 concurrent Execute streams, 8 bots: actions/s;
-- CPU per action of each process kind (frontend, storage node, redis-server);
-- CPU per CAS call of a frontend and of a storage node: BatchUpdateBlobs of 100 x
-  1 KiB new blobs, FindMissingBlobs of 1,000, BatchReadBlobs of 100 x 1 KiB, a 1 MiB
-  ByteStream write and read;
-- the drain (issue 11, acceptance 5): ``--queued`` actions queued through every
-  frontend, then ``--bots`` bots spread over them take everything; every action
-  must reach exactly one bot once (checked: none lost, none run twice); the drain
-  rate, CPU per dispatch, and meanwhile the Execute-to-EXECUTING time of 200
-  priority -1000 actions (a probe process), for 3 frontends (Redis) against 1
-  (memory).
+- CPU ms per action of the frontends, storage nodes and redis-server (from
+  /proc/PID/stat; summed over the processes of a kind and also per frontend);
+- in the 1-frontend Redis setup, CPU per CAS call of the frontend and of the storage
+  nodes: BatchUpdateBlobs of 100 x 1 KiB new blobs, FindMissingBlobs of 1,000,
+  BatchReadBlobs of 100 x 1 KiB, a 1 MiB ByteStream write and read (the CAS path is
+  the same with either state).
+
+Reported: the median of the rounds (range in brackets) and the ratio to the memory
+state's median.
+
+Part 2 (acceptance 5), for each size in ``--queued``, memory state then Redis state
+(one frontend against three): the actions are queued through every frontend (128
+clients, Execute until QUEUED), then ``--bots`` bots spread over the frontends take
+everything while a probe process sends 200 priority -1000 actions one by one
+(Execute-to-EXECUTING: p50, p99). Every action must reach exactly one bot once:
+lost and run-twice are counted, not assumed. Reported: submit rate, drain rate,
+CPU per dispatch by process kind.
 
 The machine may be shared and has few cores: every process here competes for
 them. Read ratios within one run, and the CPU columns, rather than absolutes.
@@ -34,14 +48,15 @@ import argparse
 import asyncio
 import itertools
 import os
+import statistics
 import sys
 import tempfile
 import time
 import tomllib
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import grpc
 
@@ -59,6 +74,8 @@ from tests.support.test_bot import TestBot
 DEPLOY = REPO_ROOT / "deploy" / "replicated"
 EXECUTION = {"worker_grace": 3600, "bot_session_timeout": 600}
 QUEUED = re_pb2.ExecutionStage.QUEUED
+SETUPS = (("memory", 1), ("redis", 1), ("redis", 2))
+Metrics = dict[str, float]
 
 
 class Topology:
@@ -103,21 +120,20 @@ class Topology:
     def __exit__(self, *exc: object) -> None:
         self.stack.close()
 
-    @property
-    def label(self) -> str:
-        return f"{self.count} frontend{'s' if self.count > 1 else ''}, {self.state} state"
-
     def cpu(self) -> dict[str, float]:
         return {name: cpu_seconds(pid) for name, pid in self.pids.items()}
 
 
-def cpu_by_kind(before: dict[str, float], after: dict[str, float], per: int) -> str:
-    """CPU ms per unit of work of each process kind (frontends summed, nodes summed)."""
-    kinds: dict[str, float] = {}
+def cpu_by_kind(before: dict[str, float], after: dict[str, float], per: int, prefix: str) -> Metrics:
+    """CPU ms per unit of work of each process kind (summed over its processes), and per frontend."""
+    kinds: Metrics = {}
+    frontends = 0
     for name in before:
         kind = name.split("-")[0]
-        kinds[kind] = kinds.get(kind, 0.0) + after[name] - before[name]
-    return ", ".join(f"{kind} {seconds / per * 1000:.2f}" for kind, seconds in kinds.items())
+        frontends += kind == "frontend"
+        kinds[kind] = kinds.get(kind, 0.0) + (after[name] - before[name]) / per * 1000
+    kinds["one frontend"] = kinds["frontend"] / frontends
+    return {f"{prefix} CPU ms, {kind}": value for kind, value in kinds.items()}
 
 
 async def channels(topology: Topology) -> list[grpc.aio.Channel]:
@@ -142,12 +158,12 @@ async def run_bot(bot: TestBot, ran: Counter[str] | None) -> None:
         await bot.poll(timeout=60)
 
 
-async def latency_rows(topology: Topology, sequential: int, concurrent: int) -> list[str]:
+async def latency_round(topology: Topology, sequential: int, concurrent: int, tag: str) -> Metrics:
     chans = await channels(topology)
     stubs = [re_grpc.ExecutionStub(c) for c in chans]
-    digests = await Actions(chans[0], prefix=f"lat-{topology.count}-{topology.state}").make(sequential + concurrent + 50)
+    digests = await Actions(chans[0], prefix=f"lat-{tag}").make(sequential + concurrent + 50)
     tasks = await start_bots(chans, 1, "seq")
-    for i, digest in enumerate(digests[:50]):
+    for i, digest in enumerate(digests[:50]):  # warm-up
         await execute(stubs[i % len(stubs)], digest)
     before = topology.cpu()
     times = []
@@ -155,7 +171,8 @@ async def latency_rows(topology: Topology, sequential: int, concurrent: int) -> 
         start = time.perf_counter()
         await execute(stubs[i % len(stubs)], digest)
         times.append(time.perf_counter() - start)
-    sequential_cpu = cpu_by_kind(before, topology.cpu(), sequential)
+    metrics = {"sequential: median ms": ms(times, 0.5), "sequential: p99 ms": ms(times, 0.99),
+               **cpu_by_kind(before, topology.cpu(), sequential, "sequential:")}
     await stop(tasks)
 
     tasks = await start_bots(chans, 8, "tput")
@@ -168,27 +185,23 @@ async def latency_rows(topology: Topology, sequential: int, concurrent: int) -> 
     before = topology.cpu()
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(50)))
-    elapsed = time.perf_counter() - start
-    concurrent_cpu = cpu_by_kind(before, topology.cpu(), concurrent)
+    metrics["50 concurrent: actions/s"] = concurrent / (time.perf_counter() - start)
+    metrics.update(cpu_by_kind(before, topology.cpu(), concurrent, "50 concurrent:"))
     await stop(tasks)
     for channel in chans:
         await channel.close()
-    return [
-        f"| {topology.label}: Execute-to-COMPLETED, sequential, 1 bot | median {ms(times, 0.5):.2f} ms, "
-        f"p90 {ms(times, 0.9):.2f} ms, p99 {ms(times, 0.99):.2f} ms; CPU ms per action: {sequential_cpu} |",
-        f"| {topology.label}: 50 concurrent Executes, 8 bots ({concurrent} actions) | {concurrent / elapsed:.0f} "
-        f"actions/s; CPU ms per action: {concurrent_cpu} |",
-    ]
+    return metrics
 
 
-async def cas_rows(topology: Topology, rounds: int) -> list[str]:
+async def cas_round(topology: Topology, rounds: int) -> Metrics:
     [channel] = (await channels(topology))[:1]
     cas = re_grpc.ContentAddressableStorageStub(channel)
     bytestream = bs_grpc.ByteStreamStub(channel)
     counter = itertools.count()
+    salt = time.time_ns()
 
     def blobs(count: int, size: int) -> dict[Digest, bytes]:
-        datas = [f"{next(counter)}:".encode().ljust(size, b"x") for _ in range(count)]
+        datas = [f"{salt}:{next(counter)}:".encode().ljust(size, b"x") for _ in range(count)]
         return {Digest.of(d): d for d in datas}
 
     async def update(values: dict[Digest, bytes]) -> None:
@@ -198,22 +211,23 @@ async def cas_rows(topology: Topology, rounds: int) -> list[str]:
     present = blobs(1000, 1024)
     await update(present)
     ids = list(present)
-    rows = []
+    metrics: Metrics = {}
 
-    async def measure(label: str, call: Any) -> None:
+    async def measure(label: str, call: Callable[[], Awaitable[object]]) -> None:
         before = topology.cpu()
         for _ in range(rounds):
             await call()
         after = topology.cpu()
-        frontend = (after["frontend-1"] - before["frontend-1"]) / rounds * 1000
-        nodes = sum(after[f"storage-{n}"] - before[f"storage-{n}"] for n in (1, 2)) / rounds * 1000
-        rows.append(f"| CPU per CAS call: {label} | frontend {frontend:.2f} ms, storage nodes {nodes:.2f} ms |")
+        metrics[f"{label}: CPU ms, frontend"] = (after["frontend-1"] - before["frontend-1"]) / rounds * 1000
+        metrics[f"{label}: CPU ms, storage nodes"] = sum(
+            after[f"storage-{n}"] - before[f"storage-{n}"] for n in (1, 2)) / rounds * 1000
 
-    await measure("BatchUpdateBlobs, 100 new 1 KiB blobs", lambda: update(blobs(100, 1024)))
-    await measure("FindMissingBlobs, 1,000 present", lambda: cas.FindMissingBlobs(
+    await measure("BatchUpdateBlobs 100 x 1 KiB new", lambda: update(blobs(100, 1024)))
+    await measure("FindMissingBlobs 1,000 present", lambda: cas.FindMissingBlobs(
         re_pb2.FindMissingBlobsRequest(blob_digests=[d.to_proto() for d in ids])))
-    await measure("BatchReadBlobs, 100 x 1 KiB", lambda: cas.BatchReadBlobs(
+    await measure("BatchReadBlobs 100 x 1 KiB", lambda: cas.BatchReadBlobs(
         re_pb2.BatchReadBlobsRequest(digests=[d.to_proto() for d in ids[:100]])))
+    last = [Digest.of(b"")]
 
     async def write_one() -> None:
         [(digest, data)] = blobs(1, 1 << 20).items()
@@ -221,23 +235,21 @@ async def cas_rows(topology: Topology, rounds: int) -> list[str]:
         await bytestream.Write(iter([bs_pb2.WriteRequest(resource_name=name, data=data, finish_write=True)]))
         last[0] = digest
 
-    last: list[Digest] = []
-    last.append(Digest.of(b""))
-    await measure("ByteStream write, 1 MiB new", write_one)
-    await measure("ByteStream read, 1 MiB", lambda: _read(bytestream, last[0]))
+    async def read_last() -> None:
+        name = f"blobs/{last[0].hash}/{last[0].size_bytes}"
+        async for _ in bytestream.Read(bs_pb2.ReadRequest(resource_name=name)):
+            pass
+
+    await measure("ByteStream Write 1 MiB new", write_one)
+    await measure("ByteStream Read 1 MiB", read_last)
     await channel.close()
-    return rows
+    return metrics
 
 
-async def _read(bytestream: bs_grpc.ByteStreamStub, digest: Digest) -> None:
-    async for _ in bytestream.Read(bs_pb2.ReadRequest(resource_name=f"blobs/{digest.hash}/{digest.size_bytes}")):
-        pass
-
-
-async def drain_rows(topology: Topology, queued: int, bots: int) -> list[str]:
+async def drain(topology: Topology, queued: int, bots: int) -> Metrics:
     chans = await channels(topology)
     stubs = [re_grpc.ExecutionStub(c) for c in chans]
-    digests = await Actions(chans[0], prefix=f"drain-{topology.count}").make(queued)
+    digests = await Actions(chans[0], prefix=f"drain-{topology.count}-{queued}").make(queued)
     pending = iter(enumerate(digests))
 
     async def submitter() -> None:
@@ -246,9 +258,11 @@ async def drain_rows(topology: Topology, queued: int, bots: int) -> list[str]:
 
     start = time.perf_counter()
     await asyncio.gather(*(submitter() for _ in range(128)))
-    submit_rate = queued / (time.perf_counter() - start)
+    submit_seconds = time.perf_counter() - start
     ran: Counter[str] = Counter()
-    tasks = await start_bots(chans, bots, f"drainer-{topology.count}", ran)
+    connect = time.perf_counter()
+    tasks = await start_bots(chans, bots, f"drainer-{topology.count}-{queued}", ran)
+    connect_seconds = time.perf_counter() - connect
     before, own = topology.cpu(), own_cpu_seconds()
     started = time.perf_counter()
     prober = await asyncio.create_subprocess_exec(
@@ -261,48 +275,96 @@ async def drain_rows(topology: Topology, queued: int, bots: int) -> list[str]:
         await asyncio.sleep(0.2)
     elapsed = time.perf_counter() - started
     after, own = topology.cpu(), own_cpu_seconds() - own
-    await asyncio.sleep(1.0)  # anything run twice would show up now
+    await asyncio.sleep(2.0)  # anything run twice would show up now
     await stop(tasks)
     wanted = {d.hash for d in digests}
-    lost = len(wanted - set(ran))
-    twice = sum(1 for n in ran.values() if n > 1)
     dispatches = sum(ran.values())
     for channel in chans:
         await channel.close()
-    return [
-        f"| {topology.label}: submit {queued:,} actions (until QUEUED, 128 clients) | {submit_rate:.0f} actions/s |",
-        f"| {topology.label}: {bots} bots drain {queued:,} queued + {len(urgent)} urgent | {elapsed:.0f} s, "
-        f"{dispatches / elapsed:.0f} dispatches/s; lost {lost}, run twice {twice}; CPU ms per dispatch: "
-        f"{cpu_by_kind(before, after, dispatches)}, clients + bots {own / dispatches * 1000:.2f} |",
-        f"| {topology.label}: meanwhile, priority -1000 Execute-to-EXECUTING (200 sequential) | "
-        f"p50 {ms(urgent, 0.5):.1f} ms, p99 {ms(urgent, 0.99):.1f} ms |",
-    ]
+    return {
+        "submit s": submit_seconds, "submit actions/s": queued / submit_seconds,
+        "connect bots s": connect_seconds, "drain s": elapsed, "dispatches/s": dispatches / elapsed,
+        "lost": len(wanted - set(ran)), "run twice": sum(1 for n in ran.values() if n > 1),
+        "urgent p50 ms": ms(urgent, 0.5), "urgent p99 ms": ms(urgent, 0.99),
+        **cpu_by_kind(before, after, dispatches, "per dispatch:"),
+        "per dispatch: CPU ms, clients + bots": own / dispatches * 1000,
+    }
+
+
+def label(state: str, count: int) -> str:
+    return f"{count} frontend{'s' if count > 1 else ''}, {state}"
+
+
+def fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def rounds_table(results: dict[str, list[Metrics]]) -> str:
+    """Median (range) of every metric per setup, and the ratio of medians to the first setup."""
+    names = list(results)
+    keys = list(next(iter(results.values()))[0])
+    lines = ["| measurement | " + " | ".join(names) + " | " + " | ".join(f"{n} / {names[0]}" for n in names[1:]) + " |",
+             "|---" * (2 * len(names)) + "|"]
+    for key in keys:
+        cells, medians = [], []
+        for name in names:
+            values = [m[key] for m in results[name] if key in m]
+            if not values:
+                cells.append("")
+                medians.append(float("nan"))
+                continue
+            medians.append(statistics.median(values))
+            spread = f" ({fmt(min(values))}-{fmt(max(values))})" if len(values) > 1 else ""
+            cells.append(fmt(medians[-1]) + spread)
+        ratios = [f"{m / medians[0]:.2f}x" if medians[0] and medians[0] == medians[0] and m == m else ""
+                  for m in medians[1:]]
+        lines.append(f"| {key} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    return "\n".join(lines)
+
+
+def drain_table(results: dict[str, Metrics]) -> str:
+    names = list(results)
+    keys = list(next(iter(results.values())))
+    lines = ["| measurement | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [f"| {key} | " + " | ".join(fmt(results[n][key]) for n in names) + " |" for key in keys]
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sequential", type=int, default=300)
     parser.add_argument("--concurrent", type=int, default=2000)
     parser.add_argument("--cas-rounds", type=int, default=200)
     parser.add_argument("--bots", type=int, default=1000)
-    parser.add_argument("--queued", type=int, default=100_000)
+    parser.add_argument("--queued", default="100000", help="comma-separated queue depths, run in order")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-drain", action="store_true")
     args = parser.parse_args()
-    print("| measurement | result |\n|---|---|", flush=True)
     base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     with tempfile.TemporaryDirectory(dir=base) as tmp:
         if not args.skip_latency:
-            for state, count in (("memory", 1), ("redis", 1), ("redis", 2)):
-                with Topology(Path(tmp) / f"lat-{state}-{count}", state, count) as topology:
-                    print(*asyncio.run(latency_rows(topology, args.sequential, args.concurrent)), sep="\n", flush=True)
-                    if (state, count) == ("redis", 1):
-                        print(*asyncio.run(cas_rows(topology, args.cas_rounds)), sep="\n", flush=True)
+            results: dict[str, list[Metrics]] = {label(*setup): [] for setup in SETUPS}
+            for r in range(args.rounds):
+                for state, count in SETUPS[r % 3 :] + SETUPS[: r % 3]:
+                    print(f"# {time.strftime('%H:%M:%S')} round {r + 1}: {label(state, count)}; "
+                          f"load {os.getloadavg()[0]:.1f}", flush=True)
+                    with Topology(Path(tmp) / f"lat-{r}-{state}-{count}", state, count) as topology:
+                        metrics = asyncio.run(latency_round(topology, args.sequential, args.concurrent, f"{r}"))
+                        if (state, count) == ("redis", 1):
+                            metrics.update(asyncio.run(cas_round(topology, args.cas_rounds)))
+                    results[label(state, count)].append(metrics)
+            print(rounds_table(results), flush=True)
         if not args.skip_drain:
-            for state, count in (("memory", 1), ("redis", 3)):
-                with Topology(Path(tmp) / f"drain-{state}-{count}", state, count) as topology:
-                    print(*asyncio.run(drain_rows(topology, args.queued, args.bots)), sep="\n", flush=True)
-    print("\nCPU columns: ms per unit, summed over the processes of each kind (frontend, storage, redis)")
+            for queued in (int(q) for q in args.queued.split(",")):
+                drains: dict[str, Metrics] = {}
+                for state, count in (("memory", 1), ("redis", 3)):
+                    print(f"# {time.strftime('%H:%M:%S')} drain {queued:,}: {label(state, count)}; "
+                          f"load {os.getloadavg()[0]:.1f}", flush=True)
+                    with Topology(Path(tmp) / f"drain-{queued}-{state}-{count}", state, count) as topology:
+                        drains[label(state, count)] = asyncio.run(drain(topology, queued, args.bots))
+                print(f"\n{args.bots} bots, {queued:,} queued + 200 urgent\n" + drain_table(drains), flush=True)
+    print(f"# {time.strftime('%H:%M:%S')} done; load {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
