@@ -32,6 +32,7 @@ import grpc
 
 from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
 from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grpc
+from tests.benchmarks.bench_execution import cpu_seconds
 from tests.benchmarks.bench_worker import generate_cc_workspace
 from tests.conftest import REPO_ROOT
 
@@ -41,6 +42,30 @@ DOWN = REPO_ROOT / "deploy" / "replicated" / "down.sh"
 
 def actions_run(root: Path) -> int:
     return sum((root / f"worker-{n}.log").read_text().count(": OK (ran") for n in (1, 2))
+
+
+class CpuSampler:
+    """CPU seconds of every process up.sh started, the last value seen of each (a killed one keeps its last)."""
+
+    KINDS = ("redis", "storage", "frontend", "haproxy", "worker")
+
+    def __init__(self, root: Path) -> None:
+        self.pids = {path.stem: int(path.read_text()) for path in root.glob("*.pid")}
+        self.seen: dict[str, float] = {}
+        self.sample()
+
+    def sample(self) -> None:
+        for name, pid in self.pids.items():
+            try:
+                self.seen[name] = cpu_seconds(pid)
+            except (OSError, ValueError):
+                pass  # gone: keep its last value
+
+    def by_kind(self, since: dict[str, float], per: int) -> str:
+        kinds = dict.fromkeys(self.KINDS, 0.0)
+        for name, seconds in self.seen.items():
+            kinds[name.split("-")[0]] += seconds - since.get(name, 0.0)
+        return ", ".join(f"{kind} {seconds / per * 1000:.1f}" for kind, seconds in kinds.items())
 
 
 def bazel_rows(root: Path, endpoint: str, libraries: int, jobs: int, kill_after: float) -> list[str]:
@@ -55,17 +80,23 @@ def bazel_rows(root: Path, endpoint: str, libraries: int, jobs: int, kill_after:
     threshold = int(kill_after * (libraries + 1))
     killed: list[float] = []
     done = threading.Event()
+    cpu = CpuSampler(root)
 
     def killer() -> None:
         while actions_run(root) < threshold and not done.is_set():
+            cpu.sample()
             time.sleep(0.1)
         if not done.is_set():
             os.kill(int((root / "frontend-1.pid").read_text()), signal.SIGKILL)
             killed.append(time.monotonic())
+        while not done.wait(0.5):
+            cpu.sample()
 
     try:
         ws.build("//:main", flags=["--nobuild"])
         thread = threading.Thread(target=killer)
+        cpu.sample()
+        first_cpu = dict(cpu.seen)
         thread.start()
         start = time.monotonic()
         try:
@@ -74,11 +105,16 @@ def bazel_rows(root: Path, endpoint: str, libraries: int, jobs: int, kill_after:
             done.set()
             thread.join()
         wall = time.monotonic() - start
+        cpu.sample()
+        build_cpu = cpu.by_kind(first_cpu, first.summary.actions)
         ran = actions_run(root)
         ws.clean()
+        again_cpu = dict(cpu.seen)
         start = time.monotonic()
         again = ws.build("//:main", flags=flags)
         rebuild_wall = time.monotonic() - start
+        cpu.sample()
+        rebuild_cpu = cpu.by_kind(again_cpu, again.summary.actions)
     finally:
         installation.shutdown_all()
     summary = first.summary
@@ -87,8 +123,10 @@ def bazel_rows(root: Path, endpoint: str, libraries: int, jobs: int, kill_after:
         f"| Bazel C++ build, {summary.actions} actions, through up.sh's endpoint, {kill_note} | "
         f"exit {first.exit_code}; {summary.line}; {summary.count(REMOTE)} of {summary.actions} remote; "
         f"{wall:.0f} s; {ran - summary.count(REMOTE)} action(s) ran twice (within the retry budget) |",
+        f"| that build: CPU ms per action | {build_cpu} |",
         f"| after bazel clean, the same build | {again.summary.line}; "
         f"{again.summary.count(REMOTE_CACHE_HIT)} of {again.summary.actions} cache hits; {rebuild_wall:.0f} s |",
+        f"| the rebuild: CPU ms per action | {rebuild_cpu} |",
     ]
 
 
