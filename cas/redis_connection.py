@@ -7,6 +7,10 @@ state) connects here, so all of it behaves alike when Redis does not:
   for each reply). A Redis that hangs (stopped, swapping, a network partition)
   makes a call fail after at most that long, never stall a request for as long
   as Redis hangs.
+- **Pooled connections, bounded**: at most ``MAX_CONNECTIONS`` per client; a call
+  beyond them waits for a free one (up to ``timeout``) instead of failing, so a
+  process with hundreds of calls in flight neither fails them nor opens a
+  connection each.
 - **Fail fast** (``RedisGuard``): after a call fails for want of Redis (refused,
   reset, timed out), calls fail at once with UNAVAILABLE for ``cooldown`` seconds
   instead of each waiting for its own timeout; then one call probes, and when it
@@ -41,6 +45,12 @@ from cas.errors import Internal, ResourceExhausted, Unavailable
 DEFAULT_TIMEOUT = 2.0
 DEFAULT_COOLDOWN = 1.0
 SENTINEL_SCHEME = "redis+sentinel"
+# Connections one client keeps to Redis. A call holds one for a round trip (well under
+# a millisecond), so 100 serve thousands of calls a second; more calls wait their turn.
+MAX_CONNECTIONS = 100
+# redis-py's Sentinel pool cannot wait for a free connection; its bound is set high
+# enough that it is never what fails a call (Redis itself takes 10,000 clients).
+SENTINEL_MAX_CONNECTIONS = 2000
 
 
 def redacted_url(url: str) -> str:
@@ -70,7 +80,9 @@ def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT, retries: int = 1) -> 
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(f"redis url {redacted_url(url)!r}: unknown scheme {scheme!r} "
                          f"(known: redis, rediss, unix, {SENTINEL_SCHEME})")
-    return aioredis.Redis.from_url(url, **options)
+    # redis-py's default pool refuses the 101st concurrent call ("Too many connections").
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=timeout, **options)
+    return aioredis.Redis.from_pool(pool)
 
 
 def _through_sentinel(url: str, options: dict[str, Any]) -> aioredis.Redis:
@@ -91,7 +103,8 @@ def _through_sentinel(url: str, options: dict[str, Any]) -> aioredis.Redis:
     sentinel = Sentinel(sentinels, sentinel_kwargs=timeouts)
     return sentinel.master_for(
         unquote(path[0]), db=int(path[1]) if len(path) == 2 else 0,
-        username=unquote(user) or None, password=unquote(password) or None, **options,
+        username=unquote(user) or None, password=unquote(password) or None,
+        max_connections=SENTINEL_MAX_CONNECTIONS, **options,
     )
 
 
