@@ -66,6 +66,9 @@ class Backplane:
             self.wakeups.start()
             await self._beat()
         if not self.wakeups.subscribed.is_set():
+            if self.guard.is_down:  # Redis is known to be away: fail now, not after a timeout
+                raise Unavailable(f"{self.where} is unreachable: failing fast, no subscription to its wake-ups "
+                                  f"and its last call failed")
             # Waiters registered before the subscription is up could miss a wake-up.
             try:
                 await asyncio.wait_for(self.wakeups.subscribed.wait(), self.timeout)

@@ -1,0 +1,60 @@
+"""The Redis state's backplane while Redis is stopped: calls fail at once, then recover.
+
+Once the wake-up subscription is lost (no answer for its silence limit), every call
+used to wait ``redis_timeout`` for it to come back before failing; while the guard
+knows Redis is away, a call now fails at once and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from cas.errors import Unavailable
+from server.scheduler.state.redis.backplane import Backplane
+from tests.support.redis_process import RedisProcess
+
+POLL_LIMIT_S = 120.0
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
+    process = RedisProcess(tmp_path / "redis")
+    await asyncio.to_thread(process.start)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition()`` (never a timed assertion: the limit only stops a hang)."""
+    deadline = asyncio.get_running_loop().time() + POLL_LIMIT_S
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"never {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_calls_fail_fast_while_redis_is_away_and_work_again_after(redis: RedisProcess) -> None:
+    backplane = Backplane(redis.url, key_prefix="test:backplane:", timeout=1.0).acquire()
+    try:
+        await backplane.started()
+        redis.pause()
+        try:
+            with pytest.raises(Unavailable):
+                await backplane._beat()  # waits out the timeout; the guard now knows
+            await until(lambda: not backplane.wakeups.subscribed.is_set(), "lost the subscription")
+            with pytest.raises(Unavailable) as caught:
+                await backplane.started()
+            assert "failing fast" in str(caught.value) and redis.url in str(caught.value)
+        finally:
+            redis.resume()
+        await until(backplane.wakeups.subscribed.is_set, "subscribed again")
+        await backplane.started()
+        await backplane._beat()
+        assert not backplane.guard.is_down
+    finally:
+        await backplane.release()
