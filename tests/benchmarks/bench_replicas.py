@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.benchmarks.bench_replicas [--rounds 3] [--sequential 300]
         [--concurrent 2000] [--cas-rounds 200] [--bots 1000] [--queued 10000,30000,100000]
-        [--skip-latency] [--skip-drain]
+        [--skip-latency] [--skip-cas] [--skip-drain]
 
 The topology is deploy/replicated's, from its own config files: a redis-server (AOF
 everysec), two storage nodes (storage.toml), frontends (frontend.toml: CAS mirrored
@@ -22,13 +22,11 @@ from round to round) and measures in it:
 - 50 concurrent Execute streams, 8 bots: actions/s;
 - CPU ms per action of the frontends, storage nodes and redis-server (from
   /proc/PID/stat; summed over the processes of a kind and also per frontend);
-- in the 1-frontend Redis setup, CPU per CAS call of the frontend and of the storage
-  nodes: BatchUpdateBlobs of 100 x 1 KiB new blobs, FindMissingBlobs of 1,000,
-  BatchReadBlobs of 100 x 1 KiB, a 1 MiB ByteStream write and read (the CAS path is
-  the same with either state).
-
 Reported: the median of the rounds (range in brackets) and the ratio to the memory
-state's median.
+state's median. Then, ``--rounds`` times with one frontend (the CAS path is the same
+with either state), CPU per CAS call of the frontend and of the storage nodes:
+BatchUpdateBlobs of 100 x 1 KiB new blobs, FindMissingBlobs of 1,000,
+BatchReadBlobs of 100 x 1 KiB, a 1 MiB ByteStream write and read.
 
 Part 2 (acceptance 5), for each size in ``--queued``, memory state then Redis state
 (one frontend against three): the actions are queued through every frontend (128
@@ -302,9 +300,9 @@ def fmt(value: float) -> str:
 def rounds_table(results: dict[str, list[Metrics]]) -> str:
     """Median (range) of every metric per setup, and the ratio of medians to the first setup."""
     names = list(results)
-    keys = list(next(iter(results.values()))[0])
-    lines = ["| measurement | " + " | ".join(names) + " | " + " | ".join(f"{n} / {names[0]}" for n in names[1:]) + " |",
-             "|---" * (2 * len(names)) + "|"]
+    keys = list(dict.fromkeys(key for rounds in results.values() for metrics in rounds for key in metrics))
+    header = ["measurement", *names, *(f"{n} / {names[0]}" for n in names[1:])]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for key in keys:
         cells, medians = [], []
         for name in names:
@@ -318,7 +316,7 @@ def rounds_table(results: dict[str, list[Metrics]]) -> str:
             cells.append(fmt(medians[-1]) + spread)
         ratios = [f"{m / medians[0]:.2f}x" if medians[0] and medians[0] == medians[0] and m == m else ""
                   for m in medians[1:]]
-        lines.append(f"| {key} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+        lines.append("| " + " | ".join([key, *cells, *ratios]) + " |")
     return "\n".join(lines)
 
 
@@ -339,6 +337,7 @@ def main() -> None:
     parser.add_argument("--bots", type=int, default=1000)
     parser.add_argument("--queued", default="100000", help="comma-separated queue depths, run in order")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-cas", action="store_true")
     parser.add_argument("--skip-drain", action="store_true")
     args = parser.parse_args()
     base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
@@ -351,10 +350,16 @@ def main() -> None:
                           f"load {os.getloadavg()[0]:.1f}", flush=True)
                     with Topology(Path(tmp) / f"lat-{r}-{state}-{count}", state, count) as topology:
                         metrics = asyncio.run(latency_round(topology, args.sequential, args.concurrent, f"{r}"))
-                        if (state, count) == ("redis", 1):
-                            metrics.update(asyncio.run(cas_round(topology, args.cas_rounds)))
                     results[label(state, count)].append(metrics)
             print(rounds_table(results), flush=True)
+        if not args.skip_cas:
+            cas: dict[str, list[Metrics]] = {"1 frontend (CAS mirrored over 2 storage nodes)": []}
+            for r in range(args.rounds):
+                print(f"# {time.strftime('%H:%M:%S')} round {r + 1}: CAS calls; load {os.getloadavg()[0]:.1f}", flush=True)
+                with Topology(Path(tmp) / f"cas-{r}", "redis", 1) as topology:
+                    cas["1 frontend (CAS mirrored over 2 storage nodes)"].append(
+                        asyncio.run(cas_round(topology, args.cas_rounds)))
+            print(rounds_table(cas), flush=True)
         if not args.skip_drain:
             for queued in (int(q) for q in args.queued.split(",")):
                 drains: dict[str, Metrics] = {}
