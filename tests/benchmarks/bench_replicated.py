@@ -1,8 +1,10 @@
 """Issue 11, acceptances 2 and 3 at full size, through deploy/replicated/up.sh.
 
     .venv/bin/python -m tests.benchmarks.bench_replicated [--cc-libraries 250] [--jobs 8]
-        [--kill-after 0.3] [--redis-pause 15] [--skip-bazel] [--skip-redis]
+        [--kill-after 0.3] [--redis-pause 15] [--idle 30] [--skip-bazel] [--skip-redis]
 
+- First, the CPU the started farm uses per second doing nothing (``--idle`` s):
+  heartbeats, ticks, pub/sub pings, the fixed cost under every per-action figure.
 - Bazel (4.2.3) builds tests/benchmarks/bench_worker.py's generated C++ workspace
   (``--cc-libraries`` libraries + a binary: one action each, plus the link) with
   every action remote through up.sh's endpoint; when ``--kill-after`` of the
@@ -130,6 +132,15 @@ def bazel_rows(root: Path, endpoint: str, libraries: int, jobs: int, kill_after:
     ]
 
 
+def idle_row(root: Path, seconds: float) -> str:
+    """What the farm costs doing nothing (heartbeats, ticks, pings): the floor under every per-action figure."""
+    cpu = CpuSampler(root)
+    since = dict(cpu.seen)
+    time.sleep(seconds)
+    cpu.sample()
+    return f"| idle for {seconds:.0f} s: CPU ms per second | {cpu.by_kind(since, int(seconds))} |"
+
+
 def redis_pause_rows(root: Path, endpoint: str, seconds: float) -> list[str]:
     """Calls that need Redis while it is stopped: how fast they fail, how fast they recover."""
     channel = grpc.insecure_channel(endpoint.removeprefix("grpc://"))
@@ -177,6 +188,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--kill-after", type=float, default=0.3, help="fraction of the actions run before the kill")
     parser.add_argument("--redis-pause", type=float, default=15.0)
+    parser.add_argument("--idle", type=float, default=30.0, help="seconds of the idle farm's CPU to measure first")
     parser.add_argument("--skip-bazel", action="store_true")
     parser.add_argument("--skip-redis", action="store_true")
     args = parser.parse_args()
@@ -187,6 +199,7 @@ def main() -> None:
         subprocess.run([str(UP), str(root)], check=True)
         try:
             endpoint = (root / "endpoint").read_text().strip()
+            print(idle_row(root, args.idle), flush=True)
             if not args.skip_redis:
                 print(*redis_pause_rows(root, endpoint, args.redis_pause), sep="\n", flush=True)
             if not args.skip_bazel:
