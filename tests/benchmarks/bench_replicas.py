@@ -26,7 +26,9 @@ Reported: the median of the rounds (range in brackets) and the ratio to the memo
 state's median. Then, ``--rounds`` times with one frontend (the CAS path is the same
 with either state), CPU per CAS call of the frontend and of the storage nodes:
 BatchUpdateBlobs of 100 x 1 KiB new blobs, FindMissingBlobs of 1,000,
-BatchReadBlobs of 100 x 1 KiB, a 1 MiB ByteStream write and read.
+BatchReadBlobs of 100 x 1 KiB and a 1 MiB ByteStream write and read; reads cold (each
+blob read once: a storage node serves it and the frontend's memory cache keeps it)
+and hot (the same blob again: served by the frontend's cache).
 
 Part 2 (acceptance 5), for each size in ``--queued``, memory state then Redis state
 (one frontend against three): the actions are queued through every frontend (128
@@ -206,10 +208,13 @@ async def cas_round(topology: Topology, rounds: int) -> Metrics:
         await cas.BatchUpdateBlobs(re_pb2.BatchUpdateBlobsRequest(requests=[
             re_pb2.BatchUpdateBlobsRequest.Request(digest=d.to_proto(), data=v) for d, v in values.items()]))
 
-    present = blobs(1000, 1024)
-    await update(present)
-    ids = list(present)
+    ids: list[Digest] = []
+    for _ in range(max(10, rounds // 10)):  # 100 distinct blobs for each cold BatchReadBlobs
+        batch = blobs(1000, 1024)
+        await update(batch)
+        ids += batch
     metrics: Metrics = {}
+    step = itertools.count()
 
     async def measure(label: str, call: Callable[[], Awaitable[object]]) -> None:
         before = topology.cpu()
@@ -220,26 +225,31 @@ async def cas_round(topology: Topology, rounds: int) -> Metrics:
         metrics[f"{label}: CPU ms, storage nodes"] = sum(
             after[f"storage-{n}"] - before[f"storage-{n}"] for n in (1, 2)) / rounds * 1000
 
+    def batch_read(digests: list[Digest]) -> Awaitable[object]:
+        return cas.BatchReadBlobs(re_pb2.BatchReadBlobsRequest(digests=[d.to_proto() for d in digests]))
+
     await measure("BatchUpdateBlobs 100 x 1 KiB new", lambda: update(blobs(100, 1024)))
     await measure("FindMissingBlobs 1,000 present", lambda: cas.FindMissingBlobs(
-        re_pb2.FindMissingBlobsRequest(blob_digests=[d.to_proto() for d in ids])))
-    await measure("BatchReadBlobs 100 x 1 KiB", lambda: cas.BatchReadBlobs(
-        re_pb2.BatchReadBlobsRequest(digests=[d.to_proto() for d in ids[:100]])))
-    last = [Digest.of(b"")]
+        re_pb2.FindMissingBlobsRequest(blob_digests=[d.to_proto() for d in ids[:1000]])))
+    await measure("BatchReadBlobs 100 x 1 KiB, cold (from a node; fills the frontend's cache)",
+                  lambda: batch_read(ids[(i := next(step) % (len(ids) // 100)) * 100 : i * 100 + 100]))
+    await measure("BatchReadBlobs 100 x 1 KiB, hot (the frontend's cache)", lambda: batch_read(ids[:100]))
+    written: list[Digest] = []
 
     async def write_one() -> None:
         [(digest, data)] = blobs(1, 1 << 20).items()
         name = f"uploads/{next(counter)}/blobs/{digest.hash}/{digest.size_bytes}"
         await bytestream.Write(iter([bs_pb2.WriteRequest(resource_name=name, data=data, finish_write=True)]))
-        last[0] = digest
+        written.append(digest)
 
-    async def read_last() -> None:
-        name = f"blobs/{last[0].hash}/{last[0].size_bytes}"
-        async for _ in bytestream.Read(bs_pb2.ReadRequest(resource_name=name)):
+    async def read(digest: Digest) -> None:
+        async for _ in bytestream.Read(bs_pb2.ReadRequest(resource_name=f"blobs/{digest.hash}/{digest.size_bytes}")):
             pass
 
-    await measure("ByteStream Write 1 MiB new", write_one)
-    await measure("ByteStream Read 1 MiB", read_last)
+    await measure("ByteStream Write 1 MiB new (to both nodes)", write_one)
+    unread = iter(written)
+    await measure("ByteStream Read 1 MiB, cold (from a node; fills the frontend's cache)", lambda: read(next(unread)))
+    await measure("ByteStream Read 1 MiB, hot (the frontend's cache)", lambda: read(written[0]))
     await channel.close()
     return metrics
 
