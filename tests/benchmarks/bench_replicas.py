@@ -292,7 +292,7 @@ async def drain(topology: Topology, queued: int, bots: int) -> Metrics:
     return {
         "submit s": submit_seconds, "submit actions/s": queued / submit_seconds,
         "connect bots s": connect_seconds, "drain s": elapsed, "dispatches/s": dispatches / elapsed,
-        "lost": len(wanted - set(ran)), "run twice": sum(1 for n in ran.values() if n > 1),
+        "actions lost": len(wanted - set(ran)), "actions run twice": sum(1 for n in ran.values() if n > 1),
         "urgent p50 ms": ms(urgent, 0.5), "urgent p99 ms": ms(urgent, 0.99),
         **cpu_by_kind(before, after, dispatches, "per dispatch:"),
         "per dispatch: CPU ms, clients + bots": own / dispatches * 1000,
@@ -304,6 +304,8 @@ def label(state: str, count: int) -> str:
 
 
 def fmt(value: float) -> str:
+    if float(value).is_integer() and abs(value) < 100:
+        return f"{value:.0f}"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
 
 
