@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.benchmarks.bench_replicas [--rounds 3] [--sequential 300]
         [--concurrent 2000] [--cas-rounds 200] [--bots 1000] [--queued 10000,30000,100000]
-        [--skip-latency] [--skip-cas] [--skip-drain]
+        [--drain-setups memory:1,redis:3] [--skip-latency] [--skip-cas] [--skip-drain]
 
 The topology is deploy/replicated's, from its own config files: a redis-server (AOF
 everysec), two storage nodes (storage.toml), frontends (frontend.toml: CAS mirrored
@@ -348,6 +348,7 @@ def main() -> None:
     parser.add_argument("--cas-rounds", type=int, default=200)
     parser.add_argument("--bots", type=int, default=1000)
     parser.add_argument("--queued", default="100000", help="comma-separated queue depths, run in order")
+    parser.add_argument("--drain-setups", default="memory:1,redis:3", help="STATE:FRONTENDS,... for the drain, in order")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-cas", action="store_true")
     parser.add_argument("--skip-drain", action="store_true")
@@ -375,7 +376,7 @@ def main() -> None:
         if not args.skip_drain:
             for queued in (int(q) for q in args.queued.split(",")):
                 drains: dict[str, Metrics] = {}
-                for state, count in (("memory", 1), ("redis", 3)):
+                for state, count in ((state, int(n)) for state, n in (s.split(":") for s in args.drain_setups.split(","))):
                     print(f"# {time.strftime('%H:%M:%S')} drain {queued:,}: {label(state, count)}; "
                           f"load {os.getloadavg()[0]:.1f}", flush=True)
                     with Topology(Path(tmp) / f"drain-{queued}-{state}-{count}", state, count) as topology:
