@@ -381,6 +381,7 @@ def main() -> None:
                           f"load {os.getloadavg()[0]:.1f}", flush=True)
                     with Topology(Path(tmp) / f"drain-{queued}-{state}-{count}", state, count) as topology:
                         drains[label(state, count)] = asyncio.run(drain(topology, queued, args.bots))
+                    print(drain_table({label(state, count): drains[label(state, count)]}), flush=True)
                 print(f"\n{args.bots} bots, {queued:,} queued + 200 urgent\n" + drain_table(drains), flush=True)
     print(f"# {time.strftime('%H:%M:%S')} done; load {os.getloadavg()[0]:.1f}")
 
