@@ -34,7 +34,6 @@ import contextlib
 import enum
 import json
 import os
-import resource
 import signal
 import subprocess
 from collections.abc import Sequence
@@ -44,6 +43,7 @@ from worker.input_root import Mount
 from worker.runner import Launched, RunRequest, cannot_run, open_stdio
 from worker.sandbox.cgroups import CgroupSlot
 from worker.sandbox.credentials import ActionUser, ThreadCredentials
+from worker.sandbox.limits import confine_then_go
 from worker.sandbox.processes import children_of, pid_namespace, processes_in_namespace, wait_gone
 from worker.sandbox.programs import find_program
 
@@ -178,17 +178,8 @@ class BwrapLaunched:
             self.pid1 = int(json.loads(info)["child-pid"]) if info else 0
         except (ValueError, KeyError, TypeError):
             self.pid1 = 0  # bwrap failed before creating the sandbox: its exit status and stderr say why
-        try:
-            for pid in [self.process.pid] + ([self.pid1] if self.pid1 else []):
-                if self.launcher.slot is not None:
-                    self.launcher.slot.join(pid)
-                for which, value in self.launcher.rlimits:
-                    resource.prlimit(pid, which, (value, value))
-        except ProcessLookupError:
-            pass  # it died already: its exit status tells
-        with contextlib.suppress(OSError):
-            os.write(self._block_w, b"go")
-        os.close(self._block_w)
+        pids = [self.process.pid] + ([self.pid1] if self.pid1 else [])
+        confine_then_go(pids, self.launcher.slot, self.launcher.rlimits, self._block_w, b"go")
         self._block_w = -1
 
     def _first_process(self) -> int:

@@ -12,12 +12,34 @@ Every one fails the action with RESOURCE_EXHAUSTED naming the limit and its valu
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cas.errors import ResourceExhausted
-from worker.sandbox.cgroups import SlotCounters
+from worker.sandbox.cgroups import CgroupSlot, SlotCounters
+
+
+def confine_then_go(
+    pids: Sequence[int], slot: CgroupSlot | None, rlimits: Sequence[tuple[int, int]], go_fd: int, go: bytes
+) -> None:
+    """Put a launched action's waiting processes into its cgroup slot and set its rlimits,
+    then write ``go`` to the pipe they wait on and close it, so the command only ever runs
+    confined. A process that died already is left to its exit status."""
+    try:
+        for pid in pids:
+            if slot is not None:
+                slot.join(pid)
+            for which, value in rlimits:
+                resource.prlimit(pid, which, (value, value))
+    except ProcessLookupError:
+        pass
+    with contextlib.suppress(OSError):
+        os.write(go_fd, go)
+    os.close(go_fd)
 
 
 def size_text(size: int) -> str:

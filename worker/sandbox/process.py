@@ -22,9 +22,7 @@ processes that start their own session.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import resource
 import signal
 import subprocess
 
@@ -32,6 +30,7 @@ from worker.runner import Launched, RunRequest, cannot_run, open_stdio, signal_g
 from worker.sandbox.cgroups import CgroupSlot
 from worker.sandbox.credentials import ActionUser
 from worker.sandbox.leftovers import GroupRecords
+from worker.sandbox.limits import confine_then_go
 from worker.sandbox.programs import find_program
 from worker.sandbox.reaper import OrphanReaper
 
@@ -94,16 +93,7 @@ class ProcessLaunched:
     async def started(self) -> None:
         """Into the cgroups, rlimits set, then go. A failure here stops the action before
         its command ran (the runner kills it; the shell, seeing no go-ahead, exits)."""
-        try:
-            if self.launcher.slot is not None:
-                self.launcher.slot.join(self.process.pid)
-            for which, value in self.launcher.rlimits:
-                resource.prlimit(self.process.pid, which, (value, value))
-        except ProcessLookupError:
-            pass  # it died already: its exit status tells
-        with contextlib.suppress(OSError):
-            os.write(self._go, b"go\n")
-        os.close(self._go)
+        confine_then_go([self.process.pid], self.launcher.slot, self.launcher.rlimits, self._go, b"go\n")
         self._go = -1
 
     def terminate(self) -> None:
