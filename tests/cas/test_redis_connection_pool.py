@@ -16,17 +16,13 @@ from pathlib import Path
 import pytest
 
 from cas.redis_connection import MAX_CONNECTIONS, connect
-from tests.support.redis_process import RedisProcess
+from tests.support.redis_process import RedisProcess, running_redis
 
 
 @pytest.fixture
 async def redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
-    process = RedisProcess(tmp_path / "redis")
-    await asyncio.to_thread(process.start)
-    try:
+    async with running_redis(tmp_path / "redis") as process:
         yield process
-    finally:
-        process.stop()
 
 
 async def test_more_concurrent_calls_than_pooled_connections_all_succeed(redis: RedisProcess) -> None:

@@ -17,7 +17,7 @@ from cas.errors import ReapiError, Unavailable
 from cas.redis import RedisStore
 from cas.redis_connection import RedisGuard, connect, redacted_url
 from tests.cas.streams import blob, chunks_of, read_chunks
-from tests.support.redis_process import RedisProcess, SentinelProcess
+from tests.support.redis_process import RedisProcess, SentinelProcess, running_redis
 
 T = TypeVar("T")
 RECOVERY_TIMEOUT_S = 60.0
@@ -37,12 +37,8 @@ async def eventually(call: Callable[[], Awaitable[T]]) -> T:
 
 @pytest.fixture
 async def redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
-    process = RedisProcess(tmp_path / "redis", appendonly=True)
-    await asyncio.to_thread(process.start)
-    try:
+    async with running_redis(tmp_path / "redis", appendonly=True) as process:
         yield process
-    finally:
-        process.stop()
 
 
 async def test_a_hung_redis_fails_calls_with_unavailable_then_recovers(redis: RedisProcess) -> None:

@@ -15,19 +15,15 @@ import pytest
 
 from cas.errors import Unavailable
 from server.scheduler.state.redis.backplane import Backplane
-from tests.support.redis_process import RedisProcess
+from tests.support.redis_process import RedisProcess, running_redis
 
 POLL_LIMIT_S = 120.0
 
 
 @pytest.fixture
 async def redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
-    process = RedisProcess(tmp_path / "redis")
-    await asyncio.to_thread(process.start)
-    try:
+    async with running_redis(tmp_path / "redis") as process:
         yield process
-    finally:
-        process.stop()
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:

@@ -24,7 +24,7 @@ from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
 from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grpc
 from tests.execution.conftest import drain, response_of
 from tests.support.actions import ActionBuilder, BuiltAction
-from tests.support.redis_process import RedisProcess
+from tests.support.redis_process import RedisProcess, running_redis
 from tests.support.replicas import ReplicaSet
 from tests.support.test_bot import ReceivedLease, TestBot
 
@@ -46,12 +46,8 @@ async def eventually(call: Callable[[], Awaitable[T]]) -> T:
 
 @pytest.fixture
 async def redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
-    process = RedisProcess(tmp_path / "redis", appendonly=True)
-    await asyncio.to_thread(process.start)
-    try:
+    async with running_redis(tmp_path / "redis", appendonly=True) as process:
         yield process
-    finally:
-        process.stop()
 
 
 async def build(replicas: ReplicaSet, index: int, count: int = 1) -> list[BuiltAction]:

@@ -14,11 +14,13 @@ sentinel mode watching one primary.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from tests.support.processes import free_port, wait_for_port
@@ -83,6 +85,17 @@ class RedisProcess:
             self.resume()
             self.popen.terminate()
             self.popen.wait(10)
+
+
+@asynccontextmanager
+async def running_redis(workdir: Path, *, appendonly: bool = False) -> AsyncIterator[RedisProcess]:
+    """A redis-server of the test's own (to pause, kill or restart), stopped at the end."""
+    process = RedisProcess(workdir, appendonly=appendonly)
+    await asyncio.to_thread(process.start)
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 class SentinelProcess(RedisProcess):
