@@ -188,12 +188,13 @@ async def test_a_running_lease_can_be_ended_and_its_bot_is_told(state: Scheduler
     session = await open_bot(state, clock, "bot")
     clock.advance(5)
     lease_id = await lease_of(state, session)
-    [running] = await state.running_leases()
+    assert await state.overdue_leases(100.0, 60.0, 60.0) == []  # lease_of claims at 0.0: within its timeout
+    [running] = await state.overdue_leases(clock.now(), 1.0, 1.0)
     assert (running.lease_id, running.bot_id, running.action) == (lease_id, "bot", action(1))
     overdue = status_response(code_pb2.DEADLINE_EXCEEDED, "overdue")
     assert await state.end_lease(lease_id, overdue, clock.now())
     assert not await state.end_lease(lease_id, overdue, clock.now())  # taken already
-    assert await state.running_leases() == []
+    assert await state.overdue_leases(clock.now(), 1.0, 1.0) == []
     operation = await state.operation("op-1")
     assert operation is not None and operation.done and operation.response == overdue
     answer = await state.answer(session, clock.now() + 60)

@@ -291,11 +291,9 @@ class SchedulingPolicy(Scheduler):
         be hung while its session stays alive, so the server ends the execution
         (DEADLINE_EXCEEDED to every client) and tells the bot to kill it."""
         grace = self.settings.timeout_grace
-        for lease in await self.state.running_leases():
+        for lease in await self.state.overdue_leases(now, self.settings.max_action_timeout, grace):
             timeout = lease.action.timeout or self.settings.max_action_timeout
             running = now - lease.assigned_at
-            if running <= timeout + grace:
-                continue
             what = "its timeout" if lease.action.timeout else "max_action_timeout, as it sets no timeout"
             message = (f"the action ran {running:.0f}s on worker {lease.bot_id}, past {what} ({timeout:g}s) plus "
                        f"the server's timeout_grace ({grace:g}s); the server ended it and told the worker to stop it")

@@ -109,8 +109,10 @@ class SchedulerState(ABC):
         """Complete an execution that awaits a result; False (nothing done) otherwise."""
 
     @abstractmethod
-    async def running_leases(self) -> list[RunningLease]:
-        """Every lease a bot holds now (not completed, cancelled or lost)."""
+    async def overdue_leases(self, now: float, default_timeout: float, grace: float) -> list[RunningLease]:
+        """The leases bots hold now (not completed, cancelled or lost) that have run longer
+        than their action's timeout (``default_timeout`` for one without) plus ``grace``.
+        The state filters: the policy asks every tick, and most leases are not overdue."""
 
     @abstractmethod
     async def end_lease(self, lease_id: str, response: re_pb2.ExecuteResponse, now: float) -> bool:

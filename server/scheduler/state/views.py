@@ -71,7 +71,7 @@ class ReportOutcome(NamedTuple):
 
 
 class RunningLease(NamedTuple):
-    """A lease some bot runs now, for the policy's deadline check."""
+    """A lease some bot runs past its deadline, for the policy to end."""
 
     lease_id: str
     execution_id: str

@@ -139,11 +139,13 @@ class MemoryState(MemoryTables, SchedulerState):
         self._finish(execution, response, now)
         return True
 
-    async def running_leases(self) -> list[RunningLease]:
+    async def overdue_leases(self, now: float, default_timeout: float, grace: float) -> list[RunningLease]:
         leases = []
         for lease in self._leases.values():
-            session = self._workers.sessions[lease.session_name]
             execution = self._running[lease.execution_id]
+            if now - lease.assigned_at <= (execution.action.timeout or default_timeout) + grace:
+                continue
+            session = self._workers.sessions[lease.session_name]
             leases.append(RunningLease(lease.id, execution.id, execution.action, session.bot_id, lease.assigned_at))
         return leases
 

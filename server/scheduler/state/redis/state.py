@@ -212,9 +212,9 @@ class RedisState(SchedulerState):
     async def finish_execution(self, execution_id: str, response: re_pb2.ExecuteResponse, now: float) -> bool:
         return await self._call("finish_execution", execution_id, response.SerializeToString(), number(now)) == 1
 
-    async def running_leases(self) -> list[RunningLease]:
+    async def overdue_leases(self, now: float, default_timeout: float, grace: float) -> list[RunningLease]:
         leases = []
-        reply = await self._call("running_leases")
+        reply = await self._call("overdue_leases", number(now), number(default_timeout), number(grace))
         assert isinstance(reply, list)
         for item in reply:
             lease_id, eid, instance, hash_, size, function, action_bytes, rid, do_not_cache, timeout, bot, at = item
