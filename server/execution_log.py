@@ -11,6 +11,7 @@ import logging
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from cas.timestamps import seconds_between
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.metrics.families import ServerMetrics
 from server.scheduler.operation import PreparedAction
@@ -25,9 +26,8 @@ _CODE_NAMES = {
 
 
 def _between(start: Timestamp, end: Timestamp) -> float | None:
-    if not (start.seconds or start.nanos) or not (end.seconds or end.nanos):
-        return None
-    return max(0.0, (end.seconds - start.seconds) + (end.nanos - start.nanos) / 1e9)
+    seconds = seconds_between(start, end)
+    return None if seconds is None else max(0.0, seconds)
 
 
 def stages(metadata: re_pb2.ExecutedActionMetadata) -> dict[str, float]:

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from cas.timestamps import seconds_between
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 
 STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -35,11 +36,6 @@ def status_of(response: re_pb2.ExecuteResponse) -> str:
     return "ok" if response.result.exit_code == 0 else "exit_nonzero"
 
 
-def _seconds(start: object, end: object) -> float | None:
-    if not start.seconds and not start.nanos:  # type: ignore[attr-defined]
-        return None
-    value = (end.seconds - start.seconds) + (end.nanos - start.nanos) / 1e9  # type: ignore[attr-defined]
-    return value if value >= 0 else None
 
 
 def stage_durations(metadata: re_pb2.ExecutedActionMetadata) -> dict[str, float]:
@@ -53,10 +49,9 @@ def stage_durations(metadata: re_pb2.ExecutedActionMetadata) -> dict[str, float]
     }
     out = {}
     for stage, (start, end) in pairs.items():
-        if end.seconds or end.nanos:
-            value = _seconds(start, end)
-            if value is not None:
-                out[stage] = value
+        value = seconds_between(start, end)
+        if value is not None and value >= 0:
+            out[stage] = value
     return out
 
 
