@@ -9,6 +9,7 @@ from aiohttp import web
 from cas.digest import Digest
 from cas.errors import NotFound
 from cas.store import BlobStore
+from cas.timestamps import seconds_of
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.console.html import blob_url, digest_text, esc, not_found, page, q, size_text, table, when
 from server.console.operations_page import outcome
@@ -47,7 +48,7 @@ def command_section(command: re_pb2.Command) -> str:
 
 def action_section(instance: str, action: re_pb2.Action, function: int) -> str:
     root = _d(action.input_root_digest, function)
-    timeout = f"{action.timeout.seconds + action.timeout.nanos / 1e9:g} s" if action.HasField("timeout") else "none"
+    timeout = f"{seconds_of(action.timeout):g} s" if action.HasField("timeout") else "none"
     return (f'<h2>Action</h2><p>input root: <a href="{blob_url("directory", instance, root)}">'
             f"<code>{esc(digest_text(root))}</code></a>; timeout {esc(timeout)}; "
             f'{"not cached (do_not_cache)" if action.do_not_cache else "cacheable"}</p>')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from cas.timestamps import is_set, seconds_of
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 
 # (stage, start field, end field), in the order they happen.
@@ -17,9 +18,7 @@ STAGES = (
 
 
 def _seconds(ts: Timestamp) -> float | None:
-    if not ts.seconds and not ts.nanos:
-        return None
-    return ts.seconds + ts.nanos / 1e9
+    return seconds_of(ts) if is_set(ts) else None
 
 
 def timeline(metadata: re_pb2.ExecutedActionMetadata) -> list[tuple[str, float, float | None]]:

@@ -9,8 +9,9 @@ server's own timestamps added.
 
 from __future__ import annotations
 
-from google.protobuf import timestamp_pb2
 from google.rpc import code_pb2, status_pb2
+
+from cas.timestamps import timestamp_of
 
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.scheduler.sessions import LeaseReport
@@ -25,12 +26,6 @@ def is_worker_failure(status: status_pb2.Status) -> bool:
 def is_cacheable(response: re_pb2.ExecuteResponse) -> bool:
     """Only clean successes go to the action cache (REv2: failures must not be cached)."""
     return response.status.code == code_pb2.OK and response.result.exit_code == 0
-
-
-def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
 
 
 def status_response(code: int, message: str) -> re_pb2.ExecuteResponse:
@@ -49,11 +44,11 @@ def build_response(
         response.status.CopyFrom(report.status)  # the lease's status is the bot's verdict
     response.cached_result = False
     metadata = response.result.execution_metadata
-    metadata.queued_timestamp.CopyFrom(timestamp(queued_at))
+    metadata.queued_timestamp.CopyFrom(timestamp_of(queued_at))
     if not metadata.worker:
         metadata.worker = bot_id
     if not metadata.HasField("worker_start_timestamp"):
-        metadata.worker_start_timestamp.CopyFrom(timestamp(assigned_at))
+        metadata.worker_start_timestamp.CopyFrom(timestamp_of(assigned_at))
     if not metadata.HasField("worker_completed_timestamp"):
-        metadata.worker_completed_timestamp.CopyFrom(timestamp(now))
+        metadata.worker_completed_timestamp.CopyFrom(timestamp_of(now))
     return response

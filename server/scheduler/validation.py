@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError, Message
 from cas.digest import Digest, digests_from_protos
 from cas.errors import InvalidArgument, MissingBlobs, ReapiError
 from cas.store import BlobStore
+from cas.timestamps import seconds_of
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.scheduler.input_cache import CheckedCommand, CheckedDirectory, InputCache
 from server.scheduler.locality import largest_files, sketch_of
@@ -130,7 +131,7 @@ class ActionPreparer:
         else:
             properties = list(command.platform)
         requirements = self.matcher.requirements(properties)
-        timeout = action.timeout.seconds + action.timeout.nanos / 1e9 if action.HasField("timeout") else 0.0
+        timeout = seconds_of(action.timeout) if action.HasField("timeout") else 0.0
         sketch = b""
         if self.sketches:
             sketch = sketch_of((d for checked in visited for d in checked.largest),
@@ -148,7 +149,7 @@ class ActionPreparer:
     def _check_timeout(self, action: re_pb2.Action) -> None:
         if not action.HasField("timeout"):
             return
-        seconds = action.timeout.seconds + action.timeout.nanos / 1e9
+        seconds = seconds_of(action.timeout)
         if seconds < 0:
             raise InvalidArgument(f"Action.timeout is negative ({seconds:g}s)")
         if seconds > self.max_timeout:

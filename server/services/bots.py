@@ -18,6 +18,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 
 from cas.errors import InvalidArgument
+from cas.timestamps import timestamp_of
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc as bots_grpc
@@ -27,7 +28,6 @@ from server.instances import InstanceRegistry
 from server.scheduler.input_cache import InputCache
 from server.scheduler.interface import Scheduler
 from server.scheduler.platform import PlatformMatcher
-from server.scheduler.results import timestamp
 from server.scheduler.sessions import BotRegistration, BotSummary, LeaseReport, LeaseView, SessionAnswer
 from server.services.bot_summaries import SUMMARY_CONFIG, agreed_limit, summary_of
 from server.services.lease_inputs import lease_inputs
@@ -188,7 +188,7 @@ class BotsService(bots_grpc.BotsServicer):
             status=request_session.status,
             worker=request_session.worker,
             leases=[lease_proto(view) for view in answer.leases],
-            expire_time=timestamp(answer.expire_time),
+            expire_time=timestamp_of(answer.expire_time),
             version=request_session.version,
         )
         known = {lease.id for lease in request_session.leases}

@@ -9,9 +9,9 @@ spec asks, so clients such as BuildStream can tell a miss from a broken server.
 from __future__ import annotations
 
 import grpc
-from google.protobuf import duration_pb2, timestamp_pb2
 
 from cas.digest import algorithm_for
+from cas.timestamps import seconds_of, timestamp_of
 from remote_apis_protos.build.bazel.remote.asset.v1 import remote_asset_pb2 as asset_pb2
 from remote_apis_protos.build.bazel.remote.asset.v1 import remote_asset_pb2_grpc as asset_grpc
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
@@ -25,20 +25,6 @@ from server.instances import InstanceRegistry
 AnyFetchRequest = asset_pb2.FetchBlobRequest | asset_pb2.FetchDirectoryRequest
 
 
-def seconds_of(timestamp: timestamp_pb2.Timestamp) -> float:
-    return timestamp.seconds + timestamp.nanos / 1e9
-
-
-def timestamp_of(seconds: float) -> timestamp_pb2.Timestamp:
-    out = timestamp_pb2.Timestamp()
-    out.FromNanoseconds(int(seconds * 1e9))
-    return out
-
-
-def duration_seconds(duration: duration_pb2.Duration) -> float:
-    return duration.seconds + duration.nanos / 1e9
-
-
 def fetch_request(request: AnyFetchRequest, method: str = "Fetch") -> FetchRequest:
     """Validate the common fields of both fetch requests. A caller without ``execute``
     is answered from the cache only (docs/SECURITY.md)."""
@@ -49,7 +35,7 @@ def fetch_request(request: AnyFetchRequest, method: str = "Fetch") -> FetchReque
         uris=tuple(request.uris),
         qualifiers=parse_qualifiers(request.qualifiers, uri_count=len(request.uris)),
         function=function,
-        timeout=duration_seconds(request.timeout) if request.HasField("timeout") else None,
+        timeout=seconds_of(request.timeout) if request.HasField("timeout") else None,
         oldest_accepted=seconds_of(request.oldest_content_accepted) if request.HasField("oldest_content_accepted") else None,
         download_refusal=refusal_unless(Permission.EXECUTE, request.instance_name, method,
                                         "the asset is not in the cache, and fetching it downloads it"),

@@ -14,6 +14,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from cas.errors import InvalidArgument
+from cas.timestamps import seconds_of
 from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
 from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grpc
 from server import boundary
@@ -90,7 +91,7 @@ class OperationsService(lro_grpc.OperationsServicer):
     async def WaitOperation(self, request: lro_pb2.WaitOperationRequest, context: grpc.aio.ServicerContext) -> lro_pb2.Operation:
         timeout = self.default_wait
         if request.HasField("timeout"):
-            timeout = request.timeout.seconds + request.timeout.nanos / 1e9
+            timeout = seconds_of(request.timeout)
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = min(timeout, max(0.0, remaining * 0.9))

@@ -17,7 +17,7 @@ from server.assets.index import BLOB, DIRECTORY
 from server.assets.pusher import AssetPusher
 from server.assets.qualifiers import parse_qualifiers
 from server.instances import InstanceRegistry
-from server.services.fetch import seconds_of
+from cas.timestamps import seconds_of
 
 AnyPushRequest = asset_pb2.PushBlobRequest | asset_pb2.PushDirectoryRequest
 

@@ -12,7 +12,7 @@ from google.rpc import code_pb2, status_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
 from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grpc
-from server.scheduler.results import timestamp
+from cas.timestamps import timestamp_of as timestamp
 from tests.execution.conftest import ExecEnv, drain, metadata_of, next_with_stage, response_of, stages_of
 from tests.support.actions import ActionBuilder
 
