@@ -49,11 +49,16 @@ def directory_rows(instance: str, directory: re_pb2.Directory, function: int, pa
     return rows
 
 
+def _absent(kind: str, digest: Digest, instance: str) -> web.Response:
+    """The 404 of a page whose ``kind`` of blob is not in the instance's CAS."""
+    return not_found(f"{kind} {digest_text(digest)} is not in the CAS of instance {instance!r}")
+
+
 async def directory_page(request: web.Request) -> web.Response:
     instance, digest, cas = _target(request)
     directory = await read_proto(cas, digest, re_pb2.Directory)
     if directory is None:
-        return not_found(f"directory {digest_text(digest)} is not in the CAS of instance {instance!r}")
+        return _absent("directory", digest, instance)
     path = request.query.get("path", "")
     rows = directory_rows(instance, directory, int(digest.function), path)
     return page(f"Directory /{path}", f"<p class=muted><code>{esc(digest_text(digest))}</code></p>" +
@@ -64,7 +69,7 @@ async def tree_page(request: web.Request) -> web.Response:
     instance, digest, cas = _target(request)
     tree = await read_proto(cas, digest, re_pb2.Tree)
     if tree is None:
-        return not_found(f"tree {digest_text(digest)} is not in the CAS of instance {instance!r}")
+        return _absent("tree", digest, instance)
     function = int(digest.function)
     by_digest = {Digest.of(c.SerializeToString(), function).hash: c for c in tree.children}  # type: ignore[arg-type]
     rows: list[list[str]] = []
@@ -89,7 +94,7 @@ async def file_page(request: web.Request) -> web.Response:
         return page(f"File {digest_text(digest)}", download + "<p class=muted>too large to show here</p>")
     data = await cas.get_or_none(digest)
     if data is None:
-        return not_found(f"blob {digest_text(digest)} is not in the CAS of instance {instance!r}")
+        return _absent("blob", digest, instance)
     shown = "<p class=muted>binary content</p>" if _looks_binary(data) else f"<pre>{esc(data.decode(errors='replace'))}</pre>"
     return page(f"File {digest_text(digest)}", download + shown)
 
@@ -97,7 +102,7 @@ async def file_page(request: web.Request) -> web.Response:
 async def blob_download(request: web.Request) -> web.StreamResponse:
     instance, digest, cas = _target(request)
     if not await cas.has(digest):
-        return not_found(f"blob {digest_text(digest)} is not in the CAS of instance {instance!r}")
+        return _absent("blob", digest, instance)
     filename = request.query.get("name") or f"{digest.hash}-{digest.size_bytes}"
     response = web.StreamResponse(headers={
         "Content-Type": "application/octet-stream", "Content-Length": str(digest.size_bytes),
@@ -113,7 +118,7 @@ async def action_page(request: web.Request) -> web.Response:
     instance, digest, cas = _target(request)
     action = await read_proto(cas, digest, re_pb2.Action)
     if action is None:
-        return not_found(f"action {digest_text(digest)} is not in the CAS of instance {instance!r}")
+        return _absent("action", digest, instance)
     function = int(digest.function)
     body = action_section(instance, action, function)
     command = await read_proto(cas, Digest.parse(action.command_digest.hash, action.command_digest.size_bytes,
