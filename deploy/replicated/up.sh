@@ -49,9 +49,16 @@ fail() {
 start() {
   local name=$1
   shift
+  stat -c %s "$dir/$name.log" 2>/dev/null >"$dir/$name.offset" || echo 0 >"$dir/$name.offset"
   setsid "$@" >>"$dir/$name.log" 2>&1 </dev/null &
   echo $! >"$dir/$name.pid"
   [[ " ${started[*]} " == *" $name "* ]] || started+=("$name")
+}
+
+# this_run NAME: what NAME logged since its latest start (the log is appended to across
+# restarts, so an old "listening on" or "in use" must not count).
+this_run() {
+  tail -c +$(($(cat "$dir/$1.offset") + 1)) "$dir/$1.log" 2>/dev/null
 }
 
 # up NAME PATTERN: 0 once DIR/NAME.log matches PATTERN (PATTERN "" : once its port
@@ -60,7 +67,7 @@ up() {
   local name=$1 pattern=$2 deadline=$((SECONDS + ready_timeout))
   while true; do
     if [ -n "$pattern" ]; then
-      grep -qE "$pattern" "$dir/$name.log" 2>/dev/null && return 0
+      grep -qE "$pattern" < <(this_run "$name") && return 0
     elif "$python" -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.5)" 2>/dev/null; then
       return 0
     fi
@@ -86,7 +93,7 @@ start_listening() {
     port=$(free_port)
     start "$name" "${@//\{port\}/$port}"
     up "$name" "$pattern" && return 0
-    grep -qiE "in use|cannot bind" "$dir/$name.log" || break
+    grep -qiE "in use|cannot bind" < <(this_run "$name") || break
     echo "up.sh: $name: port $port was taken meanwhile; trying another" >&2
   done
   fail "$name exited before it was ready:
