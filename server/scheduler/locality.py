@@ -20,22 +20,37 @@ first bot that asks (``"fifo"``). Three pieces, each bounded whatever the sizes:
 
 The rules (``Dispatch``), applied by the scheduler state in its transitions:
 
+- **Placement tiers** (``tier``): for a bot that might run an action, ``THEIRS`` if
+  another bot that can run it holds materially more of it (``material``: ``min_gain``
+  bytes, or a quarter of its inputs if more), else ``MINE``; an action under
+  ``min_home`` input bytes is ``MINE`` to every bot (cheap to fetch anywhere). An
+  action nobody holds is ``MINE`` to every bot, and the first bot given it owns it
+  from that moment (its ``expected`` files), before it has fetched a byte: the next
+  actions with the same big inputs are ``THEIRS`` to the others. Ownership thus
+  follows demand: a new component goes to a bot that had nothing better to do.
 - **A new or requeued action, several bots waiting** (``choose_bot``): among the first
-  ``max_idle_scored`` waiting bots that can run it, those within ``min_gain`` bytes of
-  the best estimate; of them the least loaded (share of its slots in use, then CPU,
-  then memory pressure), then the one waiting longest. A bot that answered a call in
-  the last ``return_window`` seconds with a slot free, and keeps calling (it holds
-  calls while busy, or runs nothing), counts as waiting too, after those in a held
-  call: it is on its way back (reapi-worker reports on a quick call, then opens a
-  held one), and the action whose inputs it just produced should not go elsewhere
-  for that millisecond. It gets the lease in the answer to its next call.
-- **A bot asks for work, actions queued** (``choose_queued``): it looks at up to
-  ``window`` queued actions of the best priority it may run, oldest first, and takes
-  the one it holds most of if that beats the oldest by ``min_gain`` bytes, else the
-  oldest. Priorities are never crossed, so an urgent action still overtakes a deep
-  queue. Fairness: an action passed over ``max_passes`` times is taken by the next bot
-  that can run it, whatever it holds: no action waits more than that many
-  dispatches behind better-placed ones.
+  ``max_idle_scored`` waiting bots that can run it, those of the best tier; of them
+  those within ``min_gain`` bytes of the best estimate; of them the least loaded
+  (share of its slots in use, then CPU, then memory pressure), then the one waiting
+  longest. A bot that answered a call in the last ``return_window`` seconds with a
+  slot free, and keeps calling (it holds calls while busy, or runs nothing), counts
+  as waiting too, after those in a held call: it is on its way back (reapi-worker
+  reports on a quick call, then opens a held one), and the action whose inputs it
+  just produced should not go elsewhere for that millisecond. It gets the lease in
+  the answer to its next call.
+- **A bot asks for work, actions queued** (``choose_placed``): it looks at up to
+  ``window`` queued actions of the best priority it may run, oldest first; of those
+  of its best tier, it takes the one it holds most of if that beats the oldest of
+  them by ``min_gain`` bytes, else that oldest. Priorities are never crossed, so an
+  urgent action still overtakes a deep queue. Fairness: an action passed over
+  ``max_passes`` times is taken by the next bot that can run it, whatever it holds:
+  no action waits more than that many dispatches behind better-placed ones.
+- **The bounded wait** (``wait``, ``[execution] locality_wait``): a bot takes an action
+  that is ``THEIRS`` to it only once the action has waited ``wait`` seconds (from
+  when a bot it is ``THEIRS`` to could first have taken it) for a better-placed bot;
+  with no wait, at once when it has nothing ``MINE``. The wait is what makes
+  ownership stick when every bot is busy half the time (docs/BENCHMARKS.md,
+  "Locality dispatch").
 - A bot that sends no summary holds nothing as far as dispatch knows (BuildGrid's
   bots): it gets work as before, when no better-placed bot is waiting.
 """
@@ -64,9 +79,10 @@ class Dispatch:
     window: int = 16  # queued actions a bot chooses among
     max_passes: int = 32  # times an action may be passed over before it is taken first
     min_gain: int = 4096  # bytes an estimate must beat another's by to count as better
+    min_home: int = 64 << 10  # input bytes below which an action is cheap anywhere: it never waits for a bot
     max_idle_scored: int = 64  # waiting bots compared for one new action
     return_window: float = 1.0  # seconds a bot that just called counts as waiting (it is about to call again)
-    wait: float = 0.0  # seconds a new action may wait for a busy bot holding much more of it (0: never)
+    wait: float = 0.0  # seconds an action may wait for a bot holding materially more of it (0: never)
 
 
 FIFO = Dispatch()
@@ -122,6 +138,35 @@ def held_bytes(sketch: bytes, summary: bytes | None, expected: Container[int] = 
     return total * held // sampled if sampled else 0
 
 
+def sketch_total(sketch: bytes) -> int:
+    """The input bytes of a sketched action (0 for no sketch)."""
+    return _TOTAL.unpack_from(sketch)[0] if sketch else 0
+
+
+MINE, THEIRS = 0, 1  # placement tiers, best first (``tier``)
+
+
+def tier(dispatch: Dispatch, total: int, own: int, rival: int) -> int:
+    """How well a bot fits an action it might run, from the bytes of it the bot holds
+    (``own``) and the most any other bot that can run it holds (``rival``):
+    ``THEIRS`` if the other holds materially more of it (``material``): running it
+    here would fetch bytes already fetched there; else ``MINE``, and always for an
+    action cheap to fetch anywhere (under ``min_home`` input bytes) or of which this
+    bot lacks little (under ``min_gain``). An action nobody holds is ``MINE`` to every
+    bot: the first it is given to owns it (its ``expected`` files) before it has
+    fetched a byte, so the next actions with the same big inputs follow it."""
+    if total < dispatch.min_home or total - own < dispatch.min_gain:
+        return MINE
+    return THEIRS if rival - own >= material(dispatch, total) else MINE
+
+
+def material(dispatch: Dispatch, total: int) -> int:
+    """How many more bytes of an action another bot must hold to be better placed for
+    it: ``min_gain``, or a quarter of its input bytes if more (a few object files more
+    of a link's inputs are not worth a wait)."""
+    return max(dispatch.min_gain, total // 4)
+
+
 def record_keys(sketch: bytes) -> Iterable[int]:
     """One key per sampled file of a sketch, for ``held_bytes``' ``expected``."""
     if sketch:
@@ -132,17 +177,47 @@ def record_keys(sketch: bytes) -> Iterable[int]:
 Load = tuple[float, float, float]  # (share of slots in use, CPU pressure, memory pressure): lower is less loaded
 
 
-def choose_bot(dispatch: Dispatch, held: Sequence[int], loads: Sequence[Load]) -> int:
-    """Index of the bot to give a new action to, among bots in waiting order (longest first)."""
-    best = max(held)
-    eligible = [i for i, h in enumerate(held) if h >= best - dispatch.min_gain]
+def choose_bot(dispatch: Dispatch, held: Sequence[int], loads: Sequence[Load],
+               tiers: Sequence[int] | None = None) -> int:
+    """Index of the bot to give a new action to, among bots in waiting order (longest first).
+
+    Of those of the best ``tiers`` (``tier``; all if not given), the ones within
+    ``min_gain`` of the best estimate, then the least loaded, then the first."""
+    candidates: Sequence[int] = range(len(held))
+    if tiers is not None:
+        best_tier = min(tiers)
+        candidates = [i for i in candidates if tiers[i] == best_tier]
+    best = max(held[i] for i in candidates)
+    eligible = [i for i in candidates if held[i] >= best - dispatch.min_gain]
     return min(eligible, key=lambda i: (loads[i], i))
 
 
 def choose_queued(dispatch: Dispatch, held: Sequence[int], passes: Sequence[int]) -> int:
-    """Index of the queued action a bot takes, among candidates oldest first (one priority)."""
+    """Index of the queued action a bot takes, among candidates oldest first (one priority),
+    with no tiers (``choose_placed`` with every candidate ``MINE`` and takeable)."""
+    chosen = choose_placed(dispatch, held, passes)
+    assert chosen is not None
+    return chosen
+
+
+def choose_placed(dispatch: Dispatch, held: Sequence[int], passes: Sequence[int],
+                  tiers: Sequence[int] | None = None, takeable: Sequence[bool] | None = None) -> int | None:
+    """Index of the queued action a bot takes, among candidates oldest first (one
+    priority), or None if it may take none of them now.
+
+    One passed over ``max_passes`` times first, whatever its tier (fairness). Else,
+    among those the bot may take now (``takeable``: it needs no wait for a better
+    bot, or the wait is over; all if not given), those of the best ``tiers`` (``tier``;
+    all one tier if not given); of them, the one it holds most of if that beats the
+    oldest of them by ``min_gain``, else that oldest."""
     for i, count in enumerate(passes):
         if count >= dispatch.max_passes:
             return i
-    best = max(range(len(held)), key=lambda i: (held[i], -i))
-    return best if held[best] - held[0] >= dispatch.min_gain else 0
+    allowed = [i for i in range(len(held)) if takeable is None or takeable[i]]
+    if not allowed:
+        return None
+    if tiers is not None:
+        best_tier = min(tiers[i] for i in allowed)
+        allowed = [i for i in allowed if tiers[i] == best_tier]
+    best = max(allowed, key=lambda i: (held[i], -i))
+    return best if held[best] - held[allowed[0]] >= dispatch.min_gain else allowed[0]

@@ -4,16 +4,20 @@
 picks, or in its queue. ``_next_for`` takes the queued execution a session asking
 for work gets.
 
-With ``Dispatch.wait`` (locality only), an execution waits, for at most ``wait``
-seconds, for a busy bot that holds much more of it (twice as much and ``min_gain``
-more) than the bot that would take it now: a new one is queued instead of going to a
-waiting bot that holds little of it, and a bot asking for work that holds little of
-the queued actions leaves those a busy bot holds to that bot, taking instead the
-oldest that nobody holds better, or nothing. The busy bot takes them when it asks for
-work (it holds most of them); a timer started when the wait begins ends it after
-``wait`` seconds, and gives the execution to the best waiting bot, or to the next bot
-that asks. Each step is synchronous, like every other step of this state, the timer's
-too. How much the wait pays is in docs/BENCHMARKS.md ("Locality dispatch").
+Both first rank the bots by placement tier (locality.tier): a bot fits an action
+(``MINE``) unless another bot that can run it holds materially more of it
+(``THEIRS``), which ``_tiers`` finds by asking up to ``OTHERS_COMPARED`` connected
+bots what they hold.
+
+With ``Dispatch.wait`` (locality only), a bot takes an execution that is ``THEIRS`` to
+it only after the execution waited ``wait`` seconds for a better-placed bot: a new
+one is queued instead of going to a waiting bot it is ``THEIRS`` to, and a bot asking
+for work takes what is ``MINE`` to it, or a ``THEIRS`` whose wait is over, or
+nothing. The wait starts the first time a bot it is ``THEIRS`` to could have taken
+it, with a timer that ends it after ``wait`` seconds and gives the execution to the
+best waiting bot, or to the next bot that asks. Each step is synchronous, like every
+other step of this state, the timer's too. How much the wait pays is in
+docs/BENCHMARKS.md ("Locality dispatch").
 """
 
 from __future__ import annotations
@@ -21,14 +25,14 @@ from __future__ import annotations
 import asyncio
 
 from server.scheduler.clock import Clock
-from server.scheduler.locality import Dispatch, choose_bot, choose_queued, held_bytes
+from server.scheduler.locality import MINE, Dispatch, choose_bot, choose_placed, held_bytes, sketch_total, tier
 from server.scheduler.operation import Stage
 from server.scheduler.state.memory.queues import ActionQueues
 from server.scheduler.state.memory.records import BotSession, Execution
 from server.scheduler.state.memory.worker_index import WorkerIndex
 
 NOT_WAITING, WAITING, WAIT_OVER = 0, 1, 2  # Execution.waiting
-OTHERS_COMPARED = 16  # busy bots compared with the one that would take an execution
+OTHERS_COMPARED = 16  # connected bots asked what they hold of an execution a bot might take
 
 
 class MemoryPlacement:
@@ -41,21 +45,21 @@ class MemoryPlacement:
         raise NotImplementedError  # MemoryTables
 
     def _enqueue(self, execution: Execution, now: float) -> None:
-        session, held = self._waiting_bot_for(execution, now)
-        if session is not None and self._may_take(execution, session, held):
+        session, tier_of_it = self._waiting_bot_for(execution, now)
+        if session is not None and self._may_take(execution, tier_of_it):
             self._assign(execution, session, now)
         else:
             self._queues.push(execution)
 
     def _waiting_bot_for(self, execution: Execution, now: float) -> tuple[BotSession | None, int]:
-        """The waiting session a new execution goes to, and how much of it that one holds:
-        the longest waiting (fifo), or the best placed, then least loaded
-        (locality.choose_bot), counting sessions on their way back from a call that hold
-        some of it as waiting, after those in a held call."""
+        """The waiting session a new execution goes to, and its placement tier there:
+        the longest waiting (fifo), or of the best tier, the best placed, then least
+        loaded (locality.choose_bot), counting sessions on their way back from a call
+        that hold some of it as waiting, after those in a held call."""
         key = execution.action.requirements
         dispatch = self._dispatch
         if not dispatch.locality:
-            return self._workers.first_idle(key), 0
+            return self._workers.first_idle(key), MINE
         sketch = execution.action.sketch
         candidates = self._workers.idle(key, dispatch.max_idle_scored)
         held = [held_bytes(sketch, s.cache, s.expected) for s in candidates]
@@ -66,27 +70,38 @@ class MemoryPlacement:
                     candidates.append(session)
                     held.append(estimate)
         if not candidates:
-            return None, 0
-        chosen = choose_bot(dispatch, held, [s.load() for s in candidates]) if len(candidates) > 1 else 0
-        return candidates[chosen], held[chosen]
+            return None, MINE
+        tiers = self._tiers(execution, candidates, held)
+        chosen = choose_bot(dispatch, held, [s.load() for s in candidates], tiers) if len(candidates) > 1 else 0
+        return candidates[chosen], tiers[chosen]
 
-    def _may_take(self, execution: Execution, taker: BotSession, held: int) -> bool:
-        """Whether ``taker``, holding ``held`` bytes of it, may take the execution now:
-        yes unless it waits (``Dispatch.wait``) for a busy bot holding much more of it,
-        which starts the wait if it had not started."""
-        dispatch = self._dispatch
+    def _tiers(self, execution: Execution, takers: list[BotSession], held: list[int]) -> list[int]:
+        """Each taker's placement tier for the execution (locality.tier), ``held`` being
+        what each holds of it: against what the other connected bots that can run it
+        hold (up to ``OTHERS_COMPARED`` of them)."""
         sketch = execution.action.sketch
-        if dispatch.wait <= 0 or not sketch or execution.waiting == WAIT_OVER:
+        dispatch = self._dispatch
+        total = sketch_total(sketch)
+        if total < dispatch.min_home or all(total - own < dispatch.min_gain for own in held):
+            return [MINE] * len(takers)  # little to fetch, wherever it goes: no need to ask the others
+        holders = {s: held_bytes(sketch, s.cache, s.expected)
+                   for s in self._workers.connected(execution.action.requirements, OTHERS_COMPARED)}
+        holders.update(zip(takers, held))
+        top = sorted(holders.values(), reverse=True)[:2]
+        return [tier(dispatch, total, own, top[1] if len(top) > 1 and own == top[0] else top[0])
+                for own in held]
+
+    def _may_take(self, execution: Execution, tier_of_it: int) -> bool:
+        """Whether a bot whose placement tier for the execution is ``tier_of_it`` may
+        take it now: yes if it fits (``MINE``) or there is no wait (``Dispatch.wait``),
+        else only once the execution has waited that long for a better-placed bot,
+        which starts the wait if it had not started."""
+        if tier_of_it == MINE or self._dispatch.wait <= 0 or execution.waiting == WAIT_OVER:
             return True
-        for other in self._workers.connected(execution.action.requirements, OTHERS_COMPARED + 1):
-            if other is taker or not other.healthy or not other.lease_ids:
-                continue  # not busy (a waiting bot was a candidate already), or gets nothing
-            if held_bytes(sketch, other.cache, other.expected) >= 2 * held + dispatch.min_gain:
-                if execution.waiting == NOT_WAITING:
-                    execution.waiting = WAITING
-                    asyncio.get_running_loop().call_later(dispatch.wait, self._wait_over, execution)
-                return False
-        return True
+        if execution.waiting == NOT_WAITING:
+            execution.waiting = WAITING
+            asyncio.get_running_loop().call_later(self._dispatch.wait, self._wait_over, execution)
+        return False
 
     def _wait_over(self, execution: Execution) -> None:
         """Timer: the execution waited long enough; if it is still queued, the best
@@ -102,9 +117,9 @@ class MemoryPlacement:
 
     def _next_for(self, session: BotSession) -> Execution | None:
         """Take the queued execution a session gets next: the best by (priority, arrival)
-        (fifo), or, within the best priority, the one it holds most of
-        (locality.choose_queued); with a wait, if it holds little of that one, the
-        oldest it may take (``_may_take``), or none."""
+        (fifo), or, within the best priority, by placement tier, then the one it holds
+        most of (locality.choose_placed); with a wait, one it does not fit only once
+        that one waited long enough for a better-placed bot, or none."""
         keys = session.matching_keys
         first = self._queues.pop_best(keys)
         dispatch = self._dispatch
@@ -116,11 +131,9 @@ class MemoryPlacement:
             assert nxt is not None
             window.append(nxt)
         held = [held_bytes(e.action.sketch, session.cache, session.expected) for e in window]
-        chosen: int | None = choose_queued(dispatch, held, [e.passes for e in window]) if len(window) > 1 else 0
-        if dispatch.wait > 0 and chosen is not None and window[chosen].passes < dispatch.max_passes \
-                and held[chosen] < dispatch.min_gain:
-            chosen = next((i for i, e in enumerate(window)
-                           if e.passes >= dispatch.max_passes or self._may_take(e, session, held[i])), None)
+        tiers = [self._tiers(e, [session], [h])[0] for e, h in zip(window, held)]
+        takeable = [e.passes >= dispatch.max_passes or self._may_take(e, t) for e, t in zip(window, tiers)]
+        chosen = choose_placed(dispatch, held, [e.passes for e in window], tiers, takeable)
         for index, execution in enumerate(window):
             if chosen is not None and index < chosen:
                 execution.passes += 1
