@@ -48,9 +48,8 @@ The rules (``Dispatch``), applied by the scheduler state in its transitions:
 - **The bounded wait** (``wait``, ``[execution] locality_wait``): a bot takes an action
   that is ``THEIRS`` to it only once the action has waited ``wait`` seconds (from
   when a bot it is ``THEIRS`` to could first have taken it) for a better-placed bot;
-  with no wait, at once when it has nothing ``MINE``. The wait is what makes
-  ownership stick when every bot is busy half the time (docs/BENCHMARKS.md,
-  "Locality dispatch").
+  with no wait, at once when it has nothing ``MINE``. It trades idle time for fewer
+  such steals (docs/BENCHMARKS.md, "Locality dispatch").
 - A bot that sends no summary holds nothing as far as dispatch knows (BuildGrid's
   bots): it gets work as before, when no better-placed bot is waiting.
 """

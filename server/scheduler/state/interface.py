@@ -174,7 +174,8 @@ class SchedulerState(ABC):
     async def claim(self, name: str, now: float) -> SessionView | None:
         """Give a healthy session the best queued executions it can run, by
         (priority, arrival), up to its free capacity; with locality dispatch, within
-        the best priority it takes the one it holds most of (locality.choose_queued).
+        the best priority, by placement tier, then the one it holds most of
+        (locality.choose_placed).
         None if the session is closed."""
 
     @abstractmethod
