@@ -13,6 +13,11 @@ addressed, they never change).
 (stdout_raw, stderr_raw, OutputFile.contents) are moved into the CAS and replaced
 by digests, so stored results stay small and ``get`` inlines only what is asked.
 The execution service uses this same class for Execute's cache lookup.
+
+A repeat hit skips the parsing and digest checks of the first (the references of
+results answered before are remembered with their stored bytes,
+cas/ac/known_references.py) but never the question to the CAS; ``get_encoded``
+answers such a hit with the stored bytes, unparsed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Collection
 
 from google.protobuf.message import DecodeError
 
+from cas.ac.known_references import KnownReferences
 from cas.ac.result_checks import check_action_result
 from cas.digest import Digest, digests_from_protos
 from cas.errors import InvalidArgument
@@ -57,6 +63,7 @@ class ActionCache:
         self.max_inline_bytes = max_inline_bytes
         self._tree_files: Lru[Digest, frozenset[Digest]] = Lru()  # by entries
         self._tree_cache_entries = tree_cache_entries
+        self._known = KnownReferences()
 
     async def get(
         self,
@@ -67,10 +74,38 @@ class ActionCache:
         inline_output_files: Collection[str] = (),
     ) -> re_pb2.ActionResult | None:
         """The cached result, or None on a miss (absent, unreadable or incomplete)."""
+        checked = await self._checked(action_digest)
+        if checked is None:
+            return None
+        data, result = checked
+        if result is None:
+            result = re_pb2.ActionResult.FromString(data)  # parsed before, when remembered
+        if inline_stdout or inline_stderr or inline_output_files:
+            await self._inline(result, action_digest.function, inline_stdout, inline_stderr, inline_output_files)
+        return result
+
+    async def get_encoded(self, action_digest: Digest) -> bytes | None:
+        """The cached result serialized, as stored (nothing inlined), or None on a miss:
+        what ``get`` answers, without parsing and serializing a result answered before."""
+        checked = await self._checked(action_digest)
+        return None if checked is None else checked[0]
+
+    async def _checked(self, action_digest: Digest) -> tuple[bytes, re_pb2.ActionResult | None] | None:
+        """The stored bytes of a complete result and, unless its references were known
+        (cas/ac/known_references.py), the result parsed from them; None on a miss."""
         data = await self.ac.get_or_none(action_digest)
         if data is None:
             log.debug("action %s: no entry in %s", action_digest, self.ac.name)
             return None
+        if type(data) is not bytes:
+            data = bytes(data)
+        known = self._known.blobs(action_digest, data)
+        if known is not None:
+            missing = await self.cas.find_missing(known) if self.check_completeness and known else set()
+            if missing:
+                self._log_incomplete(action_digest, missing)
+                return None
+            return data, None
         result = re_pb2.ActionResult()
         try:
             result.ParseFromString(data)
@@ -79,16 +114,22 @@ class ActionCache:
             return None
         if self.check_completeness:
             try:
-                missing = await self.missing_blobs(result, action_digest.function)
+                missing, referenced = await self._missing_and_referenced(result, action_digest.function)
             except InvalidArgument as err:
                 log.warning("action cache entry %s references bad digests (%s); answering a miss", action_digest, err)
                 return None
             if missing:
-                log.debug("action %s: %d referenced blobs are gone (%s); answering a miss", action_digest, len(missing), sorted(map(str, missing))[:5])
+                self._log_incomplete(action_digest, missing)
                 return None
-        if inline_stdout or inline_stderr or inline_output_files:
-            await self._inline(result, action_digest.function, inline_stdout, inline_stderr, inline_output_files)
-        return result
+            if referenced is not None:
+                self._known.remember(action_digest, data, referenced)
+        else:
+            self._known.remember(action_digest, data, ())  # parsed: nothing to ask the CAS
+        return data, result
+
+    @staticmethod
+    def _log_incomplete(action_digest: Digest, missing: set[Digest]) -> None:
+        log.debug("action %s: %d referenced blobs are gone (%s); answering a miss", action_digest, len(missing), sorted(map(str, missing))[:5])
 
     async def put(self, action_digest: Digest, result: re_pb2.ActionResult) -> re_pb2.ActionResult:
         """Validate ``result``, move inline contents into the CAS, store it; return what was stored."""
@@ -107,6 +148,13 @@ class ActionCache:
 
     async def missing_blobs(self, result: re_pb2.ActionResult, function: int) -> set[Digest]:
         """Referenced blobs not in the CAS (refreshing those that are). Empty: complete."""
+        return (await self._missing_and_referenced(result, function))[0]
+
+    async def _missing_and_referenced(
+        self, result: re_pb2.ActionResult, function: int
+    ) -> tuple[set[Digest], list[Digest] | None]:
+        """``missing_blobs``, and when the result is complete and names no root
+        directory, every blob it references (what a repeat hit needs to ask about)."""
         blobs = set(digests_from_protos((f.digest for f in result.output_files), function))
         for field_name in ("stdout_digest", "stderr_digest"):
             if result.HasField(field_name):
@@ -128,14 +176,14 @@ class ActionCache:
                 blobs.update(files)
         missing = await self.cas.find_missing(blobs)
         if missing:
-            return missing
+            return missing, None
         more: set[Digest] = set()
         if unknown_trees:
             found = await self.cas.get_many(unknown_trees)
             for tree in unknown_trees:
                 data = found.get(tree)
                 if data is None:  # evicted since find_missing
-                    return {tree}
+                    return {tree}, None
                 files = frozenset(tree_file_digests(parse_tree(tree, data), function))
                 self._remember_tree(tree, files)
                 more.update(files)
@@ -143,9 +191,12 @@ class ActionCache:
             walk = TreeWalk(self.cas, root)
             directories = [d async for _, d in walk.directories()]
             if walk.missing:
-                return walk.missing
+                return walk.missing, None
             more.update(file_digests(directories, function))
-        return await self.cas.find_missing(more) if more else set()
+        missing = await self.cas.find_missing(more) if more else set()
+        if missing or roots:
+            return missing, None
+        return missing, [*blobs, *more.difference(blobs)]
 
     def _remember_tree(self, tree: Digest, files: frozenset[Digest]) -> None:
         self._tree_files.put(tree, files)

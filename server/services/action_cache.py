@@ -1,7 +1,9 @@
 """ActionCache: GetActionResult and UpdateActionResult over cas.action_cache.ActionCache.
 
 The service only translates: the completeness check, inlining and validation live
-in cas/ac/action_cache.py, where the execution service reuses them. A miss is
+in cas/ac/action_cache.py, where the execution service reuses them. A hit that asks
+for nothing inline (Bazel's every hit) is answered with the stored result's bytes,
+unparsed (sent as they are, server/encoded_responses.py). A miss is
 NOT_FOUND (clients read it as "run the action"); an unknown instance is
 INVALID_ARGUMENT, never NOT_FOUND, so it cannot pass for a miss.
 """
@@ -31,15 +33,19 @@ class ActionCacheService(re_grpc.ActionCacheServicer):
     @boundary.unary
     async def GetActionResult(
         self, request: re_pb2.GetActionResultRequest, context: grpc.aio.ServicerContext
-    ) -> re_pb2.ActionResult:
+    ) -> re_pb2.ActionResult | bytes:
         instance = self.instances.get(request.instance_name)
         digest = Digest.from_proto(request.action_digest, request.digest_function)
-        result = await instance.action_cache.get(
-            digest,
-            inline_stdout=request.inline_stdout,
-            inline_stderr=request.inline_stderr,
-            inline_output_files=request.inline_output_files,
-        )
+        result: re_pb2.ActionResult | bytes | None
+        if request.inline_stdout or request.inline_stderr or request.inline_output_files:
+            result = await instance.action_cache.get(
+                digest,
+                inline_stdout=request.inline_stdout,
+                inline_stderr=request.inline_stderr,
+                inline_output_files=request.inline_output_files,
+            )
+        else:  # the usual hit (Bazel asks for nothing inline): the stored bytes as they are
+            result = await instance.action_cache.get_encoded(digest)
         if self.metrics is not None:
             (self.metrics.ac_misses if result is None else self.metrics.ac_hits).inc()
         if result is None:

@@ -105,3 +105,80 @@ async def test_put_refuses_an_invalid_result_and_stores_nothing() -> None:
     with pytest.raises(InvalidArgument, match=r"output_files\[0\]\.path"):
         await cache.put(ACTION, bad)
     assert len(ac) == 0
+
+
+async def test_the_encoded_answer_is_the_parsed_answer_serialized() -> None:
+    cache, result = await cache_without(None)
+    first = await cache.get_encoded(ACTION)  # parses, checks and remembers
+    again = await cache.get_encoded(ACTION)  # from the remembered references
+    assert first == again == result.SerializeToString(deterministic=True)
+    assert re_pb2.ActionResult.FromString(again) == result
+    assert await cache.get(ACTION) == result  # a message again, from the remembered bytes
+
+
+def tree_sample() -> tuple[re_pb2.ActionResult, dict[str, tuple[Digest, bytes]]]:
+    """``sample`` without its root_directory_digest output (those are never remembered)."""
+    result, blobs = sample()
+    del result.output_directories[1]
+    for name in ("root_dir", "leaf_dir", "dir_file"):
+        del blobs[name]
+    return result, blobs
+
+
+async def cas_of(blobs: dict[str, tuple[Digest, bytes]], without: str | None = None) -> BlobStore:
+    cas: BlobStore = VerifyingStore(MemoryStore(1 << 20))
+    await cas.put_many({d: data for name, (d, data) in blobs.items() if name != without})
+    return cas
+
+
+@pytest.mark.parametrize("missing", ["file", "stdout", "stderr", "tree", "tree_file"])
+async def test_a_remembered_result_whose_blob_goes_is_a_miss(missing: str) -> None:
+    result, blobs = tree_sample()
+    cache = ActionCache(MemoryStore(1 << 20), await cas_of(blobs))
+    await cache.put(ACTION, result)
+    assert await cache.get_encoded(ACTION) == result.SerializeToString(deterministic=True)
+    assert len(cache._known) == 1  # remembered: the next hit asks the CAS without parsing
+    cache.cas = await cas_of(blobs, without=missing)  # as if the CAS had let it go
+    assert await cache.get_encoded(ACTION) is None
+    assert await cache.get(ACTION) is None
+
+
+async def test_results_with_a_root_directory_are_checked_afresh_each_time() -> None:
+    result, blobs = sample()
+    cache = ActionCache(MemoryStore(1 << 20), await cas_of(blobs))
+    await cache.put(ACTION, result)
+    assert await cache.get_encoded(ACTION) is not None
+    assert len(cache._known) == 0
+    cache.cas = await cas_of(blobs, without="leaf_dir")
+    assert await cache.get_encoded(ACTION) is None
+
+
+async def test_a_result_stored_again_is_worked_out_afresh() -> None:
+    result, blobs = tree_sample()
+    cas = VerifyingStore(MemoryStore(1 << 20))
+    await cas.put_many(dict(blobs.values()))
+    cache = ActionCache(MemoryStore(1 << 20), cas)
+    await cache.put(ACTION, result)
+    assert await cache.get_encoded(ACTION) is not None
+    gone = Digest.of(b"never stored")
+    replaced = re_pb2.ActionResult(stdout_digest=gone.to_proto(), exit_code=1)
+    await cache.put(ACTION, replaced)  # another result under the same action
+    assert await cache.get_encoded(ACTION) is None  # its stdout is not in the CAS
+    await cas.put_bytes(gone, b"never stored")
+    assert await cache.get_encoded(ACTION) == replaced.SerializeToString(deterministic=True)
+
+
+async def test_an_unreadable_entry_is_a_miss_when_encoded_too() -> None:
+    ac = MemoryStore(1 << 20)
+    await ac.put_bytes(ACTION, b"\xff\xff not an ActionResult")
+    cache = ActionCache(ac, VerifyingStore(MemoryStore(1 << 20)), check_completeness=False)
+    assert await cache.get_encoded(ACTION) is None
+    assert await cache.get_encoded(ACTION) is None
+
+
+async def test_without_completeness_checking_the_encoded_answer_is_the_stored_result() -> None:
+    result, _ = sample()
+    cache = ActionCache(MemoryStore(1 << 20), VerifyingStore(MemoryStore(1 << 20)), check_completeness=False)
+    await cache.put(ACTION, result)
+    assert await cache.get_encoded(ACTION) == await cache.get_encoded(ACTION) == result.SerializeToString(deterministic=True)
+    assert await cache.get(ACTION) == result

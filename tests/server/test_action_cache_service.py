@@ -165,3 +165,21 @@ async def test_an_instance_may_refuse_client_updates(named_client: StorageClient
     message = await expect_error(update(named_client, result, instance="other"), grpc.StatusCode.INVALID_ARGUMENT)
     assert "'other'" in message
 
+
+
+async def test_a_hit_is_answered_with_the_stored_bytes_equal_to_the_message() -> None:
+    """The usual hit (nothing inline) is sent as the stored bytes (server/encoded_responses.py):
+    byte for byte the result serialized, on the first hit and on the remembered ones."""
+    async with running_server(config_for(stores=memory_stores())) as srv, channel_to(srv) as channel:
+        client = StorageClient(channel)
+        result, _ = await full_result(client)
+        await update(client, result)
+        raw = channel.unary_unary(
+            "/build.bazel.remote.execution.v2.ActionCache/GetActionResult",
+            request_serializer=re_pb2.GetActionResultRequest.SerializeToString,
+        )
+        request = re_pb2.GetActionResultRequest(action_digest=ACTION.to_proto())
+        answers = [await raw(request) for _ in range(3)]
+        assert answers == [result.SerializeToString(deterministic=True)] * 3
+        inlined = await get(client, inline_stdout=True)
+        assert inlined.stdout_raw == b"stdout" * 10 and inlined.output_files == result.output_files
