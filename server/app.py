@@ -12,6 +12,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import grpc
 
@@ -45,6 +46,7 @@ from server.metrics.cas_traffic import count_instance_stores
 from server.metrics.families import ServerMetrics
 from server.metrics.rpc_timing import RpcTiming
 from server.metrics.store_gauges import watch_stores
+from server.method_table import MethodTable
 from server.rpc_wrapping import HandlerWrapper, registrar
 from server.instances import InstanceRegistry
 from server.local_worker import parse_local_worker, start_local_worker
@@ -200,7 +202,9 @@ async def start_server(
         # Outermost last: the timing sees refused calls too, counted by their code.
         wrappers = security.wrappers() + timing
         server = grpc.aio.server(options=grpc_options(config))
-        services = registrar(server, wrappers)  # each handler wrapped once, as it is added
+        # Each handler wrapped once, as it is added; all found through one table (server/method_table.py).
+        table = MethodTable(registrar(server, wrappers))
+        services = cast(grpc.aio.Server, table)  # it stands in for the server while services are added
         re_grpc.add_CapabilitiesServicer_to_server(
             CapabilitiesService(
                 instances, config.max_batch_total_size_bytes, execution.capabilities() if execution else None, codecs
@@ -223,7 +227,9 @@ async def start_server(
             services,
             ("Read",),
         )
-        re_grpc.add_ActionCacheServicer_to_server(ActionCacheService(instances, metrics), services)
+        encoded_responses.register(
+            re_grpc.add_ActionCacheServicer_to_server, ActionCacheService(instances, metrics), services, ("GetActionResult",)
+        )
         if execution is not None:
             add_execution_services(execution, instances, services, metrics)
         # Remote Asset API (Fetch, Push): on when [assets] or a store named "assets" exists.
@@ -232,6 +238,7 @@ async def start_server(
             assets = build_assets(assets_config, stores[assets_config.index])
             asset_grpc.add_FetchServicer_to_server(FetchService(instances, assets.fetcher), services)
             asset_grpc.add_PushServicer_to_server(PushService(instances, assets.pusher), services)
+        table.install()
         port = bind_grpc(server, config.listen, security)
         if assets is not None:
             assets.serving_on(port)  # a fetch may not call the server itself
