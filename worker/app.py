@@ -100,6 +100,7 @@ class Worker:
             await self.daemon.run(stop)
         finally:
             await self.local.drain()
+            await self.files.drain()  # fetched inputs still being taken into the cache
             await self.channel.close()
             if self.http is not None:
                 await self.http.stop()

@@ -6,9 +6,12 @@ and owned by the worker. These helpers block; the cache calls them on threads.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cas.digest import ALGORITHMS, Digest, algorithm_named
@@ -44,6 +47,111 @@ def rename_into(tmp: Path, path: str) -> None:
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         os.rename(tmp, path)
+
+
+def write_cache_file(path: str, data: bytes, executable: bool, tmp_dir: str) -> None:
+    """Create a cache file (blocking).
+
+    Written in place with O_EXCL, which costs half of temp file + rename: nobody
+    reads it before the index lists it, and a file cut short by a crash has the
+    wrong size, which the startup scan removes. A file already there (not in the
+    index) may be linked into an exec root, so it is replaced atomically, never
+    rewritten.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MODE[executable])
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MODE[executable])
+    except FileExistsError:
+        tmp = f"{tmp_dir}/{uuid.uuid4().hex}"
+        write_cache_file(tmp, data, executable, tmp_dir)
+        os.rename(tmp, path)
+        return
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+
+
+def link_into_cache(name: str, dir_fd: int | None, path: str, tmp_dir: str) -> None:
+    """Give a finished file (``name`` in ``dir_fd``) the cache name ``path`` (blocking):
+    a file already there (not in the index) is replaced atomically, never rewritten."""
+    try:
+        os.link(name, path, src_dir_fd=dir_fd)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.link(name, path, src_dir_fd=dir_fd)
+    except FileExistsError:
+        tmp = f"{tmp_dir}/{uuid.uuid4().hex}"
+        os.link(name, tmp, src_dir_fd=dir_fd)
+        os.rename(tmp, path)
+
+
+def link_all_into_cache(files: Iterable[tuple[CacheKey, str]], path_of: Callable[[Digest, bool], str],
+                        tmp_dir: str) -> list[CacheKey]:
+    """Link finished files into the cache; the keys that made it (a file gone is skipped)."""
+    linked = []
+    for key, path in files:
+        try:
+            link_into_cache(path, None, path_of(*key), tmp_dir)
+        except OSError:
+            continue
+        linked.append(key)
+    return linked
+
+
+def take_output(source: Path, path: str, executable: bool, tmp_dir: str) -> bool:
+    """Hardlink an action's output to the cache name ``path`` as the worker's own,
+    read-only file; False if it cannot be taken."""
+    tmp = f"{tmp_dir}/{uuid.uuid4().hex}"
+    try:
+        os.link(source, tmp)
+        info = os.lstat(tmp)
+        if info.st_uid != os.geteuid() or info.st_gid != os.getegid():
+            # The action user's file: the cache takes it only as its own (root can).
+            os.chown(tmp, os.geteuid(), os.getegid())
+        os.chmod(tmp, MODE[executable])
+        rename_into(Path(tmp), path)
+    except OSError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        return False
+    return True
+
+
+def copy_modes(keys: Iterable[CacheKey], path_of: Callable[[Digest, bool], str], tmp_dir: str) -> None:
+    """Copy cache files into their other mode (``keys``: the modes wanted)."""
+    for digest, executable in keys:
+        tmp = f"{tmp_dir}/{uuid.uuid4().hex}"
+        shutil.copyfile(path_of(digest, not executable), tmp)
+        os.chmod(tmp, MODE[executable])
+        rename_into(Path(tmp), path_of(digest, executable))
+
+
+def batches_of(digests: list[Digest], max_bytes: int, max_blobs: int) -> Iterable[list[Digest]]:
+    """Consecutive groups of at most ``max_blobs`` blobs and ``max_bytes`` bytes (one blob at least)."""
+    group: list[Digest] = []
+    total = 0
+    for digest in digests:
+        if group and (total + digest.size_bytes > max_bytes or len(group) >= max_blobs):
+            yield group
+            group, total = [], 0
+        group.append(digest)
+        total += digest.size_bytes
+    if group:
+        yield group
+
+
+def hex_digest(digest: Digest, data: bytes) -> str:
+    hasher = digest.algorithm.new()
+    hasher.update(data)
+    return hasher.hexdigest()
 
 
 def link_or_copy(source: Path | str, dest: Path | str, executable: bool) -> None:

@@ -7,11 +7,16 @@ flips another lease's permissions.
 
 Fetches get only what is missing, deduplicated across concurrent leases: small
 blobs through the source's batched ``get_many``, large ones streamed to a temp file.
-Every blob is verified against its digest before it enters the cache, and enters
-by rename, so a crash or a bad download never leaves a wrong file under a good
-name. The cache is capped by size and evicts least recently used files that no
-lease is linking at that moment; a file already linked into an exec root lives on
-there even if evicted here.
+Every blob is verified against its digest before it is written anywhere; a file
+cut short by a crash has the wrong size, which the start-up scan removes, so a bad
+download never leaves a wrong file under a good name. With a placer (an action's
+cold inputs, worker/input_placer.py) a batch is written once, where the action
+wants it, and that same read-only, worker-owned file becomes the cache's: linked
+at once, or, from a tree to mount, adopted off the input path (``adopt_later``;
+leases wanting it meanwhile wait instead of fetching it again). The cache is
+capped by size and evicts least recently used files that no lease is linking at
+that moment; a file already linked into an exec root lives on there even if
+evicted here.
 
 Trust: cache files belong to the worker and have no write bit, and the sandbox
 links them only into actions that cannot write them (worker/sandbox/). A clean
@@ -27,7 +32,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
 from contextlib import asynccontextmanager
@@ -40,8 +44,10 @@ from cas.lru import Lru
 from cas.store import BlobStore
 from cas.decorators.verify import verify_bytes
 from worker.cache_files import (
-    CLEAN_MARKER, MODE, CacheKey, cache_name, file_matches, open_scan, rename_into,
+    CLEAN_MARKER, MODE, CacheKey, batches_of, cache_name, copy_modes, file_matches, hex_digest,
+    link_all_into_cache, open_scan, rename_into, take_output, write_cache_file,
 )
+from worker.input_placer import InputPlacer
 
 log = logging.getLogger("reapi.worker")
 
@@ -62,12 +68,15 @@ class FileCache:
         self.root = root
         self.max_bytes = max_bytes
         self._tmp = root / "tmp"
+        self.tmp_dir = str(self._tmp)
         self._root = str(root)
         self._lru: Lru[CacheKey, int] = Lru(_size, entries)  # value: the file's size
         self._pins: dict[CacheKey, int] = {}
         self._inflight: dict[Digest, asyncio.Future[None]] = {}
         self._doubted = set(doubted)  # files to hash before their next use
         self._verifying: dict[CacheKey, asyncio.Future[None]] = {}
+        self._writing = asyncio.Lock()
+        self._adoptions: set[asyncio.Task[None]] = set()
         # Told of every file that enters (True) or leaves (False): the cache summary the
         # worker sends for locality dispatch (worker/cache_summary.py).
         self.watcher: Callable[[Digest, bool], None] | None = None
@@ -112,12 +121,14 @@ class FileCache:
     # -- the one public operation exec roots need ------------------------------------
 
     @asynccontextmanager
-    async def pinned(self, keys: Collection[CacheKey], source: BlobStore) -> AsyncIterator[None]:
-        """Inside the block, every key's file (``path_of``) is present and will not be evicted."""
+    async def pinned(self, keys: Collection[CacheKey], source: BlobStore,
+                     placer: InputPlacer | None = None) -> AsyncIterator[None]:
+        """Inside the block, every key's file (``path_of``) is present and will not be evicted;
+        ``placer`` is given the files this fetches as each batch is written."""
         keys = set(keys)
         self._pin(keys)
         try:
-            await self.ensure(keys, source)
+            await self.ensure(keys, source, placer)
             for key in keys:
                 self._lru.get(key)  # a use: refresh it
             yield
@@ -135,8 +146,9 @@ class FileCache:
             if count:
                 self._pins[key] = count
 
-    async def ensure(self, keys: Collection[CacheKey], source: BlobStore) -> None:
-        """Have every (digest, executable) file present; MissingBlobs names what the source lacks."""
+    async def ensure(self, keys: Collection[CacheKey], source: BlobStore, placer: InputPlacer | None = None) -> None:
+        """Have every (digest, executable) file present; MissingBlobs names what the source lacks.
+        Fetched blobs are written in every mode ``keys`` asks for."""
         if self._doubted or self._verifying:
             await self._verify([k for k in keys if k in self._doubted or k in self._verifying])
         wanted = [k for k in keys if k not in self._lru]
@@ -147,17 +159,19 @@ class FileCache:
         waits = {self._inflight[d] for d, _ in wanted if d in self._inflight}
         if waits:
             await asyncio.gather(*waits, return_exceptions=True)
-        to_fetch = {
-            d for d, _ in wanted
-            if (d, True) not in self._lru and (d, False) not in self._lru and d not in self._inflight
-        }
+        lru, inflight = self._lru, self._inflight
+        to_fetch: dict[Digest, tuple[bool, ...]] = {}
+        for d, x in wanted:
+            if (d, True) not in lru and (d, False) not in lru and d not in inflight:
+                to_fetch[d] = (x,) if d not in to_fetch else (False, True)
         if to_fetch:
-            await self._fetch(to_fetch, source)
-        racing = {self._inflight[d] for d, _ in wanted if d in self._inflight}
+            await self._fetch(to_fetch, source, placer)
+        placed = placer.placed if placer is not None else ()
+        racing = {self._inflight[d] for d, x in wanted if d in self._inflight and (d, x) not in placed}
         if racing:  # started by another lease while we awaited; rare
             await asyncio.gather(*racing, return_exceptions=True)
         # A copy in the other mode is a local copy away.
-        copies = [(d, x) for d, x in wanted if (d, x) not in self._lru]
+        copies = [(d, x) for d, x in wanted if (d, x) not in self._lru and (d, x) not in placed]
         absent = {d for d, x in copies if (d, not x) not in self._lru}
         if absent:
             raise MissingBlobs(absent, "input blobs")
@@ -190,15 +204,17 @@ class FileCache:
 
     # -- fetching -----------------------------------------------------------------------
 
-    async def _fetch(self, digests: set[Digest], source: BlobStore) -> None:
-        loop = asyncio.get_running_loop()
-        futures = {d: loop.create_future() for d in digests}
-        self._inflight.update(futures)
+    async def _fetch(self, modes: dict[Digest, tuple[bool, ...]], source: BlobStore, placer: InputPlacer | None) -> None:
+        """Fetch ``modes``' blobs, each written in the modes given (large ones non-executable
+        only: ``ensure`` copies them into the other mode)."""
+        done = asyncio.get_running_loop().create_future()  # one for the whole fetch: waiters re-check the index
+        self._inflight.update(dict.fromkeys(modes, done))
         try:
-            small = sorted((d for d in digests if d.size_bytes <= SMALL_BLOB), key=lambda d: d.size_bytes)
-            large = [d for d in digests if d.size_bytes > SMALL_BLOB]
+            small = sorted((d for d in modes if d.size_bytes <= SMALL_BLOB), key=lambda d: d.size_bytes)
+            large = [d for d in modes if d.size_bytes > SMALL_BLOB]
             results = await asyncio.gather(
-                *(self._fetch_small(group, source) for group in _groups(small)),
+                *(self._fetch_small(group, modes, source, placer)
+                  for group in batches_of(small, BATCH_BYTES, BATCH_BLOBS)),
                 *(self._fetch_large(d, source) for d in large),
                 return_exceptions=True,
             )
@@ -211,28 +227,52 @@ class FileCache:
             if missing:
                 raise MissingBlobs(missing, "input blobs")
         finally:
-            for digest, future in futures.items():
-                self._inflight.pop(digest, None)
-                future.set_result(None)  # waiters re-check the index themselves
+            for digest in modes:
+                if self._inflight.get(digest) is done:  # not waiting to be adopted
+                    del self._inflight[digest]
+            done.set_result(None)
 
-    async def _fetch_small(self, digests: list[Digest], source: BlobStore) -> None:
+    async def _fetch_small(self, digests: list[Digest], modes: dict[Digest, tuple[bool, ...]], source: BlobStore,
+                           placer: InputPlacer | None) -> None:
         found = await source.get_many(digests)
-        missing = [d for d in digests if d not in found]
-        items = [(d, found[d]) for d in digests if d in found]
-        await asyncio.to_thread(self._store_verified, items)
-        for digest, data in items:
-            self._add((digest, False), len(data))
+        missing = []
+        blobs: list[tuple[CacheKey, bytes]] = []
+        for digest in digests:
+            data = found.get(digest)
+            if data is None:
+                missing.append(digest)
+                continue
+            blobs.extend(((digest, executable), data) for executable in modes[digest])
+        if placer is not None:
+            await placer.ready()
+        async with self._writing:  # one writer at a time: threads fighting over the GIL cost more
+            deferred = await asyncio.to_thread(self._store_verified, blobs, placer)
+        adoption = asyncio.get_running_loop().create_future() if deferred else None
+        for (digest, executable), data in blobs:  # a blob wanted in both modes was fetched once
+            fetched = executable == modes[digest][0]
+            if (digest, executable) not in deferred:
+                self._add((digest, executable), len(data), fetched=fetched)
+                continue
+            self._inflight[digest] = adoption  # type: ignore[assignment]  # others wait for adopt_later
+            if fetched:
+                self.fetched_blobs += 1
+                self.fetched_bytes += len(data)
         if missing:
             raise MissingBlobs(missing, "input blobs")
 
-    def _store_verified(self, items: list[tuple[Digest, bytes]]) -> None:
-        for digest, data in items:
-            if len(data) != digest.size_bytes or _hex_digest(digest, data) != digest.hash:
+    def _store_verified(self, blobs: list[tuple[CacheKey, bytes]], placer: InputPlacer | None) -> set[CacheKey]:
+        """Verify blobs, then write them as cache files or hand them to ``placer`` (blocking)."""
+        for (digest, executable), data in blobs:
+            if len(data) != digest.size_bytes or hex_digest(digest, data) != digest.hash:
                 try:
                     verify_bytes(digest, data)
                 except ReapiError as err:
                     raise Internal(f"the CAS returned corrupt content for input {digest}: {err.message}") from None
-            self._write_file(self.path_of(digest, False), data, False)
+        if placer is not None:
+            return placer.stored(blobs)
+        for (digest, executable), data in blobs:
+            write_cache_file(self.path_of(digest, executable), data, executable, self.tmp_dir)
+        return set()
 
     async def _fetch_large(self, digest: Digest, source: BlobStore) -> None:
         """Stream one large blob to a temp file, hashing as it goes, then rename it in."""
@@ -263,53 +303,45 @@ class FileCache:
     async def _copy_modes(self, keys: list[CacheKey]) -> None:
         """Make the other-mode copy of blobs already cached in one mode."""
         sources = [(d, not x) for d, x in keys]
-
-        def copy_all() -> None:
-            for digest, executable in keys:
-                source = self.path_of(digest, not executable)
-                tmp = self._tmp / uuid.uuid4().hex
-                shutil.copyfile(source, tmp)
-                os.chmod(tmp, MODE[executable])
-                rename_into(tmp, self.path_of(digest, executable))
-
         self._pin(sources)
         try:
-            await asyncio.to_thread(copy_all)
+            await asyncio.to_thread(copy_modes, keys, self.path_of, self.tmp_dir)
         finally:
             self._unpin(sources)
         for digest, executable in keys:
             self._add((digest, executable), digest.size_bytes, fetched=False)
 
-    def _write_file(self, path: str, data: bytes, executable: bool) -> None:
-        """Create a cache file (blocking).
-
-        Written in place with O_EXCL, which costs half of temp file + rename: nobody
-        reads it before the index lists it, and a file cut short by a crash has the
-        wrong size, which the startup scan removes. A file already there (not in the
-        index) may be linked into an exec root, so it is replaced atomically, never
-        rewritten.
-        """
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MODE[executable])
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MODE[executable])
-        except FileExistsError:
-            tmp = str(self._tmp / uuid.uuid4().hex)
-            self._write_file(tmp, data, executable)
-            os.rename(tmp, path)
-            return
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        except BaseException:
-            os.close(fd)
-            os.unlink(path)
-            raise
-        os.close(fd)
-
     # -- adding outputs and bookkeeping ---------------------------------------------------
+
+    def adopt_later(self, files: list[tuple[CacheKey, str]]) -> None:
+        """Take fetched files a placer wrote in place only (worker-owned, read-only, in
+        directories no action can change) into the cache, in the background: off the
+        input path. Until then leases wanting them wait rather than fetch them again;
+        a file gone by then (its tree removed) is simply not cached."""
+        if not files:
+            return
+        waiting = {self._inflight[key[0]] for key, _ in files if key[0] in self._inflight}
+
+        async def adopt() -> None:
+            try:
+                for key in await asyncio.to_thread(link_all_into_cache, files, self.path_of, self.tmp_dir):
+                    self._add(key, key[0].size_bytes, fetched=False)
+            finally:
+                for key, _ in files:
+                    if self._inflight.get(key[0]) in waiting:
+                        del self._inflight[key[0]]
+                for future in waiting:
+                    if not future.done():
+                        future.set_result(None)
+
+        task = asyncio.get_running_loop().create_task(adopt())
+        self._adoptions.add(task)
+        task.add_done_callback(self._adoptions.discard)
+
+    async def drain(self) -> None:
+        """Wait for adoptions in progress (tests, shutdown)."""
+        while self._adoptions:
+            await asyncio.gather(*list(self._adoptions), return_exceptions=True)
 
     def adopt(self, source: Path, digest: Digest, executable: bool) -> bool:
         """Hardlink a finished output into the cache (blocking; call in a thread).
@@ -317,22 +349,9 @@ class FileCache:
         Outputs of one action are often inputs of the next; taking them costs a link.
         The caller must not change ``source`` afterwards (exec roots are deleted).
         """
-        key = (digest, executable)
-        if key in self._lru:
+        if (digest, executable) in self._lru:
             return False
-        tmp = self._tmp / uuid.uuid4().hex
-        try:
-            os.link(source, tmp)
-            info = os.lstat(tmp)
-            if info.st_uid != os.geteuid() or info.st_gid != os.getegid():
-                # The action user's file: the cache takes it only as its own (root can).
-                os.chown(tmp, os.geteuid(), os.getegid())
-            os.chmod(tmp, MODE[executable])
-            rename_into(tmp, self.path_of(digest, executable))
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            return False
-        return True
+        return take_output(source, self.path_of(digest, executable), executable, self.tmp_dir)
 
     def note_adopted(self, digest: Digest, executable: bool) -> None:
         """Index a file ``adopt`` placed (on the event loop, where the index lives)."""
@@ -375,22 +394,3 @@ class FileCache:
 
 def _size(size: int) -> int:
     return size
-
-
-def _groups(digests: list[Digest]) -> Iterable[list[Digest]]:
-    group: list[Digest] = []
-    total = 0
-    for digest in digests:
-        if group and (total + digest.size_bytes > BATCH_BYTES or len(group) >= BATCH_BLOBS):
-            yield group
-            group, total = [], 0
-        group.append(digest)
-        total += digest.size_bytes
-    if group:
-        yield group
-
-
-def _hex_digest(digest: Digest, data: bytes) -> str:
-    hasher = digest.algorithm.new()
-    hasher.update(data)
-    return hasher.hexdigest()

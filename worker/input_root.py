@@ -3,9 +3,11 @@
 The tree is checked as a whole first (worker/input_layout.py: ``plan_layout``);
 nothing is touched until the whole plan is accepted.
 
-``InputRootBuilder.prepare`` fetches what the local FileCache lacks, then creates the
-directories, links (or copies) the files and makes the symlinks in blocking jobs on
-threads. A link shares the cache file's inode, so it is used only where the action
+``InputRootBuilder.prepare`` fetches what the local FileCache lacks and creates the
+exec root (worker/input_placer.py): directories while the first blobs are on the
+wire, each fetched batch written in place as it arrives (and taken into the cache),
+then links (or copies) of what was cached already and the symlinks, in blocking
+jobs on threads. A link shares the cache file's inode, so it is used only where the action
 cannot write through it (``Placement``, decided by the sandbox: the action runs as
 another user than the cache's owner, and not as root); everywhere else inputs are
 copies (``copy_file_range``, which shares blocks on filesystems that can). Where the
@@ -17,8 +19,7 @@ mounted read-only, so an unchanged subtree costs one mount, not a link per file.
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,16 +27,14 @@ from pathlib import Path
 from cas.digest import Digest
 from cas.lru import Lru
 from cas.store import BlobStore
-from worker.cache_files import link_or_copy
 from worker.directories import DirectoryCache
 from worker.file_cache import FileCache
 from worker.input_layout import InputLayout, check_name, plan_layout, resolve_inside
+from worker.input_placer import InputPlacer, Target
 from worker.input_trees import InputTrees, mount_points, seal
 
 __all__ = ["InputLayout", "InputRootBuilder", "LINKS", "Mount", "Placement", "check_name", "plan_layout",
            "resolve_inside"]
-
-_MODES = {False: 0o444, True: 0o555}
 
 
 @dataclass(frozen=True)
@@ -56,79 +55,6 @@ class Mount:
 
     path: str
     source: str
-
-
-def copy_at(source_name: str, source_dir: int, name: str, dir_fd: int, executable: bool) -> None:
-    """Copy one file between two open directories (blocking)."""
-    source = os.open(source_name, os.O_RDONLY, dir_fd=source_dir)
-    try:
-        target = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _MODES[executable], dir_fd=dir_fd)
-        try:
-            left = os.fstat(source).st_size
-            try:
-                while left > 0:
-                    copied = os.copy_file_range(source, target, left)
-                    if copied == 0:
-                        break
-                    left -= copied
-            except OSError:  # no copy_file_range between these two: copy through memory
-                while chunk := os.read(source, 1 << 20):
-                    os.write(target, chunk)
-        finally:
-            os.close(target)
-    finally:
-        os.close(source)
-
-
-def materialise(exec_root: Path, layout: InputLayout, sources: Mapping[tuple[Digest, bool], str],
-                placement: Placement = LINKS) -> None:
-    """Create the planned tree under ``exec_root`` (blocking). ``exec_root`` must be new,
-    or an empty directory.
-
-    Links (or copies) are made relative to open directory descriptors, so each costs
-    one path component of lookup on each side instead of a dozen: this loop is most
-    of a warm action's input time.
-    """
-    root = str(exec_root)
-    try:
-        os.mkdir(root)
-    except FileExistsError:
-        if os.listdir(root):  # made empty for us (a sandbox bound it already): never reused
-            raise FileExistsError(f"the exec root {root} is not empty") from None
-    join = os.path.join
-    for path in layout.directories:
-        os.mkdir(join(root, path))
-    if placement.owner is not None:
-        uid, gid = placement.owner
-        os.chown(root, uid, gid)
-        for path in layout.directories:
-            os.chown(join(root, path), uid, gid)
-    fds: dict[str, int] = {}
-
-    def dir_fd(path: str) -> int:
-        fd = fds.get(path)
-        if fd is None:
-            fd = fds[path] = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        return fd
-
-    try:
-        for digest, executable, path in layout.files:
-            source = sources[(digest, executable)]
-            source_dir, _, source_name = source.rpartition("/")
-            parent, _, name = path.rpartition("/")
-            target_dir = dir_fd(join(root, parent) if parent else root)
-            if placement.copy:
-                copy_at(source_name, dir_fd(source_dir), name, target_dir, executable)
-                continue
-            try:
-                os.link(source_name, name, src_dir_fd=dir_fd(source_dir), dst_dir_fd=target_dir)
-            except OSError:
-                link_or_copy(source, join(root, path), executable)  # raises what a copy cannot fix
-    finally:
-        for fd in fds.values():
-            os.close(fd)
-    for path, target in layout.symlinks:
-        os.symlink(target, join(root, path))
 
 
 class InputRootBuilder:
@@ -188,10 +114,7 @@ class InputRootBuilder:
         layout = await self.layout(root, source)
         cut = self._cut(layout, placement, keep_open)
         if not cut:
-            keys = layout.cache_keys()
-            async with self.files.pinned(keys, source):
-                sources = {key: self.files.path_of(*key) for key in keys}
-                await asyncio.to_thread(materialise, exec_root, layout, sources, placement)
+            await self._place([Target(str(exec_root), layout, placement.copy, placement.owner)], source)
             yield []
             return
         assert self.trees is not None
@@ -199,49 +122,56 @@ class InputRootBuilder:
         digests = {layout.digests[path] for path in cut}
         ready, mine = await trees.claim(digests)
         try:
-            await self._materialise_with_trees(layout, cut, mine, exec_root, source, placement)
+            await self._place_with_trees(layout, cut, mine, exec_root, source, placement)
             trees.mounted += len(cut)
             paths = {**ready, **mine}
             yield [Mount(path, paths[layout.digests[path]]) for path in cut]
         finally:
             trees.release(digests)
 
-    async def _materialise_with_trees(self, layout: InputLayout, cut: list[str], mine: dict[Digest, str],
-                                      exec_root: Path, source: BlobStore, placement: Placement) -> None:
+    async def _place(self, targets: list[Target], source: BlobStore, then: Callable[[], None] | None = None) -> None:
+        """Fetch what the cache lacks and create ``targets`` from it: files fetched now are
+        placed as each batch is written; the rest (cached already) after the fetch, then
+        ``then`` in the same thread job."""
+        placer = InputPlacer(targets, self.files.path_of, self.files.tmp_dir)
+        keys = {(digest, executable) for target in targets for digest, executable, _ in target.layout.files}
+
+        def finish() -> None:
+            placer.finish()
+            if then is not None:
+                then()
+
+        try:
+            async with self.files.pinned(keys, source, placer):
+                await asyncio.to_thread(finish)
+        finally:
+            await placer.close()
+            self.files.adopt_later(placer.deferred)
+
+    async def _place_with_trees(self, layout: InputLayout, cut: list[str], mine: dict[Digest, str],
+                                exec_root: Path, source: BlobStore, placement: Placement) -> None:
         """The exec root without the cut subtrees, and the trees this action builds, from one fetch."""
         assert self.trees is not None
-        rest = layout.without(cut)
-        subtrees = {}
+        targets = [Target(str(exec_root), layout.without(cut), placement.copy, placement.owner)]
+        subtrees: dict[Digest, InputLayout] = {}
         for path in cut:  # the same subtree may appear at several paths: built once
             digest = layout.digests[path]
             if digest in mine and digest not in subtrees:
                 subtrees[digest] = layout.subtree(path)
-        keys = rest.cache_keys()
-        for subtree in subtrees.values():
-            keys |= subtree.cache_keys()
+                targets.append(Target(mine[digest], subtrees[digest], sealed=True))  # the worker's, read-only
         try:
-            async with self.files.pinned(keys, source):
-                sources = {key: self.files.path_of(*key) for key in keys}
-                jobs = [asyncio.to_thread(materialise, exec_root, rest, sources, placement)]
-                jobs += [asyncio.to_thread(_make_tree, mine[digest], subtree, sources)
-                         for digest, subtree in subtrees.items()]
-                results = await asyncio.gather(*jobs, return_exceptions=True)
+            built = [(mine[digest], subtree) for digest, subtree in subtrees.items()]
+            await self._place(targets, source, then=lambda: _seal_all(built))
         except BaseException:
             for digest, path in mine.items():
                 self.trees.failed(digest, path)
             raise
-        for (digest, subtree), result in zip(subtrees.items(), results[1:]):
-            if isinstance(result, BaseException):
-                self.trees.failed(digest, mine[digest])
-            else:
-                self.trees.built(digest, mine[digest], len(subtree.files) + len(subtree.symlinks)
-                                 + len(subtree.directories) + 1)
-        failure = next((r for r in results if isinstance(r, BaseException)), None)
-        if failure is not None:
-            raise failure
+        for digest, subtree in subtrees.items():
+            self.trees.built(digest, mine[digest], len(subtree.files) + len(subtree.symlinks)
+                             + len(subtree.directories) + 1)
 
 
-def _make_tree(path: str, layout: InputLayout, sources: Mapping[tuple[Digest, bool], str]) -> None:
-    """One subtree, linked from the cache and sealed read-only (blocking)."""
-    materialise(Path(path), layout, sources, LINKS)
-    seal(path, layout)
+def _seal_all(trees: list[tuple[str, InputLayout]]) -> None:
+    """Make built trees read-only (blocking)."""
+    for path, layout in trees:
+        seal(path, layout)
