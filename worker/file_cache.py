@@ -35,6 +35,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
 from contextlib import asynccontextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import BinaryIO
 
@@ -210,7 +211,7 @@ class FileCache:
         done = asyncio.get_running_loop().create_future()  # one for the whole fetch: waiters re-check the index
         self._inflight.update(dict.fromkeys(modes, done))
         try:
-            small = sorted((d for d in modes if d.size_bytes <= SMALL_BLOB), key=lambda d: d.size_bytes)
+            small = sorted((d for d in modes if d.size_bytes <= SMALL_BLOB), key=_by_size)
             large = [d for d in modes if d.size_bytes > SMALL_BLOB]
             results = await asyncio.gather(
                 *(self._fetch_small(group, modes, source, placer)
@@ -390,6 +391,9 @@ class FileCache:
     def _may_evict(self, key: CacheKey) -> bool:
         """Not while a lease links it, nor while its blob is being fetched."""
         return key not in self._pins and key[0] not in self._inflight
+
+
+_by_size = itemgetter(1)  # Digest.size_bytes, without a Python call per blob
 
 
 def _size(size: int) -> int:
