@@ -79,17 +79,17 @@ def write_cache_file(path: str, data: bytes, executable: bool, tmp_dir: str) -> 
     os.close(fd)
 
 
-def link_into_cache(name: str, dir_fd: int | None, path: str, tmp_dir: str) -> None:
-    """Give a finished file (``name`` in ``dir_fd``) the cache name ``path`` (blocking):
-    a file already there (not in the index) is replaced atomically, never rewritten."""
+def link_into_cache(source: str, path: str, tmp_dir: str) -> None:
+    """Give a finished file the cache name ``path`` (blocking): a file already there
+    (not in the index) is replaced atomically, never rewritten."""
     try:
-        os.link(name, path, src_dir_fd=dir_fd)
+        os.link(source, path)
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        os.link(name, path, src_dir_fd=dir_fd)
+        os.link(source, path)
     except FileExistsError:
         tmp = f"{tmp_dir}/{uuid.uuid4().hex}"
-        os.link(name, tmp, src_dir_fd=dir_fd)
+        os.link(source, tmp)
         os.rename(tmp, path)
 
 
@@ -99,7 +99,7 @@ def link_all_into_cache(files: Iterable[tuple[CacheKey, str]], path_of: Callable
     linked = []
     for key, path in files:
         try:
-            link_into_cache(path, None, path_of(*key), tmp_dir)
+            link_into_cache(path, path_of(*key), tmp_dir)
         except OSError:
             continue
         linked.append(key)

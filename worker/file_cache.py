@@ -76,7 +76,6 @@ class FileCache:
         self._inflight: dict[Digest, asyncio.Future[None]] = {}
         self._doubted = set(doubted)  # files to hash before their next use
         self._verifying: dict[CacheKey, asyncio.Future[None]] = {}
-        self._writing = asyncio.Lock()
         self._adoptions: set[asyncio.Task[None]] = set()
         # Told of every file that enters (True) or leaves (False): the cache summary the
         # worker sends for locality dispatch (worker/cache_summary.py).
@@ -246,7 +245,7 @@ class FileCache:
             blobs.extend(((digest, executable), data) for executable in modes[digest])
         if placer is not None:
             await placer.ready()
-        async with self._writing:  # one writer at a time: threads fighting over the GIL cost more
+        async with placer.writing if placer is not None else contextlib.nullcontext():
             deferred = await asyncio.to_thread(self._store_verified, blobs, placer)
         adoption = asyncio.get_running_loop().create_future() if deferred else None
         for (digest, executable), data in blobs:  # a blob wanted in both modes was fetched once

@@ -15,11 +15,11 @@ change neither its inputs nor the cache's copy):
   read-only, and the cache adopts it later (``deferred``, linked by
   ``FileCache.adopt_later`` while the action starts): no link on the input path;
 - in an exec root where inputs are links (the action runs as another, unprivileged
-  user), the file is written there, owned by the worker and read-only, and linked
-  into the cache at once, before the action exists: the same inode as a cache file
-  linked in, as before;
+  user), the file is written into the cache (where only the worker can reach it)
+  and linked into place, before the action exists: one write and one link, as a
+  file linked from a warm cache;
 - where inputs are copies (the action could write them), the cache gets its own
-  file and the exec root a copy written from memory.
+  file and the exec root a copy written from memory, not copied back from disk.
 Other paths wanting the same blob link to the first one (copies: written again).
 
 Several batch jobs may place at once (each on its own thread): directory descriptors
@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cas.digest import Digest
-from worker.cache_files import CacheKey, link_into_cache, link_or_copy, write_cache_file
+from worker.cache_files import CacheKey, link_or_copy, write_cache_file
 from worker.input_layout import InputLayout
 
 _MODES = {False: 0o444, True: 0o555}
@@ -82,6 +82,9 @@ class InputPlacer:
         self._jobs = 0  # blocking calls using the descriptors right now
         self._closed = False
         self._directories: asyncio.Future[None] | None = None
+        # One batch written at a time per action: threads of one action fighting over the
+        # GIL cost more than they overlap; other actions write at the same time.
+        self.writing = asyncio.Lock()
 
     # -- on the event loop ------------------------------------------------------------------
 
@@ -156,19 +159,21 @@ class InputPlacer:
         first, directory, name = where[0]
         try:
             dir_fd = self._dir_fd(directory)
-            if first.copy:  # the action may write its copy: the cache keeps its own
-                write_cache_file(self._source_of(*key), data, executable, self._tmp_dir)
+            if first.sealed and first.root in self._same_disk:
                 write_at(name, dir_fd, data, executable)
+                self.deferred.append((key, f"{directory}/{name}"))
             else:
-                write_at(name, dir_fd, data, executable)
-                if first.sealed and first.root in self._same_disk:
-                    self.deferred.append((key, f"{directory}/{name}"))
+                # Into the cache first (a directory only the worker can reach), then into
+                # place: no moment where anyone else could swap the file the cache takes.
+                source = self._source_of(*key)
+                write_cache_file(source, data, executable, self._tmp_dir)
+                if first.copy:  # the action may write its copy: the cache keeps its own
+                    write_at(name, dir_fd, data, executable)
                 else:
-                    cache_path = self._source_of(*key)
                     try:
-                        link_into_cache(name, dir_fd, cache_path, self._tmp_dir)
-                    except OSError:  # another filesystem, too many links: the cache's own file
-                        write_cache_file(cache_path, data, executable, self._tmp_dir)
+                        os.link(source, name, dst_dir_fd=dir_fd)
+                    except OSError:  # another filesystem, too many links
+                        link_or_copy(source, f"{directory}/{name}", executable)
         except OSError as exc:
             raise _named(exc, directory, name)
         for target, other_directory, other_name in where[1:]:

@@ -64,7 +64,7 @@ async def build(builder: InputRootBuilder, store: CountingStore, tree: dict, exe
             os.symlink(mount.source, exec_root / mount.path)
 
 
-async def test_a_cold_file_is_written_in_place_and_is_the_caches_read_only_file(
+async def test_a_cold_file_is_written_once_and_is_the_caches_read_only_file(
     store: CountingStore, builder: InputRootBuilder, tmp_path: Path
 ) -> None:
     inputs = files("src")
