@@ -5,8 +5,9 @@
 
 For each filesystem (``--fs``, default tmpfs and the work disk) one reapi-server
 process with the zero-config stores there, and, connected at once and on that same
-filesystem, a reapi-worker (this checkout, "now"), another that mounts every input
-subtree it can ("mounts": ``input_mount_min_entries = 0``), the plain bot
+filesystem, a reapi-worker (this checkout, "now": with its defaults this tree's
+subtrees are mounted), another that never mounts ("links": ``input_mounts = false``,
+every input placed in the exec root), the plain bot
 (tests/benchmarks/plain_bot.py) and, with ``--baseline`` (a checkout of an earlier commit, e.g. made by ``git worktree
 add``), a reapi-worker running that code. Each action goes to one of them by a platform
 property; the client runs them one at a time, interleaved (bot order rotates every run),
@@ -109,11 +110,11 @@ def bench_filesystem(base: Path, files: int, runs: int, baseline: Path | None) -
     try:
         config = server_config(workdir / "server", stores=stores(workdir / "server" / "data"))
         with reapi_server_process(workdir / "server", config) as server:
-            bots = ["now", "mounts", "plain"]
+            bots = ["now", "links", "plain"]
             env = {**os.environ, "PYTHONUNBUFFERED": "1", "REAPI_LOG_LEVEL": "WARNING"}
-            mounting = workdir / "mounts.toml"
-            mounting.write_text("[worker]\ninput_mount_min_entries = 0\n")
-            for bot, extra in (("now", []), ("mounts", ["--config", str(mounting)])):
+            linking = workdir / "links.toml"
+            linking.write_text("[worker]\ninput_mounts = false\n")
+            for bot, extra in (("now", []), ("links", ["--config", str(linking)])):
                 workers.append(launch_worker(
                     worker_command(workdir / bot, server.address, bot_id=bot, concurrency=1,
                                    properties=[f"{PROPERTY}={bot}"], extra_args=["--log-level", "INFO", *extra]),
@@ -183,12 +184,20 @@ def main() -> None:
         samples = bench_filesystem(base, args.files, args.runs, args.baseline)
         print(f"\n{fs_name(base)}: {args.files} input files, {args.runs} runs, ms")
         print(f"{'bot':<8} {'tree':<11} {'input fetch':>22} {'fetch + run':>22} {'Execute':>22}")
+        fetches: dict[tuple[str, str], float] = {}
         for (bot, kind), results in sorted(samples.items(), key=lambda item: (item[0][1], item[0][0])):
             metas = [r.result.execution_metadata for _, r in results]
             fetch = [ms(m.input_fetch_completed_timestamp) - ms(m.input_fetch_start_timestamp) for m in metas]
             fetch_run = [ms(m.execution_completed_timestamp) - ms(m.input_fetch_start_timestamp) for m in metas]
+            fetches[(bot, kind)] = statistics.median(fetch)
             print(f"{bot:<8} {kind:<11} {summary(fetch):>22} {summary(fetch_run):>22} "
                   f"{summary([t for t, _ in results]):>22}")
+        for kind in ("cold", "warm", "10 changed"):
+            plain = fetches.get(("plain", kind))
+            if plain:
+                ratios = ", ".join(f"{bot} {fetches[(bot, k)] / plain:.2f}x" for bot, k in sorted(fetches)
+                                   if k == kind and bot != "plain")
+                print(f"input fetch against the plain bot, {kind}: {ratios}")
 
 
 if __name__ == "__main__":
