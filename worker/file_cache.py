@@ -245,8 +245,9 @@ class FileCache:
             blobs.extend(((digest, executable), data) for executable in modes[digest])
         if placer is not None:
             await placer.ready()
-        async with placer.writing if placer is not None else contextlib.nullcontext():
-            deferred = await asyncio.to_thread(self._store_verified, blobs, placer)
+        # Batches are written at once on several threads: on a busy disk, one thread's
+        # writes waiting for the journal or for dirty pages to drain do not stop the rest.
+        deferred = await asyncio.to_thread(self._store_verified, blobs, placer)
         adoption = asyncio.get_running_loop().create_future() if deferred else None
         for (digest, executable), data in blobs:  # a blob wanted in both modes was fetched once
             fetched = executable == modes[digest][0]

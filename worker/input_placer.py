@@ -82,9 +82,6 @@ class InputPlacer:
         self._jobs = 0  # blocking calls using the descriptors right now
         self._closed = False
         self._directories: asyncio.Future[None] | None = None
-        # One batch written at a time per action: threads of one action fighting over the
-        # GIL cost more than they overlap; other actions write at the same time.
-        self.writing = asyncio.Lock()
 
     # -- on the event loop ------------------------------------------------------------------
 
