@@ -1,11 +1,13 @@
 """The FileCache's files on disk: their names, the start-up scan, verification.
 
 One file per blob and mode, ``<root>/<function>/<hh>/<hash>-<size>[-x]``, read-only
-and owned by the worker. These helpers block; the cache calls them on threads.
+and owned by the worker. These helpers block (the cache calls them on threads),
+except ``stream_into_cache``, which hands its writes to threads itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -13,9 +15,11 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from cas.digest import ALGORITHMS, Digest, algorithm_named
-from cas.errors import ReapiError
+from cas.errors import Internal, ReapiError
+from cas.store import BlobStore
 
 # (digest, executable): one cache file.
 CacheKey = tuple[Digest, bool]
@@ -91,6 +95,31 @@ def link_into_cache(source: str, path: str, tmp_dir: str) -> None:
         tmp = f"{tmp_dir}/{uuid.uuid4().hex}"
         os.link(source, tmp)
         os.rename(tmp, path)
+
+
+async def stream_into_cache(digest: Digest, source: BlobStore, tmp: Path, path: str) -> int:
+    """Stream a blob to the temp file ``tmp``, hashing as it goes, then rename it to the
+    cache name ``path``; its size. INTERNAL if the content is not the blob's."""
+    hasher = digest.algorithm.new()
+    size = 0
+
+    def write(f: BinaryIO, chunk: bytes) -> None:
+        hasher.update(chunk)
+        f.write(chunk)
+
+    try:
+        with open(tmp, "wb") as f:
+            async for chunk in source.read(digest):
+                size += len(chunk)
+                await asyncio.to_thread(write, f, chunk)
+        if size != digest.size_bytes or hasher.hexdigest() != digest.hash:
+            raise Internal(f"the CAS returned corrupt content for input {digest} ({size} bytes received)")
+        os.chmod(tmp, MODE[False])
+        rename_into(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return size
 
 
 def link_all_into_cache(files: Iterable[tuple[CacheKey, str]], path_of: Callable[[Digest, bool], str],

@@ -9,6 +9,7 @@ its outputs to the cache, and, if the disk is still short, evicts cache files.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 from dataclasses import dataclass
@@ -70,6 +71,28 @@ def disk_filled(space: DiskSpace, action_bytes: int) -> ResourceExhausted:
 def worker_disk_full(space: DiskSpace, exc: OSError) -> str:
     return (f"the worker's disk is full ({exc.filename or space.path}: {size_text(space.free)} free of "
             f"{size_text(space.total)})")
+
+
+def in_memory(path: Path) -> bool:
+    """Whether ``path`` is on a memory filesystem (tmpfs, ramfs), from /proc/self/mountinfo
+    (blocking). There a new file costs the same in any directory; on a disk, a file made
+    in a new directory can cost several times one made in a long-lived one (ext4 then
+    reads and journals another part of its inode table: docs/BENCHMARKS.md, "Input fetch")."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return False
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    for line in lines:
+        fields = line.split()
+        if "-" not in fields[5:]:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):  # the deepest mount, the latest of equals
+            best, kind = point, fields[fields.index("-", 5) + 1]
+    return kind in ("tmpfs", "ramfs")
 
 
 def remove_tree(path: Path) -> None:

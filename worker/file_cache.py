@@ -37,7 +37,6 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable, Itera
 from contextlib import asynccontextmanager
 from operator import itemgetter
 from pathlib import Path
-from typing import BinaryIO
 
 from cas.digest import Digest
 from cas.errors import Internal, MissingBlobs, NotFound, ReapiError
@@ -45,8 +44,8 @@ from cas.lru import Lru
 from cas.store import BlobStore
 from cas.decorators.verify import verify_bytes
 from worker.cache_files import (
-    CLEAN_MARKER, MODE, CacheKey, batches_of, cache_name, copy_modes, file_matches, hex_digest,
-    link_all_into_cache, open_scan, rename_into, take_output, write_cache_file,
+    CLEAN_MARKER, CacheKey, batches_of, cache_name, copy_modes, file_matches, hex_digest,
+    link_all_into_cache, open_scan, stream_into_cache, take_output, write_cache_file,
 )
 from worker.input_placer import InputPlacer
 
@@ -159,17 +158,14 @@ class FileCache:
         waits = {self._inflight[d] for d, _ in wanted if d in self._inflight}
         if waits:
             await asyncio.gather(*waits, return_exceptions=True)
-        lru, inflight = self._lru, self._inflight
-        to_fetch: dict[Digest, tuple[bool, ...]] = {}
-        for d, x in wanted:
-            if (d, True) not in lru and (d, False) not in lru and d not in inflight:
-                to_fetch[d] = (x,) if d not in to_fetch else (False, True)
-        if to_fetch:
+        if to_fetch := self._absent(wanted):
             await self._fetch(to_fetch, source, placer)
-        placed = placer.placed if placer is not None else ()
+        placed = placer.placed if placer is not None else set()
         racing = {self._inflight[d] for d, x in wanted if d in self._inflight and (d, x) not in placed}
-        if racing:  # started by another lease while we awaited; rare
+        if racing:  # started (or still being adopted) by another lease while we awaited
             await asyncio.gather(*racing, return_exceptions=True)
+            if late := self._absent([k for k in wanted if k not in placed]):  # that lease failed
+                await self._fetch(late, source, placer)
         # A copy in the other mode is a local copy away.
         copies = [(d, x) for d, x in wanted if (d, x) not in self._lru and (d, x) not in placed]
         absent = {d for d, x in copies if (d, not x) not in self._lru}
@@ -177,6 +173,15 @@ class FileCache:
             raise MissingBlobs(absent, "input blobs")
         if copies:
             await self._copy_modes(copies)
+
+    def _absent(self, keys: list[CacheKey]) -> dict[Digest, tuple[bool, ...]]:
+        """The blobs of ``keys`` cached in neither mode and fetched by no one, with the modes wanted."""
+        lru, inflight = self._lru, self._inflight
+        out: dict[Digest, tuple[bool, ...]] = {}
+        for d, x in keys:
+            if (d, True) not in lru and (d, False) not in lru and d not in inflight:
+                out[d] = (x,) if d not in out else (False, True)
+        return out
 
     async def _verify(self, keys: list[CacheKey]) -> None:
         """Hash doubted files; a wrong one leaves the cache (and is fetched again)."""
@@ -277,28 +282,10 @@ class FileCache:
 
     async def _fetch_large(self, digest: Digest, source: BlobStore) -> None:
         """Stream one large blob to a temp file, hashing as it goes, then rename it in."""
-        tmp = self._tmp / uuid.uuid4().hex
-        hasher = digest.algorithm.new()
-        size = 0
-
-        def write(f: BinaryIO, chunk: bytes) -> None:
-            hasher.update(chunk)
-            f.write(chunk)
-
         try:
-            with open(tmp, "wb") as f:
-                async for chunk in source.read(digest):
-                    size += len(chunk)
-                    await asyncio.to_thread(write, f, chunk)
-            if size != digest.size_bytes or hasher.hexdigest() != digest.hash:
-                raise Internal(f"the CAS returned corrupt content for input {digest} ({size} bytes received)")
-            os.chmod(tmp, MODE[False])
-            rename_into(tmp, self.path_of(digest, False))
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            if isinstance(exc, NotFound):
-                raise MissingBlobs([digest], "input blobs") from None
-            raise
+            size = await stream_into_cache(digest, source, self._tmp / uuid.uuid4().hex, self.path_of(digest, False))
+        except NotFound:
+            raise MissingBlobs([digest], "input blobs") from None
         self._add((digest, False), size)
 
     async def _copy_modes(self, keys: list[CacheKey]) -> None:

@@ -11,9 +11,11 @@ fetch, a copy in the other mode) is placed from the cache by ``finish``.
 How a fetched file also enters the cache (issue 10's guarantees: the action can
 change neither its inputs nor the cache's copy):
 - in a tree to mount (worker/input_trees.py: worker-owned directories no action can
-  write in, mounted read-only), the file is written there, owned by the worker and
-  read-only, and the cache adopts it later (``deferred``, linked by
-  ``FileCache.adopt_later`` while the action starts): no link on the input path;
+  write in, mounted read-only) on a memory filesystem, the file is written there,
+  owned by the worker and read-only, and the cache adopts it later (``deferred``,
+  linked by ``FileCache.adopt_later`` while the action starts): no link on the input
+  path. On a disk it goes into the cache first, as below: a file made in a new
+  directory there can cost several times one made in the cache's long-lived ones;
 - in an exec root where inputs are links (the action runs as another, unprivileged
   user), the file is written into the cache (where only the worker can reach it)
   and linked into place, before the action exists: one write and one link, as a
@@ -55,7 +57,9 @@ class Target:
     layout: InputLayout
     copy: bool = False  # copies instead of links to the cache
     owner: tuple[int, int] | None = None  # (uid, gid) its directories must belong to
-    sealed: bool = False  # the worker's, never writable by an action (a tree to mount): the cache adopts later
+    # The worker's, never writable by an action (a tree to mount), on a memory filesystem:
+    # fetched files are written here first and the cache adopts them later.
+    in_place: bool = False
 
 
 class InputPlacer:
@@ -156,7 +160,7 @@ class InputPlacer:
         first, directory, name = where[0]
         try:
             dir_fd = self._dir_fd(directory)
-            if first.sealed and first.root in self._same_disk:
+            if first.in_place and first.root in self._same_disk:
                 write_at(name, dir_fd, data, executable)
                 self.deferred.append((key, f"{directory}/{name}"))
             else:

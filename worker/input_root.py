@@ -158,7 +158,7 @@ class InputRootBuilder:
             digest = layout.digests[path]
             if digest in mine and digest not in subtrees:
                 subtrees[digest] = layout.subtree(path)
-                targets.append(Target(mine[digest], subtrees[digest], sealed=True))  # the worker's, read-only
+                targets.append(Target(mine[digest], subtrees[digest], in_place=self.trees.in_memory))
         try:
             built = [(mine[digest], subtree) for digest, subtree in subtrees.items()]
             await self._place(targets, source, then=lambda: _seal_all(built))

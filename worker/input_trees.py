@@ -32,7 +32,7 @@ from pathlib import Path
 
 from cas.digest import Digest
 from cas.lru import Lru
-from worker.disk import remove_tree
+from worker.disk import in_memory, remove_tree
 from worker.input_layout import InputLayout
 
 MIN_MOUNT_ENTRIES = 8  # below this, links cost no more than a mount and a tree
@@ -73,9 +73,13 @@ def open_paths(paths: Iterable[str]) -> set[str]:
 class InputTrees:
     """Materialised subtrees under ``root``, by Directory digest."""
 
-    def __init__(self, root: Path, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+    def __init__(self, root: Path, max_entries: int = DEFAULT_MAX_ENTRIES, in_memory: bool = False) -> None:
         self.root = root
         self.max_entries = max_entries
+        # On a memory filesystem fetched files are written straight into a new tree (and
+        # adopted by the cache later); on a disk into the cache's long-lived directories
+        # first, then linked in (worker/input_placer.py).
+        self.in_memory = in_memory
         self._trees: Lru[Digest, tuple[str, int]] = Lru(_entries)  # digest -> (path, entries)
         self._pins: dict[Digest, int] = {}
         self._building: dict[Digest, asyncio.Future[None]] = {}
@@ -88,7 +92,7 @@ class InputTrees:
         """Under ``root``, which the action user may pass through, never list (blocking)."""
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o711)
-        return cls(root, max_entries)
+        return cls(root, max_entries, in_memory(root))
 
     def __len__(self) -> int:
         return len(self._trees)

@@ -24,6 +24,7 @@ from tests.worker.sandboxing import reachable_dir, sandboxed_worker
 from tests.worker.test_file_cache import CountingStore
 from tests.worker.trees import Exe, Node, put_tree
 from worker.directories import DirectoryCache
+from worker.disk import in_memory
 from worker.file_cache import FileCache
 from worker.input_root import InputRootBuilder, Placement
 from worker.input_trees import InputTrees
@@ -43,11 +44,14 @@ def store() -> CountingStore:
     return CountingStore(MemoryStore(max_bytes=1 << 30))
 
 
-@pytest.fixture
-async def builder(tmp_path: Path) -> InputRootBuilder:
+@pytest.fixture(params=[False, True], ids=["disk", "memory"])
+async def builder(request: pytest.FixtureRequest, tmp_path: Path) -> InputRootBuilder:
+    """Trees to mount as on a disk (fetched files into the cache first, then linked) and
+    as on a memory filesystem (written into the tree, adopted by the cache later)."""
     cache = await FileCache.open(tmp_path / "cache", 1 << 30)
-    return InputRootBuilder(cache, DirectoryCache(), trees=InputTrees.open(tmp_path / "work" / ".trees"),
-                            min_mounted_entries=0)
+    trees = InputTrees.open(tmp_path / "work" / ".trees")
+    trees.in_memory = request.param
+    return InputRootBuilder(cache, DirectoryCache(), trees=trees, min_mounted_entries=0)
 
 
 def cache_file(builder: InputRootBuilder, data: bytes, executable: bool = False) -> Path:
@@ -95,6 +99,13 @@ async def test_a_cold_actions_inputs_serve_the_next_action_from_the_cache(
         assert (tmp_path / "two" / "elsewhere" / name).read_bytes() == data
         assert cache_file(builder, data).read_bytes() == data
     assert builder.files.fetched_blobs == len(inputs) + 1
+
+
+def test_memory_filesystems_are_told_from_disks(tmp_path: Path) -> None:
+    for path in (tmp_path, Path("/dev/shm"), Path("/")):
+        if path.is_dir():
+            kind = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True).stdout
+            assert in_memory(path) == (kind.strip() in ("tmpfs", "ramfs")), (path, kind)
 
 
 async def test_files_written_into_a_mounted_tree_are_adopted_as_they_are(
@@ -168,8 +179,9 @@ async def test_a_full_disk_names_the_path_and_leaves_no_partial_file(
     placement: Placement, store: CountingStore, tiny_disk: Path
 ) -> None:
     cache = await FileCache.open(tiny_disk / "cache", 1 << 30)
-    builder = InputRootBuilder(cache, DirectoryCache(), trees=InputTrees.open(tiny_disk / "work" / ".trees"),
-                               min_mounted_entries=0)
+    trees = InputTrees.open(tiny_disk / "work" / ".trees")
+    assert trees.in_memory  # a tmpfs: fetched files go straight into the trees
+    builder = InputRootBuilder(cache, DirectoryCache(), trees=trees, min_mounted_entries=0)
     big = {f"b{i}": os.urandom(300 << 10) for i in range(5)}  # 1.5 MiB: cannot fit
     with pytest.raises(OSError) as raised:
         await build(builder, store, {"big": big, "out": {}}, tiny_disk / "work" / "exec", placement)
