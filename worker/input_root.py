@@ -5,12 +5,13 @@ nothing is touched until the whole plan is accepted.
 
 ``InputRootBuilder.prepare`` fetches what the local FileCache lacks and creates the
 exec root (worker/input_placer.py): directories while the first blobs are on the
-wire, each fetched batch written in place as it arrives (and taken into the cache),
-then links (or copies) of what was cached already and the symlinks, in blocking
-jobs on threads. A link shares the cache file's inode, so it is used only where the action
-cannot write through it (``Placement``, decided by the sandbox: the action runs as
-another user than the cache's owner, and not as root); everywhere else inputs are
-copies (``copy_file_range``, which shares blocks on filesystems that can). Where the
+wire, each fetched batch placed as it arrives, written once (and taken into the
+cache), then links (or copies) of what was cached already and the symlinks, in
+blocking jobs on threads. A link shares the cache file's inode, so it is used only
+where the action cannot write through it (``Placement``, decided by the sandbox: the
+action runs as another user than the cache's owner, and not as root); everywhere
+else inputs are copies (written from memory when just fetched, else with
+``copy_file_range``, which shares blocks on filesystems that can). Where the
 sandbox can mount (bwrap), subtrees the action will not write into come from the
 worker's InputTrees instead (worker/input_trees.py): made once per Directory digest,
 mounted read-only, so an unchanged subtree costs one mount, not a link per file.
