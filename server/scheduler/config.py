@@ -101,14 +101,14 @@ class ExecutionConfig:
             raise ValueError("min_priority is above max_priority")
         if self.state is StateKind.REDIS and not self.redis_url:
             raise ValueError('state = "redis" needs redis_url (e.g. "redis://127.0.0.1:6379/0")')
-        if self.state is StateKind.REDIS and self.locality:
-            raise ValueError('dispatch = "locality" is not supported with state = "redis" yet (the Redis state '
-                             'keeps no cache summaries): use dispatch = "fifo" there')
+        if self.state is StateKind.REDIS and self.locality and self.locality_wait > 0:
+            raise ValueError('locality_wait is not supported with state = "redis" (the bounded wait is the memory '
+                             'state\'s only): set locality_wait = 0 there, or use state = "memory"')
 
     def state_factory(self) -> StateFactory:
         """What builds the scheduler's state (the Redis state's modules load only when used)."""
         if self.state is StateKind.REDIS:
-            from server.scheduler.state.redis.state import redis_state
+            from server.scheduler.state.redis.factory import redis_state
 
             return redis_state(self.redis_url, self.redis_key_prefix, self.redis_timeout)
         from server.scheduler.state.memory.state import memory_state

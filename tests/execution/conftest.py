@@ -26,7 +26,7 @@ from server.config import WILDCARD_INSTANCE, InstanceConfig, ServerConfig
 from server.scheduler.policy.scheduler import SchedulingPolicy
 from server.scheduler.state.interface import StateFactory
 from server.scheduler.state.memory.state import memory_state
-from server.scheduler.state.redis.state import redis_state
+from server.scheduler.state.redis.factory import redis_state
 from tests.support.actions import ActionBuilder, BuiltAction
 from tests.support.fake_clock import FakeClock
 from tests.support.test_bot import TestBot

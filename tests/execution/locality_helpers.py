@@ -10,6 +10,7 @@ import pytest
 
 from cas.digest import Digest
 from cas.digest_filter import DigestFilter
+from server.scheduler.locality import LOCALITY
 from server.scheduler.state.interface import StateFactory
 from server.scheduler.state.memory.state import memory_state
 from tests.execution.conftest import ExecEnv
@@ -18,8 +19,8 @@ from tests.support.test_bot import TestBot
 
 @pytest.fixture(name="scheduler_state")
 def memory_state_only() -> StateFactory:
-    """Locality dispatch is the memory state's only: the Redis state keeps no cache
-    summaries, and a config asking for both is refused (server/scheduler/config.py)."""
+    """The bounded wait (``locality_wait``) is the memory state's only: a config asking
+    for it with the Redis state is refused (server/scheduler/config.py)."""
     return memory_state
 
 
@@ -76,3 +77,34 @@ async def queue(env: ExecEnv, actions: list[BuiltAction], priority: int = 0) -> 
 
 async def _queued_at_least(env: ExecEnv, count: int) -> bool:
     return await env.queued() >= count
+
+
+async def urgent_overtakes(env: ExecEnv) -> None:
+    """An urgent action goes before a queue of actions the bot holds (priorities are never crossed)."""
+    held = [await with_inputs(env, f"held{i}") for i in range(5)]
+    urgent = await with_inputs(env, "urgent")
+    calls = await queue(env, held)
+    calls += await queue(env, [urgent], priority=-1000)
+    bot = env.bot(summary_size=8192, cache=holding(d for a in held for d in inputs_of(a)))
+    [lease] = await bot.create()
+    assert lease.action_digest == urgent.digest.to_proto()
+    for call in calls:
+        call.cancel()
+
+
+async def passes_bounded(env: ExecEnv) -> None:
+    """The oldest queued action, held by nobody, is passed over at most ``max_passes`` times."""
+    stranger = await with_inputs(env, "stranger")
+    held = [await with_inputs(env, f"held{i}") for i in range(12)]
+    calls = await queue(env, [stranger, *held])
+    bot = env.bot(summary_size=8192, cache=holding(d for a in held for d in inputs_of(a)))
+    taken = [lease.action_digest for lease in await bot.create()]
+    while stranger.digest.to_proto() not in taken:
+        assert len(taken) <= LOCALITY.max_passes + 1, "the oldest action waited past the fairness bound"
+        for lease_id in list(bot.leases):
+            bot.complete(lease_id)
+        taken += [lease.action_digest for lease in await bot.poll(timeout=GUARD)]
+    position = taken.index(stranger.digest.to_proto())
+    assert 1 <= position <= LOCALITY.max_passes  # overtaken, but only so often
+    for call in calls:
+        call.cancel()

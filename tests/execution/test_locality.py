@@ -1,7 +1,8 @@
 """Locality dispatch over real gRPC: actions go to the bot holding their inputs, then to
 the least loaded; a bot asking for work takes the queued action it holds most of;
 priorities are never crossed, and no action waits more than ``max_passes`` dispatches
-behind better-placed ones. ``"fifo"`` does none of it."""
+behind better-placed ones. ``"fifo"`` does none of it. Each test runs against both
+scheduler states (the bounded wait's variants, memory only: test_locality_wait.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import asyncio
 import pytest
 
 from cas.digest import Digest
-from server.scheduler.locality import LOCALITY, SAMPLE, held_bytes, sketch_of
+from server.scheduler.locality import SAMPLE, held_bytes, sketch_of
 from tests.execution.conftest import ExecEnv
-from tests.execution.locality_helpers import memory_state_only  # noqa: F401 - scheduler_state: the memory state only
-from tests.execution.locality_helpers import GUARD, holding, inputs_of, queue, until, waiting, with_inputs
+from tests.execution.locality_helpers import (
+    GUARD, holding, inputs_of, passes_bounded, queue, until, urgent_overtakes, waiting, with_inputs,
+)
+from tests.support.test_bot import TestBot
 
 @pytest.mark.parametrize("dispatch", ["locality", "fifo"])
 async def test_a_new_action_goes_to_the_waiting_bot_that_holds_its_inputs(make_env, dispatch: str) -> None:  # type: ignore[no-untyped-def]
@@ -43,7 +46,7 @@ async def test_a_bot_on_its_way_back_from_a_report_gets_the_action_it_holds(make
         await holder.create()
         assert await holder.poll(timeout=0.5) == []  # a quick call, answered at once
         call = env.start(action)
-        await until(lambda: _queued_or_leased(env), "the action was placed")
+        await until(lambda: _queued_or_leased(env, holder, idle), "the action was placed")
         got = await holder.poll(timeout=0.5)
         if dispatch == "locality":
             assert [lease.action_digest for lease in got] == [action.digest.to_proto()]
@@ -55,8 +58,14 @@ async def test_a_bot_on_its_way_back_from_a_report_gets_the_action_it_holds(make
         poll.cancel()
 
 
-async def _queued_or_leased(env: ExecEnv) -> bool:
-    return bool(env.scheduler.farm().executing) or await env.queued() > 0
+async def _queued_or_leased(env: ExecEnv, *bots: TestBot) -> bool:
+    """Whether the action is queued or leased to one of ``bots`` (asked of the state:
+    the Redis state's farm() is a snapshot of the last tick)."""
+    for bot in bots:
+        session = await env.scheduler.state.session(bot.name)
+        if session is not None and session.lease_ids:
+            return True
+    return await env.queued() > 0
 
 
 @pytest.mark.parametrize("dispatch", ["locality", "fifo"])
@@ -88,44 +97,19 @@ async def test_a_bot_asking_for_work_takes_the_queued_action_it_holds(make_env, 
             call.cancel()
 
 
-@pytest.mark.parametrize("wait", [0.0, 30.0])
+@pytest.mark.parametrize("wait", [0.0])  # 30.0: test_locality_wait.py (memory state only)
 async def test_an_urgent_action_still_overtakes_the_queue_whoever_holds_what(make_env, wait: float) -> None:  # type: ignore[no-untyped-def]
     async with make_env(dispatch="locality", locality_wait=wait) as env:
-        held = [await with_inputs(env, f"held{i}") for i in range(5)]
-        urgent = await with_inputs(env, "urgent")
-        calls = await queue(env, held)
-        calls += await queue(env, [urgent], priority=-1000)
-        bot = env.bot(summary_size=8192, cache=holding(d for a in held for d in inputs_of(a)))
-        [lease] = await bot.create()
-        assert lease.action_digest == urgent.digest.to_proto()
-        for call in calls:
-            call.cancel()
+        await urgent_overtakes(env)
 
 
-@pytest.mark.parametrize("wait", [0.0, 30.0])
+@pytest.mark.parametrize("wait", [0.0])  # 30.0: test_locality_wait.py (memory state only)
 async def test_no_action_waits_more_than_max_passes_behind_better_placed_ones(make_env, wait: float) -> None:  # type: ignore[no-untyped-def]
     """The oldest queued action, which the bot holds nothing of, behind a stream of
     actions it holds: the bot passes it over at most ``max_passes`` times (a wait
     changes nothing: no other bot holds it)."""
     async with make_env(dispatch="locality", locality_wait=wait) as env:
-        await _passes_bounded(env)
-
-
-async def _passes_bounded(env: ExecEnv) -> None:
-    stranger = await with_inputs(env, "stranger")
-    held = [await with_inputs(env, f"held{i}") for i in range(12)]
-    calls = await queue(env, [stranger, *held])
-    bot = env.bot(summary_size=8192, cache=holding(d for a in held for d in inputs_of(a)))
-    taken = [lease.action_digest for lease in await bot.create()]
-    while stranger.digest.to_proto() not in taken:
-        assert len(taken) <= LOCALITY.max_passes + 1, "the oldest action waited past the fairness bound"
-        for lease_id in list(bot.leases):
-            bot.complete(lease_id)
-        taken += [lease.action_digest for lease in await bot.poll(timeout=GUARD)]
-    position = taken.index(stranger.digest.to_proto())
-    assert 1 <= position <= LOCALITY.max_passes  # overtaken, but only so often
-    for call in calls:
-        call.cancel()
+        await passes_bounded(env)
 
 
 async def test_the_server_agrees_to_summaries_only_when_its_dispatch_uses_them(make_env) -> None:  # type: ignore[no-untyped-def]
@@ -155,3 +139,25 @@ def test_held_bytes_estimates_the_share_of_inputs_a_filter_holds() -> None:
     half = held_bytes(sketch, holding(largest[::2]))
     assert 0.4 * total < half < 0.6 * total
     assert held_bytes(b"", holding(files)) == 0 and held_bytes(sketch, None) == 0
+
+
+async def test_an_action_given_to_a_bot_counts_as_held_there_before_its_summary_says_so(make_env) -> None:  # type: ignore[no-untyped-def]
+    """The bot fetches what it was given: the next action on the same inputs goes to it,
+    though another bot waited longer, is less loaded, and holds as little by its summary."""
+    async with make_env(dispatch="locality") as env:
+        first = await with_inputs(env, "lib")
+        again = await with_inputs(env, "lib", tool="ld")
+        fetching = env.bot(summary_size=8192, cache=holding(), capacity=2, hold_when_busy=True)
+        [poll] = await waiting(env, fetching)
+        first_call = env.start(first)
+        [lease] = await asyncio.wait_for(poll, GUARD)
+        assert lease.action_digest == first.digest.to_proto()
+        [other_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
+        poll = asyncio.create_task(fetching.poll())  # waits again, its first lease running
+        await until(lambda: env.holds(fetching), "the fetching bot waits for more")
+        again_call = env.start(again)
+        [got] = await asyncio.wait_for(poll, GUARD)
+        assert got.action_digest == again.digest.to_proto()
+        assert not other_poll.done()
+        for call in (first_call, again_call, other_poll):
+            call.cancel()

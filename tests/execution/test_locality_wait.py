@@ -9,9 +9,13 @@ import asyncio
 
 import grpc
 
+import pytest
+
 from tests.execution.conftest import ExecEnv
 from tests.execution.locality_helpers import memory_state_only  # noqa: F401 - scheduler_state: the memory state only
-from tests.execution.locality_helpers import GUARD, holding, inputs_of, queue, waiting, with_inputs
+from tests.execution.locality_helpers import (
+    GUARD, holding, inputs_of, passes_bounded, queue, urgent_overtakes, waiting, with_inputs,
+)
 from tests.support.actions import BuiltAction
 from tests.support.test_bot import ReceivedLease, TestBot
 
@@ -109,6 +113,19 @@ async def test_an_action_just_given_to_a_bot_counts_as_held_there_before_its_sum
         assert not idle_poll.done()
         for call in [*calls, first_call, idle_poll]:
             call.cancel()
+
+
+@pytest.mark.parametrize("wait", [30.0])  # with no wait: test_locality.py, both states
+async def test_an_urgent_action_still_overtakes_the_queue_whoever_holds_what(make_env, wait: float) -> None:  # type: ignore[no-untyped-def]
+    async with make_env(dispatch="locality", locality_wait=wait) as env:
+        await urgent_overtakes(env)
+
+
+@pytest.mark.parametrize("wait", [30.0])  # with no wait: test_locality.py, both states
+async def test_no_action_waits_more_than_max_passes_behind_better_placed_ones(make_env, wait: float) -> None:  # type: ignore[no-untyped-def]
+    """As in test_locality.py: a wait changes nothing when no other bot holds it."""
+    async with make_env(dispatch="locality", locality_wait=wait) as env:
+        await passes_bounded(env)
 
 
 async def _queued_exactly(env: ExecEnv, count: int) -> bool:

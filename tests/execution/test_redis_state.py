@@ -19,7 +19,8 @@ from server.scheduler.interface import SchedulerSettings
 from server.scheduler.operation import PreparedAction, Stage
 from server.scheduler.platform import PlatformMatcher
 from server.scheduler.sessions import BotRegistration, LeaseReport
-from server.scheduler.state.redis.state import RedisState, redis_state
+from server.scheduler.state.redis.factory import redis_state
+from server.scheduler.state.redis.state import RedisState
 from server.scheduler.state.views import ReportOutcome
 from tests.support.fake_clock import FakeClock
 

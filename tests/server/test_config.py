@@ -103,8 +103,9 @@ GOOD_FILE = '[stores.m]\ntype = "memory"\n[[instances]]\ncas = "m"\nac = "m"\n'
          "[execution] key 'default_matching': unknown matching policy 'exakt' (did you mean 'exact'? known: exact, all_of, minimum, ignore)"),
         ("[execution.platform]\nISA = 3\n", "[execution.platform] key 'ISA': unknown matching policy 3"),
         ("[execution]\nplatform = 'ignore'\n", "[execution.platform] must be a table, got 'ignore'"),
-        ("[execution]\nstate = 'redis'\nredis_url = 'redis://127.0.0.1:1/0'\ndispatch = 'locality'\n",
-         '[execution]: dispatch = "locality" is not supported with state = "redis" yet'),
+        ("[execution]\nstate = 'redis'\nredis_url = 'redis://127.0.0.1:1/0'\ndispatch = 'locality'\n"
+         "locality_wait = 0.5\n",
+         '[execution]: locality_wait is not supported with state = "redis" (the bounded wait is the memory state'),
         ("[assets]\nallow_push = 'no'\n", "[assets] key 'allow_push': expected true or false, got 'no'"),
         ("[local_worker]\nargs = '--x'\n", "[local_worker] key 'args': expected a list of strings, got '--x'"),
         ("[local_worker]\nconcurrency = 0\n", "[local_worker] key 'concurrency': must be at least 1, got 0"),

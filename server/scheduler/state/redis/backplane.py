@@ -18,6 +18,7 @@ import os
 
 from cas.errors import Unavailable
 from cas.redis_connection import DEFAULT_TIMEOUT, RedisGuard, connect, redacted_url
+from server.scheduler.locality import FIFO, Dispatch
 from server.scheduler.state.redis.scripts import Scripts
 from server.scheduler.state.redis.wakeups import Wakeups
 
@@ -49,8 +50,9 @@ class Backplane:
         self._users = 0
         self._closed = False
 
-    def configure(self, logs: bool, operation_retention: float) -> None:
-        """Whether leases get log streams, and how long finished records are kept."""
+    def configure(self, logs: bool, operation_retention: float, dispatch: Dispatch = FIFO) -> None:
+        """Whether leases get log streams, how long finished records are kept, and the dispatch rule."""
+        self.scripts.set_dispatch(dispatch)
         self.scripts.context[2:5] = ["1" if logs else "0", operation_retention,
                                      int((operation_retention + RECORD_TTL_MARGIN) * 1000)]
 

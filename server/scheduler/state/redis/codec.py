@@ -20,7 +20,7 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 from server.scheduler.operation import OperationState, Stage
 from server.scheduler.platform import RequirementSet, WorkerOffer
 from server.scheduler.sessions import BotRegistration, LeaseView
-from server.scheduler.state.views import SessionView
+from server.scheduler.state.views import DedupKey, SessionView
 
 
 def text(value: bytes | str) -> str:
@@ -30,6 +30,14 @@ def text(value: bytes | str) -> str:
 def number(now: float) -> str:
     """A time as scripts receive it: exact, and kept as given in hashes."""
     return repr(float(now))
+
+
+def dedup_arg(key: DedupKey | None) -> str:
+    """An execution's dedup key as scripts keep it in ``P:inflight`` ('' for none)."""
+    if key is None:
+        return ""
+    instance, digest = key
+    return f"{digest.function}/{digest.hash}/{digest.size_bytes}/{instance}"
 
 
 def _short_hash(data: str) -> str:

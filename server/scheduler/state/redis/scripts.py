@@ -1,8 +1,11 @@
 """The Lua scripts of the Redis state, and how each is called.
 
 Every transition is one script (lua/*.lua), each prefixed with lua/prelude.lua, the
-steps they share. A script runs atomically in Redis, so no other replica ever sees
-a transition half-applied. Scripts are sent by their SHA; a Redis that lost them (a
+steps they share, and with locality dispatch lua/locality.lua, its steps. Which
+dispatch the scripts apply is a constant of their text (``LOCALITY``,
+``dispatch_header``): a fifo state's scripts hold no locality step and send no
+argument of it (only a branch on a constant ``false`` in ``assign`` and ``enqueue``). A script runs atomically in Redis, so no
+other replica ever sees a transition half-applied. Scripts are sent by their SHA; a Redis that lost them (a
 restart) gets them again on the next call (redis-py's Script does that).
 
 Each call passes the context the prelude reads (ARGV[1..6]: key prefix, id nonce,
@@ -19,12 +22,20 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from cas.redis_connection import RedisGuard
+from server.scheduler.locality import EXPECTED, FIFO, Dispatch
 
 Arg = str | bytes | int | float
 
 
 def _lua(name: str) -> str:
     return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
+
+
+def dispatch_header(dispatch: Dispatch) -> str:
+    """The constants every script starts with: which dispatch, and the bounds of locality's steps."""
+    return (f"local LOCALITY = {'true' if dispatch.locality else 'false'}\n"
+            f"local WINDOW, MAX_IDLE, EXPECTED, RETURN_WINDOW = {dispatch.window}, {dispatch.max_idle_scored}, "
+            f"{EXPECTED}, {dispatch.return_window!r}\n")
 
 
 class Scripts:
@@ -36,12 +47,19 @@ class Scripts:
         self.context = context  # ARGV[1..6], see lua/prelude.lua
         self.prefix = str(context[0])
         self._prelude = _lua("prelude")
+        self._header = dispatch_header(FIFO)
         self._scripts: dict[str, AsyncScript] = {}
+
+    def set_dispatch(self, dispatch: Dispatch) -> None:
+        """The dispatch rule the scripts apply (before the first call)."""
+        self._header = dispatch_header(dispatch)
+        self._prelude = _lua("prelude") + ("\n" + _lua("locality") if dispatch.locality else "")
+        self._scripts.clear()
 
     def _script(self, name: str) -> AsyncScript:
         script = self._scripts.get(name)
         if script is None:
-            script = self._scripts[name] = self.client.register_script(self._prelude + "\n" + _lua(name))
+            script = self._scripts[name] = self.client.register_script(self._header + self._prelude + "\n" + _lua(name))
         return script
 
     async def call(self, name: str, *args: Arg) -> Any:

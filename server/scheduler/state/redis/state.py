@@ -11,6 +11,10 @@ progress it counts for a session, and the completed leases whose results it is s
 count only while its heartbeat lives; so when a replica dies, its bots' sessions expire
 as usual and results it never stored are queued again (``reap_awaiting``, run with every
 expiry sweep), within the retry budget. Keys: README.md.
+
+With ``dispatch = "locality"``, what the rules read lives in Redis too (each bot's summary
+on its session, each action's sketch on its execution), so a summary a bot sends to one
+replica steers dispatch on every other; the choices are made in Python (placement.py).
 """
 
 from __future__ import annotations
@@ -18,32 +22,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from google.rpc import code_pb2
 
 from cas.errors import InvalidArgument
-from cas.redis_connection import DEFAULT_TIMEOUT
+from cas.lru import Lru
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.scheduler.clock import Clock
 from server.scheduler.farm import FarmSnapshot
 from server.scheduler.input_cache import SentBlobs
-from server.scheduler.interface import LogStreamFactory, SchedulerSettings
+from server.scheduler.interface import SchedulerSettings
 from server.scheduler.operation import OperationState, PreparedAction
 from server.scheduler.platform import PlatformMatcher, RequirementSet, WorkerOffer
 from server.scheduler.results import status_response
 from server.scheduler.sessions import BotRegistration, BotSummary, LeaseReport, SessionAnswer
 from server.scheduler.state.interface import SchedulerState
-from server.scheduler.state.redis.backplane import DEFAULT_PREFIX, Backplane
+from server.scheduler.state.redis.backplane import Backplane
 from server.scheduler.state.redis.catalog import Catalog
 from server.scheduler.state.redis.farm_view import FarmView
 from server.scheduler.state.redis.codec import (
-    Registrations, digest_of, lease_view, number, operation_state, registration_json, session_view, text,
+    Registrations, dedup_arg, digest_of, lease_view, number, operation_state, registration_json, session_view, text,
     timeout_arg, timeout_of,
 )
-from server.scheduler.state.redis.logstreams import RedisLogStreams
+from server.scheduler.state.redis.placement import RedisPlacement, summary_args
 from server.scheduler.state.redis.watch import RedisWatch
 from server.scheduler.state.views import (
     CompletedLease, DedupKey, Lost, OtherBot, ReportOutcome, RunningLease, SessionView, Unserved,
@@ -56,55 +59,13 @@ SENT_BLOBS_SESSIONS = 10_000
 LOST_RESULT_NOTE = "its result was lost: the server replica storing it stopped"
 
 
-class RedisStateFactory:
-    """The StateFactory of the Redis state; it also makes the log streams that go with
-    it (log streams must be in Redis too, since a bot writes them on any replica)."""
-
-    def __init__(self, url: str, key_prefix: str = DEFAULT_PREFIX, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.url = url
-        self.key_prefix = key_prefix
-        self.timeout = timeout
-        self._backplane: Backplane | None = None
-        self._streams_made = False
-
-    def backplane(self) -> Backplane:
-        if self._backplane is None:
-            self._backplane = Backplane(self.url, self.key_prefix, self.timeout)
-        return self._backplane
-
-    def log_streams(self, clock: Clock, max_bytes: int, retention: float) -> RedisLogStreams:
-        """The log streams of the next state this factory makes (call it first)."""
-        self._streams_made = True
-        return RedisLogStreams(self.backplane().acquire(), clock, max_bytes=max_bytes, retention=retention)
-
-    def __call__(
-        self, matcher: PlatformMatcher, settings: SchedulerSettings, log_streams: LogStreamFactory | None, clock: Clock
-    ) -> RedisState:
-        backplane = self.backplane().acquire()
-        logs = self._streams_made or log_streams is not None
-        self._backplane, self._streams_made = None, False  # a later server gets a backplane of its own
-        return RedisState(backplane, matcher, settings, clock, logs=logs)
-
-
-def redis_state(url: str, key_prefix: str = DEFAULT_PREFIX, timeout: float = DEFAULT_TIMEOUT) -> RedisStateFactory:
-    """The StateFactory of a Redis state at ``url`` under ``key_prefix``."""
-    return RedisStateFactory(url, key_prefix, timeout)
-
-
-def _dedup(key: DedupKey | None) -> str:
-    if key is None:
-        return ""
-    instance, digest = key
-    return f"{digest.function}/{digest.hash}/{digest.size_bytes}/{instance}"
-
-
 class RedisState(SchedulerState):
     def __init__(
         self, backplane: Backplane, matcher: PlatformMatcher, settings: SchedulerSettings, clock: Clock, *,
         logs: bool = True,
     ) -> None:
         self.backplane = backplane
-        backplane.configure(logs, settings.operation_retention)
+        backplane.configure(logs, settings.operation_retention, settings.dispatch)
         self.settings = settings
         self.clock = clock
         self.started_at = clock.now()
@@ -116,8 +77,9 @@ class RedisState(SchedulerState):
         self.catalog = Catalog(matcher, self.scripts)
         self.registrations = Registrations()
         self._holds: dict[asyncio.Future[None], tuple[str, str]] = {}
-        self._sent: OrderedDict[str, SentBlobs] = OrderedDict()
+        self._sent: Lru[str, SentBlobs] = Lru()
         self._farm_view = FarmView(lambda: self._call("farm"), self.catalog, clock)
+        self.placement = RedisPlacement(self._call, settings.dispatch) if settings.dispatch.locality else None
 
     async def _started(self) -> None:
         await self.backplane.started()
@@ -142,6 +104,12 @@ class RedisState(SchedulerState):
         action = await self._action(instance, hash_, size, function, action_bytes, rid, do_not_cache, timeout)
         return Lost(text(eid), action, tuple(text(n) for n in notes), requeued == b"1")
 
+    async def _requeued(self, lost: list[Lost], now: float) -> list[Lost]:
+        """With locality, the executions queued again go to the bots the rule picks."""
+        if self.placement is not None:
+            await self.placement.place([item.execution_id for item in lost if item.requeued], now)
+        return lost
+
     # -- operations and executions ---------------------------------------------
 
     async def add_operation(
@@ -152,14 +120,17 @@ class RedisState(SchedulerState):
         digest = action.action_digest
         reply = await self._call(
             "add_operation", name, action.instance_name, digest.hash, digest.size_bytes, digest.function,
-            action.action_bytes, rid, "1" if action.do_not_cache else "0", priority, _dedup(dedup), number(now),
+            action.action_bytes, rid, "1" if action.do_not_cache else "0", priority, dedup_arg(dedup), number(now),
             number(worker_grace), number(self.started_at), owner, timeout_arg(action.timeout),
+            *([action.sketch] if self.placement else []),
         )
         assert isinstance(reply, list)
         if reply[0] == b"exists":
             raise InvalidArgument(f"operation {name} already exists")
         if reply[0] == b"unserved":
             return Unserved(float(reply[1]))
+        if self.placement is not None and len(reply) > 3 and reply[3]:  # queued while bots could take it
+            await self.placement.choose_bot(text(reply[1]), reply[3], now)
         return operation_state(reply[2])
 
     async def watch(self, name: str, replay: bool) -> RedisWatch | None:
@@ -228,15 +199,19 @@ class RedisState(SchedulerState):
     async def retry_execution(self, execution_id: str, note: str, retry_budget: int, now: float) -> Lost | None:
         reply = await self._call("retry_execution", execution_id, note, retry_budget, number(now))
         assert isinstance(reply, list)
-        return await self._lost(reply[1]) if reply[0] == b"lost" else None
+        return (await self._requeued([await self._lost(reply[1])], now))[0] if reply[0] == b"lost" else None
 
     # -- bot sessions ------------------------------------------------------------
 
     async def open_session(self, name: str, registration: BotRegistration, expires_at: float,
-                           summary: BotSummary | None = None) -> None:  # summaries are not kept (locality: memory state only)
+                           summary: BotSummary | None = None) -> None:
         oid = await self.catalog.offer_id(registration.offer)
-        await self._call("open_session", name, registration.bot_id, registration_json(registration), oid,
-                         registration.capacity, "1" if registration.healthy else "0", number(expires_at))
+        locality = ["1" if registration.hold_when_busy else "0", *summary_args(summary)] if self.placement else []
+        version = await self._call("open_session", name, registration.bot_id, registration_json(registration), oid,
+                                   registration.capacity, "1" if registration.healthy else "0", number(expires_at),
+                                   *locality)
+        if self.placement is not None:
+            self.placement.summaries.remember(name, version, summary)
 
     async def session_of_bot(self, bot_id: str) -> str | None:
         await self._started()
@@ -254,8 +229,8 @@ class RedisState(SchedulerState):
         if reply is None:
             return None
         assert isinstance(reply, list)
-        self._sent.pop(name, None)
-        return [await self._lost(item) for item in reply[1]]
+        self._sent.pop(name)
+        return await self._requeued([await self._lost(item) for item in reply[1]], now)
 
     async def report(
         self,
@@ -271,6 +246,8 @@ class RedisState(SchedulerState):
         args.append(len(partial_metadata))
         for lease_id, metadata in partial_metadata.items():
             args += [lease_id, metadata.SerializeToString()]
+        if self.placement is not None:
+            args += summary_args(summary)
         reply = await self._call("report", *args)
         if reply is None:
             return None
@@ -278,6 +255,8 @@ class RedisState(SchedulerState):
         if reply[0] == b"other":
             return OtherBot(text(reply[1]))
         registration = self.registrations.decode(reply[1])
+        if self.placement is not None:
+            self.placement.summaries.remember(name, reply[4], summary)
         by_lease = {item.lease_id: item for item in reports}
         completed = []
         for item in reply[3]:
@@ -291,7 +270,8 @@ class RedisState(SchedulerState):
         return ReportOutcome(frozenset(text(lease_id) for lease_id in reply[2]), completed)
 
     async def claim(self, name: str, now: float) -> SessionView | None:
-        reply = await self._call("claim", name, number(now))
+        reply = await (self._call("claim", name, number(now)) if self.placement is None
+                       else self.placement.claim(name, now))
         return None if reply is None else session_view(reply, self.registrations)  # type: ignore[arg-type]
 
     async def hold(self, name: str) -> asyncio.Future[None]:
@@ -329,11 +309,8 @@ class RedisState(SchedulerState):
     def _sent_blobs(self, name: str) -> SentBlobs:
         sent = self._sent.get(name)
         if sent is None:
-            sent = self._sent[name] = SentBlobs()
-            if len(self._sent) > SENT_BLOBS_SESSIONS:
-                self._sent.popitem(last=False)
-        else:
-            self._sent.move_to_end(name)
+            self._sent.put(name, sent := SentBlobs())
+            self._sent.evict(SENT_BLOBS_SESSIONS)
         return sent
 
     async def end_call(self, name: str, expires_at: float) -> None:
@@ -349,8 +326,7 @@ class RedisState(SchedulerState):
         """Results a dead replica was storing: queued again, or failed past the budget."""
         reply = await self._call("reap_awaiting", LOST_RESULT_NOTE, self.settings.max_retries, number(now))
         assert isinstance(reply, list)
-        for item in reply:
-            lost = await self._lost(item)
+        for lost in await self._requeued([await self._lost(item) for item in reply], now):
             log.warning("%s of %s%s", LOST_RESULT_NOTE, lost.action.action_digest,
                         "; queued again" if lost.requeued else "; past its retry budget")
             if lost.requeued:

@@ -11,6 +11,7 @@ end
 if redis.call('HGET', P .. 'bots', f[1]) == name then redis.call('HDEL', P .. 'bots', f[1]) end
 redis.call('SREM', key('live', f[2]), name)
 redis.call('ZREM', key('idle', f[2]), name)
+if LOCALITY then locality.closed(name, f[2]) end -- before its leases are queued again: not a candidate for them
 redis.call('ZREM', P .. 'expiry', name)
 for _, req in ipairs(redis.call('SMEMBERS', key('offreq', f[2]))) do
   if not can_run(req) then redis.call('HSET', P .. 'lastseen', req, now) end

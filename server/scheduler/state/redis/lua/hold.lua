@@ -1,11 +1,13 @@
 -- hold(name, token, now) -> false (closed, or work was waiting: answer at once)
 -- | the number of its last wake-up: the session waits for work in a call named by
 -- token, until a later wake-up. Work queued since the call's claim (another replica
--- may queue between two scripts) is taken here, so it never waits beside a held call.
+-- may queue between two scripts) is taken here, so it never waits beside a held call;
+-- with locality, so is a lease given to it since (on its way back, placement.py).
 local name = arg(1)
 local s = key('s', name)
 local f = redis.call('HMGET', s, 'healthy', 'offer')
 if not f[1] then return false end
+if LOCALITY and locality.given_since_claim(name) then return false end
 redis.call('HSET', s, 'hold', arg(2))
 if f[1] == '1' and free_capacity(name) > 0 then
   local taken = false

@@ -7,6 +7,9 @@
 -- ARGV[5] ms a finished operation's keys live at most (a backstop for drop_finished)
 -- ARGV[6] this replica's id (its calls count while its heartbeat key lives)
 -- The script's own arguments start at ARGV[7].
+-- LOCALITY (true with dispatch = "locality") and the Dispatch bounds the steps of
+-- lua/locality.lua read (WINDOW, MAX_IDLE, EXPECTED) come before this prelude, as
+-- constants of the script's text (scripts.py): fifo's scripts never test them at run time.
 local P = ARGV[1]
 local NONCE = ARGV[2]
 local LOGS = ARGV[3] == '1'
@@ -18,6 +21,7 @@ local QUEUED, EXECUTING, COMPLETED = 2, 3, 4
 local CHANNEL = P .. 'wake'
 
 local function key(kind, id) return P .. kind .. ':' .. id end
+local locality = {} -- the steps of lua/locality.lua (appended after this prelude)
 local function arg(i) return ARGV[A + i] end
 
 local function new_id()
@@ -172,13 +176,18 @@ local function assign(eid, name, now)
   redis.call('HDEL', e, 'pmeta')
   redis.call('ZADD', key('sl', name), redis.call('INCR', P .. 'lseq'), lid)
   record(eid, EXECUTING)
+  if LOCALITY then locality.assigned(eid, name) end
   if free_capacity(name) <= 0 then set_busy(name) end
   wake_session(name)
 end
 
+-- Queue an execution, or give it to the bot waiting longest. With LOCALITY, true if
+-- it was queued while bots could take it: Python chooses one (redis/placement.py).
 local function enqueue(eid, now)
+  if LOCALITY then return locality.enqueue(eid, now) end
   local name = first_idle(redis.call('HGET', key('e', eid), 'req'))
   if name then assign(eid, name, now) else push(eid) end
+  return false
 end
 
 -- What the policy is told of an execution a worker lost: {id, requeued '1'|'0',

@@ -1,6 +1,7 @@
 -- report(name, bot id, healthy '1'|'0', now, n, (lease id, completed '1'|'0') x n,
---        m, (lease id, partial metadata) x m)
--- -> false (closed) | {'other', owner} | {'ok', registration, {listed lease ids}, {completed, ...}}
+--        m, (lease id, partial metadata) x m[, locality: its summary, see locality.take_summary])
+-- -> false (closed) | {'other', owner} | {'ok', registration, {listed lease ids}, {completed, ...}
+-- [, locality: its summary's version]}
 local name, bot, now = arg(1), arg(2), arg(4)
 local s = key('s', name)
 local f = redis.call('HMGET', s, 'bot', 'reg')
@@ -50,4 +51,5 @@ for _ = 1, m do
     redis.call('HSET', key('e', redis.call('HGET', key('l', lid), 'exec')), 'pmeta', meta)
   end
 end
+if LOCALITY then return {'ok', f[2], listed, completed, locality.take_summary(name, i)} end
 return {'ok', f[2], listed, completed}

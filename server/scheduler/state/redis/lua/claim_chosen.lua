@@ -1,0 +1,24 @@
+-- claim_chosen(name, now, k, execution id x k, m, (execution id, times passed over) x m)
+-- -> false (closed) | {'done', session_view} (locality): of claim_window's window, ranked
+-- by Python in the order the rule takes it, the first ones still queued, up to the
+-- session's free slots (another replica or call may have taken some meanwhile); then
+-- the rest of its free slots by (priority, arrival), like claim.lua. Those passed over
+-- count it, while still queued (the fairness bound, locality.Dispatch.max_passes).
+local name, now = arg(1), arg(2)
+local f = redis.call('HMGET', key('s', name), 'healthy', 'offer')
+if not f[1] then return false end
+local k = tonumber(arg(3))
+local i = 4 + k
+for _ = 1, tonumber(arg(i)) do
+  local e = key('e', arg(i + 1))
+  if tonumber(redis.call('HGET', e, 'stage')) == QUEUED then redis.call('HINCRBY', e, 'pass', arg(i + 2)) end
+  i = i + 2
+end
+if f[1] == '1' then
+  for j = 4, 3 + k do
+    if free_capacity(name) <= 0 then break end
+    if locality.take(arg(j)) then assign(arg(j), name, now) end
+  end
+end
+locality.claim_rest(name, f[1], f[2], now)
+return {'done', session_view(name)}

@@ -1,0 +1,220 @@
+-- Locality dispatch's steps in Redis (dispatch = "locality"; appended after the prelude).
+-- Scripts gather what the rules of server/scheduler/locality.py need; Python applies
+-- them and chooses (redis/placement.py); a second script applies the choice if it
+-- still holds, else falls back to fifo's choice, so an execution is never lost or
+-- given twice. Bounded whatever the farm's size: at most MAX_IDLE bots, or WINDOW +
+-- free slots - 1 queued executions, per decision.
+--
+-- A session's hash keeps what its bot last said (`sum` its cache filter, `sv` that
+-- filter's version, `cpu`, `mem`) and `hwb` (it holds calls while busy); `P:sx:NAME`
+-- the record keys of the actions given to it since (locality.EXPECTED of them);
+-- `P:ret:OFFER` the sessions back from a call with a slot free, by when. An
+-- execution's hash keeps its input sketch (`sk`) and how often it was passed over (`pass`).
+
+-- The 8-byte keys (h1, h2) of a sketch's records: locality.record_keys, as bytes.
+local function record_keys(sketch)
+  local out = {}
+  for i = 9, #sketch - 15, 16 do out[#out + 1] = string.sub(sketch, i, i + 7) end
+  return out
+end
+
+local function has_summary(name) return redis.call('HSTRLEN', key('s', name), 'sum') > 0 end
+
+-- The sketch's record keys that the session expects (given to it since), concatenated.
+local function expected_of(name, sketch)
+  local keys = record_keys(sketch)
+  if #keys == 0 then return '' end
+  local scores = redis.call('ZMSCORE', key('sx', name), unpack(keys))
+  local hits = {}
+  for i = 1, #keys do
+    if scores[i] then hits[#hits + 1] = keys[i] end
+  end
+  return table.concat(hits)
+end
+
+-- assign's step: a full session is no longer on its way back; one that sent a summary
+-- is fetching the files of what it was given, which count as held (the newest EXPECTED).
+function locality.assigned(eid, name)
+  if free_capacity(name) <= 0 then redis.call('ZREM', key('ret', offer_of(name)), name) end
+  local sketch = redis.call('HGET', key('e', eid), 'sk')
+  if not sketch or sketch == '' or not has_summary(name) then return end
+  local seq = redis.call('INCR', P .. 'xseq')
+  local members = {}
+  for _, k in ipairs(record_keys(sketch)) do
+    members[#members + 1] = seq
+    members[#members + 1] = k
+  end
+  local x = key('sx', name)
+  redis.call('ZADD', x, unpack(members))
+  redis.call('ZREMRANGEBYRANK', x, 0, -EXPECTED - 1)
+end
+
+-- Up to limit sessions in a held call with room that can run req, longest waiting first.
+local function idle_sessions(req, limit)
+  local all = {}
+  for _, offer in ipairs(redis.call('SMEMBERS', key('match', req))) do
+    local got = redis.call('ZRANGE', key('idle', offer), 0, limit - 1, 'WITHSCORES')
+    for i = 1, #got, 2 do all[#all + 1] = {tonumber(got[i + 1]), got[i]} end
+  end
+  table.sort(all, function(a, b) return a[1] < b[1] end)
+  local out = {}
+  for i = 1, math.min(#all, limit) do out[i] = all[i][2] end
+  return out
+end
+
+-- Up to limit sessions that can run req, back from a call in the last RETURN_WINDOW
+-- seconds with a slot free and not in a held call, most recent first (older ones are
+-- forgotten).
+local function returning_sessions(req, now, limit)
+  local since = tonumber(now) - RETURN_WINDOW
+  local all = {}
+  for _, offer in ipairs(redis.call('SMEMBERS', key('match', req))) do
+    local r = key('ret', offer)
+    redis.call('ZREMRANGEBYSCORE', r, '-inf', '(' .. since)
+    local got = redis.call('ZREVRANGEBYSCORE', r, '+inf', since, 'WITHSCORES')
+    for i = 1, #got, 2 do all[#all + 1] = {tonumber(got[i + 1]), got[i]} end
+  end
+  table.sort(all, function(a, b) return a[1] > b[1] end)
+  local out = {}
+  for _, item in ipairs(all) do
+    if #out >= limit then break end
+    local name = item[2]
+    local f = redis.call('HMGET', key('s', name), 'hold', 'healthy')
+    if f[1] == '' and f[2] == '1' and free_capacity(name) > 0 then out[#out + 1] = name end
+  end
+  return out
+end
+
+-- enqueue's step: queue it, or give it to the only bot that could take it now; true
+-- if bots could take it (Python chooses among them: place_bots, place).
+function locality.enqueue(eid, now)
+  local f = redis.call('HMGET', key('e', eid), 'req', 'sk')
+  local idle = idle_sessions(f[1], 2)
+  local back = 0
+  if f[2] and f[2] ~= '' then back = #returning_sessions(f[1], now, 1) end
+  if #idle == 1 and back == 0 then
+    assign(eid, idle[1], now)
+    return false
+  end
+  push(eid)
+  return #idle + back > 0
+end
+
+-- What Python weighs of a bot: {session, returning '1'|'0', summary version ('' if it
+-- sent none), leases, capacity, cpu, memory, the sketch's record keys it expects}.
+local function bot_data(name, returning, sketch)
+  local f = redis.call('HMGET', key('s', name), 'sv', 'cap', 'cpu', 'mem')
+  local version, expected = '', ''
+  if has_summary(name) then version, expected = f[1], expected_of(name, sketch) end
+  return {name, returning and '1' or '0', version, redis.call('ZCARD', key('sl', name)), f[2], f[3] or '0',
+    f[4] or '0', expected}
+end
+
+-- The bots a queued execution may go to now: false if none or only one (then it is
+-- given to that one here), else {sketch, {bot_data, ...}}: the waiting ones (longest
+-- first), then, if it has a sketch, those on their way back (Python keeps those that
+-- hold some of it).
+function locality.bots(eid, now)
+  local f = redis.call('HMGET', key('e', eid), 'stage', 'req', 'sk')
+  if not f[1] or tonumber(f[1]) ~= QUEUED then return false end
+  local sketch = f[3] or ''
+  local idle = idle_sessions(f[2], MAX_IDLE)
+  local back = {}
+  if sketch ~= '' then back = returning_sessions(f[2], now, MAX_IDLE) end
+  if #idle + #back == 0 then return false end
+  if #idle == 1 and #back == 0 then
+    discard(eid)
+    assign(eid, idle[1], now)
+    return false
+  end
+  local out = {}
+  for _, name in ipairs(idle) do out[#out + 1] = bot_data(name, false, sketch) end
+  for _, name in ipairs(back) do out[#out + 1] = bot_data(name, true, sketch) end
+  return {sketch, out}
+end
+
+-- Take a queued execution out of its queue; false if it is not queued any more.
+function locality.take(eid)
+  local f = redis.call('HMGET', key('e', eid), 'stage', 'req', 'qm')
+  if not f[1] or tonumber(f[1]) ~= QUEUED or not f[3] then return false end
+  if redis.call('ZREM', key('q', f[2]), f[3]) == 1 then
+    unqueued(f[2])
+    return true
+  end
+  return false
+end
+
+-- The first n queued executions of the best priority among the sets the offer
+-- satisfies, oldest first: {{execution id, sketch, passes, record keys the session expects}, ...}.
+function locality.window(name, offer, n)
+  local best, reqs = nil, {}
+  for _, req in ipairs(redis.call('SINTER', key('offreq', offer), P .. 'queues')) do
+    local head = redis.call('ZRANGE', key('q', req), 0, 0, 'WITHSCORES')
+    if head[1] then
+      local score = tonumber(head[2])
+      if best == nil or score < best then
+        best, reqs = score, {req}
+      elseif score == best then
+        reqs[#reqs + 1] = req
+      end
+    end
+  end
+  if best == nil then return {} end
+  local members = {}
+  for _, req in ipairs(reqs) do
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', key('q', req), best, best, 'LIMIT', 0, n)) do
+      members[#members + 1] = m
+    end
+  end
+  table.sort(members)
+  local out = {}
+  for i = 1, math.min(n, #members) do
+    local eid = string.sub(members[i], 17)
+    local e = redis.call('HMGET', key('e', eid), 'sk', 'pass')
+    out[i] = {eid, e[1] or '', e[2] or '0', expected_of(name, e[1] or '')}
+  end
+  return out
+end
+
+-- The end of every claim: the rest of its free slots by (priority, arrival), then,
+-- with a slot still free, the session counts as on its way back (it calls again at
+-- once) if it holds calls while busy or runs nothing. `cl` marks the claim: a lease
+-- given after it reaches the bot before its call holds (locality.given_since_claim).
+function locality.claim_rest(name, healthy, offer, now)
+  redis.call('HSET', key('s', name), 'cl', redis.call('GET', P .. 'lseq') or 0)
+  if healthy ~= '1' then return end
+  while free_capacity(name) > 0 do
+    local eid = pop_best(offer)
+    if not eid then break end
+    assign(eid, name, now)
+  end
+  if free_capacity(name) > 0 and (redis.call('HGET', key('s', name), 'hwb') == '1'
+      or redis.call('ZCARD', key('sl', name)) == 0) then
+    redis.call('ZADD', key('ret', offer), now, name)
+  end
+end
+
+-- Whether the session was given a lease since its last claim: it was on its way back
+-- (between two scripts of a call, or two calls), so its call must answer, not hold.
+function locality.given_since_claim(name)
+  local last = redis.call('ZRANGE', key('sl', name), -1, -1, 'WITHSCORES')
+  return last[2] ~= nil and tonumber(last[2]) > tonumber(redis.call('HGET', key('s', name), 'cl') or 0)
+end
+
+-- Take what the bot said (arguments i..i+3: '1' if a filter follows, the filter, cpu
+-- or '', memory or ''); returns its filter's version.
+function locality.take_summary(name, i)
+  local s = key('s', name)
+  if arg(i) == '1' then
+    redis.call('HSET', s, 'sum', arg(i + 1))
+    redis.call('HINCRBY', s, 'sv', 1)
+  end
+  if arg(i + 2) ~= '' then redis.call('HSET', s, 'cpu', arg(i + 2)) end
+  if arg(i + 3) ~= '' then redis.call('HSET', s, 'mem', arg(i + 3)) end
+  return redis.call('HGET', s, 'sv') or '0'
+end
+
+function locality.closed(name, offer)
+  redis.call('ZREM', key('ret', offer), name)
+  redis.call('DEL', key('sx', name))
+end
