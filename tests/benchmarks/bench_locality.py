@@ -1,7 +1,7 @@
 """Locality vs fifo dispatch: a Bazel C++ build over 3 workers with cold caches, interleaved.
 
     .venv/bin/python -m tests.benchmarks.bench_locality [--rounds 2] [--components 6] [--libraries 120]
-        [--headers 12] [--header-kib 16] [--jobs 12] [--dir PATH]
+        [--headers 12] [--header-kib 16] [--jobs 12] [--dir PATH] [--state memory|redis]
 
 The workspace: ``--components`` components, each a header library of ``--headers``
 headers of ``--header-kib`` KiB (a project's big shared headers: generated protocol
@@ -14,7 +14,7 @@ component's headers; a tool's link action's are its block's object files. Bazel
 builds ``//...``.
 
 Per build: a new reapi-server (zero-config stores, ``[execution] dispatch`` as
-measured) and three new reapi-workers (concurrency 1 each, empty caches, metrics on
+measured; with ``--state redis``, its scheduler state in a new redis-server) and three new reapi-workers (concurrency 1 each, empty caches, metrics on
 an HTTP port), Bazel from clean with ``--jobs``. Rows per dispatch, one line per
 build, in the order run (``locality``, ``fifo``, then ``fifo``, ``locality``, ...):
 wall time, the input bytes the workers fetched from the server's CAS
@@ -36,6 +36,7 @@ from pathlib import Path
 from tests.benchmarks.bench_worker import stores
 from tests.support.bazel import BazelInstallation, BazelUnavailable, BazelWorkspace, remote_execution_flags
 from tests.support.metrics_scrape import scrape
+from tests.support.redis_process import RedisProcess
 from tests.support.server_process import reapi_server_process, server_config
 from tests.support.worker_process import start_worker, stop_worker
 
@@ -76,17 +77,22 @@ def generate_workspace(root: Path, components: int, libraries: int, headers: int
             f'cc_binary(name = "tool", srcs = ["tool.cc"], deps = [{deps}])\n')
 
 
-def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int) -> tuple[float, list[int], list[int]]:
+def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
+              state: str = "memory") -> tuple[float, list[int], list[int]]:
     """(wall seconds, input bytes each worker fetched, actions each ran) of a build from clean.
     ``dispatch``: "fifo", "locality" or "locality+W" (``locality_wait`` = W seconds)."""
     workdir = Path(tempfile.mkdtemp(prefix="locality-", dir=base))
     os.chmod(workdir, 0o711)  # the action user passes through to exec roots
     workers = []
+    redis = RedisProcess(workdir / "redis") if state == "redis" else None
     try:
         mode, _, wait = dispatch.partition("+")
         execution: dict[str, object] = {"dispatch": mode}
         if wait:
             execution["locality_wait"] = float(wait)
+        if redis is not None:
+            redis.start()
+            execution.update(state="redis", redis_url=redis.url)
         config = server_config(workdir / "server", stores=stores(workdir / "server" / "data"), execution=execution)
         with reapi_server_process(workdir / "server", config) as server:
             for n in range(3):
@@ -111,6 +117,8 @@ def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int) -> tuple
     finally:
         for worker in workers:
             stop_worker(worker)
+        if redis is not None:
+            redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return elapsed, fetched, actions
 
@@ -125,6 +133,7 @@ def main() -> None:
     parser.add_argument("--headers", type=int, default=12)
     parser.add_argument("--header-kib", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=12)
+    parser.add_argument("--state", choices=["memory", "redis"], default="memory", help="the scheduler state")
     parser.add_argument("--dir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-locality-", dir=args.dir))
@@ -144,10 +153,10 @@ def main() -> None:
         for round_number in range(args.rounds):
             order += modes if round_number % 2 == 0 else modes[::-1]
         print(f"{args.libraries} libraries over {args.components} components of {args.headers} x {args.header_kib} KiB "
-              f"headers; 3 workers x 1 slot; --jobs={args.jobs}\n")
+              f"headers; 3 workers x 1 slot; --jobs={args.jobs}; {args.state} state\n")
         print(f"{'dispatch':<14} {'wall s':>7} {'fetched MiB':>12}  {'per worker MiB':<22} actions per worker")
         for dispatch in order:
-            elapsed, fetched, actions = one_build(ws, base, dispatch, args.jobs)
+            elapsed, fetched, actions = one_build(ws, base, dispatch, args.jobs, args.state)
             results[dispatch].append((elapsed, fetched, actions))
             print(f"{dispatch:<14} {elapsed:7.1f} {sum(fetched) / 2**20:12.2f}  "
                   f"{' '.join(f'{f / 2**20:.2f}' for f in fetched):<22} {' '.join(map(str, actions))}", flush=True)
