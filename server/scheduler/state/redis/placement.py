@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from server.scheduler.locality import Dispatch, choose_bot, choose_queued, held_bytes
+from server.scheduler.locality import MINE, Dispatch, choose_bot, choose_placed, held_bytes, sketch_total, tier
 from server.scheduler.sessions import BotSummary
 from server.scheduler.state.redis.codec import number
 
@@ -99,9 +99,10 @@ class RedisPlacement:
 
     async def choose_bot(self, eid: str, candidates: list[Any], now: float) -> None:
         """Give the execution to the bot locality.choose_bot picks among ``candidates``
-        (place_bots' reply, or add_operation's)."""
-        sketch, bots = candidates
-        filters = await self.summaries.of([(bot[0].decode(), bot[2]) for bot in bots])
+        (place_bots' reply, or add_operation's), by placement tier first."""
+        sketch, bots, others = candidates
+        filters = await self.summaries.of([(bot[0].decode(), bot[2]) for bot in bots]
+                                          + [(other[0].decode(), other[1]) for other in others])
         names, held, loads = [], [], []
         for (name, returning, _, leases, capacity, cpu, memory, expected), cache in zip(bots, filters):
             estimate = held_bytes(sketch, cache, _expected(expected))
@@ -111,12 +112,27 @@ class RedisPlacement:
             held.append(estimate)
             loads.append((int(leases) / max(int(capacity), 1), float(cpu), float(memory)))
         if names:
-            chosen = choose_bot(self.dispatch, held, loads) if len(names) > 1 else 0
+            rivals = [held_bytes(sketch, cache, _expected(expected))
+                      for (_, _, [expected]), cache in zip(others, filters[len(bots):])]
+            tiers = self._tiers(sketch, held, rivals)
+            chosen = choose_bot(self.dispatch, held, loads, tiers) if len(names) > 1 else 0
             await self._call("place", eid, names[chosen], number(now))
 
+    def _tiers(self, sketch: bytes, held: list[int], others: list[int]) -> list[int]:
+        """Each taker's placement tier (locality.tier), ``held`` being what each holds of
+        the sketched action and ``others`` what the other connected bots hold, as the
+        memory state ranks them (memory/placement.py ``_tiers``)."""
+        dispatch = self.dispatch
+        total = sketch_total(sketch)
+        if total < dispatch.min_home or all(total - own < dispatch.min_gain for own in held):
+            return [MINE] * len(held)
+        top = sorted([*others, *held], reverse=True)[:2]
+        return [tier(dispatch, total, own, top[1] if len(top) > 1 and own == top[0] else top[0]) for own in held]
+
     async def claim(self, name: str, now: float) -> list[Any] | None:
-        """claim's session view, the executions taken as locality.choose_queued picks them,
-        one free slot after the other, within the best queued priority."""
+        """claim's session view, the executions taken as locality.choose_placed picks them
+        (placement tier, then what it holds), one free slot after the other, within the
+        best queued priority."""
         reply = await self._call("claim_window", name, number(now))
         if reply and reply[0] == b"choose":
             reply = await self._claim_ranked(name, reply, now)
@@ -124,20 +140,25 @@ class RedisPlacement:
 
     async def _claim_ranked(self, name: str, window_reply: list[Any], now: float) -> Any:
         """The whole window in the order the rule would take it, slot after slot
-        (choose_queued on what is left): claim_chosen takes the first ones still queued,
+        (choose_placed on what is left): claim_chosen takes the first ones still queued,
         so a pick another call took meanwhile (bots claim at the same time) falls to the
         bot's next choice, not to the oldest. Passes count as for the first ``free`` picks."""
-        _, version, free, window = window_reply
-        [cache] = await self.summaries.of([(name, version)])
+        _, version, free, window, others = window_reply
+        [cache, *filters] = await self.summaries.of([(name, version)]
+                                                    + [(other[0].decode(), other[1]) for other in others])
         held = [held_bytes(sketch, cache, _expected(expected)) for _, sketch, _, expected in window]
+        tiers = [self._tiers(sketch, [own], [held_bytes(sketch, other_cache, _expected(other[2][j]))
+                                            for other, other_cache in zip(others, filters)])[0]
+                 for j, ((_, sketch, _, _), own) in enumerate(zip(window, held))]
         passes = [int(count) for _, _, count, _ in window]
         added = [0] * len(window)
         remaining = list(range(len(window)))
         ranked: list[int] = []
         while remaining:
             candidates = remaining[:self.dispatch.window]
-            pick = choose_queued(self.dispatch, [held[i] for i in candidates],
-                                 [passes[i] for i in candidates]) if len(candidates) > 1 else 0
+            pick = choose_placed(self.dispatch, [held[i] for i in candidates], [passes[i] for i in candidates],
+                                 [tiers[i] for i in candidates]) if len(candidates) > 1 else 0
+            assert pick is not None  # every one may be taken: no wait in the Redis state
             for i in candidates[:pick]:
                 passes[i] += 1
                 if len(ranked) < int(free):

@@ -24,6 +24,8 @@ from redis.commands.core import AsyncScript
 from cas.redis_connection import RedisGuard
 from server.scheduler.locality import EXPECTED, FIFO, Dispatch
 
+OTHERS_COMPARED = 16  # connected bots asked what they hold of an action a bot might take (as the memory state)
+
 Arg = str | bytes | int | float
 
 
@@ -35,7 +37,8 @@ def dispatch_header(dispatch: Dispatch) -> str:
     """The constants every script starts with: which dispatch, and the bounds of locality's steps."""
     return (f"local LOCALITY = {'true' if dispatch.locality else 'false'}\n"
             f"local WINDOW, MAX_IDLE, EXPECTED, RETURN_WINDOW = {dispatch.window}, {dispatch.max_idle_scored}, "
-            f"{EXPECTED}, {dispatch.return_window!r}\n")
+            f"{EXPECTED}, {dispatch.return_window!r}\n"
+            f"local MIN_HOME, OTHERS = {dispatch.min_home}, {OTHERS_COMPARED}\n")
 
 
 class Scripts:

@@ -100,6 +100,40 @@ function locality.enqueue(eid, now)
   return #idle + back > 0
 end
 
+-- The input bytes of a sketched action (its first 8 bytes, big-endian; 0 for none).
+local function sketch_total(sketch)
+  local total = 0
+  for i = 1, math.min(8, #sketch) do total = total * 256 + string.byte(sketch, i) end
+  return total
+end
+
+-- Up to OTHERS connected sessions that can run one of reqs, not in skip (a set of
+-- names), that sent a summary: {{session, summary version, {expected keys of each
+-- sketch}}, ...}, for the placement tiers (locality.tier: does another bot hold
+-- materially more?). None if no sketch is of MIN_HOME bytes or more (every tier MINE).
+local function others(reqs, skip, sketches)
+  local worth = false
+  for _, sketch in ipairs(sketches) do
+    if sketch_total(sketch) >= MIN_HOME then worth = true end
+  end
+  local out, seen = {}, {}
+  if not worth then return out end
+  for _, req in ipairs(reqs) do
+    for _, offer in ipairs(redis.call('SMEMBERS', key('match', req))) do
+      for _, name in ipairs(redis.call('SRANDMEMBER', key('live', offer), OTHERS + #out)) do
+        if #out >= OTHERS then return out end
+        if not skip[name] and not seen[name] and has_summary(name) then
+          seen[name] = true
+          local expected = {}
+          for i, sketch in ipairs(sketches) do expected[i] = expected_of(name, sketch) end
+          out[#out + 1] = {name, redis.call('HGET', key('s', name), 'sv'), expected}
+        end
+      end
+    end
+  end
+  return out
+end
+
 -- What Python weighs of a bot: {session, returning '1'|'0', summary version ('' if it
 -- sent none), leases, capacity, cpu, memory, the sketch's record keys it expects}.
 local function bot_data(name, returning, sketch)
@@ -111,9 +145,9 @@ local function bot_data(name, returning, sketch)
 end
 
 -- The bots a queued execution may go to now: false if none or only one (then it is
--- given to that one here), else {sketch, {bot_data, ...}}: the waiting ones (longest
--- first), then, if it has a sketch, those on their way back (Python keeps those that
--- hold some of it).
+-- given to that one here), else {sketch, {bot_data, ...}, others}: the waiting ones
+-- (longest first), then, if it has a sketch, those on their way back (Python keeps
+-- those that hold some of it); and other connected bots, for the tiers.
 function locality.bots(eid, now)
   local f = redis.call('HMGET', key('e', eid), 'stage', 'req', 'sk')
   if not f[1] or tonumber(f[1]) ~= QUEUED then return false end
@@ -127,10 +161,16 @@ function locality.bots(eid, now)
     assign(eid, idle[1], now)
     return false
   end
-  local out = {}
-  for _, name in ipairs(idle) do out[#out + 1] = bot_data(name, false, sketch) end
-  for _, name in ipairs(back) do out[#out + 1] = bot_data(name, true, sketch) end
-  return {sketch, out}
+  local out, skip = {}, {}
+  for _, name in ipairs(idle) do
+    out[#out + 1] = bot_data(name, false, sketch)
+    skip[name] = true
+  end
+  for _, name in ipairs(back) do
+    out[#out + 1] = bot_data(name, true, sketch)
+    skip[name] = true
+  end
+  return {sketch, out, others({f[2]}, skip, {sketch})}
 end
 
 -- Take a queued execution out of its queue; false if it is not queued any more.
@@ -145,7 +185,8 @@ function locality.take(eid)
 end
 
 -- The first n queued executions of the best priority among the sets the offer
--- satisfies, oldest first: {{execution id, sketch, passes, record keys the session expects}, ...}.
+-- satisfies, oldest first: {{execution id, sketch, passes, record keys the session
+-- expects}, ...}, and the other connected bots that can run them (for the tiers).
 function locality.window(name, offer, n)
   local best, reqs = nil, {}
   for _, req in ipairs(redis.call('SINTER', key('offreq', offer), P .. 'queues')) do
@@ -159,7 +200,7 @@ function locality.window(name, offer, n)
       end
     end
   end
-  if best == nil then return {} end
+  if best == nil then return {}, {} end
   local members = {}
   for _, req in ipairs(reqs) do
     for _, m in ipairs(redis.call('ZRANGEBYSCORE', key('q', req), best, best, 'LIMIT', 0, n)) do
@@ -167,13 +208,14 @@ function locality.window(name, offer, n)
     end
   end
   table.sort(members)
-  local out = {}
+  local out, sketches = {}, {}
   for i = 1, math.min(n, #members) do
     local eid = string.sub(members[i], 17)
     local e = redis.call('HMGET', key('e', eid), 'sk', 'pass')
-    out[i] = {eid, e[1] or '', e[2] or '0', expected_of(name, e[1] or '')}
+    sketches[i] = e[1] or ''
+    out[i] = {eid, sketches[i], e[2] or '0', expected_of(name, sketches[i])}
   end
-  return out
+  return out, others(reqs, {[name] = true}, sketches)
 end
 
 -- The end of every claim: the rest of its free slots by (priority, arrival), then,
