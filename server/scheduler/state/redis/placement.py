@@ -1,16 +1,16 @@
 """Locality dispatch in the Redis state: the scripts gather, locality.py chooses, the scripts apply.
 
-The rules stay in locality.py (``choose_bot``, ``choose_queued``, ``held_bytes``), as
-in the memory state (memory/placement.py); Redis keeps what they read, so every
-replica sees it (keys: README.md; steps: lua/locality.lua). A decision takes two
-scripts: the first returns a bounded set of candidates (the bots waiting for a new
-execution: add_operation's own reply, or place_bots'; the queued executions a bot
-asking for work may take: claim_window) with what the rules need of each; Python
-chooses; the second (place, claim_chosen) applies the choice if it still holds
-(another replica may have acted between), else the next best (claim_chosen) or
-fifo's choice (place). So an execution is
-never lost or given twice: in the worst case (a replica dies between the two) it
-stays queued, and the next bot that asks takes it.
+The rules stay in locality.py (``held_bytes``, ``tier``, ``choose_bot``,
+``choose_placed``), as in the memory state (memory/placement.py); Redis keeps what
+they read, so every replica sees it (keys: README.md; steps: lua/locality.lua). A
+decision takes two scripts: the first returns a bounded set of candidates (the bots
+waiting for a new execution: add_operation's own reply, or place_bots'; the queued
+executions a bot asking for work may take: claim_window), with what the rules need
+of each and of up to 16 other connected bots (for the tiers); Python chooses; the
+second (place, claim_chosen) applies the choice if it still holds (another replica
+may have acted between), else the next best (claim_chosen) or fifo's choice (place).
+So an execution is never lost or given twice: in the worst case (a replica dies
+between the two) it stays queued, and the next bot that asks takes it.
 
 Cache filters are the bulk (8 KiB from reapi-worker, 32 KiB at most): a script
 returns only their version, and each replica keeps the filters it has seen

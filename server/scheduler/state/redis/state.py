@@ -286,6 +286,9 @@ class RedisState(SchedulerState):
             raise
         if last_wakeup is None:
             waiter.wake()  # closed meanwhile, or work arrived since the claim: answer at once
+        elif int(last_wakeup) < 0:  # locality: work queued since the claim, taken by the rule
+            await self.claim(name, self.clock.now())
+            waiter.wake()
         else:
             waiter.arm(int(last_wakeup))
         return waiter.future

@@ -243,6 +243,11 @@ function locality.given_since_claim(name)
   return last[2] ~= nil and tonumber(last[2]) > tonumber(redis.call('HGET', key('s', name), 'cl') or 0)
 end
 
+-- Whether a claim by the rule has something to choose from (hold leaves it to Python).
+function locality.chooses(name, offer)
+  return has_summary(name) and #redis.call('SINTER', key('offreq', offer), P .. 'queues') > 0
+end
+
 -- Take what the bot said (arguments i..i+3: '1' if a filter follows, the filter, cpu
 -- or '', memory or ''); returns its filter's version.
 function locality.take_summary(name, i)
