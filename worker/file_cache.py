@@ -128,8 +128,10 @@ class FileCache:
         self._pin(keys)
         try:
             await self.ensure(keys, source, placer)
+            peek, refresh = self._lru.accessors()  # one C call per key, not a method call
             for key in keys:
-                self._lru.get(key)  # a use: refresh it
+                if peek(key) is not None:  # a use: refresh it (adopted files enter later)
+                    refresh(key)
             yield
         finally:
             self._unpin(keys)
@@ -150,7 +152,8 @@ class FileCache:
         Fetched blobs are written in every mode ``keys`` asks for."""
         if self._doubted or self._verifying:
             await self._verify([k for k in keys if k in self._doubted or k in self._verifying])
-        wanted = [k for k in keys if k not in self._lru]
+        cached = self._lru.accessors()[0]
+        wanted = [k for k in keys if cached(k) is None]
         if not wanted:
             return
         # Blobs another lease is fetching are awaited, not fetched twice; if that
@@ -176,10 +179,10 @@ class FileCache:
 
     def _absent(self, keys: list[CacheKey]) -> dict[Digest, tuple[bool, ...]]:
         """The blobs of ``keys`` cached in neither mode and fetched by no one, with the modes wanted."""
-        lru, inflight = self._lru, self._inflight
+        cached, inflight = self._lru.accessors()[0], self._inflight
         out: dict[Digest, tuple[bool, ...]] = {}
         for d, x in keys:
-            if (d, True) not in lru and (d, False) not in lru and d not in inflight:
+            if cached((d, True)) is None and cached((d, False)) is None and d not in inflight:
                 out[d] = (x,) if d not in out else (False, True)
         return out
 
@@ -240,14 +243,11 @@ class FileCache:
     async def _fetch_small(self, digests: list[Digest], modes: dict[Digest, tuple[bool, ...]], source: BlobStore,
                            placer: InputPlacer | None) -> None:
         found = await source.get_many(digests)
-        missing = []
-        blobs: list[tuple[CacheKey, bytes]] = []
-        for digest in digests:
-            data = found.get(digest)
-            if data is None:
-                missing.append(digest)
-                continue
-            blobs.extend(((digest, executable), data) for executable in modes[digest])
+        missing = [digest for digest in digests if digest not in found] if len(found) < len(digests) else []
+        # One comprehension per batch, not a generator per blob: a blob wanted in both modes twice.
+        blobs: list[tuple[CacheKey, bytes]] = [
+            ((digest, executable), data) for digest in digests if (data := found.get(digest)) is not None
+            for executable in modes[digest]]
         if placer is not None:
             await placer.ready()
         # Batches are written at once on several threads: on a busy disk, one thread's

@@ -72,12 +72,21 @@ class InputPlacer:
         self._tmp_dir = tmp_dir
         # Where each cache key goes; places where a link will do come first.
         self._places: dict[CacheKey, list[Place]] = {}
+        places = self._places
         for target in sorted(self.targets, key=lambda t: t.copy):
             root = target.root
+            directories: dict[str, str] = {"": root}  # each directory's path made once
             for digest, executable, path in target.layout.files:
                 parent, _, name = path.rpartition("/")
-                self._places.setdefault((digest, executable), []).append(
-                    (target, f"{root}/{parent}" if parent else root, name))
+                directory = directories.get(parent)
+                if directory is None:
+                    directory = directories[parent] = f"{root}/{parent}"
+                key = (digest, executable)
+                where = places.get(key)
+                if where is None:
+                    places[key] = [(target, directory, name)]
+                else:
+                    where.append((target, directory, name))
         self.placed: set[CacheKey] = set()
         self.deferred: list[tuple[CacheKey, str]] = []  # written in place, for the cache to adopt
         self._same_disk: set[str] = set()  # roots on the cache's filesystem (links between them work)

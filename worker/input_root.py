@@ -23,6 +23,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 from cas.digest import Digest
@@ -36,6 +37,8 @@ from worker.input_trees import InputTrees, mount_points, seal
 
 __all__ = ["InputLayout", "InputRootBuilder", "LINKS", "Mount", "Placement", "check_name", "plan_layout",
            "resolve_inside"]
+
+_CACHE_KEY = itemgetter(0, 1)  # (digest, executable) of a layout's file entry, in C
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ class InputRootBuilder:
         placed as each batch is written; the rest (cached already) after the fetch, then
         ``then`` in the same thread job."""
         placer = InputPlacer(targets, self.files.path_of, self.files.tmp_dir)
-        keys = {(digest, executable) for target in targets for digest, executable, _ in target.layout.files}
+        keys = {key for target in targets for key in map(_CACHE_KEY, target.layout.files)}
 
         def finish() -> None:
             placer.finish()
