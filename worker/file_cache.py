@@ -253,16 +253,15 @@ class FileCache:
         # Batches are written at once on several threads: on a busy disk, one thread's
         # writes waiting for the journal or for dirty pages to drain do not stop the rest.
         deferred = await asyncio.to_thread(self._store_verified, blobs, placer)
-        adoption = asyncio.get_running_loop().create_future() if deferred else None
-        for (digest, executable), data in blobs:  # a blob wanted in both modes was fetched once
-            fetched = executable == modes[digest][0]
-            if (digest, executable) not in deferred:
-                self._add((digest, executable), len(data), fetched=fetched)
-                continue
-            self._inflight[digest] = adoption  # type: ignore[assignment]  # others wait for adopt_later
-            if fetched:
-                self.fetched_blobs += 1
-                self.fetched_bytes += len(data)
+        # A blob wanted in both modes was fetched once: counted in its first mode only.
+        for (digest, executable), data in ([b for b in blobs if b[0] not in deferred] if deferred else blobs):
+            self._add((digest, executable), len(data), fetched=executable == modes[digest][0])
+        if deferred:  # others wait for adopt_later rather than fetch these again
+            adoption = asyncio.get_running_loop().create_future()
+            self._inflight.update(dict.fromkeys([digest for digest, _ in deferred], adoption))
+            firsts = [digest for digest, executable in deferred if executable == modes[digest][0]]
+            self.fetched_blobs += len(firsts)
+            self.fetched_bytes += sum(map(_by_size, firsts))  # verified: each blob's size
         if missing:
             raise MissingBlobs(missing, "input blobs")
 
