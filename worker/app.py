@@ -28,6 +28,7 @@ from cas.security.channels import open_channel as open_grpc_channel
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc
 from worker.cache_summary import CacheSummary
+from worker.collector import tune_for_serving
 from worker.config import WorkerConfig, load_worker_config, target_of
 from worker.daemon import BotDaemon, SessionSettings
 from worker.directories import DirectoryCache
@@ -305,6 +306,7 @@ async def serve(config: WorkerConfig, exit_with_parent: bool = False) -> None:
         host = config.http_listen.rpartition(":")[0].strip("[]")
         host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
         print(f"  metrics: http://{host}:{worker.http.port}/metrics", flush=True)
+    tune_for_serving()  # after start-up: what it built is frozen, never collected again
     try:
         await worker.run(stop)
     finally:

@@ -1,0 +1,24 @@
+"""The worker process's garbage collector: start-up heap frozen, collections spaced out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from worker.collector import MIDDLE_THRESHOLD, OLD_THRESHOLD, YOUNG_THRESHOLD
+
+PROBE = """
+import gc
+from worker.collector import tune_for_serving
+cycle = []
+cycle.append(cycle)  # start-up garbage is collected before the freeze, not frozen
+del cycle
+tune_for_serving()
+print(gc.get_threshold(), gc.get_freeze_count() > 0, gc.isenabled(), gc.garbage, sep=chr(10))
+"""
+
+
+def test_tune_for_serving_freezes_the_start_up_heap_and_raises_the_thresholds() -> None:
+    # In a child process: freezing would otherwise change the test runner's own collector.
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [f"({YOUNG_THRESHOLD}, {MIDDLE_THRESHOLD}, {OLD_THRESHOLD})", "True", "True", "[]"]
