@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from functools import partial
-from itertools import repeat
-from operator import attrgetter
 from pathlib import Path
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import grpc
 
+from cas.batch_reads import SIZE_BYTES, all_found, batches, largest_fits
 from cas.compression.policy import TransferCompression
 from cas.compression.streams import compressed, decompressed
 from cas.digest import EMPTY_DIGESTS, Digest
@@ -45,14 +43,6 @@ from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 # What a batch entry costs beyond its data (digest, framing), so batches built to
 # ``max_batch_bytes`` stay under the server's limit.
 BATCH_ENTRY_OVERHEAD = 256
-# Fields of BatchReadBlobs answers, read without a Python call per blob.
-_STATUS_CODE = attrgetter("status.code")
-_COMPRESSOR = attrgetter("compressor")
-_HASH = attrgetter("digest.hash")
-_SIZE = attrgetter("digest.size_bytes")
-_DATA = attrgetter("data")
-_SIZE_BYTES = attrgetter("size_bytes")
-_MAKE_DIGEST = partial(tuple.__new__, Digest)  # a Digest from (hash, size, function), as the server sent it
 # FindMissingBlobs requests are split so none nears a 4 MiB message.
 FIND_MISSING_CHUNK = 10_000
 DEFAULT_MAX_BATCH_BYTES = 4 << 20
@@ -198,10 +188,10 @@ class RemoteStore(BlobStore):
         empty = EMPTY_DIGESTS.intersection(unique)
         out: dict[Digest, bytes] = dict.fromkeys(empty, b"")
         unique -= empty
-        if max(map(_SIZE_BYTES, unique), default=0) + BATCH_ENTRY_OVERHEAD <= self.max_batch_bytes:
-            small, large = sorted(unique, key=_SIZE_BYTES), []  # all fit in batches: sorted in C
+        if largest_fits(unique, BATCH_ENTRY_OVERHEAD, self.max_batch_bytes):
+            small, large = sorted(unique, key=SIZE_BYTES), []  # sorted in C
         else:
-            small = sorted((d for d in unique if self.fits_in_batch(d)), key=_SIZE_BYTES)
+            small = sorted((d for d in unique if self.fits_in_batch(d)), key=SIZE_BYTES)
             large = [d for d in unique if not self.fits_in_batch(d)]
         calls: list[Awaitable[dict[Digest, bytes]]] = []
         for function, group in _by_function(small).items():
@@ -212,20 +202,7 @@ class RemoteStore(BlobStore):
         return out
 
     def _batches(self, digests: list[Digest]) -> Iterable[list[Digest]]:
-        if sum(map(_SIZE_BYTES, digests)) + len(digests) * BATCH_ENTRY_OVERHEAD <= self.max_batch_bytes:
-            yield digests  # one batch holds them all (the worker asks in batches already)
-            return
-        batch: list[Digest] = []
-        total = 0
-        for digest in digests:
-            cost = digest.size_bytes + BATCH_ENTRY_OVERHEAD
-            if batch and total + cost > self.max_batch_bytes:
-                yield batch
-                batch, total = [], 0
-            batch.append(digest)
-            total += cost
-        if batch:
-            yield batch
+        return batches(digests, BATCH_ENTRY_OVERHEAD, self.max_batch_bytes)
 
     async def _batch_read(self, function: int, digests: list[Digest]) -> dict[Digest, bytes]:
         request = re_pb2.BatchReadBlobsRequest(
@@ -242,11 +219,9 @@ class RemoteStore(BlobStore):
             except grpc.aio.AioRpcError as exc:
                 raise self._error(exc, f"BatchReadBlobs of {len(digests)} blobs") from None
         responses = response.responses
-        if not any(map(_STATUS_CODE, responses)) and not any(map(_COMPRESSOR, responses)):
-            # Every blob found, none compressed (the common answer): built in C-level passes,
-            # not a Python iteration per blob.
-            return dict(zip(map(_MAKE_DIGEST, zip(map(_HASH, responses), map(_SIZE, responses), repeat(function))),
-                            map(_DATA, responses)))
+        found = all_found(responses, function)  # the common answer, read in C-level passes
+        if found is not None:
+            return found
         out: dict[Digest, bytes] = {}
         for item in responses:
             digest = Digest(item.digest.hash, item.digest.size_bytes, function)
