@@ -50,6 +50,8 @@ class ExecutionConfig:
     """Which bot gets which action: "fifo" (the bot waiting longest) or "locality" (where its inputs are, then the least loaded)."""
     locality_wait: Duration = 0.0
     """With locality: how long an action may wait for a busy bot that holds much more of it; 0 never waits."""
+    locality_wait_for_holder: bool = True
+    """With locality and no locality_wait: an action waits for the busy bot holding much more of it until that bot moves on to other work."""
     max_action_timeout: Duration = 7200.0
     """Actions asking for a longer timeout are refused."""
     min_priority: int = -1000
@@ -126,7 +128,8 @@ class ExecutionConfig:
             progress_interval=self.progress_interval,
             max_action_timeout=self.max_action_timeout,
             timeout_grace=self.timeout_grace,
-            dispatch=replace(LOCALITY, wait=self.locality_wait) if self.locality else FIFO,
+            dispatch=(replace(LOCALITY, wait=self.locality_wait, wait_for_holder=self.locality_wait_for_holder)
+                      if self.locality else FIFO),
         )
 
     @property

@@ -48,8 +48,10 @@ The rules (``Dispatch``), applied by the scheduler state in its transitions:
 - **The bounded wait** (``wait``, ``[execution] locality_wait``): a bot takes an action
   that is ``THEIRS`` to it only once the action has waited ``wait`` seconds (from
   when a bot it is ``THEIRS`` to could first have taken it) for a better-placed bot;
-  with no wait, at once when it has nothing ``MINE``. It trades idle time for fewer
-  such steals (docs/BENCHMARKS.md, "Locality dispatch").
+  with no wait, once the bot holding most of it has moved on (``holder_moved_on``,
+  ``wait_for_holder``: given as many other actions as it has slots since), or at
+  once when it has nothing ``MINE`` and ``wait_for_holder`` is off. It trades idle
+  time for fewer such steals (docs/BENCHMARKS.md, "Locality dispatch").
 - A bot that sends no summary holds nothing as far as dispatch knows (BuildGrid's
   bots): it gets work as before, when no better-placed bot is waiting.
 """
@@ -82,6 +84,7 @@ class Dispatch:
     max_idle_scored: int = 64  # waiting bots compared for one new action
     return_window: float = 1.0  # seconds a bot that just called counts as waiting (it is about to call again)
     wait: float = 0.0  # seconds an action may wait for a bot holding materially more of it (0: never)
+    wait_for_holder: bool = True  # with no ``wait``: wait for the holder until it moves on (``holder_moved_on``)
 
 
 FIFO = Dispatch()
@@ -164,6 +167,15 @@ def material(dispatch: Dispatch, total: int) -> int:
     it: ``min_gain``, or a quarter of its input bytes if more (a few object files more
     of a link's inputs are not worth a wait)."""
     return max(dispatch.min_gain, total // 4)
+
+
+def holder_moved_on(given_since: int, slots: int) -> bool:
+    """Whether an action that is ``THEIRS`` to idle bots has waited long enough for the
+    bot holding it (``Dispatch.wait_for_holder``): once that bot has been given as many
+    other actions as it has slots since the wait began, it had work ahead of this one
+    and would not reach it soon, so an idle bot may take it. A wait measured in the
+    holder's progress, not in seconds: as long as the holder's turn, whatever the pace."""
+    return given_since >= max(slots, 1)
 
 
 def record_keys(sketch: bytes) -> Iterable[int]:

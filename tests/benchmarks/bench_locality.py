@@ -78,16 +78,21 @@ def generate_workspace(root: Path, components: int, libraries: int, headers: int
 
 
 def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
-              state: str = "memory") -> tuple[float, list[int], list[int]]:
+              state: str = "memory", cold_bazel: bool = False) -> tuple[float, list[int], list[int]]:
     """(wall seconds, input bytes each worker fetched, actions each ran) of a build from clean.
-    ``dispatch``: "fifo", "locality" or "locality+W" (``locality_wait`` = W seconds)."""
+    ``dispatch``: "fifo", "locality", "locality-nohold" (``locality_wait_for_holder = false``)
+    or "locality+W" (``locality_wait`` = W seconds).
+    ``cold_bazel``: Bazel's server is shut down first, so the build runs on a server just
+    started (a CI machine's case: its first actions come at a slower, uneven rhythm)."""
     workdir = Path(tempfile.mkdtemp(prefix="locality-", dir=base))
     os.chmod(workdir, 0o711)  # the action user passes through to exec roots
     workers = []
     redis = RedisProcess(workdir / "redis") if state == "redis" else None
     try:
         mode, _, wait = dispatch.partition("+")
-        execution: dict[str, object] = {"dispatch": mode}
+        execution: dict[str, object] = {"dispatch": mode.removesuffix("-nohold")}
+        if mode.endswith("-nohold"):
+            execution["locality_wait_for_holder"] = False
         if wait:
             execution["locality_wait"] = float(wait)
         if redis is not None:
@@ -98,6 +103,8 @@ def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
             for n in range(3):
                 workers.append(start_worker(workdir / f"w{n}", server.address, bot_id=f"w{n}", concurrency=1,
                                             extra_args=["--http-listen", "127.0.0.1:0"]))
+            if cold_bazel:
+                ws.shutdown()
             ws.clean()
             flags = [*remote_execution_flags(server.url), f"--jobs={jobs}"]
             ws.build("//...", flags=[*flags, "--nobuild"])
@@ -127,13 +134,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2, help="builds per dispatch, interleaved")
     parser.add_argument("--modes", default="locality,fifo",
-                        help='dispatches to compare, e.g. "locality,fifo,locality+0.3" (+W: locality_wait W s)')
+                        help='dispatches to compare, e.g. "locality,fifo,locality+0.3,locality-nohold" '
+                             '(+W: locality_wait W s; -nohold: locality_wait_for_holder = false)')
     parser.add_argument("--components", type=int, default=6)
     parser.add_argument("--libraries", type=int, default=120)
     parser.add_argument("--headers", type=int, default=12)
     parser.add_argument("--header-kib", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=12)
     parser.add_argument("--state", choices=["memory", "redis"], default="memory", help="the scheduler state")
+    parser.add_argument("--cold-bazel", action="store_true",
+                        help="shut Bazel's server down before each build (else it stays up, warm, between builds)")
     parser.add_argument("--dir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-locality-", dir=args.dir))
@@ -153,10 +163,11 @@ def main() -> None:
         for round_number in range(args.rounds):
             order += modes if round_number % 2 == 0 else modes[::-1]
         print(f"{args.libraries} libraries over {args.components} components of {args.headers} x {args.header_kib} KiB "
-              f"headers; 3 workers x 1 slot; --jobs={args.jobs}; {args.state} state\n")
+              f"headers; 3 workers x 1 slot; --jobs={args.jobs}; {args.state} state; "
+              f"Bazel server {'cold (restarted per build)' if args.cold_bazel else 'kept warm'}\n")
         print(f"{'dispatch':<14} {'wall s':>7} {'fetched MiB':>12}  {'per worker MiB':<22} actions per worker")
         for dispatch in order:
-            elapsed, fetched, actions = one_build(ws, base, dispatch, args.jobs, args.state)
+            elapsed, fetched, actions = one_build(ws, base, dispatch, args.jobs, args.state, args.cold_bazel)
             results[dispatch].append((elapsed, fetched, actions))
             print(f"{dispatch:<14} {elapsed:7.1f} {sum(fetched) / 2**20:12.2f}  "
                   f"{' '.join(f'{f / 2**20:.2f}' for f in fetched):<22} {' '.join(map(str, actions))}", flush=True)

@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 
 from server.scheduler.clock import Clock
-from server.scheduler.locality import MINE, Dispatch, choose_bot, choose_placed, held_bytes, sketch_total, tier
+from server.scheduler.locality import (MINE, Dispatch, choose_bot, choose_placed, held_bytes, holder_moved_on,
+                                      sketch_total, tier)
 from server.scheduler.operation import Stage
 from server.scheduler.state.memory.queues import ActionQueues
 from server.scheduler.state.memory.records import BotSession, Execution
@@ -45,21 +46,23 @@ class MemoryPlacement:
         raise NotImplementedError  # MemoryTables
 
     def _enqueue(self, execution: Execution, now: float) -> None:
-        session, tier_of_it = self._waiting_bot_for(execution, now)
-        if session is not None and self._may_take(execution, tier_of_it):
+        session, tier_of_it, holder = self._waiting_bot_for(execution, now)
+        if session is not None and self._may_take(execution, tier_of_it, holder):
             self._assign(execution, session, now)
         else:
             self._queues.push(execution)
 
-    def _waiting_bot_for(self, execution: Execution, now: float) -> tuple[BotSession | None, int]:
-        """The waiting session a new execution goes to, and its placement tier there:
+    def _waiting_bot_for(self, execution: Execution,
+                         now: float) -> tuple[BotSession | None, int, BotSession | None]:
+        """The waiting session a new execution goes to, its placement tier there and the
+        bot holding most of it (``_tiers``):
         the longest waiting (fifo), or of the best tier, the best placed, then least
         loaded (locality.choose_bot), counting sessions on their way back from a call
         that hold some of it as waiting, after those in a held call."""
         key = execution.action.requirements
         dispatch = self._dispatch
         if not dispatch.locality:
-            return self._workers.first_idle(key), MINE
+            return self._workers.first_idle(key), MINE, None
         sketch = execution.action.sketch
         candidates = self._workers.idle(key, dispatch.max_idle_scored)
         held = [held_bytes(sketch, s.cache, s.expected) for s in candidates]
@@ -70,38 +73,74 @@ class MemoryPlacement:
                     candidates.append(session)
                     held.append(estimate)
         if not candidates:
-            return None, MINE
-        tiers = self._tiers(execution, candidates, held)
+            return None, MINE, None
+        tiers, holder = self._tiers(execution, candidates, held)
         chosen = choose_bot(dispatch, held, [s.load() for s in candidates], tiers) if len(candidates) > 1 else 0
-        return candidates[chosen], tiers[chosen]
+        return candidates[chosen], tiers[chosen], holder
 
-    def _tiers(self, execution: Execution, takers: list[BotSession], held: list[int]) -> list[int]:
+    def _tiers(self, execution: Execution, takers: list[BotSession],
+               held: list[int]) -> tuple[list[int], BotSession | None]:
         """Each taker's placement tier for the execution (locality.tier), ``held`` being
         what each holds of it: against what the other connected bots that can run it
-        hold (up to ``OTHERS_COMPARED`` of them)."""
+        hold (up to ``OTHERS_COMPARED`` of them); and the bot holding most of it (None
+        when every tier is ``MINE`` without asking the others)."""
         sketch = execution.action.sketch
         dispatch = self._dispatch
         total = sketch_total(sketch)
         if total < dispatch.min_home or all(total - own < dispatch.min_gain for own in held):
-            return [MINE] * len(takers)  # little to fetch, wherever it goes: no need to ask the others
+            return [MINE] * len(takers), None  # little to fetch, wherever it goes: no need to ask the others
         holders = {s: held_bytes(sketch, s.cache, s.expected)
                    for s in self._workers.connected(execution.action.requirements, OTHERS_COMPARED)}
         holders.update(zip(takers, held))
         top = sorted(holders.values(), reverse=True)[:2]
-        return [tier(dispatch, total, own, top[1] if len(top) > 1 and own == top[0] else top[0])
-                for own in held]
+        tiers = [tier(dispatch, total, own, top[1] if len(top) > 1 and own == top[0] else top[0]) for own in held]
+        return tiers, max(holders, key=holders.__getitem__)
 
-    def _may_take(self, execution: Execution, tier_of_it: int) -> bool:
+    def _may_take(self, execution: Execution, tier_of_it: int, holder: BotSession | None) -> bool:
         """Whether a bot whose placement tier for the execution is ``tier_of_it`` may
-        take it now: yes if it fits (``MINE``) or there is no wait (``Dispatch.wait``),
-        else only once the execution has waited that long for a better-placed bot,
-        which starts the wait if it had not started."""
-        if tier_of_it == MINE or self._dispatch.wait <= 0 or execution.waiting == WAIT_OVER:
+        take it now: yes if it fits (``MINE``); with a wait (``Dispatch.wait``), only
+        once the execution has waited that long for a better-placed bot, which starts
+        the wait if it had not started; with none, only once ``holder`` (the bot
+        holding most of it) has moved on (``_waits_for_holder``), or at once without
+        ``Dispatch.wait_for_holder``."""
+        dispatch = self._dispatch
+        if tier_of_it == MINE or execution.waiting == WAIT_OVER:
             return True
+        if dispatch.wait <= 0:
+            return not (dispatch.wait_for_holder and holder is not None and self._waits_for_holder(execution, holder))
         if execution.waiting == NOT_WAITING:
             execution.waiting = WAITING
             asyncio.get_running_loop().call_later(self._dispatch.wait, self._wait_over, execution)
         return False
+
+    def _waits_for_holder(self, execution: Execution, holder: BotSession) -> bool:
+        """Whether the execution still waits for ``holder``, which holds materially more
+        of it than the bot that might take it: until the holder has been given as many
+        other actions as it has slots since the wait began (locality.holder_moved_on),
+        which ``_holder_progressed`` checks each time it is given one. A new holder
+        starts a new wait."""
+        if execution.awaited is not holder:
+            execution.awaited = holder
+            execution.awaited_mark = holder.given
+            holder.awaited_by.append(execution)
+        return not holder_moved_on(holder.given - execution.awaited_mark, holder.registration.capacity)
+
+    def _holder_progressed(self, holder: BotSession) -> None:
+        """``holder`` was given an action: each execution waiting for it whose wait is
+        now over goes to the best waiting bot, or to the next bot that asks."""
+        if not holder.awaited_by:
+            return
+        still: list[Execution] = []
+        over: list[Execution] = []
+        for execution in holder.awaited_by:
+            if execution.awaited is not holder or execution.stage is not Stage.QUEUED:
+                continue  # taken, or waiting for another holder now
+            moved_on = holder_moved_on(holder.given - execution.awaited_mark, holder.registration.capacity)
+            (over if moved_on else still).append(execution)
+        holder.awaited_by = still
+        for execution in over:
+            execution.awaited = None
+            self._wait_over(execution)
 
     def _wait_over(self, execution: Execution) -> None:
         """Timer: the execution waited long enough; if it is still queued, the best
@@ -110,7 +149,7 @@ class MemoryPlacement:
         if execution.stage is not Stage.QUEUED or execution.queue_entry is None:
             return
         now = self._clock.now()
-        session, _ = self._waiting_bot_for(execution, now)
+        session, _, _ = self._waiting_bot_for(execution, now)
         if session is not None:
             self._queues.discard(execution)
             self._assign(execution, session, now)
@@ -131,8 +170,10 @@ class MemoryPlacement:
             assert nxt is not None
             window.append(nxt)
         held = [held_bytes(e.action.sketch, session.cache, session.expected) for e in window]
-        tiers = [self._tiers(e, [session], [h])[0] for e, h in zip(window, held)]
-        takeable = [e.passes >= dispatch.max_passes or self._may_take(e, t) for e, t in zip(window, tiers)]
+        placed = [self._tiers(e, [session], [h]) for e, h in zip(window, held)]
+        tiers = [tiers_of[0] for tiers_of, _ in placed]
+        takeable = [e.passes >= dispatch.max_passes or self._may_take(e, t, holder)
+                    for e, t, (_, holder) in zip(window, tiers, placed)]
         chosen = choose_placed(dispatch, held, [e.passes for e in window], tiers, takeable)
         for index, execution in enumerate(window):
             if chosen is not None and index < chosen:

@@ -49,6 +49,8 @@ class Execution:
     failed_workers: list[str] = field(default_factory=list)
     passes: int = 0  # times a bot took a later action over it (locality dispatch's fairness bound)
     waiting: int = 0  # locality's bounded wait for a better-placed bot: 0 never, 1 waiting, 2 over (see placement.py)
+    awaited: BotSession | None = None  # the holder it waits for (Dispatch.wait_for_holder), while it does
+    awaited_mark: int = 0  # that holder's ``given`` when the wait began
     response: re_pb2.ExecuteResponse | None = None
     partial_metadata: re_pb2.ExecutedActionMetadata | None = None
     stdout_name: str = ""
@@ -148,6 +150,8 @@ class BotSession:
     memory: float = 0.0
     returned_at: float = float("-inf")  # when its last call claimed work and left a slot free
     expected: dict[int, None] = field(default_factory=dict)  # files of the actions given to it (locality.record_keys)
+    given: int = 0  # actions given to it so far: its progress, for executions waiting for it
+    awaited_by: list[Execution] = field(default_factory=list)  # executions that wait for it (may be stale)
 
     @property
     def bot_id(self) -> str:

@@ -71,6 +71,7 @@ class MemoryTables(MemoryPlacement):
         self._running[execution.id] = execution
         session.lease_ids[lease.id] = None
         session.expect(execution.action.sketch)
+        session.given += 1
         execution.lease_id = lease.id
         execution.partial_metadata = None
         execution.record(Stage.EXECUTING)
@@ -78,6 +79,7 @@ class MemoryTables(MemoryPlacement):
             self._workers.set_busy(session)
             self._workers.clear_returning(session)
         session.wake()
+        self._holder_progressed(session)
 
     def _requeue(self, execution: Execution, note: str, retry_budget: int, now: float) -> Lost:
         """Queue an execution whose lease ended without a result, budget permitting."""

@@ -1,0 +1,87 @@
+"""Locality's wait for the holder (``[execution] locality_wait_for_holder``, on by default,
+no ``locality_wait``) over real gRPC: an action a busy bot holds much more of waits for
+that bot, not a number of seconds, but its progress: once the holder has been given as
+many other actions as it has slots, it had work ahead of this one, and an idle bot
+takes it. This is what keeps a component on one bot when a cold Bazel server sends its
+first actions one by one, each finding a bot idle (docs/BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from tests.execution.conftest import ExecEnv
+from tests.execution.locality_helpers import memory_state_only  # noqa: F401 - scheduler_state: the memory state only
+from tests.execution.locality_helpers import (
+    GUARD, holding, inputs_of, passes_bounded, queue, urgent_overtakes, waiting, with_inputs,
+)
+from tests.support.actions import BuiltAction
+from tests.support.test_bot import ReceivedLease, TestBot
+
+
+async def busy_holder(env: ExecEnv, actions: list[BuiltAction]) -> tuple[TestBot, ReceivedLease, grpc.aio.UnaryStreamCall]:
+    """A one-slot bot holding the inputs of ``actions``, running another action."""
+    chore = await with_inputs(env, "chore")
+    holder = env.bot(summary_size=8192, cache=holding(d for a in actions for d in inputs_of(a)))
+    [poll] = await waiting(env, holder)
+    call = env.start(chore)
+    [lease] = await asyncio.wait_for(poll, GUARD)
+    return holder, lease, call
+
+
+async def test_without_a_timed_wait_a_new_action_waits_for_its_busy_holder(make_env) -> None:  # type: ignore[no-untyped-def]
+    """The idle bot, holding none of it, does not get it; the holder gets it when it asks."""
+    async with make_env(dispatch="locality") as env:
+        action = await with_inputs(env, "lib")
+        holder, chore, chore_call = await busy_holder(env, [action])
+        [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
+        calls = await queue(env, [action])  # queued, though a bot waits
+        assert not idle_poll.done()
+        holder.complete(chore.id)
+        got = await holder.poll(timeout=GUARD)
+        assert [lease.action_digest for lease in got] == [action.digest.to_proto()]
+        assert not idle_poll.done()
+        for call in [*calls, chore_call, idle_poll]:
+            call.cancel()
+
+
+async def test_once_the_holder_moves_on_to_other_work_the_idle_bot_takes_what_waited(make_env) -> None:  # type: ignore[no-untyped-def]
+    """Two actions wait for the holder; it takes the first, which is one action for its
+    one slot: the second goes to the idle bot at once, without the bot asking again."""
+    async with make_env(dispatch="locality") as env:
+        first = await with_inputs(env, "first")
+        second = await with_inputs(env, "second")
+        holder, chore, chore_call = await busy_holder(env, [first, second])
+        [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
+        calls = await queue(env, [first, second])
+        assert not idle_poll.done()
+        holder.complete(chore.id)
+        got = await holder.poll(timeout=GUARD)
+        assert [lease.action_digest for lease in got] == [first.digest.to_proto()]
+        got = await asyncio.wait_for(idle_poll, GUARD)
+        assert [lease.action_digest for lease in got] == [second.digest.to_proto()]
+        for call in [*calls, chore_call]:
+            call.cancel()
+
+
+async def test_turned_off_the_idle_bot_takes_it_at_once(make_env) -> None:  # type: ignore[no-untyped-def]
+    async with make_env(dispatch="locality", locality_wait_for_holder=False) as env:
+        action = await with_inputs(env, "lib")
+        _, _, chore_call = await busy_holder(env, [action])
+        [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
+        call = env.start(action)
+        got = await asyncio.wait_for(idle_poll, GUARD)
+        assert [lease.action_digest for lease in got] == [action.digest.to_proto()]
+        for pending in (call, chore_call):
+            pending.cancel()
+
+
+async def test_priorities_are_never_crossed(make_env) -> None:  # type: ignore[no-untyped-def]
+    async with make_env(dispatch="locality") as env:
+        await urgent_overtakes(env)
+
+
+async def test_no_action_is_passed_over_more_than_max_passes_times(make_env) -> None:  # type: ignore[no-untyped-def]
+    async with make_env(dispatch="locality") as env:
+        await passes_bounded(env)
