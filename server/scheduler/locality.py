@@ -49,7 +49,8 @@ The rules (``Dispatch``), applied by the scheduler state in its transitions:
   that is ``THEIRS`` to it only once the action has waited ``wait`` seconds (from
   when a bot it is ``THEIRS`` to could first have taken it) for a better-placed bot;
   with no wait, once the bot holding most of it has moved on (``holder_moved_on``,
-  ``wait_for_holder``: given as many other actions as it has slots since), or at
+  ``wait_for_holder``: given as many actions as it has slots since, other than those
+  waiting for it), or at
   once when it has nothing ``MINE`` and ``wait_for_holder`` is off. It trades idle
   time for fewer such steals (docs/BENCHMARKS.md, "Locality dispatch").
 - A bot that sends no summary holds nothing as far as dispatch knows (BuildGrid's
@@ -172,9 +173,10 @@ def material(dispatch: Dispatch, total: int) -> int:
 def holder_moved_on(given_since: int, slots: int) -> bool:
     """Whether an action that is ``THEIRS`` to idle bots has waited long enough for the
     bot holding it (``Dispatch.wait_for_holder``): once that bot has been given as many
-    other actions as it has slots since the wait began, it had work ahead of this one
-    and would not reach it soon, so an idle bot may take it. A wait measured in the
-    holder's progress, not in seconds: as long as the holder's turn, whatever the pace."""
+    actions as it has slots since the wait began (``given_since``), not counting those
+    that waited for it too (its own backlog, which it is working through), it has
+    moved on to other work and would not reach this one soon, so an idle bot may take
+    it. A wait measured in the holder's progress, not in seconds, whatever the pace."""
     return given_since >= max(slots, 1)
 
 

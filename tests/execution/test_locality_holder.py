@@ -46,21 +46,48 @@ async def test_without_a_timed_wait_a_new_action_waits_for_its_busy_holder(make_
             call.cancel()
 
 
-async def test_once_the_holder_moves_on_to_other_work_the_idle_bot_takes_what_waited(make_env) -> None:  # type: ignore[no-untyped-def]
-    """Two actions wait for the holder; it takes the first, which is one action for its
-    one slot: the second goes to the idle bot at once, without the bot asking again."""
+async def test_the_holder_working_through_what_waits_for_it_keeps_it(make_env) -> None:  # type: ignore[no-untyped-def]
+    """Two actions wait for the holder; it takes the first: that is its own backlog,
+    not other work, so the second still waits for it, not for the idle bot."""
     async with make_env(dispatch="locality") as env:
         first = await with_inputs(env, "first")
         second = await with_inputs(env, "second")
         holder, chore, chore_call = await busy_holder(env, [first, second])
         [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
         calls = await queue(env, [first, second])
-        assert not idle_poll.done()
         holder.complete(chore.id)
         got = await holder.poll(timeout=GUARD)
         assert [lease.action_digest for lease in got] == [first.digest.to_proto()]
-        got = await asyncio.wait_for(idle_poll, GUARD)
+        holder.complete(got[0].id)
+        got = await holder.poll(timeout=GUARD)
         assert [lease.action_digest for lease in got] == [second.digest.to_proto()]
+        assert not idle_poll.done()
+        for call in [*calls, chore_call, idle_poll]:
+            call.cancel()
+
+
+async def test_once_the_holder_moves_on_to_other_work_another_bot_takes_what_waited(make_env) -> None:  # type: ignore[no-untyped-def]
+    """An action waits for the holder; the other bot, busy meanwhile, asks again after
+    the holder has taken an urgent action nobody held (other work, its one slot):
+    the wait is over, and the other bot gets it."""
+    async with make_env(dispatch="locality") as env:
+        held = await with_inputs(env, "held")
+        other = await with_inputs(env, "other")
+        urgent = await with_inputs(env, "urgent")
+        holder, chore, chore_call = await busy_holder(env, [held])
+        rival = env.bot(summary_size=8192, cache=holding())
+        [rival_poll] = await waiting(env, rival)
+        calls = await queue(env, [held])  # it waits for the holder
+        calls.append(env.start(other))  # nobody holds it: the waiting rival gets it
+        [other_lease] = await asyncio.wait_for(rival_poll, GUARD)
+        assert other_lease.action_digest == other.digest.to_proto()
+        calls += await queue(env, [urgent], priority=-1000)  # both bots busy: queued
+        holder.complete(chore.id)
+        got = await holder.poll(timeout=GUARD)
+        assert [lease.action_digest for lease in got] == [urgent.digest.to_proto()]
+        rival.complete(other_lease.id)
+        got = await rival.poll(timeout=GUARD)
+        assert [lease.action_digest for lease in got] == [held.digest.to_proto()]
         for call in [*calls, chore_call]:
             call.cancel()
 

@@ -150,7 +150,7 @@ class BotSession:
     memory: float = 0.0
     returned_at: float = float("-inf")  # when its last call claimed work and left a slot free
     expected: dict[int, None] = field(default_factory=dict)  # files of the actions given to it (locality.record_keys)
-    given: int = 0  # actions given to it so far: its progress, for executions waiting for it
+    given: int = 0  # actions given to it that did not wait for it: its progress, for those that do
     awaited_by: list[Execution] = field(default_factory=list)  # executions that wait for it (may be stale)
 
     @property

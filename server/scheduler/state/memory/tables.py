@@ -71,7 +71,8 @@ class MemoryTables(MemoryPlacement):
         self._running[execution.id] = execution
         session.lease_ids[lease.id] = None
         session.expect(execution.action.sketch)
-        session.given += 1
+        if execution.awaited is not session:
+            session.given += 1  # work other than what waits for it: it moved on (placement.py)
         execution.lease_id = lease.id
         execution.partial_metadata = None
         execution.record(Stage.EXECUTING)
