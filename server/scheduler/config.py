@@ -52,6 +52,8 @@ class ExecutionConfig:
     """With locality: how long an action may wait for a busy bot that holds much more of it; 0 never waits."""
     locality_wait_for_holder: bool = True
     """With locality and no locality_wait: an action waits for the busy bot holding much more of it until that bot moves on to other work."""
+    locality_holder_wait_max: Duration = 10.0
+    """The longest that wait for the holder lasts (a holder running a long action)."""
     max_action_timeout: Duration = 7200.0
     """Actions asking for a longer timeout are refused."""
     min_priority: int = -1000
@@ -128,7 +130,8 @@ class ExecutionConfig:
             progress_interval=self.progress_interval,
             max_action_timeout=self.max_action_timeout,
             timeout_grace=self.timeout_grace,
-            dispatch=(replace(LOCALITY, wait=self.locality_wait, wait_for_holder=self.locality_wait_for_holder)
+            dispatch=(replace(LOCALITY, wait=self.locality_wait, wait_for_holder=self.locality_wait_for_holder,
+                               holder_wait_max=self.locality_holder_wait_max)
                       if self.locality else FIFO),
         )
 

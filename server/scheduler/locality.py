@@ -50,7 +50,7 @@ The rules (``Dispatch``), applied by the scheduler state in its transitions:
   when a bot it is ``THEIRS`` to could first have taken it) for a better-placed bot;
   with no wait, once the bot holding most of it has moved on (``holder_moved_on``,
   ``wait_for_holder``: given as many actions as it has slots since, other than those
-  waiting for it), or at
+  waiting for it, or at most ``holder_wait_max`` seconds), or at
   once when it has nothing ``MINE`` and ``wait_for_holder`` is off. It trades idle
   time for fewer such steals (docs/BENCHMARKS.md, "Locality dispatch").
 - A bot that sends no summary holds nothing as far as dispatch knows (BuildGrid's
@@ -86,6 +86,7 @@ class Dispatch:
     return_window: float = 1.0  # seconds a bot that just called counts as waiting (it is about to call again)
     wait: float = 0.0  # seconds an action may wait for a bot holding materially more of it (0: never)
     wait_for_holder: bool = True  # with no ``wait``: wait for the holder until it moves on (``holder_moved_on``)
+    holder_wait_max: float = 10.0  # seconds that wait lasts at most (a holder running a long action)
 
 
 FIFO = Dispatch()

@@ -92,6 +92,19 @@ async def test_once_the_holder_moves_on_to_other_work_another_bot_takes_what_wai
             call.cancel()
 
 
+async def test_a_holder_running_a_long_action_is_waited_for_at_most_holder_wait_max(make_env) -> None:  # type: ignore[no-untyped-def]
+    """The holder never asks again: after ``locality_holder_wait_max`` the idle bot gets it."""
+    async with make_env(dispatch="locality", locality_holder_wait_max=0.2) as env:
+        action = await with_inputs(env, "lib")
+        _, _, chore_call = await busy_holder(env, [action])
+        [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
+        call = env.start(action)
+        got = await asyncio.wait_for(idle_poll, GUARD)
+        assert [lease.action_digest for lease in got] == [action.digest.to_proto()]
+        for pending in (call, chore_call):
+            pending.cancel()
+
+
 async def test_turned_off_the_idle_bot_takes_it_at_once(make_env) -> None:  # type: ignore[no-untyped-def]
     async with make_env(dispatch="locality", locality_wait_for_holder=False) as env:
         action = await with_inputs(env, "lib")

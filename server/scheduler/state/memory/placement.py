@@ -117,12 +117,15 @@ class MemoryPlacement:
         """Whether the execution still waits for ``holder``, which holds materially more
         of it than the bot that might take it: until the holder has been given as many
         other actions as it has slots since the wait began (locality.holder_moved_on),
-        which ``_holder_progressed`` checks each time it is given one. A new holder
+        which ``_holder_progressed`` checks each time it is given one; or at most
+        ``holder_wait_max`` seconds (a holder running a long action). A new holder
         starts a new wait."""
         if execution.awaited is not holder:
             execution.awaited = holder
             execution.awaited_mark = holder.given
             holder.awaited_by.append(execution)
+            asyncio.get_running_loop().call_later(self._dispatch.holder_wait_max, self._holder_wait_over,
+                                                  execution, holder)
         return not holder_moved_on(holder.given - execution.awaited_mark, holder.registration.capacity)
 
     def _holder_progressed(self, holder: BotSession) -> None:
@@ -139,6 +142,13 @@ class MemoryPlacement:
             (over if moved_on else still).append(execution)
         holder.awaited_by = still
         for execution in over:
+            execution.awaited = None
+            self._wait_over(execution)
+
+    def _holder_wait_over(self, execution: Execution, holder: BotSession) -> None:
+        """Timer: the execution waited ``holder_wait_max`` for ``holder``; if it still
+        waits for it, the wait is over."""
+        if execution.awaited is holder and execution.stage is Stage.QUEUED:
             execution.awaited = None
             self._wait_over(execution)
 
