@@ -1,5 +1,5 @@
 """Formatting ByteStream resource names for blobs; the server parses them
-(server/resource_names.py), the worker's CAS client (cas/remote.py) writes them,
+(server/resource_names.py), the worker's CAS client (cas/remote/store.py) writes them,
 so the one spelling lives here, below both.
 
     download: {instance}/blobs/{fn/}{hash}/{size}

@@ -1,7 +1,7 @@
 """gRPC failures from another endpoint, turned back into the ReapiError family.
 
 The server converts ReapiError to a gRPC status once, at its boundary; a client of
-another REAPI endpoint (cas/remote.py, the worker) does the reverse here, once, so
+another REAPI endpoint (cas/remote/store.py, the worker) does the reverse here, once, so
 callers above it see the same error classes whether a store is local or remote.
 The status details (PreconditionFailure with MISSING violations, BadRequest) are
 kept, so a missing-input error from a remote CAS still tells Bazel what to upload.

@@ -35,7 +35,7 @@ from server.auth.assembly import Security, build_security
 from server.auth.owners import RecordOwners
 from server.auth.cli import add_security_arguments, with_security_flags
 from server.auth.exposure import check_exposure
-from server.collector import tune_for_serving
+from cas.collector import tune_for_serving
 from server.config import CompressorName, ServerConfig, load_config
 from server.execution_parts import ExecutionParts, build_execution
 from server.explain.history import ActionHistory

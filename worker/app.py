@@ -28,7 +28,7 @@ from cas.security.channels import open_channel as open_grpc_channel
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc
 from worker.cache_summary import CacheSummary
-from worker.collector import tune_for_serving
+from cas.collector import tune_for_serving
 from worker.config import WorkerConfig, load_worker_config, target_of
 from worker.daemon import BotDaemon, SessionSettings
 from worker.directories import DirectoryCache

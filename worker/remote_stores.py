@@ -20,7 +20,7 @@ import grpc
 from cas.compression.codecs import ZSTD, ZstdCodec
 from cas.compression.policy import TransferCompression
 from cas.errors import ReapiError
-from cas.remote import DEFAULT_MAX_BATCH_BYTES, RemoteStore, batch_limit, fetch_cache_capabilities
+from cas.remote.store import DEFAULT_MAX_BATCH_BYTES, RemoteStore, batch_limit, fetch_cache_capabilities
 from worker.config import Compression, WorkerConfig, target_of
 
 log = logging.getLogger("reapi.worker")

@@ -38,7 +38,7 @@ async def build_store(name: str, spec: StoreSpec, built: Mapping[str, BlobStore]
                 fsync=spec.fsync,
             )
         case RedisSpec():
-            from cas.redis import RedisStore
+            from cas.redis.store import RedisStore
 
             return RedisStore.from_url(
                 spec.url,
@@ -65,7 +65,7 @@ async def build_store(name: str, spec: StoreSpec, built: Mapping[str, BlobStore]
                 fast=built[spec.fast], slow=built[spec.slow], name=name, write_to_fast=spec.write_to_fast
             )
         case GrpcSpec():
-            from cas.remote import RemoteStore
+            from cas.remote.store import RemoteStore
 
             try:
                 return RemoteStore.connect(

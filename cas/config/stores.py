@@ -56,7 +56,7 @@ class PackedSpec:
 
 @dataclass(frozen=True)
 class RedisSpec:
-    """One Redis string per value (cas/redis.py)."""
+    """One Redis string per value (cas/redis/store.py)."""
 
     url: str = "redis://127.0.0.1:6379/0"
     """The Redis server: ``redis://``, ``rediss://`` (TLS), ``unix://`` or ``redis+sentinel://``."""
@@ -110,7 +110,7 @@ class ReadCacheSpec:
 
 @dataclass(frozen=True)
 class GrpcSpec:
-    """The CAS of another REAPI server (cas/remote.py)."""
+    """The CAS of another REAPI server (cas/remote/store.py)."""
 
     address: str
     """``grpc://HOST:PORT`` (plain text) or ``grpcs://HOST:PORT`` (TLS)."""

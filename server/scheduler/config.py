@@ -90,7 +90,7 @@ class ExecutionConfig:
     state: Annotated[StateKind, Noun("scheduler state")] = StateKind.MEMORY
     """``memory`` (this process) or ``redis`` (shared by server replicas)."""
     redis_url: str = ""
-    """With state = "redis": the Redis server (cas/redis_connection.py URLs)."""
+    """With state = "redis": the Redis server (cas/redis/connection.py URLs)."""
     redis_key_prefix: str = "reapi:scheduler:"
     """With state = "redis": the prefix of every key, so schedulers can share a Redis."""
     redis_timeout: Annotated[Duration, Above(0)] = 2.0

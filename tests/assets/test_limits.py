@@ -24,7 +24,7 @@ from cas.decorators.verify import VerifyingStore
 from cas.digest import Digest
 from cas.errors import ResourceExhausted
 from cas.memory import MemoryStore
-from cas.remote import RemoteStore
+from cas.remote.store import RemoteStore
 from server.assets.archive import ArchiveUnpacker
 from server.assets.config import AssetsConfig
 from server.assets.limits import UnpackLimits, store_capacity

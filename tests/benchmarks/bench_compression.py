@@ -16,7 +16,7 @@ ratios across rows, not absolute numbers across days.
    system from /proc, which unlike wall time does not depend on the neighbours);
 3. FastCDC 2020 (512 KiB average): ours (numpy) against pyfastcdc (Cython) and
    SHA-256 on the same bytes, and SplitBlob over gRPC;
-4. the worker's fetch of a large compressible input (cas/remote.py, as the worker
+4. the worker's fetch of a large compressible input (cas/remote/store.py, as the worker
    uses it) with and without zstd: wall time, bytes on the wire, CPU on each side;
 5. what storing by chunks would save: the bytes two related artifacts share as
    FastCDC chunks.
@@ -45,7 +45,7 @@ import zstandard
 from cas.chunking.fastcdc import FastCdc
 from cas.compression.codecs import ZstdCodec
 from cas.compression.policy import TransferCompression
-from cas.remote import RemoteStore
+from cas.remote.store import RemoteStore
 from cas.digest import Digest
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from cas.digest import Digest
-from cas.redis import RedisStore
+from cas.redis.store import RedisStore
 from tests.support.processes import redis_server
 
 REPEATS = 7

@@ -19,7 +19,7 @@ from cas.decorators.sharding import ShardingStore
 from cas.digest import Digest
 from cas.memory import MemoryStore
 from cas.decorators.read_cache import ReadCachingStore
-from cas.redis import RedisStore
+from cas.redis.store import RedisStore
 from cas.decorators.size_partition import SizePartitioningStore
 from cas.decorators.verify import VerifyingStore
 from tests.cas.streams import blob, chunks_of, read_all

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from cas.digest import Digest
 from cas.errors import Aborted, NotFound, ResourceExhausted, Unavailable
-from cas.redis import FIND_MISSING_BATCH, RedisStore, redacted_url
+from cas.redis.store import FIND_MISSING_BATCH, RedisStore, redacted_url
 from tests.cas.streams import blob, chunks_of, read_all, read_chunks
 from tests.support.processes import free_port
 

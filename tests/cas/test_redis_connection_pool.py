@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cas.redis_connection import MAX_CONNECTIONS, connect
+from cas.redis.connection import MAX_CONNECTIONS, connect
 from tests.support.redis_process import RedisProcess, running_redis
 
 

@@ -14,8 +14,8 @@ from typing import TypeVar
 import pytest
 
 from cas.errors import ReapiError, Unavailable
-from cas.redis import RedisStore
-from cas.redis_connection import RedisGuard, connect, redacted_url
+from cas.redis.store import RedisStore
+from cas.redis.connection import RedisGuard, connect, redacted_url
 from tests.cas.streams import blob, chunks_of, read_chunks
 from tests.support.redis_process import RedisProcess, SentinelProcess, running_redis
 

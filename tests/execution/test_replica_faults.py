@@ -17,7 +17,7 @@ from typing import TypeVar
 import grpc
 import pytest
 
-from cas.remote import RemoteStore
+from cas.remote.store import RemoteStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2

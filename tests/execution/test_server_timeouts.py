@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 from google.rpc import code_pb2
 
-from cas.remote import RemoteStore
+from cas.remote.store import RemoteStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from tests.execution.conftest import drain, next_with_stage, response_of

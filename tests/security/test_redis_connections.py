@@ -10,7 +10,7 @@ import pytest
 
 from cas.digest import Digest
 from cas.errors import ReapiError
-from cas.redis import RedisStore
+from cas.redis.store import RedisStore
 from tests.support.certificates import TestPki
 from tests.support.processes import redis_server
 

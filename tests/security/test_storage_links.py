@@ -26,7 +26,7 @@ from cas.config import ConfigError
 from cas.config.factory import build_stores
 from cas.digest import Digest
 from cas.errors import ReapiError
-from cas.remote import RemoteStore
+from cas.remote.store import RemoteStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.app import ReapiServer
 from server.auth.config import AuthConfig, CertificateRule, TlsConfig

@@ -21,7 +21,7 @@ import pytest
 
 from cas.digest import Digest
 from cas.errors import ReapiError
-from cas.remote import RemoteStore
+from cas.remote.store import RemoteStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.app import ReapiServer
 from tests.server.client import StorageClient, expect_error

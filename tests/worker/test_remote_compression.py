@@ -1,5 +1,5 @@
 """The worker's CAS client compresses large compressible blobs both ways when the server offers zstd,
-and a real worker runs actions that way (cas/remote.py, worker/remote_stores.py)."""
+and a real worker runs actions that way (cas/remote/store.py, worker/remote_stores.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from cas.compression.codecs import ZstdCodec
 from cas.compression.policy import TransferCompression
 from cas.digest import Digest
 from cas.memory import MemoryStore
-from cas.remote import RemoteStore
+from cas.remote.store import RemoteStore
 from server.app import ReapiServer
 from tests.support.servers import channel_to, running_server
 from tests.worker.actions import ActionClient

@@ -11,7 +11,7 @@ import pytest
 from cas.digest import Digest
 from cas.errors import InvalidArgument, NotFound
 from cas.memory import MemoryStore
-from cas.remote import RemoteStore, fetch_max_batch_bytes
+from cas.remote.store import RemoteStore, fetch_max_batch_bytes
 from cas.resource_names import download_name, upload_name
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.app import ReapiServer

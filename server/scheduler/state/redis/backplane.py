@@ -1,6 +1,6 @@
 """What one server replica keeps open towards the shared Redis: the backplane.
 
-One client (with the timeouts and fail-fast guard of cas/redis_connection.py), the
+One client (with the timeouts and fail-fast guard of cas/redis/connection.py), the
 registered scripts, the pub/sub listener that wakes local waiters (wakeups.py), and
 this replica's heartbeat. The scheduler state (state.py) and the log streams
 (logstreams.py) share it, so a replica has one subscription and one heartbeat.
@@ -17,7 +17,7 @@ import logging
 import os
 
 from cas.errors import Unavailable
-from cas.redis_connection import DEFAULT_TIMEOUT, RedisGuard, connect, redacted_url
+from cas.redis.connection import DEFAULT_TIMEOUT, RedisGuard, connect, redacted_url
 from server.scheduler.locality import FIFO, Dispatch
 from server.scheduler.state.redis.scripts import Scripts
 from server.scheduler.state.redis.wakeups import Wakeups

@@ -3,7 +3,7 @@ builds, shared by that server's state and log streams."""
 
 from __future__ import annotations
 
-from cas.redis_connection import DEFAULT_TIMEOUT
+from cas.redis.connection import DEFAULT_TIMEOUT
 from server.scheduler.clock import Clock
 from server.scheduler.interface import LogStreamFactory, SchedulerSettings
 from server.scheduler.platform import PlatformMatcher

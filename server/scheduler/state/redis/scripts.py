@@ -21,7 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from cas.redis_connection import RedisGuard
+from cas.redis.connection import RedisGuard
 from server.scheduler.locality import EXPECTED, FIFO, Dispatch
 
 OTHERS_COMPARED = 16  # connected bots asked what they hold of an action a bot might take (as the memory state)

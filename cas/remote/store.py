@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 
-from cas.batch_reads import SIZE_BYTES, all_found, batches, largest_fits
+from cas.remote.batch_reads import SIZE_BYTES, all_found, batches, largest_fits
 from cas.compression.policy import TransferCompression
 from cas.compression.streams import compressed, decompressed
 from cas.digest import EMPTY_DIGESTS, Digest

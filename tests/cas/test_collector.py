@@ -1,15 +1,15 @@
-"""The served process's garbage collector: start-up heap frozen, collections spaced out."""
+"""The long-lived processes' garbage collector (server and worker): start-up heap frozen, collections spaced out."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from server.collector import MIDDLE_THRESHOLD, OLD_THRESHOLD, YOUNG_THRESHOLD
+from cas.collector import MIDDLE_THRESHOLD, OLD_THRESHOLD, YOUNG_THRESHOLD
 
 PROBE = """
 import gc
-from server.collector import tune_for_serving
+from cas.collector import tune_for_serving
 cycle = []
 cycle.append(cycle)  # start-up garbage is collected before the freeze, not frozen
 del cycle

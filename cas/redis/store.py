@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 
 from cas.digest import ALGORITHMS, Digest
 from cas.errors import Aborted, NotFound, ReapiError, ResourceExhausted
-from cas.redis_connection import DEFAULT_TIMEOUT, RedisGuard, connect, redacted_url
+from cas.redis.connection import DEFAULT_TIMEOUT, RedisGuard, connect, redacted_url
 from cas.store import READ_CHUNK_SIZE, BlobStore, check_read_range
 
 # Keys per find_missing script call. One script blocks Redis while it runs; 8k
@@ -145,7 +145,7 @@ class RedisStore(BlobStore):
         Every call has ``timeout`` and is retried (``retries``) only when a pooled
         connection turned out dead: a client of this server retries UNAVAILABLE
         itself, and a stalled call holds a build's worker slot
-        (cas/redis_connection.py).
+        (cas/redis/connection.py).
         """
         client = connect(url, timeout=timeout, retries=retries)
         return cls(client, key_prefix, max_value_size, name, ttl_seconds, location=redacted_url(url))

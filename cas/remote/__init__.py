@@ -1,0 +1,3 @@
+"""Another REAPI endpoint's CAS as a BlobStore (``store.py``), used by the ``grpc``
+store type and the worker, and how its BatchReadBlobs are grouped and read
+(``batch_reads.py``)."""
