@@ -20,6 +20,7 @@ from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from server.config import default_stores
 from tests.support.server_process import ServerProcess, reapi_server_process, server_config
+from tests.support.tmpfs_disk import tmpfs_disk
 
 OK = grpc.StatusCode.OK.value[0]
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
@@ -28,13 +29,8 @@ CHUNK = 1 << 20
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "disk"
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "reapi-test-disk", str(path)], check=True)
-    try:
+    with tmpfs_disk(tmp_path / "disk", "64m") as path:
         yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 def rss_mib(pid: int) -> int:

@@ -19,6 +19,7 @@ from cas.memory import MemoryStore
 from server.app import ReapiServer
 from tests.support.metrics_scrape import scrape
 from tests.support.servers import channel_to
+from tests.support.tmpfs_disk import tmpfs_disk
 from tests.worker.actions import ActionClient
 from tests.worker.sandboxing import reachable_dir, sandboxed_worker
 from tests.worker.test_file_cache import CountingStore
@@ -162,16 +163,9 @@ async def test_corrupt_content_is_written_nowhere(store: CountingStore, builder:
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs for the worker's cache and exec roots (mounting needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "reapi-test-tiny", str(disk)], check=True)
-    try:
+    """A 1 MiB tmpfs for the worker's cache and exec roots."""
+    with tmpfs_disk(tmp_path / "disk", "1m") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
 @pytest.mark.parametrize("placement", [LINKS, MOUNTS, COPIES], ids=["links", "mounts", "copies"])

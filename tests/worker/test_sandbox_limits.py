@@ -4,7 +4,6 @@ limit fails its action with RESOURCE_EXHAUSTED naming it, and the worker goes on
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from server.app import ReapiServer
 from tests.support.servers import channel_to
+from tests.support.tmpfs_disk import tmpfs_disk
 from tests.worker.actions import ActionClient
 from tests.worker.sandboxing import reachable_dir, sandboxed_worker
 
@@ -74,13 +74,8 @@ async def test_without_a_memory_cgroup_rlimit_as_stands_in(
 @pytest.fixture
 def small_disk(reachable: Path) -> Iterator[Path]:
     """A 64 MiB tmpfs the worker keeps its cache and exec roots on."""
-    disk = reachable / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0711", "reapi-test-disk", str(disk)], check=True)
-    try:
+    with tmpfs_disk(reachable / "disk", "64m", mode="0711") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
 def deleted_files_held(pid: int) -> list[str]:
