@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+import grpc
 import pytest
 
 from cas.digest import Digest
@@ -15,7 +16,7 @@ from server.scheduler.state.interface import StateFactory
 from server.scheduler.state.memory.state import memory_state
 from tests.execution.conftest import ExecEnv
 from tests.support.actions import BuiltAction
-from tests.support.test_bot import TestBot
+from tests.support.test_bot import ReceivedLease, TestBot
 
 @pytest.fixture(name="scheduler_state")
 def memory_state_only() -> StateFactory:
@@ -108,3 +109,25 @@ async def passes_bounded(env: ExecEnv) -> None:
     assert 1 <= position <= LOCALITY.max_passes  # overtaken, but only so often
     for call in calls:
         call.cancel()
+
+
+async def busy_holder(env: ExecEnv, held: Iterable[Digest]) -> tuple[TestBot, ReceivedLease, grpc.aio.UnaryStreamCall]:
+    """A one-slot bot holding ``held``, running another action (its only slot taken):
+    the bot, its lease, and the Execute call of that other action."""
+    chore = await with_inputs(env, "chore")
+    holder = env.bot(summary_size=8192, cache=holding(held))
+    [poll] = await waiting(env, holder)
+    call = env.start(chore)
+    [lease] = await asyncio.wait_for(poll, GUARD)
+    return holder, lease, call
+
+
+async def idle_bot_gets_it(env: ExecEnv, action: BuiltAction, chore_call: grpc.aio.UnaryStreamCall) -> None:
+    """A bot holding nothing waits for work; ``action`` (its busy holder's) is started
+    and must reach that idle bot; both calls are cancelled after."""
+    [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
+    call = env.start(action)
+    got = await asyncio.wait_for(idle_poll, GUARD)
+    assert [lease.action_digest for lease in got] == [action.digest.to_proto()]
+    for pending in (call, chore_call):
+        pending.cancel()

@@ -9,32 +9,19 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 
-from tests.execution.conftest import ExecEnv
 from tests.execution.locality_helpers import memory_state_only  # noqa: F401 - scheduler_state: the memory state only
 from tests.execution.locality_helpers import (
-    GUARD, holding, inputs_of, passes_bounded, queue, urgent_overtakes, waiting, with_inputs,
+    GUARD, busy_holder, holding, idle_bot_gets_it, inputs_of, passes_bounded, queue, urgent_overtakes, waiting, with_inputs,
 )
-from tests.support.actions import BuiltAction
-from tests.support.test_bot import ReceivedLease, TestBot
 
-
-async def busy_holder(env: ExecEnv, actions: list[BuiltAction]) -> tuple[TestBot, ReceivedLease, grpc.aio.UnaryStreamCall]:
-    """A one-slot bot holding the inputs of ``actions``, running another action."""
-    chore = await with_inputs(env, "chore")
-    holder = env.bot(summary_size=8192, cache=holding(d for a in actions for d in inputs_of(a)))
-    [poll] = await waiting(env, holder)
-    call = env.start(chore)
-    [lease] = await asyncio.wait_for(poll, GUARD)
-    return holder, lease, call
 
 
 async def test_without_a_timed_wait_a_new_action_waits_for_its_busy_holder(make_env) -> None:  # type: ignore[no-untyped-def]
     """The idle bot, holding none of it, does not get it; the holder gets it when it asks."""
     async with make_env(dispatch="locality") as env:
         action = await with_inputs(env, "lib")
-        holder, chore, chore_call = await busy_holder(env, [action])
+        holder, chore, chore_call = await busy_holder(env, inputs_of(action))
         [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
         calls = await queue(env, [action])  # queued, though a bot waits
         assert not idle_poll.done()
@@ -52,7 +39,7 @@ async def test_the_holder_working_through_what_waits_for_it_keeps_it(make_env) -
     async with make_env(dispatch="locality") as env:
         first = await with_inputs(env, "first")
         second = await with_inputs(env, "second")
-        holder, chore, chore_call = await busy_holder(env, [first, second])
+        holder, chore, chore_call = await busy_holder(env, inputs_of(first) + inputs_of(second))
         [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
         calls = await queue(env, [first, second])
         holder.complete(chore.id)
@@ -74,7 +61,7 @@ async def test_once_the_holder_moves_on_to_other_work_another_bot_takes_what_wai
         held = await with_inputs(env, "held")
         other = await with_inputs(env, "other")
         urgent = await with_inputs(env, "urgent")
-        holder, chore, chore_call = await busy_holder(env, [held])
+        holder, chore, chore_call = await busy_holder(env, inputs_of(held))
         rival = env.bot(summary_size=8192, cache=holding())
         [rival_poll] = await waiting(env, rival)
         calls = await queue(env, [held])  # it waits for the holder
@@ -96,25 +83,15 @@ async def test_a_holder_running_a_long_action_is_waited_for_at_most_holder_wait_
     """The holder never asks again: after ``locality_holder_wait_max`` the idle bot gets it."""
     async with make_env(dispatch="locality", locality_holder_wait_max=0.2) as env:
         action = await with_inputs(env, "lib")
-        _, _, chore_call = await busy_holder(env, [action])
-        [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
-        call = env.start(action)
-        got = await asyncio.wait_for(idle_poll, GUARD)
-        assert [lease.action_digest for lease in got] == [action.digest.to_proto()]
-        for pending in (call, chore_call):
-            pending.cancel()
+        _, _, chore_call = await busy_holder(env, inputs_of(action))
+        await idle_bot_gets_it(env, action, chore_call)
 
 
 async def test_turned_off_the_idle_bot_takes_it_at_once(make_env) -> None:  # type: ignore[no-untyped-def]
     async with make_env(dispatch="locality", locality_wait_for_holder=False) as env:
         action = await with_inputs(env, "lib")
-        _, _, chore_call = await busy_holder(env, [action])
-        [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
-        call = env.start(action)
-        got = await asyncio.wait_for(idle_poll, GUARD)
-        assert [lease.action_digest for lease in got] == [action.digest.to_proto()]
-        for pending in (call, chore_call):
-            pending.cancel()
+        _, _, chore_call = await busy_holder(env, inputs_of(action))
+        await idle_bot_gets_it(env, action, chore_call)
 
 
 async def test_priorities_are_never_crossed(make_env) -> None:  # type: ignore[no-untyped-def]

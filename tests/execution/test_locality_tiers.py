@@ -9,27 +9,16 @@ import asyncio
 
 import pytest
 
-from cas.digest import Digest
 from server.scheduler.locality import LOCALITY, MINE, THEIRS, choose_placed, tier
 from tests.execution.conftest import ExecEnv
-from tests.execution.locality_helpers import BIG, GUARD, holding, inputs_of, queue, waiting, with_inputs
+from tests.execution.locality_helpers import BIG, GUARD, busy_holder, holding, inputs_of, queue, waiting, with_inputs
 from tests.support.actions import BuiltAction
-from tests.support.test_bot import ReceivedLease, TestBot
 
 LONG = 300.0  # a wait no test outlasts
 # The bounded wait is the memory state's only (config.py refuses it with the Redis
 # state); the tests without one run against both states.
 memory_state_only = pytest.mark.parametrize("scheduler_state", ["memory"], indirect=True)
 
-
-async def busy_holder(env: ExecEnv, held: list[Digest]) -> tuple[TestBot, ReceivedLease, asyncio.Future]:  # type: ignore[type-arg]
-    """A bot holding ``held``, running another action (its only slot taken)."""
-    chore = await with_inputs(env, "chore")
-    holder = env.bot(summary_size=8192, cache=holding(held))
-    [poll] = await waiting(env, holder)
-    call = env.start(chore)
-    [lease] = await asyncio.wait_for(poll, GUARD)
-    return holder, lease, call
 
 
 async def test_a_bot_asking_for_work_takes_what_nobody_holds_before_what_another_holds(make_env) -> None:  # type: ignore[no-untyped-def]

@@ -7,36 +7,24 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 
 import pytest
 
 from tests.execution.conftest import ExecEnv
 from tests.execution.locality_helpers import memory_state_only  # noqa: F401 - scheduler_state: the memory state only
 from tests.execution.locality_helpers import (
-    GUARD, holding, inputs_of, passes_bounded, queue, urgent_overtakes, waiting, with_inputs,
+    GUARD, busy_holder, holding, idle_bot_gets_it, inputs_of, passes_bounded, queue, urgent_overtakes, waiting, with_inputs,
 )
-from tests.support.actions import BuiltAction
-from tests.support.test_bot import ReceivedLease, TestBot
 
 LONG = 300.0  # a wait no test outlasts: what happens while the action waits
 SHORT = 0.2  # a wait every test outlasts: what happens when it is over
 
 
-async def busy_holder(env: ExecEnv, action: BuiltAction) -> tuple[TestBot, ReceivedLease, grpc.aio.UnaryStreamCall]:
-    """A bot holding ``action``'s inputs, running another action (its only slot taken)."""
-    chore = await with_inputs(env, "chore")
-    holder = env.bot(summary_size=8192, cache=holding(inputs_of(action)))
-    [poll] = await waiting(env, holder)
-    call = env.start(chore)
-    [lease] = await asyncio.wait_for(poll, GUARD)
-    return holder, lease, call
-
 
 async def test_a_new_action_waits_for_the_busy_bot_holding_it_not_the_idle_one(make_env) -> None:  # type: ignore[no-untyped-def]
     async with make_env(dispatch="locality", locality_wait=LONG) as env:
         action = await with_inputs(env, "lib")
-        holder, chore, chore_call = await busy_holder(env, action)
+        holder, chore, chore_call = await busy_holder(env, inputs_of(action))
         [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
         calls = await queue(env, [action])  # queued, though a bot waits
         assert not idle_poll.done()
@@ -51,20 +39,15 @@ async def test_a_new_action_waits_for_the_busy_bot_holding_it_not_the_idle_one(m
 async def test_when_the_wait_is_over_the_idle_bot_gets_it(make_env) -> None:  # type: ignore[no-untyped-def]
     async with make_env(dispatch="locality", locality_wait=SHORT) as env:
         action = await with_inputs(env, "lib")
-        _, _, chore_call = await busy_holder(env, action)  # and it never asks again
-        [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
-        call = env.start(action)
-        got = await asyncio.wait_for(idle_poll, GUARD)
-        assert [lease.action_digest for lease in got] == [action.digest.to_proto()]
-        for pending in (call, chore_call):
-            pending.cancel()
+        _, _, chore_call = await busy_holder(env, inputs_of(action))  # and it never asks again
+        await idle_bot_gets_it(env, action, chore_call)
 
 
 async def test_a_bot_asking_for_work_leaves_a_queued_action_to_its_busy_holder_for_the_wait_only(make_env) -> None:  # type: ignore[no-untyped-def]
     for wait in (LONG, SHORT):
         async with make_env(dispatch="locality", locality_wait=wait) as env:
             action = await with_inputs(env, "lib")
-            holder, chore, chore_call = await busy_holder(env, action)
+            holder, chore, chore_call = await busy_holder(env, inputs_of(action))
             calls = await queue(env, [action])  # no other bot: queued
             asker = env.bot(summary_size=8192, cache=holding())
             assert await asker.create() == []  # it holds nothing of it; the holder does
@@ -84,7 +67,7 @@ async def test_an_urgent_action_waiting_for_its_holder_is_still_overtaken_by_not
     runs next, on its holder."""
     async with make_env(dispatch="locality", locality_wait=LONG) as env:
         urgent = await with_inputs(env, "urgent")
-        holder, chore, chore_call = await busy_holder(env, urgent)
+        holder, chore, chore_call = await busy_holder(env, inputs_of(urgent))
         deep = [await with_inputs(env, f"deep{i}") for i in range(6)]
         calls = await queue(env, deep)
         calls += await queue(env, [urgent], priority=-1000)
