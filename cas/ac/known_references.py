@@ -13,8 +13,9 @@ remembered digests, and the answer is the stored bytes as they are.
 Results with a ``root_directory_digest`` output are not remembered: their check walks
 the directory tree through the CAS, which is the question itself.
 
-Bounded by the digests held (each entry weighs its digest count plus one); the
-least recently answered go first.
+Bounded by what it holds, in units of one digest's memory: each entry weighs its
+digest count plus one, plus its stored bytes in those units (a result with large
+inline stdout weighs what it takes); the least recently answered go first.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from cas.lru import Lru
 
 # Digests remembered in all (about 200 bytes each: ~20 MB at most).
 DEFAULT_MAX_DIGESTS = 100_000
+DIGEST_BYTES = 200  # what a remembered digest costs in memory: stored bytes are weighed in these units
 
 
 def _weigh(entry: tuple[bytes, tuple[Digest, ...]]) -> int:
-    return len(entry[1]) + 1
+    return len(entry[1]) + 1 + len(entry[0]) // DIGEST_BYTES
 
 
 class KnownReferences:

@@ -34,3 +34,12 @@ def test_bounded_by_the_digests_held_least_recently_answered_first() -> None:
     assert len(known) == 3
     assert known.blobs(actions[1], actions[1].hash.encode()) is None  # the least recently answered went
     assert known.blobs(actions[0], actions[0].hash.encode()) is not None
+
+
+def test_stored_bytes_count_towards_the_bound() -> None:
+    """A result with large inline output weighs its bytes, not only its digests."""
+    known = KnownReferences(max_digests=25)
+    large, stored = Digest.of(b"large"), b"x" * (30 * 200)  # 30 digests' worth: over the bound alone
+    known.remember(large, stored, digests(1, "large"))
+    assert known.blobs(large, stored) is None
+    assert len(known) == 0
