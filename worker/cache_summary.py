@@ -5,10 +5,11 @@ The server places an action on the bot that holds most of its inputs when it can
 
 - a DigestFilter (cas/digest_filter.py) of its most recently used cache files, at
   most ``max_bytes``, whatever the cache's size. Files are added as they enter the
-  cache; every ``capacity / 2`` changes (entries added or evicted) the filter is made
+  cache; after ``capacity / 2`` changes (entries added or evicted) the filter is made
   again from the newest ``capacity / 2`` entries, so evicted files leave it and it
-  never holds more than it was sized for. It goes out only when it changed since the
-  last answered call;
+  never holds more than it was sized for. Both happen when it is next sent, not as
+  files enter (that is an action's input fetch: a rebuild hashes thousands of names).
+  It goes out only when it changed since the last answered call;
 - its load: CPU and memory pressure over the last 10 seconds from the kernel's
   pressure stall information (``/proc/pressure``), or where there is none, the load
   average per CPU and the share of memory in use.
@@ -37,18 +38,23 @@ class CacheSummary:
         self._filter = DigestFilter.sized_for(self.capacity, max_bytes)
         self._changes = 0
         self._pending: list[str] = []  # hashes of files added since the filter was last sent
+        self._stale = False  # made again from the newest entries before it is next sent
         self._rebuild()
+        self.version += 1
         files.watcher = self._changed
 
     def _changed(self, digest: Digest, added: bool) -> None:
         """Called per cache file added or evicted, on the input fetch's path: the filter
-        takes new files when it is next sent (``wire``), not here."""
+        takes new files (or is made again) when it is next sent (``wire``), not here."""
         self._changes += 1
         if added:
-            self._pending.append(digest.hash)
             self.version += 1
-        if self._changes >= self.capacity // 2:
-            self._rebuild()
+            if not self._stale:
+                self._pending.append(digest.hash)
+        if self._changes >= self.capacity // 2 and not self._stale:
+            self._stale = True
+            self._pending = []  # the rebuild takes the newest entries, these among them
+            self.version += 1
 
     def _rebuild(self) -> None:
         fresh = DigestFilter(self._filter.bits, self._filter.probes)
@@ -56,9 +62,11 @@ class CacheSummary:
         self._filter = fresh
         self._pending = []
         self._changes = 0
-        self.version += 1
+        self._stale = False
 
     def wire(self) -> bytes:
+        if self._stale:
+            self._rebuild()
         if self._pending:
             self._filter.add_all(self._pending)
             self._pending = []

@@ -243,7 +243,16 @@ class FileCache:
 
     async def _fetch_small(self, digests: list[Digest], modes: dict[Digest, tuple[bool, ...]], source: BlobStore,
                            placer: InputPlacer | None) -> None:
-        found = await source.get_many(digests)
+        reading = asyncio.ensure_future(source.get_many(digests))
+        if placer is not None and not placer.started:
+            try:  # two turns of the loop: grpc.aio sends the request from a task of its own
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                placer.start()  # plan and make the directories while the blobs are on the wire
+            except BaseException:
+                reading.cancel()
+                raise
+        found = await reading
         missing = [digest for digest in digests if digest not in found] if len(found) < len(digests) else []
         # One comprehension per batch, not a generator per blob: a blob wanted in both modes twice.
         blobs: list[tuple[CacheKey, bytes]] = [
@@ -301,17 +310,20 @@ class FileCache:
 
     # -- adding outputs and bookkeeping ---------------------------------------------------
 
-    def adopt_later(self, files: list[tuple[CacheKey, str]]) -> None:
+    def adopt_later(self, files: list[tuple[CacheKey, str]], after: asyncio.Event | None = None) -> None:
         """Take fetched files a placer wrote in place only (worker-owned, read-only, in
-        directories no action can change) into the cache, in the background: off the
-        input path. Until then leases wanting them wait rather than fetch them again;
-        a file gone by then (its tree removed) is simply not cached."""
+        directories no action can change) into the cache, in the background, once
+        ``after`` is set (the action's inputs are in place): off the input path. Until
+        then leases wanting them wait rather than fetch them again; a file gone by then
+        (its tree removed) is simply not cached."""
         if not files:
             return
         waiting = {self._inflight[key[0]] for key, _ in files if key[0] in self._inflight}
 
         async def adopt() -> None:
             try:
+                if after is not None:
+                    await after.wait()
                 for key in await asyncio.to_thread(link_all_into_cache, files, self.path_of, self.tmp_dir):
                     self._add(key, key[0].size_bytes, fetched=False)
             finally:

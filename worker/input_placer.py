@@ -70,9 +70,23 @@ class InputPlacer:
         self.targets = list(targets)
         self._source_of = source_of
         self._tmp_dir = tmp_dir
-        # Where each cache key goes; places where a link will do come first.
-        self._places: dict[CacheKey, list[Place]] = {}
-        places = self._places
+        # Where each cache key goes (``_plan``: made while the first blobs are on the wire).
+        self._places: dict[CacheKey, list[Place]] | None = None
+        self.placed: set[CacheKey] = set()
+        self.deferred: list[tuple[CacheKey, str]] = []  # written in place, for the cache to adopt
+        self._same_disk: set[str] = set()  # roots on the cache's filesystem (links between them work)
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._jobs = 0  # blocking calls using the descriptors right now
+        self._closed = False
+        self._directories: asyncio.Future[None] | None = None
+
+    def _plan(self) -> dict[CacheKey, list[Place]]:
+        """Where each cache key goes; places where a link will do come first. Made once,
+        before any thread job uses it (``start``, or ``finish`` when nothing was fetched)."""
+        if self._places is not None:
+            return self._places
+        places: dict[CacheKey, list[Place]] = {}
         for target in sorted(self.targets, key=lambda t: t.copy):
             root = target.root
             directories: dict[str, str] = {"": root}  # each directory's path made once
@@ -87,21 +101,26 @@ class InputPlacer:
                     places[key] = [(target, directory, name)]
                 else:
                     where.append((target, directory, name))
-        self.placed: set[CacheKey] = set()
-        self.deferred: list[tuple[CacheKey, str]] = []  # written in place, for the cache to adopt
-        self._same_disk: set[str] = set()  # roots on the cache's filesystem (links between them work)
-        self._fds: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._jobs = 0  # blocking calls using the descriptors right now
-        self._closed = False
-        self._directories: asyncio.Future[None] | None = None
+        self._places = places
+        return places
 
     # -- on the event loop ------------------------------------------------------------------
 
-    async def ready(self) -> None:
-        """The directories exist (made on a thread the first time this is awaited)."""
+    @property
+    def started(self) -> bool:
+        return self._directories is not None
+
+    def start(self) -> None:
+        """Plan where each blob goes and make the directories on a thread: called once the
+        blobs are asked for, so both happen while they are on the wire."""
         if self._directories is None:
+            self._plan()
             self._directories = asyncio.ensure_future(asyncio.to_thread(self._make_directories))
+
+    async def ready(self) -> None:
+        """The directories exist (``start``ed if it was not)."""
+        self.start()
+        assert self._directories is not None
         await asyncio.shield(self._directories)
 
     async def close(self) -> None:
@@ -118,7 +137,7 @@ class InputPlacer:
     def stored(self, blobs: Iterable[tuple[CacheKey, bytes]]) -> set[CacheKey]:
         """Write these verified blobs where they go, and into the cache now, except those
         returned: written in place only, for the cache to adopt later (``deferred``)."""
-        places = self._places
+        places = self._plan()
         before = len(self.deferred)
         with self._job():
             for key, data in blobs:
@@ -136,7 +155,7 @@ class InputPlacer:
             self._make_directories()
         placed = self.placed
         with self._job():
-            for key, where in self._places.items():
+            for key, where in self._plan().items():
                 if key not in placed:
                     self._link(key, where)
         for target in self.targets:

@@ -111,14 +111,20 @@ class InputRootBuilder:
 
     @asynccontextmanager
     async def prepare(self, root: Digest, exec_root: Path, source: BlobStore, placement: Placement = LINKS,
-                      keep_open: Collection[str] | None = None) -> AsyncIterator[list[Mount]]:
+                      keep_open: Collection[str] | None = None, then: Callable[[], None] | None = None,
+                      adopt_after: asyncio.Event | None = None) -> AsyncIterator[list[Mount]]:
         """Create the exec root at ``exec_root``; inside the block, the subtrees to mount
         there (only with ``placement.mounts``, InputTrees and a ``keep_open``: the
-        directories the action must be able to write in) stay made and are not evicted."""
+        directories the action must be able to write in) stay made and are not evicted.
+        ``then`` runs in the thread job that finishes the exec root (blocking; e.g. the
+        outputs' parents). Files written in place are taken into the cache once
+        ``adopt_after`` is set (the action's inputs are in place: off the input path;
+        the caller must set it, also when the action fails), else at once."""
         layout = await self.layout(root, source)
         cut = self._cut(layout, placement, keep_open)
         if not cut:
-            await self._place([Target(str(exec_root), layout, placement.copy, placement.owner)], source)
+            await self._place([Target(str(exec_root), layout, placement.copy, placement.owner)], source, then,
+                              adopt_after)
             yield []
             return
         assert self.trees is not None
@@ -126,14 +132,15 @@ class InputRootBuilder:
         digests = {layout.digests[path] for path in cut}
         ready, mine = await trees.claim(digests)
         try:
-            await self._place_with_trees(layout, cut, mine, exec_root, source, placement)
+            await self._place_with_trees(layout, cut, mine, exec_root, source, placement, then, adopt_after)
             trees.mounted += len(cut)
             paths = {**ready, **mine}
             yield [Mount(path, paths[layout.digests[path]]) for path in cut]
         finally:
             trees.release(digests)
 
-    async def _place(self, targets: list[Target], source: BlobStore, then: Callable[[], None] | None = None) -> None:
+    async def _place(self, targets: list[Target], source: BlobStore, then: Callable[[], None] | None = None,
+                     adopt_after: asyncio.Event | None = None) -> None:
         """Fetch what the cache lacks and create ``targets`` from it: files fetched now are
         placed as each batch is written; the rest (cached already) after the fetch, then
         ``then`` in the same thread job."""
@@ -147,13 +154,16 @@ class InputRootBuilder:
 
         try:
             async with self.files.pinned(keys, source, placer):
+                if placer.started:  # directories made while the blobs were on the wire
+                    await placer.ready()
                 await asyncio.to_thread(finish)
         finally:
             await placer.close()
-            self.files.adopt_later(placer.deferred)
+            self.files.adopt_later(placer.deferred, adopt_after)
 
     async def _place_with_trees(self, layout: InputLayout, cut: list[str], mine: dict[Digest, str],
-                                exec_root: Path, source: BlobStore, placement: Placement) -> None:
+                                exec_root: Path, source: BlobStore, placement: Placement,
+                                then: Callable[[], None] | None, adopt_after: asyncio.Event | None) -> None:
         """The exec root without the cut subtrees, and the trees this action builds, from one fetch."""
         assert self.trees is not None
         targets = [Target(str(exec_root), layout.without(cut), placement.copy, placement.owner)]
@@ -165,7 +175,13 @@ class InputRootBuilder:
                 targets.append(Target(mine[digest], subtrees[digest], in_place=self.trees.in_memory))
         try:
             built = [(mine[digest], subtree) for digest, subtree in subtrees.items()]
-            await self._place(targets, source, then=lambda: _seal_all(built))
+
+            def seal_then() -> None:
+                _seal_all(built)
+                if then is not None:
+                    then()
+
+            await self._place(targets, source, seal_then, adopt_after)
         except BaseException:
             for digest, path in mine.items():
                 self.trees.failed(digest, path)

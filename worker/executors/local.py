@@ -119,6 +119,7 @@ class LocalExecutor:
         scratch: Path | None = None
         collected: CollectedOutputs | None = None
         disk_full = False
+        inputs_placed = asyncio.Event()  # the cache adopts files written in place after this
         try:
             store = await self.stores(task.instance_name)
             stamp(meta.input_fetch_start_timestamp, self.clock())
@@ -127,8 +128,10 @@ class LocalExecutor:
             cut = await self.inputs.mount_cut(root_digest, store, self.placement, keep_open)
             async with self._action(task, command, bool(cut)) as run, AsyncExitStack() as inputs:
                 scratch = run.scratch  # mounted subtrees (``inputs``) stay until the outputs are collected
-                run.mount(await self._build_exec_root(command, root_digest, scratch, store, keep_open, inputs))
+                run.mount(await self._build_exec_root(command, root_digest, scratch, store, keep_open, inputs,
+                                                      inputs_placed))
                 stamp(meta.input_fetch_completed_timestamp, self.clock())
+                inputs_placed.set()
                 collected, disk_full = await self._run_and_collect(task, command, run, store, response)
         except ReapiError as err:
             response.status.CopyFrom(err.to_status())
@@ -142,6 +145,7 @@ class LocalExecutor:
             log.error("lease %s: %s", task.lease_id, what)
             response.status.CopyFrom(Internal(what).to_status())
         finally:
+            inputs_placed.set()
             if scratch is None:
                 pass
             elif disk_full:
@@ -189,16 +193,16 @@ class LocalExecutor:
         yield ActionRun(scratch, runner.PlainLauncher(), None, self.limits, "")
 
     async def _build_exec_root(self, command: re_pb2.Command, root_digest: Digest, scratch: Path, store: BlobStore,
-                               keep_open: set[str], stack: AsyncExitStack) -> list[Mount]:
-        """The exec root built in ``scratch``; the subtrees to mount into it stay made
-        until ``stack`` closes."""
+                               keep_open: set[str], stack: AsyncExitStack, placed: asyncio.Event) -> list[Mount]:
+        """The exec root built in ``scratch``, with its outputs' parents (in the same thread
+        job); the subtrees to mount into it stay made until ``stack`` closes. Fetched
+        files join the cache once ``placed`` is set."""
         exec_root = scratch / "root"
+        outputs, workdir, owner = declared_outputs(command), working_directory(command), self.placement.owner
         # The action writes its outputs and in its working directory: those stay real directories.
-        mounts = await stack.enter_async_context(
-            self.inputs.prepare(root_digest, exec_root, store, self.placement, keep_open))
-        await asyncio.to_thread(create_output_parents, exec_root, declared_outputs(command),
-                                working_directory(command), self.placement.owner)
-        return mounts
+        return await stack.enter_async_context(self.inputs.prepare(
+            root_digest, exec_root, store, self.placement, keep_open,
+            then=lambda: create_output_parents(exec_root, outputs, workdir, owner), adopt_after=placed))
 
     @staticmethod
     def _written_paths(command: re_pb2.Command) -> set[str]:
