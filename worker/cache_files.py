@@ -10,16 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable
+from operator import attrgetter, itemgetter, methodcaller
 from pathlib import Path
 from typing import BinaryIO
 
 from cas.digest import ALGORITHMS, Digest, algorithm_named
 from cas.errors import Internal, ReapiError
 from cas.store import BlobStore
+from cas.decorators.verify import verify_bytes
 
 # (digest, executable): one cache file.
 CacheKey = tuple[Digest, bool]
@@ -175,6 +178,39 @@ def batches_of(digests: list[Digest], max_bytes: int, max_blobs: int) -> Iterabl
         total += digest.size_bytes
     if group:
         yield group
+
+
+_HASHLIB = frozenset((hashlib.sha256, hashlib.sha1, hashlib.md5, hashlib.sha384, hashlib.sha512))
+_KEY, _DATA_OF, _DIGEST_OF = itemgetter(0), itemgetter(1), itemgetter(0)
+_FUNCTION, _HASH_OF, _SIZE_OF = attrgetter("function"), attrgetter("hash"), attrgetter("size_bytes")
+_HEXDIGEST = methodcaller("hexdigest")
+
+
+def all_intact(blobs: list[tuple[CacheKey, bytes]]) -> bool:
+    """Whether every blob has its digest's size and hash, checked in C-level passes
+    (one digest function, one of hashlib's); False: some may not, check one by one."""
+    if not blobs:
+        return True
+    digests = list(map(_DIGEST_OF, map(_KEY, blobs)))
+    functions = set(map(_FUNCTION, digests))
+    if len(functions) != 1:
+        return False
+    new = ALGORITHMS[functions.pop()].new
+    if new not in _HASHLIB:
+        return False
+    datas = list(map(_DATA_OF, blobs))
+    return (list(map(len, datas)) == list(map(_SIZE_OF, digests))
+            and list(map(_HEXDIGEST, map(new, datas))) == list(map(_HASH_OF, digests)))
+
+
+def check_fetched(blobs: list[tuple[CacheKey, bytes]]) -> None:
+    """INTERNAL, naming the input, unless every fetched blob matches its digest."""
+    for (digest, _), data in (() if all_intact(blobs) else blobs):  # one by one: the precise error
+        if len(data) != digest.size_bytes or hex_digest(digest, data) != digest.hash:
+            try:
+                verify_bytes(digest, data)
+            except ReapiError as err:
+                raise Internal(f"the CAS returned corrupt content for input {digest}: {err.message}") from None
 
 
 def hex_digest(digest: Digest, data: bytes) -> str:

@@ -39,15 +39,15 @@ from operator import itemgetter
 from pathlib import Path
 
 from cas.digest import Digest
-from cas.errors import Internal, MissingBlobs, NotFound, ReapiError
+from cas.errors import MissingBlobs, NotFound
 from cas.lru import Lru
 from cas.store import BlobStore
-from cas.decorators.verify import verify_bytes
 from worker.cache_files import (
-    CLEAN_MARKER, CacheKey, batches_of, cache_name, copy_modes, file_matches, hex_digest,
+    CLEAN_MARKER, CacheKey, batches_of, cache_name, check_fetched, copy_modes, file_matches,
     link_all_into_cache, open_scan, stream_into_cache, take_output, write_cache_file,
 )
 from worker.input_placer import InputPlacer
+from worker.read_ahead import ReadAhead, ReadAheadHandle, read_with
 
 log = logging.getLogger("reapi.worker")
 
@@ -55,9 +55,8 @@ log = logging.getLogger("reapi.worker")
 SMALL_BLOB = 1 << 20
 # How many bytes of small blobs one batched fetch holds in memory at once.
 BATCH_BYTES = 8 << 20
-# How many small blobs one batched fetch asks for. Each BatchReadBlobs costs the worker
-# about a millisecond of Python (grpc.aio): one call of 1,000 blobs measured faster than
-# four of 250 whose first ones were written while the rest came (docs/BENCHMARKS.md).
+# How many small blobs one batched fetch asks for: one call of 1,000 measured faster than
+# four of 250 (each costs the worker ~1 ms of grpc.aio; docs/BENCHMARKS.md).
 BATCH_BLOBS = 1000
 
 
@@ -71,12 +70,13 @@ class FileCache:
         self._tmp = root / "tmp"
         self.tmp_dir = str(self._tmp)
         self._root = str(root)
-        self._lru: Lru[CacheKey, int] = Lru(_size, entries)  # value: the file's size
+        self._lru: Lru[CacheKey, int] = Lru(int, entries)  # value: the file's size (its weight)
         self._pins: dict[CacheKey, int] = {}
         self._inflight: dict[Digest, asyncio.Future[None]] = {}
         self._doubted = set(doubted)  # files to hash before their next use
         self._verifying: dict[CacheKey, asyncio.Future[None]] = {}
         self._adoptions: set[asyncio.Task[None]] = set()
+        self.read_ahead = ReadAhead(BATCH_BYTES, BATCH_BLOBS)
         # Told of every file that enters (True) or leaves (False): the cache summary the
         # worker sends for locality dispatch (worker/cache_summary.py).
         self.watcher: Callable[[Digest, bool], None] | None = None
@@ -138,6 +138,11 @@ class FileCache:
             self._unpin(keys)
             self._evict()
 
+    def read_ahead_for(self, keys: list[CacheKey], source: BlobStore) -> ReadAheadHandle:
+        """Start reading small blobs of ``keys`` no one has or fetches (worker/read_ahead.py)."""
+        absent = [] if self._doubted else [d for d in self._absent(keys) if d.size_bytes <= SMALL_BLOB]
+        return self.read_ahead.start(absent, source)
+
     def _pin(self, keys: Iterable[CacheKey]) -> None:
         for key in keys:
             self._pins[key] = self._pins.get(key, 0) + 1
@@ -165,6 +170,8 @@ class FileCache:
         if to_fetch := self._absent(wanted):
             await self._fetch(to_fetch, source, placer)
         placed = placer.placed if placer is not None else set()
+        if placed.issuperset(wanted):  # the usual cold fetch: every file written by this lease
+            return
         racing = {self._inflight[d] for d, x in wanted if d in self._inflight and (d, x) not in placed}
         if racing:  # started (or still being adopted) by another lease while we awaited
             await asyncio.gather(*racing, return_exceptions=True)
@@ -243,17 +250,19 @@ class FileCache:
 
     async def _fetch_small(self, digests: list[Digest], modes: dict[Digest, tuple[bool, ...]], source: BlobStore,
                            placer: InputPlacer | None) -> None:
-        reading = asyncio.ensure_future(source.get_many(digests))
+        rest, ahead = self.read_ahead.take(digests)  # blobs asked for already (read_ahead_for)
+        reading = asyncio.ensure_future(read_with(source, rest, ahead) if ahead else source.get_many(digests))
         if placer is not None and not placer.started:
-            try:  # two turns of the loop: grpc.aio sends the request from a task of its own
-                await asyncio.sleep(0)
-                await asyncio.sleep(0)
+            try:  # two turns of the loop: grpc.aio sends a request from a task of its own
+                if rest:
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
                 placer.start()  # plan and make the directories while the blobs are on the wire
             except BaseException:
                 reading.cancel()
                 raise
-        found = await reading
-        missing = [digest for digest in digests if digest not in found] if len(found) < len(digests) else []
+        found = await reading  # with reads ahead, it may hold others' blobs too
+        missing = [digest for digest in digests if digest not in found] if ahead or len(found) < len(digests) else []
         # One comprehension per batch, not a generator per blob: a blob wanted in both modes twice.
         blobs: list[tuple[CacheKey, bytes]] = [
             ((digest, executable), data) for digest in digests if (data := found.get(digest)) is not None
@@ -277,12 +286,7 @@ class FileCache:
 
     def _store_verified(self, blobs: list[tuple[CacheKey, bytes]], placer: InputPlacer | None) -> set[CacheKey]:
         """Verify blobs, then write them as cache files or hand them to ``placer`` (blocking)."""
-        for (digest, executable), data in blobs:
-            if len(data) != digest.size_bytes or hex_digest(digest, data) != digest.hash:
-                try:
-                    verify_bytes(digest, data)
-                except ReapiError as err:
-                    raise Internal(f"the CAS returned corrupt content for input {digest}: {err.message}") from None
+        check_fetched(blobs)
         if placer is not None:
             return placer.stored(blobs)
         for (digest, executable), data in blobs:
@@ -393,7 +397,3 @@ class FileCache:
 
 
 _by_size = itemgetter(1)  # Digest.size_bytes, without a Python call per blob
-
-
-def _size(size: int) -> int:
-    return size

@@ -74,7 +74,9 @@ class InputPlacer:
         self._places: dict[CacheKey, list[Place]] | None = None
         self.placed: set[CacheKey] = set()
         self.deferred: list[tuple[CacheKey, str]] = []  # written in place, for the cache to adopt
-        self._same_disk: set[str] = set()  # roots on the cache's filesystem (links between them work)
+        # Roots of in-place targets on the cache's filesystem (the cache adopts by a link):
+        # fetched files are written there only.
+        self._in_place: set[str] = set()
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
         self._jobs = 0  # blocking calls using the descriptors right now
@@ -138,16 +140,31 @@ class InputPlacer:
         """Write these verified blobs where they go, and into the cache now, except those
         returned: written in place only, for the cache to adopt later (``deferred``)."""
         places = self._plan()
-        before = len(self.deferred)
+        deferred = self.deferred
+        before = len(deferred)
+        placed = self.placed
+        fds = self._fds
+        in_place = self._in_place
         with self._job():
             for key, data in blobs:
                 where = places.get(key)
                 if where is None:
                     write_cache_file(self._source_of(*key), data, key[1], self._tmp_dir)
                     continue
-                self._write(key, where, data)
-                self.placed.add(key)
-        return {key for key, _ in self.deferred[before:]}
+                target, directory, name = where[0]
+                if len(where) == 1 and target.root in in_place:  # the common case, without a call per file
+                    dir_fd = fds.get(directory)
+                    try:
+                        if dir_fd is None:
+                            dir_fd = self._dir_fd(directory)
+                        write_at(name, dir_fd, data, key[1])
+                    except OSError as exc:
+                        raise _named(exc, directory, name)
+                    deferred.append((key, f"{directory}/{name}"))
+                else:
+                    self._write(key, where, data)
+                placed.add(key)
+        return {key for key, _ in deferred[before:]}
 
     def finish(self) -> None:
         """Every file not placed yet (all of them, warm) from the cache, then the symlinks."""
@@ -171,8 +188,8 @@ class InputPlacer:
             except FileExistsError:
                 if os.listdir(root):  # made empty for us (a sandbox bound it already): never reused
                     raise FileExistsError(f"the exec root {root} is not empty") from None
-            if os.stat(root).st_dev == cache_disk:
-                self._same_disk.add(root)
+            if target.in_place and os.stat(root).st_dev == cache_disk:
+                self._in_place.add(root)
             directories = target.layout.directories
             for path in directories:
                 os.mkdir(f"{root}/{path}")
@@ -188,7 +205,7 @@ class InputPlacer:
         first, directory, name = where[0]
         try:
             dir_fd = self._dir_fd(directory)
-            if first.in_place and first.root in self._same_disk:
+            if first.root in self._in_place:
                 write_at(name, dir_fd, data, executable)
                 self.deferred.append((key, f"{directory}/{name}"))
             else:

@@ -34,6 +34,7 @@ from worker.file_cache import FileCache
 from worker.input_layout import InputLayout, check_name, plan_layout, resolve_inside
 from worker.input_placer import InputPlacer, Target
 from worker.input_trees import InputTrees, mount_points, seal
+from worker.read_ahead import ReadAheadHandle
 
 __all__ = ["InputLayout", "InputRootBuilder", "LINKS", "Mount", "Placement", "check_name", "plan_layout",
            "resolve_inside"]
@@ -100,6 +101,20 @@ class InputRootBuilder:
                         keep_open: Collection[str]) -> list[str]:
         """The subtrees ``prepare`` will mount for this tree (none: every file goes in the exec root)."""
         return self._cut(await self.layout(root, source), placement, keep_open)
+
+    def read_ahead(self, root: Digest, source: BlobStore, placement: Placement,
+                   keep_open: Collection[str]) -> ReadAheadHandle:
+        """Start reading the blobs ``prepare`` will fetch (a tree planned by ``layout``
+        already), while the sandbox starts and the exec root is planned
+        (worker/read_ahead.py); close the handle once the exec root is made."""
+        layout = self._layouts.peek(root)
+        if layout is None:
+            return self.files.read_ahead_for([], source)
+        trees = self.trees
+        cut = self._cut(layout, placement, keep_open)
+        if trees is not None and cut:  # subtrees made already are mounted: none of their files is read
+            layout = layout.without([path for path in cut if trees.path_of(layout.digests[path]) is not None])
+        return self.files.read_ahead_for(list(map(_CACHE_KEY, layout.files)), source)
 
     def _cut(self, layout: InputLayout, placement: Placement, keep_open: Collection[str] | None) -> list[str]:
         """Mount points, when mounting pays: they hold ``min_mounted_entries`` entries in all.

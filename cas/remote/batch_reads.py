@@ -19,8 +19,8 @@ from cas.digest import Digest
 
 _STATUS_CODE = attrgetter("status.code")
 _COMPRESSOR = attrgetter("compressor")
-_HASH = attrgetter("digest.hash")
-_SIZE = attrgetter("digest.size_bytes")
+_DIGEST = attrgetter("digest")
+_PROTO_HASH = attrgetter("hash")
 _DATA = attrgetter("data")
 SIZE_BYTES = attrgetter("size_bytes")  # of a Digest, for sorting and sums in C
 _MAKE_DIGEST = partial(tuple.__new__, Digest)  # a Digest from (hash, size, function), as the server sent it
@@ -28,11 +28,24 @@ _MAKE_DIGEST = partial(tuple.__new__, Digest)  # a Digest from (hash, size, func
 
 def all_found(responses: Sequence[Any], function: int) -> dict[Digest, bytes] | None:
     """The blobs of BatchReadBlobs ``responses`` if every one was found and none is
-    compressed; None otherwise (the caller reads them one by one)."""
-    if any(map(_STATUS_CODE, responses)) or any(map(_COMPRESSOR, responses)):
+    compressed; None otherwise (the caller reads them one by one).
+
+    Each pass over a repeated field (or into a sub-message) makes a Python object per
+    entry, so the entries and their digests are taken once and every pass reads those."""
+    items = list(responses)
+    if any(map(_STATUS_CODE, items)) or any(map(_COMPRESSOR, items)):
         return None
-    digests = map(_MAKE_DIGEST, zip(map(_HASH, responses), map(_SIZE, responses), repeat(function)))
-    return dict(zip(digests, map(_DATA, responses)))
+    digests = list(map(_DIGEST, items))
+    made = map(_MAKE_DIGEST, zip(map(_PROTO_HASH, digests), map(SIZE_BYTES, digests), repeat(function)))
+    return dict(zip(made, map(_DATA, items)))
+
+
+def request_digests(request: Any, digests: Iterable[Digest]) -> None:
+    """Append ``digests`` to a request's repeated Digest field ``digests`` (one ``add``
+    each costs less than building a Digest message each and copying the list in)."""
+    add = request.digests.add
+    for hash_hex, size_bytes, _ in digests:
+        add(hash=hash_hex, size_bytes=size_bytes)
 
 
 def batches(digests: list[Digest], entry_overhead: int, max_bytes: int) -> Iterable[list[Digest]]:

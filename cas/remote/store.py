@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 
-from cas.remote.batch_reads import SIZE_BYTES, all_found, batches, largest_fits
+from cas.remote.batch_reads import SIZE_BYTES, all_found, batches, largest_fits, request_digests
 from cas.compression.policy import TransferCompression
 from cas.compression.streams import compressed, decompressed
 from cas.digest import EMPTY_DIGESTS, Digest
@@ -205,11 +205,9 @@ class RemoteStore(BlobStore):
         return batches(digests, BATCH_ENTRY_OVERHEAD, self.max_batch_bytes)
 
     async def _batch_read(self, function: int, digests: list[Digest]) -> dict[Digest, bytes]:
-        request = re_pb2.BatchReadBlobsRequest(
-            instance_name=self.instance_name,
-            digests=[d.to_proto() for d in digests],
-            digest_function=_request_function(function),
-        )
+        request = re_pb2.BatchReadBlobsRequest(instance_name=self.instance_name,
+                                               digest_function=_request_function(function))
+        request_digests(request, digests)
         codec = self.compression.codec if self.compression is not None else None
         if codec is not None and any(self.compression.wanted(d.size_bytes) for d in digests):  # type: ignore[union-attr]
             request.acceptable_compressors.append(codec.value)  # type: ignore[arg-type]

@@ -46,6 +46,7 @@ from worker.executors import Task
 from worker.input_root import LINKS, InputRootBuilder, Mount, Placement
 from worker.input_trees import open_paths
 from worker.logs import LogTail
+from worker.read_ahead import ReadAheadHandle
 from worker.output_paths import create_output_parents, declared_outputs, working_directory
 from worker.outputs import (
     MAX_INLINE_OUTPUT_BYTES,
@@ -120,16 +121,21 @@ class LocalExecutor:
         collected: CollectedOutputs | None = None
         disk_full = False
         inputs_placed = asyncio.Event()  # the cache adopts files written in place after this
+        ahead: ReadAheadHandle | None = None
         try:
             store = await self.stores(task.instance_name)
             stamp(meta.input_fetch_start_timestamp, self.clock())
             command, root_digest = await self._fetch_tree(task, store)
             keep_open = self._written_paths(command)
             cut = await self.inputs.mount_cut(root_digest, store, self.placement, keep_open)
+            ahead = self.inputs.read_ahead(root_digest, store, self.placement, keep_open)
             async with self._action(task, command, bool(cut)) as run, AsyncExitStack() as inputs:
                 scratch = run.scratch  # mounted subtrees (``inputs``) stay until the outputs are collected
-                run.mount(await self._build_exec_root(command, root_digest, scratch, store, keep_open, inputs,
-                                                      inputs_placed))
+                try:
+                    run.mount(await self._build_exec_root(command, root_digest, scratch, store, keep_open, inputs,
+                                                          inputs_placed))
+                finally:
+                    ahead.close()  # what the fetch did not take (the action may not start, too)
                 stamp(meta.input_fetch_completed_timestamp, self.clock())
                 inputs_placed.set()
                 collected, disk_full = await self._run_and_collect(task, command, run, store, response)
@@ -146,6 +152,8 @@ class LocalExecutor:
             response.status.CopyFrom(Internal(what).to_status())
         finally:
             inputs_placed.set()
+            if ahead is not None:
+                ahead.close()
             if scratch is None:
                 pass
             elif disk_full:

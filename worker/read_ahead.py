@@ -1,0 +1,116 @@
+"""ReadAhead: an action's small input blobs asked for as soon as its input tree is known.
+
+Why: between reading a cold input tree and the FileCache's fetch a worker spent about
+3 ms of Python on the event loop (the sandbox's scratch directory, claiming the trees
+to mount, pinning the cache keys, deciding what is absent) before its BatchReadBlobs
+left. Started right after the tree is planned, the read is on the wire meanwhile,
+and the FileCache takes its answer (``take``) instead of asking again.
+
+A read ahead is only a read: it writes nothing and indexes nothing, so whatever
+takes its answer verifies every blob as any fetch does. The FileCache's own rules
+(which lease fetches a blob, who waits for whom) are unchanged: a digest already
+read ahead is not read again by another action's read ahead, and whichever fetch
+gets to it first takes it. What no fetch took is dropped when the action that
+started the read is past its input fetch (``ReadAheadHandle.close``). It covers one
+batch at most (``max_bytes``, ``max_blobs``), so the memory it holds is bounded as
+one batched fetch's is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from operator import itemgetter
+
+from cas.digest import Digest
+from cas.store import BlobStore
+
+_SIZE = itemgetter(1)  # Digest.size_bytes
+
+
+class ReadAheadHandle:
+    """One action's read ahead; ``close`` drops what no fetch took (idempotent)."""
+
+    def __init__(self, owner: ReadAhead, task: asyncio.Task[dict[Digest, bytes]] | None,
+                 digests: list[Digest]) -> None:
+        self._owner = owner
+        self._task = task
+        self._digests = digests
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._owner._drop(self._task, self._digests)
+            self._task = None
+
+
+class ReadAhead:
+    """Reads in flight for blobs no fetch has asked for yet, by digest."""
+
+    def __init__(self, max_bytes: int, max_blobs: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_blobs = max_blobs
+        self._reading: dict[Digest, asyncio.Task[dict[Digest, bytes]]] = {}
+        self.started = 0  # reads started, for tests and metrics
+
+    def start(self, digests: Iterable[Digest], source: BlobStore) -> ReadAheadHandle:
+        """Read ``digests`` (absent from the cache, small: the caller chose them), the
+        smallest first, up to one batch; those read ahead already are left out."""
+        reading = self._reading
+        wanted = sorted((d for d in digests if d not in reading), key=_SIZE) if reading else sorted(digests, key=_SIZE)
+        del wanted[self.max_blobs:]
+        total = 0
+        for index, digest in enumerate(wanted):
+            total += digest.size_bytes
+            if total > self.max_bytes:
+                del wanted[max(index, 1):]
+                break
+        if not wanted:
+            return ReadAheadHandle(self, None, [])
+        task = asyncio.ensure_future(source.get_many(wanted))
+        task.add_done_callback(_retrieved)
+        reading.update(dict.fromkeys(wanted, task))
+        self.started += 1
+        return ReadAheadHandle(self, task, wanted)
+
+    def take(self, digests: list[Digest]) -> tuple[list[Digest], set[asyncio.Task[dict[Digest, bytes]]]]:
+        """Of ``digests``: those no read ahead covers, and the reads covering the others
+        (now this caller's: no one else takes them)."""
+        reading = self._reading
+        if not reading:
+            return digests, set()
+        rest: list[Digest] = []
+        tasks: set[asyncio.Task[dict[Digest, bytes]]] = set()
+        pop = reading.pop
+        for digest in digests:
+            task = pop(digest, None)
+            if task is None:
+                rest.append(digest)
+            else:
+                tasks.add(task)
+        return rest, tasks
+
+    def _drop(self, task: asyncio.Task[dict[Digest, bytes]], digests: list[Digest]) -> None:
+        reading = self._reading
+        for digest in digests:
+            if reading.get(digest) is task:
+                del reading[digest]
+
+
+async def read_with(source: BlobStore, digests: list[Digest],
+                    ahead: set[asyncio.Task[dict[Digest, bytes]]]) -> dict[Digest, bytes]:
+    """The blobs of reads ahead and of a new read for ``digests`` (none if empty), in
+    one dict (it may hold blobs others asked for too). A read ahead may serve several
+    fetches: cancelling this one leaves it to the others."""
+    parts = await asyncio.gather(*map(asyncio.shield, ahead), *([source.get_many(digests)] if digests else []))
+    if len(parts) == 1:
+        return parts[0]
+    found: dict[Digest, bytes] = {}
+    for part in parts:
+        found.update(part)
+    return found
+
+
+def _retrieved(task: asyncio.Task[dict[Digest, bytes]]) -> None:
+    """A read ahead nobody took may fail (the fetch that reads again reports it): not logged."""
+    if not task.cancelled():
+        task.exception()
