@@ -6,7 +6,8 @@ costs one ``link`` syscall. Executable and non-executable copies are separate fi
 flips another lease's permissions.
 
 Fetches get only what is missing, deduplicated across concurrent leases: small
-blobs through the source's batched ``get_many``, large ones streamed to a temp file.
+blobs through the source's batched ``get_many`` (or a read ahead's answer,
+worker/read_ahead.py), large ones streamed to a temp file.
 Every blob is verified against its digest before it is written anywhere; a file
 cut short by a crash has the wrong size, which the start-up scan removes, so a bad
 download never leaves a wrong file under a good name. With a placer (an action's

@@ -2,8 +2,9 @@
 
 Why: a cold action used to wait until every blob had been written into the FileCache
 before the first file went into its exec root, one thread job per phase, and paid a
-cache write plus a link per file. Now the directories are made while the first batch
-of blobs is on the wire, and each batch, in the thread job that verified it
+cache write plus a link per file. Now where each blob goes is planned and the
+directories are made (``start``) while the first batch of blobs is on the wire, and
+each batch, in the thread job that verified it
 (``FileCache.ensure(..., placer)``), is written straight to where the action wants
 it. What was cached already (or arrived another way: a large blob, another lease's
 fetch, a copy in the other mode) is placed from the cache by ``finish``.
@@ -13,9 +14,10 @@ change neither its inputs nor the cache's copy):
 - in a tree to mount (worker/input_trees.py: worker-owned directories no action can
   write in, mounted read-only) on a memory filesystem, the file is written there,
   owned by the worker and read-only, and the cache adopts it later (``deferred``,
-  linked by ``FileCache.adopt_later`` while the action starts): no link on the input
-  path. On a disk it goes into the cache first, as below: a file made in a new
-  directory there can cost several times one made in the cache's long-lived ones;
+  linked by ``FileCache.adopt_later`` once the action's inputs are all in place):
+  no link on the input path. On a disk it goes into the cache first, as below: a
+  file made in a new directory there can cost several times one made in the cache's
+  long-lived ones;
 - in an exec root where inputs are links (the action runs as another, unprivileged
   user), the file is written into the cache (where only the worker can reach it)
   and linked into place, before the action exists: one write and one link, as a
