@@ -23,6 +23,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from itertools import islice
 from operator import itemgetter
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from cas.digest import Digest
 from cas.lru import Lru
 from cas.store import BlobStore
 from worker.directories import DirectoryCache
-from worker.file_cache import FileCache
+from worker.file_cache import BATCH_BLOBS, FileCache
 from worker.input_layout import InputLayout, check_name, plan_layout, resolve_inside
 from worker.input_placer import InputPlacer, Target
 from worker.input_trees import InputTrees, mount_points, seal
@@ -40,6 +41,7 @@ __all__ = ["InputLayout", "InputRootBuilder", "LINKS", "Mount", "Placement", "ch
            "resolve_inside"]
 
 _CACHE_KEY = itemgetter(0, 1)  # (digest, executable) of a layout's file entry, in C
+READ_AHEAD_SCAN = 4 * BATCH_BLOBS  # files looked at for a read ahead: bounded whatever the tree's size
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,8 @@ class InputRootBuilder:
         cut = self._cut(layout, placement, keep_open)
         if trees is not None and cut:  # subtrees made already are mounted: none of their files is read
             layout = layout.without([path for path in cut if trees.path_of(layout.digests[path]) is not None])
-        return self.files.read_ahead_for(list(map(_CACHE_KEY, layout.files)), source)
+        # One batch is read ahead: the first few batches' worth of files are enough to choose it from.
+        return self.files.read_ahead_for(list(map(_CACHE_KEY, islice(layout.files, READ_AHEAD_SCAN))), source)
 
     def _cut(self, layout: InputLayout, placement: Placement, keep_open: Collection[str] | None) -> list[str]:
         """Mount points, when mounting pays: they hold ``min_mounted_entries`` entries in all.

@@ -14,7 +14,11 @@ from cas.digest import Digest
 from cas.errors import Internal, MissingBlobs
 from cas.memory import MemoryStore
 from tests.worker.test_file_cache import CountingStore, cached, put
-from worker.file_cache import FileCache
+from tests.worker.trees import put_tree
+from worker.directories import DirectoryCache
+from worker.file_cache import BATCH_BLOBS, FileCache
+from worker.input_root import LINKS, READ_AHEAD_SCAN, InputRootBuilder
+from worker.read_ahead import ReadAhead
 
 
 @pytest.fixture
@@ -109,3 +113,39 @@ async def test_files_written_in_place_join_the_cache_only_once_the_inputs_are_pl
     await cache.drain()
     assert (digest, False) in cache and store.get_many_calls == []
     assert os.stat(cached(cache, digest, False)).st_ino == os.stat(placed).st_ino
+
+
+async def test_a_read_ahead_is_one_batch_of_the_smallest_blobs(store: CountingStore, tmp_path: Path) -> None:
+    digests = await put(store, *(b"x" * size for size in (50, 10, 40, 20, 30)))
+    ahead = ReadAhead(max_bytes=1 << 20, max_blobs=2)
+    handle = ahead.start(digests, store)
+    assert store.get_many_calls == []  # asked for once the loop turns
+    rest, reads = ahead.take(digests)
+    assert set(rest) == {d for d in digests if d.size_bytes >= 30} and len(reads) == 1
+    assert set(await reads.pop()) == {d for d in digests if d.size_bytes < 30}
+    handle.close()
+    small = ReadAhead(max_bytes=35, max_blobs=10)  # bounded by bytes too
+    small.start(digests, store).close()
+    await asyncio.sleep(0)
+    assert [d.size_bytes for d in store.get_many_calls[-1]] == [10, 20]
+    alone = ReadAhead(max_bytes=5, max_blobs=10)  # and one blob at least
+    alone.start(digests, store).close()
+    await asyncio.sleep(0)
+    assert [d.size_bytes for d in store.get_many_calls[-1]] == [10]
+
+
+async def test_a_huge_tree_is_looked_at_only_as_far_as_a_read_ahead_needs(tmp_path: Path) -> None:
+    store = CountingStore(MemoryStore(max_bytes=1 << 30))
+    count = READ_AHEAD_SCAN + 500
+    def content(i: int) -> bytes:  # the files past the scan are the smallest: a read ahead of all would take them
+        return f"{i}".encode() if i >= READ_AHEAD_SCAN else f"file {i:06d}".encode()
+
+    tree = {f"f{i:05d}": content(i) for i in range(count)}
+    root = await put_tree(store.inner, {"src": tree})
+    builder = InputRootBuilder(await FileCache.open(tmp_path / "cache", 1 << 30), DirectoryCache())
+    await builder.layout(root, store)
+    handle = builder.read_ahead(root, store, LINKS, set())
+    await asyncio.sleep(0)
+    handle.close()
+    assert len(store.get_many_calls[-1]) == BATCH_BLOBS  # one batch, chosen from the first files
+    assert {Digest.of(content(i)) for i in range(READ_AHEAD_SCAN, count)}.isdisjoint(store.get_many_calls[-1])
