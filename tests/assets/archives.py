@@ -7,6 +7,7 @@ import stat
 import tarfile
 import time
 import zipfile
+from typing import Any, cast
 from dataclasses import dataclass
 
 
@@ -21,7 +22,7 @@ class Entry:
 
 def tar_bytes(entries: list[Entry], compression: str = "") -> bytes:
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode=f"w:{compression}") as archive:
+    with tarfile.open(fileobj=buffer, mode=cast(Any, f"w:{compression}")) as archive:  # a Literal for mypy
         for e in entries:
             info = tarfile.TarInfo(e.name)
             info.mtime = int(time.time())

@@ -8,6 +8,7 @@ import hashlib
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from remote_apis_protos.build.bazel.remote.asset.v1 import remote_asset_pb2 as asset_pb2
+from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 
 
 def sri(data: bytes, algorithm: str = "sha256") -> str:
@@ -29,7 +30,7 @@ def blob_request(
     q: dict[str, str] | None = None,
     timeout: float | None = None,
     oldest: float | None = None,
-    function: int = 0,
+    function: re_pb2.DigestFunction.Value = re_pb2.DigestFunction.UNKNOWN,
     instance: str = "",
 ) -> asset_pb2.FetchBlobRequest:
     request = asset_pb2.FetchBlobRequest(instance_name=instance, uris=list(uris), qualifiers=qualifiers(q), digest_function=function)
@@ -40,7 +41,7 @@ def blob_request(
     return request
 
 
-def directory_request(*uris: str, q: dict[str, str] | None = None, timeout: float | None = None, function: int = 0) -> asset_pb2.FetchDirectoryRequest:
+def directory_request(*uris: str, q: dict[str, str] | None = None, timeout: float | None = None, function: re_pb2.DigestFunction.Value = re_pb2.DigestFunction.UNKNOWN) -> asset_pb2.FetchDirectoryRequest:
     request = asset_pb2.FetchDirectoryRequest(uris=list(uris), qualifiers=qualifiers(q), digest_function=function)
     if timeout is not None:
         request.timeout.CopyFrom(duration_pb2.Duration(seconds=int(timeout), nanos=int((timeout % 1) * 1e9)))

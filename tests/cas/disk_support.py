@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from cas.digest import Digest
 from cas.disk.store import DiskStore
@@ -57,7 +58,7 @@ def as_if_rebooted(root: Path) -> None:
 RESTARTS = {"crash": as_if_crashed, "reboot": as_if_rebooted, "clean": lambda root: None}
 
 
-async def open_store(root: Path, max_bytes: int = 64 * MiB, **options: object) -> DiskStore:
+async def open_store(root: Path, max_bytes: int = 64 * MiB, **options: Any) -> DiskStore:
     return await DiskStore.open(root, max_bytes=max_bytes, name="test", **options)
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -150,7 +151,7 @@ async def test_cancelled_read_closes_its_file(store: DiskStore) -> None:
     digest, data = blob(3, 4 * MiB)
     await store.write(digest, chunks_of(data))
     before = len(os.listdir("/proc/self/fd"))
-    reader = store.read(digest)
+    reader = cast(AsyncGenerator[bytes, None], store.read(digest))  # read() is an async generator
     await reader.__anext__()
     await reader.aclose()
     await store.drain()

@@ -213,7 +213,11 @@ async def test_a_closed_lane_refuses_requests_but_finishes_background_work(gates
     lane = IoLane(ThreadPoolExecutor(1), 1, "closing")
     gate = gates()
     done: list[str] = []
-    lane.start(lambda: gate.wait() and done.append("background"))
+    def background() -> None:
+        gate.wait()
+        done.append("background")
+
+    lane.start(background)
     lane.closed = True
     with pytest.raises(Unavailable, match="'closing' is closed"):
         await lane.run(done.append, "refused")

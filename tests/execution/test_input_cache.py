@@ -33,11 +33,11 @@ class CountingStore(ForwardingStore):
 
     def __init__(self, inner: MemoryStore) -> None:
         super().__init__(inner)
-        self.read: list[Digest] = []
+        self.blobs_read: list[Digest] = []
 
     async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
         digests = list(digests)
-        self.read += digests
+        self.blobs_read += digests
         return await self.inner.get_many(digests)
 
 
@@ -51,11 +51,11 @@ async def test_a_second_action_with_the_same_tree_reads_only_its_action() -> Non
     preparer = _preparer()
     first = await builder.build(["cc", "a.c"], inputs=INPUTS, command_platform={"OSFamily": "linux"})
     await preparer.prepare(store, "", first.digest)
-    assert set(store.read) >= {first.command_digest, first.input_root, first.blobs["dir:src/lib"]}
-    store.read.clear()
+    assert set(store.blobs_read) >= {first.command_digest, first.input_root, first.blobs["dir:src/lib"]}
+    store.blobs_read.clear()
     second = await builder.build(["cc", "a.c"], inputs=INPUTS, command_platform={"OSFamily": "linux"})
     prepared = await preparer.prepare(store, "", second.digest)
-    assert store.read == [second.digest]
+    assert store.blobs_read == [second.digest]
     assert prepared.requirements == PlatformMatcher().requirements([("OSFamily", "linux")])  # from the cached Command
 
 

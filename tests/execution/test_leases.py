@@ -253,7 +253,7 @@ async def test_a_report_survives_its_call_being_cancelled_mid_way(env: ExecEnv) 
         await release.wait()  # the action cache write is in progress ...
         await real_store(*args)
 
-    results.store = slow_store
+    results.store = slow_store  # type: ignore[method-assign]  # the test holds the AC write open
     bot.complete(lease.id, re_pb2.ActionResult(exit_code=0, stdout_raw=b"kept"))
     report = asyncio.create_task(bot.poll())
     await asyncio.wait_for(storing.wait(), GUARD)

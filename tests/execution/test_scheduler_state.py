@@ -119,7 +119,7 @@ async def test_past_the_retry_budget_an_execution_is_left_for_the_policy_to_fail
     for attempt in (1, 2):
         lease_id = await lease_of(state, session)
         outcome = await state.report(session, "bot", True, [LeaseReport(lease_id, True)], {})
-        assert outcome is not None
+        assert isinstance(outcome, ReportOutcome)
         [done] = outcome.completed
         retried = await state.retry_execution(done.execution_id, f"bot (failure {attempt})", 1, clock.now())
         await state.end_call(session, clock.now() + 60)

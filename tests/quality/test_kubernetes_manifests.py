@@ -169,7 +169,7 @@ def load_embedded(workload: dict[str, Any], container: dict[str, Any], tmp_path:
 
 
 SERVERS = [param for param in CONTAINERS if param.values[1].get("command", [""])[0] == "reapi-server"]  # type: ignore[union-attr]
-LINK_KEYS = {"tls_ca": None, "tls_cert": None, "tls_key": None, "token_file": None}
+LINK_KEYS: dict[str, Any] = {"tls_ca": None, "tls_cert": None, "tls_key": None, "token_file": None}
 
 
 def without_security(spec: Any) -> Any:
@@ -191,8 +191,8 @@ def test_embedded_configs_load_with_the_containers_environment(
         monkeypatch.setenv(name, value)
     if isinstance(config, WorkerConfig):
         assert config.server == "grpcs://reapi-frontend:8980"
-        same = load_worker_config(REPLICATED / "worker.toml")
-        assert dataclasses.replace(config, server=same.server, tls_ca=None, token_file=None) == same
+        same_worker = load_worker_config(REPLICATED / "worker.toml")
+        assert dataclasses.replace(config, server=same_worker.server, tls_ca=None, token_file=None) == same_worker
         return
     listen_port = int(config.listen.rsplit(":", 1)[1])
     assert listen_port in {p["containerPort"] for p in container["ports"]}

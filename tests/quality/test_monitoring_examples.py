@@ -29,7 +29,7 @@ def exported() -> set[str]:
     server.registry.register(StoreGauges({"cas": MemoryStore(1 << 20, "cas")}))
     worker = WorkerMetrics()
     worker.watch(WorkerGauges(lambda: 1, lambda: 0, lambda: 0, lambda: 0))
-    names = set()
+    names: set[str] = set()
     for registry in (server.registry, worker.registry):
         for family in text_string_to_metric_families(generate_latest(registry).decode()):
             names.update(sample.name for sample in family.samples)

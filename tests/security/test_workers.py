@@ -86,7 +86,7 @@ async def test_worker_with_a_client_certificate_under_required_mtls(tmp_path: Pa
     pki = TestPki(tmp_path / "pki")
     tokens = TokenFile(tmp_path / "tokens.toml")
     client_token = write_token_file(tmp_path / "client.token", tokens.add("ci", CLIENT))
-    rules = [{"subject": "*.workers.test", "permissions": ["worker"]}]
+    rules: list[dict[str, object]] = [{"subject": "*.workers.test", "permissions": ["worker"]}]
     worker_pair = pki.client_certificate("w1", dns=("w1.workers.test",))
     config = secure_server(tmp_path, pki, tokens, client_ca=True, certificates=rules)
     with reapi_server_process(tmp_path / "server", config) as server, \

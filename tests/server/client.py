@@ -63,7 +63,7 @@ class StorageClient:
         self.ac = re_grpc.ActionCacheStub(channel)
         self.capabilities = re_grpc.CapabilitiesStub(channel)
 
-    async def upload(self, data: bytes, instance: str = "", function: int = re_pb2.DigestFunction.SHA256) -> Digest:
+    async def upload(self, data: bytes, instance: str = "", function: re_pb2.DigestFunction.Value = re_pb2.DigestFunction.SHA256) -> Digest:
         """Store ``data`` with BatchUpdateBlobs; assert it was accepted."""
         digest = Digest.of(data, function)
         response = await self.cas.BatchUpdateBlobs(

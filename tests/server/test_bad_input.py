@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import grpc
 import pytest
@@ -66,7 +67,7 @@ def unknown_function_find_missing(c: StorageClient) -> Awaitable[object]:
 
 
 def unknown_function_batch(c: StorageClient) -> Awaitable[object]:
-    request = re_pb2.BatchUpdateBlobsRequest(requests=[Req(digest=Digest.of(NEW).to_proto(), data=NEW)], digest_function=42)
+    request = re_pb2.BatchUpdateBlobsRequest(requests=[Req(digest=Digest.of(NEW).to_proto(), data=NEW)], digest_function=cast(re_pb2.DigestFunction.Value, 42))
     return c.cas.BatchUpdateBlobs(request)
 
 

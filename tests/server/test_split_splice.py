@@ -23,7 +23,7 @@ RNG = random.Random(14)
 DATA = b"".join(RNG.randbytes(700_000) + (b"symbol table entry %d\n" % i) * 3000 for i in range(8))
 
 
-async def split(client: StorageClient, digest: Digest, function: int = 0, chunking: int = 0) -> list[Digest]:
+async def split(client: StorageClient, digest: Digest, function: re_pb2.DigestFunction.Value = re_pb2.DigestFunction.UNKNOWN, chunking: re_pb2.ChunkingFunction.Value = re_pb2.ChunkingFunction.UNKNOWN) -> list[Digest]:
     response = await client.cas.SplitBlob(
         re_pb2.SplitBlobRequest(blob_digest=digest.to_proto(), digest_function=function, chunking_function=chunking)
     )
@@ -31,7 +31,7 @@ async def split(client: StorageClient, digest: Digest, function: int = 0, chunki
     return [Digest.from_proto(d, function) for d in response.chunk_digests]
 
 
-async def splice(client: StorageClient, blob: Digest, chunks: list[Digest], function: int = 0) -> re_pb2.SpliceBlobResponse:
+async def splice(client: StorageClient, blob: Digest, chunks: list[Digest], function: re_pb2.DigestFunction.Value = re_pb2.DigestFunction.UNKNOWN) -> re_pb2.SpliceBlobResponse:
     return await client.cas.SpliceBlob(re_pb2.SpliceBlobRequest(
         blob_digest=blob.to_proto(), chunk_digests=[c.to_proto() for c in chunks],
         digest_function=function, chunking_function=FAST_CDC,

@@ -36,7 +36,8 @@ def read_execution_log(path: Path) -> list[Spawn]:
     """Parse the file: Bazel 4 writes JSON objects one after another, not an array."""
     text = path.read_text()
     decoder = json.JSONDecoder()
-    spawns, position = [], 0
+    spawns: list[Spawn] = []
+    position = 0
     while True:
         while position < len(text) and text[position].isspace():
             position += 1

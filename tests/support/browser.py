@@ -69,7 +69,7 @@ class Browser:
             elements = driver.find_elements(By.CSS_SELECTOR, css)
             return elements[0].text if elements and wanted in elements[0].text else False
 
-        return await asyncio.to_thread(lambda: WebDriverWait(self.driver, timeout).until(contains))
+        return str(await asyncio.to_thread(lambda: WebDriverWait(self.driver, timeout).until(contains)))
 
     async def click_link(self, text: str) -> None:
         def click() -> None:
