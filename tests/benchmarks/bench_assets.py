@@ -79,7 +79,7 @@ def peak_rss_mib(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-async def fetch_blob(address: str, url: str, sri: str | None, function: int) -> tuple[float, asset_pb2.FetchBlobResponse]:
+async def fetch_blob(address: str, url: str, sri: str | None, function: re_pb2.DigestFunction.Value) -> tuple[float, asset_pb2.FetchBlobResponse]:
     qualifiers = [asset_pb2.Qualifier(name="checksum.sri", value=sri)] if sri else []
     async with grpc.aio.insecure_channel(address) as channel:
         stub = asset_grpc.FetchStub(channel)
@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"FetchBlob of a {args.size_mib} MiB file from a loopback origin; server: reapi-server process, zero-config disk stores")
     print(f"{'case':40} {'throughput':>14} {'time':>8} {'server CPU':>11} {'server RSS (start -> peak)':>28} {'repeat (index hit)':>20}")
-    for label, rate, elapsed, cpu, rss, repeat in rows:
-        print(f"{label:40} {rate:>14} {elapsed:>8} {cpu:>11} {rss:>28} {repeat:>20}")
+    for label, rate, took, cpu_text, rss, repeat in rows:
+        print(f"{label:40} {rate:>14} {took:>8} {cpu_text:>11} {rss:>28} {repeat:>20}")
     print(f"(machine: {os.cpu_count()} cores; shared with other work unless stated otherwise)")
     return 0
 

@@ -177,12 +177,12 @@ def main() -> None:
     medians = {d: (statistics.median(r[0] for r in rs), statistics.median(sum(r[1]) for r in rs))
                for d, rs in results.items() if rs}
     print()
-    for mode, (wall, fetched) in medians.items():
-        line = f"median {mode:<14} {wall:6.1f} s {fetched / 2**20:8.2f} MiB"
+    for mode, (wall, total) in medians.items():
+        line = f"median {mode:<14} {wall:6.1f} s {total / 2**20:8.2f} MiB"
         if "fifo" in medians and mode != "fifo":
             fifo_wall, fifo_bytes = medians["fifo"]
-            line += (f"   vs fifo: wall time {wall / fifo_wall:.2f}x, bytes fetched {fetched / fifo_bytes:.2f}x "
-                     f"({(1 - fetched / fifo_bytes) * 100:.0f}% fewer)")
+            line += (f"   vs fifo: wall time {wall / fifo_wall:.2f}x, bytes fetched {total / fifo_bytes:.2f}x "
+                     f"({(1 - total / fifo_bytes) * 100:.0f}% fewer)")
         print(line)
 
 

@@ -68,7 +68,7 @@ class ActionClient:
             action.timeout.CopyFrom(duration_pb2.Duration(seconds=int(timeout), nanos=int((timeout % 1) * 1e9)))
         return await put_message(self.store, action, self.function)
 
-    def stream(self, action_digest: Digest) -> AsyncIterator[lro_pb2.Operation]:
+    def stream(self, action_digest: Digest) -> grpc.aio.UnaryStreamCall[re_pb2.ExecuteRequest, lro_pb2.Operation]:
         request = re_pb2.ExecuteRequest(
             instance_name=self.instance_name, action_digest=action_digest.to_proto(), skip_cache_lookup=True,
             digest_function=0 if self.function == SHA256 else self.function,  # type: ignore[arg-type]

@@ -234,7 +234,7 @@ async def test_a_cold_action_cannot_change_the_cached_inputs_the_next_action_rea
                 channel_to(exec_server) as channel):
         metrics = worker.process.wait_for_log(METRICS_URL, 10).group(1)
         client = ActionClient(channel)
-        first = await client.run(["sh", "-c", TAMPER], {"lib": dict[str, Node](inputs)}, salt=b"cold")
+        first = await client.run(["sh", "-c", TAMPER], {"lib": inputs}, salt=b"cold")
         assert first.status.code == 0, first.status
         assert await client.blob(first.result.stdout_digest) == inputs["f00"]
         fetched = (await asyncio.to_thread(scrape, metrics)).value("reapi_worker_input_bytes_fetched_total")

@@ -26,7 +26,7 @@ from tests.support.processes import pid_alive
 from tests.support.servers import channel_to
 from tests.worker.actions import ActionClient, metadata_of, response_of
 from tests.worker.conftest import worker_in_process
-from tests.worker.trees import Exe, Link
+from tests.worker.trees import Exe, Link, Node
 from worker.app import Worker
 from worker.sandbox.sandbox import SandboxMode
 
@@ -36,7 +36,7 @@ DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION.value[0]
 # Tests that watch an action from outside (a pid file it writes) run it where it can
 # write there and has the worker's pid numbering: the process fallback, as root.
-OBSERVABLE = {"sandbox": SandboxMode.PROCESS, "run_as": "root"}
+OBSERVABLE: dict[str, Any] = {"sandbox": SandboxMode.PROCESS, "run_as": "root"}
 
 
 async def test_an_action_runs_with_its_inputs_and_returns_outputs(client: ActionClient, worker: Worker) -> None:
@@ -68,7 +68,7 @@ async def test_an_action_runs_with_its_inputs_and_returns_outputs(client: Action
     assert nanos == sorted(nanos) and nanos[0] > 0
     usage = struct_pb2.Struct()
     assert meta.auxiliary_metadata[0].Unpack(usage)
-    assert usage["max_rss_bytes"] > 0 and "user_cpu_seconds" in usage
+    assert usage.fields["max_rss_bytes"].number_value > 0 and "user_cpu_seconds" in usage
 
 
 async def test_a_failing_command_is_a_result_not_an_error(client: ActionClient, worker: Worker) -> None:
@@ -129,7 +129,7 @@ async def test_unsafe_trees_and_outputs_are_refused_and_touch_nothing(client: Ac
     outside.mkdir()
     (outside / "keep").write_bytes(b"untouched")
     touch = ["sh", "-c", f"touch {outside}/touched; echo x > escape/keep; echo x > ../x"]
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "dotdot name": dict(inputs={"..": {"f": b"x"}}),
         "escaping symlink": dict(inputs={"sub": {"escape": Link("../..")}}),
         "symlinks escaping together": dict(inputs={"dot": Link("."), "escape": Link("dot/..")}),
@@ -222,7 +222,7 @@ async def test_inline_blobs_spare_the_worker_its_tree_reads_and_small_uploads(
 ) -> None:
     """With inline blobs (the default) the lease brings the Command and Directories and the
     report carries the small outputs; with them off everything goes through the CAS. Same result."""
-    inputs = {"src": {"lib": {"a.txt": b"alpha"}, "b.txt": b"beta"}}
+    inputs: dict[str, Node] = {"src": {"lib": {"a.txt": b"alpha"}, "b.txt": b"beta"}}
     argv = ["sh", "-c", "cat src/lib/a.txt src/b.txt > out.txt; echo done"]
     results = {}
     for limit in (1 << 20, 0):

@@ -14,6 +14,7 @@ from server.app import ReapiServer
 from tests.support.servers import channel_to
 from tests.worker.actions import ActionClient
 from tests.worker.sandboxing import reachable_dir, sandboxed_worker
+from tests.worker.trees import Node
 
 OK = grpc.StatusCode.OK.value[0]
 MOUNT_ALL = "input_mount_min_entries = 0"  # these trees are small: mount them all the same
@@ -40,7 +41,7 @@ def reachable() -> Iterator[Path]:
 async def test_a_mounted_subtree_is_read_and_never_changed(
     mode: str, exec_server: ReapiServer, tmp_path: Path, reachable: Path
 ) -> None:
-    inputs = {"lib": LIB, "main.c": b"int main;"}
+    inputs: dict[str, Node] = {"lib": LIB, "main.c": b"int main;"}
     async with (sandboxed_worker(mode, tmp_path, reachable, exec_server.address, MOUNT_ALL, concurrency=1) as worker,
                 channel_to(exec_server) as channel):
         client = ActionClient(channel)
@@ -63,7 +64,7 @@ async def test_a_mounted_subtree_is_read_and_never_changed(
 async def test_outputs_and_the_working_directory_keep_their_subtrees_writable(
     exec_server: ReapiServer, tmp_path: Path, reachable: Path
 ) -> None:
-    inputs = {"pkg": {**LIB, "sub": dict(LIB)}, "tools": {"lib": dict(LIB)}}
+    inputs: dict[str, Node] = {"pkg": {**LIB, "sub": dict(LIB)}, "tools": {"lib": dict(LIB)}}
     script = "cat sub/h3.h > gen.txt && echo temp > temp.txt && rm temp.txt && ls ../tools/lib | wc -l"
     async with (sandboxed_worker("bwrap", tmp_path, reachable, exec_server.address, MOUNT_ALL, concurrency=1),
                 channel_to(exec_server) as channel):

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Union
 
@@ -24,15 +25,15 @@ class Link:
     target: str
 
 
-Node = Union[bytes, Exe, Link, "dict[str, Node]"]
+Node = Union[bytes, Exe, Link, "Mapping[str, Node]"]
 
 
-def directory_blobs(tree: dict[str, Node], blobs: dict[Digest, bytes], function: int = re_pb2.DigestFunction.SHA256) -> Digest:
+def directory_blobs(tree: Mapping[str, Node], blobs: dict[Digest, bytes], function: int = re_pb2.DigestFunction.SHA256) -> Digest:
     """Add every blob of ``tree`` to ``blobs``; return the root Directory's digest."""
     directory = re_pb2.Directory()
     for name in sorted(tree):
         node = tree[name]
-        if isinstance(node, dict):
+        if isinstance(node, Mapping):
             digest = directory_blobs(node, blobs, function)
             directory.directories.add(name=name, digest=digest.to_proto())
         elif isinstance(node, Link):
@@ -48,7 +49,7 @@ def directory_blobs(tree: dict[str, Node], blobs: dict[Digest, bytes], function:
     return digest
 
 
-async def put_tree(store: BlobStore, tree: dict[str, Node], function: int = re_pb2.DigestFunction.SHA256) -> Digest:
+async def put_tree(store: BlobStore, tree: Mapping[str, Node], function: int = re_pb2.DigestFunction.SHA256) -> Digest:
     blobs: dict[Digest, bytes] = {}
     root = directory_blobs(tree, blobs, function)
     failures = await store.put_many(blobs)
