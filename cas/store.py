@@ -120,12 +120,17 @@ class BlobStore(ABC):
         """Stream a value in bounded chunks (an async generator).
 
         Raises NotFound if absent and OutOfRange if ``offset`` is past the end, on
-        the first ``__anext__``. ``limit`` None or 0 means to the end.
+        the first ``__anext__``. ``limit`` None or 0 means to the end. A chunk is
+        bytes-like: ``bytes``, or a read-only ``memoryview`` of a value held in
+        memory (the memory store hands out views, not copies); a consumer that must
+        have ``bytes`` converts it.
         """
 
     @abstractmethod
     async def write(self, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
-        """Store the concatenated chunks under ``digest``; all or nothing."""
+        """Store the concatenated chunks under ``digest``; all or nothing. Chunks are
+        bytes-like (``bytes`` or a ``memoryview``: a ByteStream upload's are views
+        of the received messages); a store that keeps one must not assume it is ``bytes``."""
 
     async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
         """Whole values of the held digests; absent ones are left out.

@@ -29,6 +29,7 @@ from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc as bots_grpc
 from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grpc
 from server import encoded_responses, event_loop
+from server.allocator import tune_allocator
 from server.assets.assembly import AssetParts, build_assets
 from server.assets.config import AssetsConfig
 from server.auth.assembly import Security, build_security
@@ -64,6 +65,7 @@ from server.services.logstream import LogStreamByteStream, LogStreamService
 from server.services.operations import OperationsService
 from server.services.action_cache import ActionCacheService
 from server.services.bytestream import ByteStreamService
+from server.write_requests import decode_write_request
 from server.services.capabilities import CapabilitiesService
 from server.services.cas import ContentAddressableStorageService
 from server.services.fetch import FetchService
@@ -226,6 +228,7 @@ async def start_server(
             ByteStreamService(instances, uploads, logstream_bytestream, codecs, forms),
             services,
             ("Read",),
+            {"Write": decode_write_request},
         )
         encoded_responses.register(
             re_grpc.add_ActionCacheServicer_to_server, ActionCacheService(instances, metrics), services, ("GetActionResult",)
@@ -330,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_local_worker:
             config.raw.setdefault("local_worker", {})["enabled"] = False
         config.tls, config.auth = with_security_flags(config.tls, config.auth, args)
+        tune_allocator()  # large messages reuse memory instead of faulting in fresh pages (server/allocator.py)
         event_loop.run(serve(config, zero_config=args.config is None, log_level=args.log_level), config.event_loop)
     except ConfigError as exc:
         print(f"reapi-server: configuration error: {exc}", file=sys.stderr)

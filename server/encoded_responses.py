@@ -14,13 +14,14 @@ Digest message, serialized, as FindMissingBlobs echoes it. Answers with any erro
 status or compressed entry are still built as messages.
 
 ``register`` adds a generated servicer with response serializers that pass such bytes
-through untouched and serialize messages as before. tests/server/test_encoded_responses.py
+through untouched and serialize messages as before (and, for the methods it is given
+decoders for, request deserializers of their own: ByteStream.Write's). tests/server/test_encoded_responses.py
 holds every encoding to the message classes' own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain, repeat
 from operator import add, methodcaller
 from typing import Any
@@ -109,30 +110,41 @@ class _Registration:
     """Stands in for the server while a generated ``add_*Servicer_to_server`` runs, and
     registers its method table with pass-through serializers for ``methods``."""
 
-    def __init__(self, server: grpc.aio.Server, methods: frozenset[str]) -> None:
+    def __init__(
+        self, server: grpc.aio.Server, methods: frozenset[str], decoders: Mapping[str, Callable[[bytes], Any]]
+    ) -> None:
         self.server = server
         self.methods = methods
+        self.decoders = decoders
         self.registered = False
 
     def add_generic_rpc_handlers(self, handlers: object) -> None:
         pass  # made again below from the rewritten method table
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        rewritten = {
-            name: handler._replace(response_serializer=passing_bytes(handler.response_serializer))
-            if name in self.methods else handler
-            for name, handler in handlers.items()
-        }
+        rewritten = {}
+        for name, handler in handlers.items():
+            if name in self.methods:
+                handler = handler._replace(response_serializer=passing_bytes(handler.response_serializer))
+            if name in self.decoders:
+                handler = handler._replace(request_deserializer=self.decoders[name])
+            rewritten[name] = handler
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, rewritten),))
         self.server.add_registered_method_handlers(service, rewritten)  # type: ignore[attr-defined]
         self.registered = True
 
 
 def register(
-    add_to_server: Callable[[Any, Any], None], servicer: object, server: grpc.aio.Server, methods: Iterable[str]
+    add_to_server: Callable[[Any, Any], None],
+    servicer: object,
+    server: grpc.aio.Server,
+    methods: Iterable[str],
+    decoders: Mapping[str, Callable[[bytes], Any]] | None = None,
 ) -> None:
-    """``add_to_server(servicer, server)``, but ``methods`` may answer with hand-encoded bytes."""
-    registration = _Registration(server, frozenset(methods))
+    """``add_to_server(servicer, server)``, but ``methods`` may answer with hand-encoded
+    bytes, and the methods in ``decoders`` get their requests from those functions
+    (hand decoders, e.g. server/write_requests.py) instead of the message classes."""
+    registration = _Registration(server, frozenset(methods), decoders or {})
     add_to_server(servicer, registration)
     if not registration.registered:
         raise RuntimeError(f"{add_to_server.__name__} registered no method table")

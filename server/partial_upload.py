@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from cas.digest import Digest
 from cas.errors import Aborted, ReapiError
@@ -42,7 +42,7 @@ class Upload:
         self.received = 0  # bytes handed to the store write; what QueryWriteStatus reports
         self.last_active = now
         self._max_buffered = max_buffered
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[bytes | memoryview] = deque()
         self._finished = False
         self._error: ReapiError | None = None
         self._failure: BaseException | None = None  # how the store write failed
@@ -75,7 +75,7 @@ class Upload:
             self._owner = None
             self.last_active = now
 
-    async def feed(self, owner: object, chunk: bytes) -> None:
+    async def feed(self, owner: object, chunk: bytes | memoryview) -> None:
         """Queue ``chunk`` for the store write; waits while the pipe is full."""
         self._check_usable(owner)
         self._queue.append(chunk)
@@ -127,7 +127,8 @@ class Upload:
         they hold this upload (and its chunks), which holds this task, and such a cycle
         waits for a full collection (cas/released.py); a full disk fails many writes."""
         try:
-            await store.write(self.key.digest, self._chunks())
+            # Views of the received messages, as BlobStore.write allows (cas/store.py).
+            await store.write(self.key.digest, cast(AsyncIterator[bytes], self._chunks()))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - kept, and raised to the Write call
@@ -135,7 +136,7 @@ class Upload:
             self._queue.clear()
             self._failure = exc
 
-    async def _chunks(self) -> AsyncIterator[bytes]:
+    async def _chunks(self) -> AsyncIterator[bytes | memoryview]:
         loop = asyncio.get_running_loop()
         while True:
             while not self._queue or self._error is not None:

@@ -85,7 +85,8 @@ def memory_is_tight(share: float = 0.10) -> bool:
 
 
 class WriteMessage(Protocol):
-    """What the Write protocol reads of one message: a ByteStream WriteRequest fits as it is."""
+    """What the Write protocol reads of one message: a ByteStream WriteRequest fits as it
+    is, and so does a hand-decoded one (server/write_requests.py), whose data is a view."""
 
     @property
     def resource_name(self) -> str: ...
@@ -97,7 +98,7 @@ class WriteMessage(Protocol):
     def finish_write(self) -> bool: ...
 
     @property
-    def data(self) -> bytes: ...
+    def data(self) -> bytes | memoryview: ...
 
 
 class WriteStatus(NamedTuple):

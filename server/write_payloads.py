@@ -45,8 +45,9 @@ class WritePayload:
     def describe_received(self) -> str:
         return f"{self.next_offset} bytes received"
 
-    async def take(self, data: bytes, received: int) -> list[bytes]:
-        """The blob bytes in ``data``, given ``received`` blob bytes already in the upload."""
+    async def take(self, data: bytes | memoryview, received: int) -> list[bytes | memoryview]:
+        """The blob bytes in ``data``, given ``received`` blob bytes already in the upload
+        (plain data: ``data`` itself, a view of the received message left uncopied)."""
         if received + len(data) > self.digest.size_bytes:
             raise InvalidArgument(
                 f"digest size {self.digest.size_bytes} does not match the data: {received + len(data)} "
@@ -58,9 +59,10 @@ class WritePayload:
     def finish(self) -> None:
         """Check the call's data ended cleanly (finish_write)."""
 
-    async def whole(self, data: bytes) -> bytes | None:
-        """The blob, if one message's ``data`` is all of it; None to take the streaming way."""
-        return data if len(data) == self.digest.size_bytes else None
+    async def whole(self, data: bytes | memoryview) -> bytes | None:
+        """The blob, if one message's ``data`` is all of it; None to take the streaming way.
+        It is ``bytes``: a whole blob goes to ``put_bytes``, whose stores may keep it as it is."""
+        return bytes(data) if len(data) == self.digest.size_bytes else None
 
 
 class CompressedPayload(WritePayload):
@@ -79,12 +81,12 @@ class CompressedPayload(WritePayload):
     def describe_received(self) -> str:
         return f"{self.start} bytes committed before this call and {self.sent} {self.codec.name} bytes sent in it"
 
-    async def take(self, data: bytes, received: int) -> list[bytes]:
+    async def take(self, data: bytes | memoryview, received: int) -> list[bytes | memoryview]:
         self.sent += len(data)
         try:
             if len(data) >= THREADED_THRESHOLD:
-                return await asyncio.to_thread(self._decoder.decompress, data)
-            return self._decoder.decompress(data)
+                return list(await asyncio.to_thread(self._decoder.decompress, data))
+            return list(self._decoder.decompress(data))
         except InvalidArgument as err:
             raise BadPayload(f"{err.message} (blob {self.digest})") from None
 
@@ -99,7 +101,7 @@ class CompressedPayload(WritePayload):
                 f"decompresses to {self.start + self._decoder.produced} bytes for {self.digest.hash}"
             )
 
-    async def whole(self, data: bytes) -> bytes | None:
+    async def whole(self, data: bytes | memoryview) -> bytes | None:
         pieces = await self.take(data, 0)
         self.finish()
         return b"".join(pieces)

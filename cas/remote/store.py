@@ -290,7 +290,8 @@ class RemoteStore(BlobStore):
         try:
             async for chunk in chunks:
                 for start in range(0, len(chunk), READ_CHUNK_SIZE):
-                    piece = chunk[start : start + READ_CHUNK_SIZE]
+                    # bytes() of a bytes slice is that slice; a view (a ByteStream upload's) is copied once.
+                    piece = bytes(chunk[start : start + READ_CHUNK_SIZE])
                     request = bs_pb2.WriteRequest(write_offset=offset, data=piece)
                     if offset == 0:
                         request.resource_name = resource_name

@@ -6,7 +6,9 @@ as a hand-encoded ReadResponse, server/encoded_responses.py), or, for
 compressed on the way out, the often-read forms kept). Write and QueryWriteStatus
 hand their messages to server/uploads.py, which holds the resumable-upload protocol
 (offsets, resumption, the one-message fast path, decompression of compressed
-uploads); the store write verifies size and hash as the bytes arrive. Resource names
+uploads); the store write verifies size and hash as the bytes arrive. Write's messages
+are decoded by hand (server/write_requests.py), so an upload's data reaches the store
+as views of the bytes gRPC received, uncopied. Resource names
 are parsed by server/resource_names.py; live log streams (server/logstreams.py)
 share the service under names that never parse as blobs.
 """
@@ -27,10 +29,15 @@ from server import boundary
 from server.encoded_responses import encode_read_response
 from server.instances import InstanceRegistry
 from server.resource_names import parse_download, parse_upload
-from server.uploads import UploadKey, UploadRegistry
+from server.uploads import UploadKey, UploadRegistry, WriteMessage
+from server.write_requests import DecodedWrite
 
 if TYPE_CHECKING:
     from server.services.logstream import LogStreamByteStream
+
+def _as_message(request: WriteMessage) -> bs_pb2.WriteRequest:
+    return request.to_message() if isinstance(request, DecodedWrite) else request  # type: ignore[return-value]
+
 
 class ByteStreamService(bs_grpc.ByteStreamServicer):
     def __init__(
@@ -82,14 +89,16 @@ class ByteStreamService(bs_grpc.ByteStreamServicer):
 
     @boundary.unary
     async def Write(
-        self, request_iterator: AsyncIterator[bs_pb2.WriteRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[WriteMessage], context: grpc.aio.ServicerContext
     ) -> bs_pb2.WriteResponse:
+        # Served, the messages come decoded by hand (server/write_requests.py), their data
+        # a view of what gRPC received; called in-process they may be WriteRequests.
         requests = aiter(request_iterator)
         first = await anext(requests, None)
         if first is None:
             raise InvalidArgument("the Write stream carried no WriteRequest")
         if self.logstreams is not None and self.logstreams.owns(first.resource_name):
-            return await self.logstreams.write(first, requests)
+            return await self.logstreams.write(_as_message(first), (_as_message(r) async for r in requests))
         resource = parse_upload(first.resource_name)
         cas = self.instances.get(resource.instance_name).cas
         codec = self._codec(resource.compressor, first.resource_name)

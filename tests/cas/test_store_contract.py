@@ -268,6 +268,20 @@ async def test_write_in_chunks_then_read(store: BlobStore) -> None:
     assert await store.find_missing([digest]) == set()
 
 
+async def test_write_of_memoryview_chunks(store: BlobStore) -> None:
+    """A ByteStream upload reaches the store as views of the received messages (server/write_requests.py)."""
+    digest, data = blob(23, 2 * READ_CHUNK_SIZE + 4321)
+    held = memoryview(bytes(data))
+
+    async def views() -> AsyncIterator[memoryview]:
+        for start in range(0, len(held), 300_000):
+            yield held[start : start + 300_000]
+
+    await store.write(digest, views())
+    assert await read_all(store, digest) == data
+    assert await store.get_bytes(digest) == data
+
+
 async def test_empty_value(store: BlobStore) -> None:
     digest = Digest.empty()
     await store.write(digest, chunks_of(b""))
