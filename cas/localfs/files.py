@@ -14,6 +14,7 @@ docstring for the fsync policy.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -202,6 +203,32 @@ def pread_exact(fd: int, size: int, offset: int) -> bytes:
         parts.append(more)
         got += len(more)
     return b"".join(parts)
+
+
+# Read in at once when mapped (Linux), so copying out of the map never waits for the disk.
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+
+
+def map_range(fd: int, offset: int, size: int) -> memoryview:
+    """Bytes ``offset`` to ``offset + size`` of an open value, mapped rather than copied.
+
+    A large read's bytes are copied once, by whoever consumes them (a ByteStream
+    response), straight out of the page cache: ``pread`` copied them first into a
+    buffer of its own, the largest single cost of a 64 MiB read from a tmpfs. The map
+    goes when the last view of it does. The file must still hold the range (checked
+    here, else CorruptValue): a value file is never truncated in place (values are
+    renamed into place whole and only ever unlinked, which leaves a map intact);
+    only something outside the store truncating it during a read could make the
+    map fault. Where mapping fails, the range is read as before.
+    """
+    if os.fstat(fd).st_size < offset + size:
+        raise CorruptValue(f"value is {os.fstat(fd).st_size} bytes, expected at least {offset + size}")
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    try:
+        mapped = mmap.mmap(fd, offset + size - start, flags=_MAP_FLAGS, prot=mmap.PROT_READ, offset=start)
+    except OSError:
+        return memoryview(pread_exact(fd, size, offset))
+    return memoryview(mapped)[offset - start :]
 
 
 def read_values(items: Sequence[tuple[str, int]]) -> list[bytes | None | CorruptValue]:
