@@ -227,27 +227,29 @@ class DiskStore(BlobStore):
                 yield data
             return
         position = offset + len(data)
-        window = max(self.chunk_size, MAP_WINDOW - MAP_WINDOW % self.chunk_size)
+        span = max(self.chunk_size, MAP_WINDOW - MAP_WINDOW % self.chunk_size)
         pending: asyncio.Future[memoryview] | None = None
         try:
             # The rest in mapped windows (cas/localfs/files.py map_range), one thread hop
             # each; the next one is mapped while the consumer handles this one.
-            pending = await self._lane.started(disk_files.map_range, fd, position, min(window, end - position))
+            pending = await self._lane.started(disk_files.map_range, fd, position, min(span, end - position))
             yield data
             while pending is not None:
                 mapped = await asyncio.shield(pending)
                 position += len(mapped)
                 pending = None
                 if position < end:
-                    pending = await self._lane.started(disk_files.map_range, fd, position, min(window, end - position))
+                    pending = await self._lane.started(disk_files.map_range, fd, position, min(span, end - position))
                 for start in range(0, len(mapped), self.chunk_size):
                     yield cast(bytes, mapped[start : start + self.chunk_size])  # views: see cas/store.py read
+                disk_files.unmap(mapped)
         except CorruptValue as err:
             raise Internal(f"{digest} in {self.name} changed size while being read: {err}") from None
         except OSError as err:
             raise self._os_error(err, "read", str(digest)) from None
         finally:
-            close_after(pending, lambda: os.close(fd))
+            ahead = pending  # a read stopped early: its next window is let go once mapped
+            close_after(ahead, lambda: _release_read(ahead, fd))
 
     async def _open_for_read(self, digest: Digest, offset: int, limit: int | None) -> tuple[int, bytes, int]:
         """Open a value and read its first chunk in one hop: (fd or -1, bytes, end)."""
@@ -329,6 +331,12 @@ class DiskStore(BlobStore):
             else:
                 self._upkeep.drop_corrupt(digest, entry, result)
         return out
+
+
+def _release_read(window: asyncio.Future[memoryview] | None, fd: int) -> None:
+    if window is not None and not window.cancelled() and window.exception() is None:
+        disk_files.unmap(window.result())
+    os.close(fd)
 
 
 def _close_opened(opened: asyncio.Future[tuple[int, bytes]]) -> None:

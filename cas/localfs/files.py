@@ -231,6 +231,18 @@ def map_range(fd: int, offset: int, size: int) -> memoryview:
     return memoryview(mapped)[offset - start :]
 
 
+def unmap(view: memoryview) -> None:
+    """Let go of a range from ``map_range`` now: its map (and the descriptor the map
+    holds) closes unless a consumer still holds a view of it, which then lets go of it."""
+    close = getattr(view.obj, "close", None)  # a map's; bytes read where mapping failed have none
+    view.release()
+    if close is not None:
+        try:
+            close()
+        except BufferError:
+            pass  # views of it are still held: it closes when the last one goes
+
+
 def read_values(items: Sequence[tuple[str, int]]) -> list[bytes | None | CorruptValue]:
     """Read whole small values: the bytes, None if gone, or CorruptValue if the size is wrong."""
     out: list[bytes | None | CorruptValue] = []
