@@ -24,7 +24,8 @@ async def build_store(name: str, spec: StoreSpec, built: Mapping[str, BlobStore]
             from cas.disk.store import DiskStore
 
             return await DiskStore.open(
-                spec.path or cache_home() / name, max_bytes=spec.max_size, name=name, fsync=spec.fsync
+                spec.path or cache_home() / name, max_bytes=spec.max_size, name=name, fsync=spec.fsync,
+                mapped_reads=spec.mapped_reads,
             )
         case PackedSpec():
             from cas.packed.store import PackedStore

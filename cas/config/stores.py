@@ -36,6 +36,8 @@ class DiskSpec:
     """Total bytes held before the least recently used values are evicted."""
     fsync: bool = False
     """Flush each value (and its directory entry) to the disk before a write returns."""
+    mapped_reads: bool = False
+    """Stream large values out of memory maps (less CPU); a disk read error then kills the process."""
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,10 @@ How it stays correct and fast, and why:
 - **Threads.** Blocking calls run in the store's own executor behind a semaphore
   (IoLane, cas/localfs/io_lane.py); batches (``put_many``, ``get_many``) do their files in
   one hop per thread, streamed writes move data in buffers of about a megabyte,
-  and streamed reads map the value a window at a time (``MAP_WINDOW``). The
+  and streamed reads read ahead a chunk at a time, or, with ``mapped_reads``, map
+  the value a window at a time (``MAP_WINDOW``): fewer copies and thread hops, but
+  a disk's read error or a file truncated by something else then kills the process
+  with SIGBUS instead of failing one read, so it is the operator's choice. The
   event loop only does dict work, bounded by the size of a request.
 
 The value stored under a digest need not be that digest's content (the action cache
@@ -96,8 +99,10 @@ class DiskStore(BlobStore):
         clock: Callable[[], float] = time.time,
         chunk_size: int = READ_CHUNK_SIZE,
         write_buffer: int = DEFAULT_WRITE_BUFFER,
+        mapped_reads: bool = False,
     ) -> None:
         self.root = root
+        self.mapped_reads = mapped_reads
         self.name = name
         self.chunk_size = chunk_size
         self.write_buffer = write_buffer
@@ -128,6 +133,7 @@ class DiskStore(BlobStore):
         clock: Callable[[], float] = time.time,
         chunk_size: int = READ_CHUNK_SIZE,
         write_buffer: int = DEFAULT_WRITE_BUFFER,
+        mapped_reads: bool = False,
     ) -> DiskStore:
         """Lock the directory, clean crash leftovers, rebuild the index, and evict down
         to ``max_bytes`` if the cap shrank."""
@@ -144,6 +150,7 @@ class DiskStore(BlobStore):
         store = cls(
             root, max_bytes, index, executor, lock_fd, name=name, io_threads=io_threads, fsync=fsync,
             touch_interval=touch_interval, clock=clock, chunk_size=chunk_size, write_buffer=write_buffer,
+            mapped_reads=mapped_reads,
         )
         log.info(
             "disk store %r at %s: %d values, %d bytes, index rebuilt in %.2fs (%s)",
@@ -227,19 +234,22 @@ class DiskStore(BlobStore):
                 yield data
             return
         position = offset + len(data)
-        span = max(self.chunk_size, MAP_WINDOW - MAP_WINDOW % self.chunk_size)
+        if self.mapped_reads:  # windows of the file's pages (cas/localfs/files.py map_range)
+            span, take = max(self.chunk_size, MAP_WINDOW - MAP_WINDOW % self.chunk_size), disk_files.map_range
+        else:
+            span, take = self.chunk_size, disk_files.read_range
         pending: asyncio.Future[memoryview] | None = None
         try:
-            # The rest in mapped windows (cas/localfs/files.py map_range), one thread hop
-            # each; the next one is mapped while the consumer handles this one.
-            pending = await self._lane.started(disk_files.map_range, fd, position, min(span, end - position))
+            # The rest a window at a time, one thread hop each; the next one is read
+            # while the consumer handles this one.
+            pending = await self._lane.started(take, fd, position, min(span, end - position))
             yield data
             while pending is not None:
                 mapped = await asyncio.shield(pending)
                 position += len(mapped)
                 pending = None
                 if position < end:
-                    pending = await self._lane.started(disk_files.map_range, fd, position, min(span, end - position))
+                    pending = await self._lane.started(take, fd, position, min(span, end - position))
                 for start in range(0, len(mapped), self.chunk_size):
                     yield cast(bytes, mapped[start : start + self.chunk_size])  # views: see cas/store.py read
                 disk_files.unmap(mapped)

@@ -231,6 +231,12 @@ def map_range(fd: int, offset: int, size: int) -> memoryview:
     return memoryview(mapped)[offset - start :]
 
 
+def read_range(fd: int, offset: int, size: int) -> memoryview:
+    """Bytes ``offset`` to ``offset + size`` of an open value, read (``map_range``'s
+    safe twin: a disk's read error is an OSError here, not a SIGBUS)."""
+    return memoryview(pread_exact(fd, size, offset))
+
+
 def unmap(view: memoryview) -> None:
     """Let go of a range from ``map_range`` now: its map (and the descriptor the map
     holds) closes unless a consumer still holds a view of it, which then lets go of it."""

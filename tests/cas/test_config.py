@@ -273,7 +273,7 @@ def test_each_type_is_one_spec_whose_fields_are_its_keys_and_defaults() -> None:
         ({"type": "disk", "max_szie": "1GiB"}, r"^store 'x' \(disk\): unknown key 'max_szie' \(did you mean 'max_size'\?"),
         (
             {"type": "disk", "pth": "/x", "colour": 1},
-            r"^store 'x' \(disk\): unknown keys 'colour', 'pth' \(did you mean 'path' for 'pth'\? known: path, max_size, fsync\)",
+            r"^store 'x' \(disk\): unknown keys 'colour', 'pth' \(did you mean 'path' for 'pth'\? known: path, max_size, fsync, mapped_reads\)",
         ),
         ({"type": "disk", "path": 7}, r"^store 'x' key 'path': expected a path, got 7"),
         ({"type": "grpc"}, r"^store 'x' \(grpc\): missing required key 'address'"),

@@ -1,4 +1,5 @@
-"""DiskStore's streamed reads through mapped windows (cas/localfs/files.py map_range)."""
+"""DiskStore's streamed reads: read ahead a chunk at a time (the default), or through
+mapped windows with ``mapped_reads`` (cas/localfs/files.py map_range)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from tests.cas.streams import chunks_of, read_all, read_chunks
 SIZE = 2 * MAP_WINDOW + 3 * MiB + 4321  # three windows after the first chunk, the last one partial
 
 
-async def test_reads_across_windows_at_any_offset_and_limit(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "store", max_bytes=256 * MiB)
+@pytest.mark.parametrize("mapped", [False, True], ids=["read", "mapped"])
+async def test_reads_across_windows_at_any_offset_and_limit(tmp_path: Path, mapped: bool) -> None:
+    store = await open_store(tmp_path / "store", max_bytes=256 * MiB, mapped_reads=mapped)
     try:
         digest, data = blob(41, SIZE)
         await store.write(digest, chunks_of(data, MiB))
@@ -36,8 +38,9 @@ async def test_reads_across_windows_at_any_offset_and_limit(tmp_path: Path) -> N
         await store.aclose()
 
 
-async def test_a_value_truncated_during_a_read_is_internal_not_a_crash(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "store", max_bytes=256 * MiB)
+@pytest.mark.parametrize("mapped", [False, True], ids=["read", "mapped"])
+async def test_a_value_truncated_during_a_read_is_internal_not_a_crash(tmp_path: Path, mapped: bool) -> None:
+    store = await open_store(tmp_path / "store", max_bytes=256 * MiB, mapped_reads=mapped)
     try:
         digest, data = blob(42, SIZE)
         await store.write(digest, chunks_of(data, MiB))
@@ -59,11 +62,30 @@ async def test_where_mapping_fails_the_range_is_read(tmp_path: Path, monkeypatch
         raise OSError(errno.ENODEV, "no mmap here")
 
     monkeypatch.setattr(disk_files.mmap, "mmap", refuse)
-    store = await open_store(tmp_path / "store", max_bytes=256 * MiB)
+    store = await open_store(tmp_path / "store", max_bytes=256 * MiB, mapped_reads=True)
     try:
         digest, data = blob(43, MAP_WINDOW + 3 * MiB)
         await store.write(digest, chunks_of(data, MiB))
         assert await read_all(store, digest) == data
         assert await read_all(store, digest, MiB + 7, MAP_WINDOW) == data[MiB + 7 : MiB + 7 + MAP_WINDOW]
+    finally:
+        await store.aclose()
+
+
+async def test_by_default_nothing_is_mapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk's read error in a mapped page is a SIGBUS for the whole process: maps are opt-in."""
+    maps: list[object] = []
+
+    def record(*args: object, **kwargs: object) -> mmap.mmap:
+        maps.append(args)
+        raise OSError(errno.ENODEV, "no mmap here")
+
+    monkeypatch.setattr(disk_files.mmap, "mmap", record)
+    store = await open_store(tmp_path / "store", max_bytes=256 * MiB)
+    try:
+        digest, data = blob(44, MAP_WINDOW + 3 * MiB)
+        await store.write(digest, chunks_of(data, MiB))
+        assert await read_all(store, digest) == data
+        assert maps == []
     finally:
         await store.aclose()

@@ -79,6 +79,7 @@ def _packed(env: Env, name: str, **options: str) -> dict[str, Any]:
 SPECS: dict[str, Callable[[Env], dict[str, dict[str, Any]]]] = {
     "memory": lambda env: {"top": {"type": "memory", "max_size": "256MiB"}},
     "disk": lambda env: {"top": _disk(env, "disk")},
+    "disk(mapped reads)": lambda env: {"top": {**_disk(env, "disk"), "mapped_reads": True}},
     "packed": lambda env: {"top": _packed(env, "packed")},
     # Segments barely larger than the biggest value: most writes start a new segment.
     "packed(small segments)": lambda env: {
