@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 
 
-from tests.execution.locality_helpers import memory_state_only  # noqa: F401 - scheduler_state: the memory state only
 from tests.execution.locality_helpers import (
     GUARD, busy_holder, holding, idle_bot_gets_it, inputs_of, passes_bounded, queue, urgent_overtakes, waiting, with_inputs,
 )
@@ -80,11 +79,18 @@ async def test_once_the_holder_moves_on_to_other_work_another_bot_takes_what_wai
 
 
 async def test_a_holder_running_a_long_action_is_waited_for_at_most_holder_wait_max(make_env) -> None:  # type: ignore[no-untyped-def]
-    """The holder never asks again: after ``locality_holder_wait_max`` the idle bot gets it."""
+    """The holder never asks again: after ``locality_holder_wait_max`` the idle bot gets
+    it (the memory state's timer; the Redis state's tick, which any replica runs)."""
     async with make_env(dispatch="locality", locality_holder_wait_max=0.2) as env:
         action = await with_inputs(env, "lib")
         _, _, chore_call = await busy_holder(env, inputs_of(action))
-        await idle_bot_gets_it(env, action, chore_call)
+        [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
+        calls = await queue(env, [action])  # it waits for the holder
+        await env.expire(1.0)  # past the cap, then a tick
+        got = await asyncio.wait_for(idle_poll, GUARD)
+        assert [lease.action_digest for lease in got] == [action.digest.to_proto()]
+        for call in [*calls, chore_call]:
+            call.cancel()
 
 
 async def test_turned_off_the_idle_bot_takes_it_at_once(make_env) -> None:  # type: ignore[no-untyped-def]

@@ -16,21 +16,41 @@ Cache filters are the bulk (8 KiB from reapi-worker, 32 KiB at most): a script
 returns only their version, and each replica keeps the filters it has seen
 (``Summaries``), so a filter crosses from Redis once per replica per change.
 
+The wait for the holder (``Dispatch.wait_for_holder``) lives in Redis with the queued
+execution (``aw`` the holder, ``am`` its progress count ``gv`` then, ``ad`` the
+deadline; lua/locality.lua): Python decides that an execution waits (its tier and
+holder), the scripts keep the wait, and any replica's claim reads it. It ends in
+Redis, atomically: when the holder is given its slots' worth of other work (in
+``assign``, whichever replica gives it; the replica running that script is told to
+place the execution, ``on_wait_over``), or at the deadline (``end_waits``, on every
+replica's tick and on a timer of the replica that started a wait), so a replica
+that dies mid-wait strands nothing for longer than ``holder_wait_max`` plus a tick.
+
 The bounded wait (``Dispatch.wait``) is the memory state's only (config.py refuses it
 with the Redis state): its timers would need a replica to own each waiting execution.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from server.scheduler.locality import MINE, Dispatch, choose_bot, choose_placed, held_bytes, sketch_total, tier
+from server.scheduler.clock import Clock
+from server.scheduler.locality import (MINE, Dispatch, choose_bot, choose_placed, held_bytes, holder_moved_on,
+                                      sketch_total, tier)
 from server.scheduler.sessions import BotSummary
-from server.scheduler.state.redis.codec import number
+from server.scheduler.state.redis.codec import number, text
+from server.scheduler.state.redis.scripts import holder_wait
+
+log = logging.getLogger("reapi.scheduler.redis")
 
 SUMMARY_SESSIONS = 10_000  # filters a replica keeps (8 KiB each from reapi-worker)
+WAITS_PER_SWEEP = 100  # waits past their deadline ended per script (holder_waits)
+MIN_TIMER = 0.05  # seconds: the soonest this replica's deadline timer fires again
 
 Call = Callable[..., Awaitable[Any]]
 
@@ -46,6 +66,11 @@ def summary_args(summary: BotSummary | None) -> list[object]:
         return ["", "", "", ""]
     return ["" if summary.cache is None else "1", summary.cache or b"",
             "" if summary.cpu is None else repr(summary.cpu), "" if summary.memory is None else repr(summary.memory)]
+
+
+def _holders(others: Sequence[Any]) -> list[Holder]:
+    """The other connected bots of a script's reply (lua/locality.lua ``others``) as holders."""
+    return [Holder(text(other[0]), int(other[3]), int(other[4])) for other in others]
 
 
 class Summaries:
@@ -81,13 +106,91 @@ class Summaries:
         return out
 
 
+@dataclass(frozen=True)
+class Holder:
+    """A bot an execution may wait for, as the scripts describe it: its session, the
+    actions given to it that did not wait for it (``gv``), its slots."""
+
+    name: str
+    given: int
+    slots: int
+
+
 class RedisPlacement:
     """The locality steps of RedisState: placing a queued execution, and a bot's claim."""
 
-    def __init__(self, call: Call, dispatch: Dispatch) -> None:
+    def __init__(self, call: Call, dispatch: Dispatch, clock: Clock) -> None:
         self._call = call
         self.dispatch = dispatch
+        self.clock = clock
+        self.holder_wait = holder_wait(dispatch)
         self.summaries = Summaries(call)
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- the wait for the holder -----------------------------------------------------
+
+    def _keeps_waiting(self, wait: Sequence[bytes], holder: Holder, now: float) -> bool:
+        """Whether a queued execution whose tier is not ``MINE`` to the bot that might
+        take it waits for ``holder`` (the bot holding most of it), as the memory state's
+        ``_may_take``: not once its wait is over (``wo``), nor once it was passed over
+        ``max_passes`` times; waiting for that holder already, until the holder moved on
+        (locality.holder_moved_on) or the deadline; waiting for no one or another, a new
+        wait begins (the caller starts it: ``await_holder``)."""
+        awaited, mark, deadline, over, passes = wait
+        if over == b"1" or int(passes) >= self.dispatch.max_passes:
+            return False
+        if text(awaited) != holder.name:
+            return True
+        return not (holder_moved_on(holder.given - int(mark), holder.slots) or now >= float(deadline))
+
+    def wait_started(self) -> None:
+        """This replica started a wait: its timer ends it at the deadline, should no tick do it first."""
+        self._arm(self.dispatch.holder_wait_max)
+
+    def _arm(self, delay: float) -> None:
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(max(delay, MIN_TIMER), self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self.spawn(self.end_waits(self.clock.now()))
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a step in the background (a wake-up's or timer's), logging its failure."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("locality's holder wait: %s", task.exception())
+
+    async def end_waits(self, now: float) -> None:
+        """The waits past their deadline end (holder_waits), whichever replica began
+        them; those still queued go to the bot the rule picks, if one waits."""
+        while True:
+            ended, next_deadline = await self._call("holder_waits", number(now), WAITS_PER_SWEEP)
+            await self.place([text(eid) for eid in ended], now)
+            if len(ended) < WAITS_PER_SWEEP:
+                break
+        if next_deadline is not None:
+            self._arm(float(next_deadline) - now)
+
+    def on_wait_over(self, eid: str) -> None:
+        """A script this replica ran ended a wait (the holder moved on): place it now."""
+        self.spawn(self.place([eid], self.clock.now()))
+
+    async def aclose(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- placing and claiming --------------------------------------------------------
 
     async def place(self, execution_ids: Iterable[str], now: float) -> None:
         """Give each queued execution to the waiting bot locality.choose_bot picks, if any
@@ -100,22 +203,31 @@ class RedisPlacement:
     async def choose_bot(self, eid: str, candidates: list[Any], now: float) -> None:
         """Give the execution to the bot locality.choose_bot picks among ``candidates``
         (place_bots' reply, or add_operation's), by placement tier first."""
-        sketch, bots, others = candidates
+        sketch, bots, others, wait = candidates
         filters = await self.summaries.of([(bot[0].decode(), bot[2]) for bot in bots]
                                           + [(other[0].decode(), other[1]) for other in others])
-        names, held, loads = [], [], []
-        for (name, returning, _, leases, capacity, cpu, memory, expected), cache in zip(bots, filters):
+        names, held, loads, takers = [], [], [], []
+        for (name, returning, _, leases, capacity, cpu, memory, expected, given), cache in zip(bots, filters):
             estimate = held_bytes(sketch, cache, _expected(expected))
             if returning == b"1" and not estimate:
                 continue  # on its way back, it counts only if it holds some of it
             names.append(name)
             held.append(estimate)
             loads.append((int(leases) / max(int(capacity), 1), float(cpu), float(memory)))
+            takers.append(Holder(text(name), int(given), int(capacity)))
         if names:
             rivals = [held_bytes(sketch, cache, _expected(expected))
-                      for (_, _, [expected]), cache in zip(others, filters[len(bots):])]
+                      for (_, _, [expected], _, _), cache in zip(others, filters[len(bots):])]
             tiers = self._tiers(sketch, held, rivals)
             chosen = choose_bot(self.dispatch, held, loads, tiers) if len(names) > 1 else 0
+            if tiers[chosen] != MINE and self.holder_wait:
+                everyone = [*zip(takers, held), *zip(_holders(others), rivals)]
+                holder = max(everyone, key=lambda pair: pair[1])[0]
+                if holder.name != takers[chosen].name and self._keeps_waiting(wait, holder, now):
+                    if text(wait[0]) != holder.name:
+                        await self._call("await_holder", eid, holder.name, number(now))
+                        self.wait_started()
+                    return
             await self._call("place", eid, names[chosen], number(now))
 
     def _tiers(self, sketch: bytes, held: list[int], others: list[int]) -> list[int]:
@@ -146,19 +258,31 @@ class RedisPlacement:
         _, version, free, window, others = window_reply
         [cache, *filters] = await self.summaries.of([(name, version)]
                                                     + [(other[0].decode(), other[1]) for other in others])
-        held = [held_bytes(sketch, cache, _expected(expected)) for _, sketch, _, expected in window]
-        tiers = [self._tiers(sketch, [own], [held_bytes(sketch, other_cache, _expected(other[2][j]))
-                                            for other, other_cache in zip(others, filters)])[0]
-                 for j, ((_, sketch, _, _), own) in enumerate(zip(window, held))]
-        passes = [int(count) for _, _, count, _ in window]
+        rivals = _holders(others)
+        held, tiers, takeable, starts = [], [], [], []
+        for j, (eid, sketch, count, expected, *wait) in enumerate(window):
+            own = held_bytes(sketch, cache, _expected(expected))
+            rival_held = [held_bytes(sketch, other_cache, _expected(other[2][j]))
+                          for other, other_cache in zip(others, filters)]
+            held.append(own)
+            tiers.append(self._tiers(sketch, [own], rival_held)[0])
+            waits = False
+            if tiers[-1] != MINE and self.holder_wait and rival_held:
+                holder = rivals[max(range(len(rival_held)), key=rival_held.__getitem__)]
+                waits = self._keeps_waiting([*wait, count], holder, now)
+                if waits and text(wait[0]) != holder.name:
+                    starts += [eid, holder.name]
+            takeable.append(not waits)
+        passes = [int(item[2]) for item in window]
         added = [0] * len(window)
         remaining = list(range(len(window)))
         ranked: list[int] = []
         while remaining:
             candidates = remaining[:self.dispatch.window]
             pick = choose_placed(self.dispatch, [held[i] for i in candidates], [passes[i] for i in candidates],
-                                 [tiers[i] for i in candidates]) if len(candidates) > 1 else 0
-            assert pick is not None  # every one may be taken: no wait in the Redis state
+                                 [tiers[i] for i in candidates], [takeable[i] for i in candidates])
+            if pick is None:
+                break  # the rest wait for their holders
             for i in candidates[:pick]:
                 passes[i] += 1
                 if len(ranked) < int(free):
@@ -166,5 +290,7 @@ class RedisPlacement:
             ranked.append(candidates[pick])
             remaining.remove(candidates[pick])
         passed = [(window[i][0], count) for i, count in enumerate(added) if count]
+        if starts:
+            self.wait_started()
         return await self._call("claim_chosen", name, number(now), len(ranked), *[window[i][0] for i in ranked],
-                                len(passed), *[part for pair in passed for part in pair])
+                                len(passed), *[part for pair in passed for part in pair], len(starts) // 2, *starts)

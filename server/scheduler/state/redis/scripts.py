@@ -38,7 +38,14 @@ def dispatch_header(dispatch: Dispatch) -> str:
     return (f"local LOCALITY = {'true' if dispatch.locality else 'false'}\n"
             f"local WINDOW, MAX_IDLE, EXPECTED, RETURN_WINDOW = {dispatch.window}, {dispatch.max_idle_scored}, "
             f"{EXPECTED}, {dispatch.return_window!r}\n"
-            f"local MIN_HOME, OTHERS = {dispatch.min_home}, {OTHERS_COMPARED}\n")
+            f"local MIN_HOME, OTHERS = {dispatch.min_home}, {OTHERS_COMPARED}\n"
+            f"local HOLDER_WAIT = {'true' if holder_wait(dispatch) else 'false'}\n"
+            f"local HOLDER_WAIT_MAX, MAX_PASSES = {dispatch.holder_wait_max!r}, {dispatch.max_passes}\n")
+
+
+def holder_wait(dispatch: Dispatch) -> bool:
+    """Whether the scripts apply the wait for the holder (locality, ``wait_for_holder``, no ``wait``)."""
+    return dispatch.locality and dispatch.wait_for_holder and dispatch.wait <= 0
 
 
 class Scripts:

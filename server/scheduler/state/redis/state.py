@@ -79,13 +79,22 @@ class RedisState(SchedulerState):
         self._holds: dict[asyncio.Future[None], tuple[str, str]] = {}
         self._sent: Lru[str, SentBlobs] = Lru()
         self._farm_view = FarmView(lambda: self._call("farm"), self.catalog, clock)
-        self.placement = RedisPlacement(self._call, settings.dispatch) if settings.dispatch.locality else None
+        self.placement = RedisPlacement(self._call, settings.dispatch, clock) if settings.dispatch.locality else None
+        if self.placement is not None and self.placement.holder_wait:
+            self.wakeups.on_wait_over = self._wait_over
 
     async def _started(self) -> None:
         await self.backplane.started()
 
     async def aclose(self) -> None:
+        if self.placement is not None:
+            await self.placement.aclose()
         await self.backplane.release()
+
+    def _wait_over(self, replica: str, execution_id: str) -> None:
+        """A wait for a holder ended in a script this replica ran: this replica places it."""
+        if replica == self.backplane.replica and self.placement is not None:
+            self.placement.on_wait_over(execution_id)
 
     async def _call(self, name: str, *args: object) -> object:
         await self.backplane.started()
@@ -321,6 +330,8 @@ class RedisState(SchedulerState):
 
     async def expired_sessions(self, now: float) -> list[SessionView]:
         await self._reap_lost_results(now)
+        if self.placement is not None and self.placement.holder_wait:
+            await self.placement.end_waits(now)  # on every replica's tick: no wait outlives its deadline
         reply = await self._call("expired_sessions", number(now))
         assert isinstance(reply, list)
         return [session_view(item, self.registrations) for item in reply]

@@ -4,7 +4,9 @@ A transition on any replica publishes what it changed on one channel: ``s:N:SESS
 (work assigned, a lease cancelled, the session closed, a newer call; N numbers the
 session's wake-ups, so a held call ends only for one published after it held, never
 for one still in flight from before), ``e:EXECUTION``
-(a stage changed) and ``l:LOGSTREAM`` (bytes appended, finished, dropped). Each
+(a stage changed), ``l:LOGSTREAM`` (bytes appended, finished, dropped) and, with
+locality's holder wait, ``w:REPLICA:EXECUTION`` (a wait ended in a script that replica
+ran: it places the execution, placement.py). Each
 replica listens and resolves its own waiters: held UpdateBotSession calls, operation
 watches, log stream readers. So a bot held on replica B gets work queued on replica
 A at once.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -69,6 +71,7 @@ class Wakeups:
         self._watches: dict[str, weakref.WeakSet[Pokeable]] = {}
         self._logs: dict[str, set[asyncio.Future[None]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self.on_wait_over: Callable[[str, str], None] | None = None  # (replica, execution): a 'w:' wake-up
         self.subscribed = asyncio.Event()
         self._ever_subscribed = False
 
@@ -132,6 +135,9 @@ class Wakeups:
                     del self._watches[name]
         elif kind == "l":
             _resolve_all(list(self._logs.get(name, ())))
+        elif kind == "w" and self.on_wait_over is not None:
+            replica, _, execution_id = name.partition(":")
+            self.on_wait_over(replica, execution_id)
 
     def wake_all(self) -> None:
         for session_waiters in list(self._sessions.values()):

@@ -1,9 +1,11 @@
--- claim_chosen(name, now, k, execution id x k, m, (execution id, times passed over) x m)
+-- claim_chosen(name, now, k, execution id x k, m, (execution id, times passed over) x m,
+-- w, (execution id, holder) x w)
 -- -> false (closed) | {'done', session_view} (locality): of claim_window's window, ranked
 -- by Python in the order the rule takes it, the first ones still queued, up to the
 -- session's free slots (another replica or call may have taken some meanwhile); then
 -- the rest of its free slots by (priority, arrival), like claim.lua. Those passed over
--- count it, while still queued (the fairness bound, locality.Dispatch.max_passes).
+-- count it, while still queued (the fairness bound, locality.Dispatch.max_passes); those
+-- Python found theirs wait for their holder from now (the holder wait), unless they do.
 local name, now = arg(1), arg(2)
 local f = redis.call('HMGET', key('s', name), 'healthy', 'offer')
 if not f[1] then return false end
@@ -12,6 +14,10 @@ local i = 4 + k
 for _ = 1, tonumber(arg(i)) do
   local e = key('e', arg(i + 1))
   if tonumber(redis.call('HGET', e, 'stage')) == QUEUED then redis.call('HINCRBY', e, 'pass', arg(i + 2)) end
+  i = i + 2
+end
+for _ = 1, tonumber(arg(i + 1) or 0) do
+  locality.await_holder(arg(i + 2), arg(i + 3), now)
   i = i + 2
 end
 if f[1] == '1' then

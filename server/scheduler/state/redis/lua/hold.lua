@@ -3,7 +3,8 @@
 -- token, until a later wake-up. Work queued since the call's claim (another replica
 -- may queue between two scripts) is taken here, so it never waits beside a held call;
 -- with locality, so is a lease given to it since (on its way back, placement.py), and
--- for a session with a summary, queued work is left to Python's claim: -1.
+-- for a session with a summary, queued work is left to Python's claim: -1 (with the
+-- holder wait, only work queued since its claim: what it left waits for other bots).
 local name = arg(1)
 local s = key('s', name)
 local f = redis.call('HMGET', s, 'healthy', 'offer')
@@ -13,7 +14,7 @@ redis.call('HSET', s, 'hold', arg(2))
 if f[1] == '1' and free_capacity(name) > 0 then
   if LOCALITY and locality.chooses(name, f[2]) then return -1 end
   local taken = false
-  while free_capacity(name) > 0 do
+  while free_capacity(name) > 0 and not (HOLDER_WAIT and locality.has_summary(name)) do
     local eid = pop_best(f[2])
     if not eid then break end
     assign(eid, name, arg(3))

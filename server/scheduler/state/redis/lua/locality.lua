@@ -10,6 +10,15 @@
 -- the record keys of the actions given to it since (locality.EXPECTED of them);
 -- `P:ret:OFFER` the sessions back from a call with a slot free, by when. An
 -- execution's hash keeps its input sketch (`sk`) and how often it was passed over (`pass`).
+--
+-- The wait for the holder (HOLDER_WAIT: locality_wait_for_holder): an execution that
+-- waits for the bot holding most of it keeps `aw` (that session), `am` (its `gv` when
+-- the wait began), `ad` (the wait's deadline, HOLDER_WAIT_MAX later) and `wo` ('1' once
+-- the wait is over); `P:aw:NAME` the executions waiting for a session, `P:hw` those
+-- waiting, by deadline. A session's `gv` counts the actions given to it that did not
+-- wait for it (its progress); `cq` is `P:qv` (bumped by each push and each wait's end)
+-- at its last claim. The wait ends in `given` (the holder moved on,
+-- locality.holder_moved_on) or in holder_waits (the deadline; any replica's tick).
 
 -- The 8-byte keys (h1, h2) of a sketch's records: locality.record_keys, as bytes.
 local function record_keys(sketch)
@@ -19,6 +28,113 @@ local function record_keys(sketch)
 end
 
 local function has_summary(name) return redis.call('HSTRLEN', key('s', name), 'sum') > 0 end
+locality.has_summary = has_summary
+
+-- The input bytes of a sketched action (its first 8 bytes, big-endian; 0 for none).
+local function sketch_total(sketch)
+  local total = 0
+  for i = 1, math.min(8, #sketch) do total = total * 256 + string.byte(sketch, i) end
+  return total
+end
+
+-- -- the wait for the holder ---------------------------------------------------------
+
+-- Whether the holder moved on since mark (its `gv` then): given as many actions as it has
+-- slots (locality.holder_moved_on); a closed holder has.
+local function holder_moved_on(holder, mark)
+  local h = redis.call('HMGET', key('s', holder), 'gv', 'cap')
+  if not h[2] then return true end
+  return tonumber(h[1] or 0) - tonumber(mark) >= math.max(tonumber(h[2]), 1)
+end
+
+-- Whether a queued execution waits for a holder other than name, and its wait is not over.
+function locality.waits_for_other(eid, name, now)
+  local f = redis.call('HMGET', key('e', eid), 'aw', 'am', 'ad', 'wo', 'pass')
+  if not f[1] or f[1] == name or f[4] == '1' then return false end
+  if tonumber(f[5] or 0) >= MAX_PASSES or tonumber(now) >= tonumber(f[3]) then return false end
+  return not holder_moved_on(f[1], f[2])
+end
+
+-- Python found a queued execution theirs to a bot that could take it: it waits for
+-- holder, from now (unless it waits for it already, or its wait is over).
+function locality.await_holder(eid, holder, now)
+  local e = key('e', eid)
+  local f = redis.call('HMGET', e, 'stage', 'aw', 'wo')
+  if not f[1] or tonumber(f[1]) ~= QUEUED or f[2] == holder or f[3] == '1' then return end
+  local gv = redis.call('HMGET', key('s', holder), 'cap', 'gv')
+  if not gv[1] then return end
+  if f[2] then redis.call('SREM', key('aw', f[2]), eid) end
+  local deadline = tonumber(now) + HOLDER_WAIT_MAX
+  redis.call('HSET', e, 'aw', holder, 'am', gv[2] or 0, 'ad', deadline)
+  redis.call('SADD', key('aw', holder), eid)
+  redis.call('ZADD', P .. 'hw', deadline, eid)
+end
+
+-- The wait is over: the next bot that asks takes it (claims see `wo`); bots in a call
+-- between claim and hold claim again (`P:qv`).
+local function wait_over(eid)
+  local e = key('e', eid)
+  local aw = redis.call('HGET', e, 'aw')
+  if aw then redis.call('SREM', key('aw', aw), eid) end
+  redis.call('HDEL', e, 'aw')
+  redis.call('HSET', e, 'wo', '1')
+  redis.call('INCR', P .. 'qv')
+end
+
+-- holder_waits' step: the waits past their deadline are over; the ones still queued are
+-- returned for Python to place (place_bots, then place), and the next deadline.
+function locality.waits_past(now, limit)
+  local out = {}
+  for _, eid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'hw', '-inf', now, 'LIMIT', 0, limit)) do
+    redis.call('ZREM', P .. 'hw', eid)
+    local stage = redis.call('HGET', key('e', eid), 'stage')
+    if stage and tonumber(stage) == QUEUED then
+      wait_over(eid)
+      out[#out + 1] = eid
+    end
+  end
+  local next_one = redis.call('ZRANGE', P .. 'hw', 0, 0, 'WITHSCORES')
+  return {out, next_one[2] or false}
+end
+
+-- assign's step: an execution given to name waits no more; unless it waited for name
+-- (its own backlog), name made progress, which may end the waits for it: each goes to a
+-- bot through the replica running this script (a 'w:' wake-up, placement.py), if one waits.
+local function given(eid, name)
+  local e = key('e', eid)
+  local aw = redis.call('HGET', e, 'aw')
+  if aw then
+    redis.call('SREM', key('aw', aw), eid)
+    redis.call('HDEL', e, 'aw', 'am', 'ad')
+  end
+  redis.call('HDEL', e, 'wo')
+  redis.call('ZREM', P .. 'hw', eid)
+  if aw == name then return end
+  redis.call('HINCRBY', key('s', name), 'gv', 1)
+  local waiting = key('aw', name)
+  if redis.call('SCARD', waiting) == 0 then return end
+  for _, other in ipairs(redis.call('SMEMBERS', waiting)) do
+    local f = redis.call('HMGET', key('e', other), 'stage', 'aw', 'am', 'req')
+    if not f[1] or tonumber(f[1]) ~= QUEUED or f[2] ~= name then
+      redis.call('SREM', waiting, other)
+    elseif holder_moved_on(name, f[3]) then
+      wait_over(other)
+      if first_idle(f[4]) then redis.call('PUBLISH', CHANNEL, 'w:' .. REPLICA .. ':' .. other) end
+    end
+  end
+end
+
+-- Whether Python must judge where a new action goes though only one bot waits for it:
+-- with the holder wait, a big action another connected bot may hold more of.
+local function contested(req, sketch)
+  if not HOLDER_WAIT or sketch_total(sketch) < MIN_HOME then return false end
+  local n = 0
+  for _, offer in ipairs(redis.call('SMEMBERS', key('match', req))) do
+    n = n + redis.call('SCARD', key('live', offer))
+    if n > 1 then return true end
+  end
+  return false
+end
 
 -- The sketch's record keys that the session expects (given to it since), concatenated.
 local function expected_of(name, sketch)
@@ -35,6 +151,7 @@ end
 -- assign's step: a full session is no longer on its way back; one that sent a summary
 -- is fetching the files of what it was given, which count as held (the newest EXPECTED).
 function locality.assigned(eid, name)
+  if HOLDER_WAIT then given(eid, name) end
   if free_capacity(name) <= 0 then redis.call('ZREM', key('ret', offer_of(name)), name) end
   local sketch = redis.call('HGET', key('e', eid), 'sk')
   if not sketch or sketch == '' or not has_summary(name) then return end
@@ -92,7 +209,7 @@ function locality.enqueue(eid, now)
   local idle = idle_sessions(f[1], 2)
   local back = 0
   if f[2] and f[2] ~= '' then back = #returning_sessions(f[1], now, 1) end
-  if #idle == 1 and back == 0 then
+  if #idle == 1 and back == 0 and not contested(f[1], f[2] or '') then
     assign(eid, idle[1], now)
     return false
   end
@@ -100,34 +217,33 @@ function locality.enqueue(eid, now)
   return #idle + back > 0
 end
 
--- The input bytes of a sketched action (its first 8 bytes, big-endian; 0 for none).
-local function sketch_total(sketch)
-  local total = 0
-  for i = 1, math.min(8, #sketch) do total = total * 256 + string.byte(sketch, i) end
-  return total
-end
-
 -- Up to OTHERS connected sessions that can run one of reqs, not in skip (a set of
--- names), that sent a summary: {{session, summary version, {expected keys of each
--- sketch}}, ...}, for the placement tiers (locality.tier: does another bot hold
--- materially more?). None if no sketch is of MIN_HOME bytes or more (every tier MINE).
-local function others(reqs, skip, sketches)
+-- names), that sent a summary, the sessions named in first (the holders awaited) before
+-- the others: {{session, summary version, {expected keys of each sketch}, given, slots},
+-- ...}, for the placement tiers (locality.tier: does another bot hold materially more?)
+-- and the holder wait. None if no sketch is of MIN_HOME bytes or more (every tier MINE).
+local function others(reqs, skip, sketches, first)
   local worth = false
   for _, sketch in ipairs(sketches) do
     if sketch_total(sketch) >= MIN_HOME then worth = true end
   end
   local out, seen = {}, {}
   if not worth then return out end
+  local function add(name)
+    if name and #out < OTHERS and not skip[name] and not seen[name] and has_summary(name) then
+      seen[name] = true
+      local expected = {}
+      for i, sketch in ipairs(sketches) do expected[i] = expected_of(name, sketch) end
+      local f = redis.call('HMGET', key('s', name), 'sv', 'gv', 'cap')
+      out[#out + 1] = {name, f[1], expected, f[2] or '0', f[3]}
+    end
+  end
+  for _, name in ipairs(first or {}) do add(name) end
   for _, req in ipairs(reqs) do
     for _, offer in ipairs(redis.call('SMEMBERS', key('match', req))) do
       for _, name in ipairs(redis.call('SRANDMEMBER', key('live', offer), OTHERS + #out)) do
         if #out >= OTHERS then return out end
-        if not skip[name] and not seen[name] and has_summary(name) then
-          seen[name] = true
-          local expected = {}
-          for i, sketch in ipairs(sketches) do expected[i] = expected_of(name, sketch) end
-          out[#out + 1] = {name, redis.call('HGET', key('s', name), 'sv'), expected}
-        end
+        add(name)
       end
     end
   end
@@ -135,28 +251,36 @@ local function others(reqs, skip, sketches)
 end
 
 -- What Python weighs of a bot: {session, returning '1'|'0', summary version ('' if it
--- sent none), leases, capacity, cpu, memory, the sketch's record keys it expects}.
+-- sent none), leases, capacity, cpu, memory, the sketch's record keys it expects, given}.
 local function bot_data(name, returning, sketch)
-  local f = redis.call('HMGET', key('s', name), 'sv', 'cap', 'cpu', 'mem')
+  local f = redis.call('HMGET', key('s', name), 'sv', 'cap', 'cpu', 'mem', 'gv')
   local version, expected = '', ''
   if has_summary(name) then version, expected = f[1], expected_of(name, sketch) end
   return {name, returning and '1' or '0', version, redis.call('ZCARD', key('sl', name)), f[2], f[3] or '0',
-    f[4] or '0', expected}
+    f[4] or '0', expected, f[5] or '0'}
+end
+
+-- An execution's wait for its holder, as Python reads it: {holder awaited or '', its
+-- given at the start, deadline, '1' if over, passes}.
+local function wait_of(eid)
+  local f = redis.call('HMGET', key('e', eid), 'aw', 'am', 'ad', 'wo', 'pass')
+  return {f[1] or '', f[2] or '0', f[3] or '0', f[4] or '', f[5] or '0'}
 end
 
 -- The bots a queued execution may go to now: false if none or only one (then it is
--- given to that one here), else {sketch, {bot_data, ...}, others}: the waiting ones
--- (longest first), then, if it has a sketch, those on their way back (Python keeps
--- those that hold some of it); and other connected bots, for the tiers.
+-- given to that one here, unless it may wait for another: contested), else {sketch,
+-- {bot_data, ...}, others, wait_of}: the waiting ones (longest first), then, if it has
+-- a sketch, those on their way back (Python keeps those that hold some of it); and
+-- other connected bots (the holder it waits for first), for the tiers and the wait.
 function locality.bots(eid, now)
-  local f = redis.call('HMGET', key('e', eid), 'stage', 'req', 'sk')
+  local f = redis.call('HMGET', key('e', eid), 'stage', 'req', 'sk', 'aw', 'wo')
   if not f[1] or tonumber(f[1]) ~= QUEUED then return false end
   local sketch = f[3] or ''
   local idle = idle_sessions(f[2], MAX_IDLE)
   local back = {}
   if sketch ~= '' then back = returning_sessions(f[2], now, MAX_IDLE) end
   if #idle + #back == 0 then return false end
-  if #idle == 1 and #back == 0 then
+  if #idle == 1 and #back == 0 and (f[5] == '1' or not contested(f[2], sketch)) then
     discard(eid)
     assign(eid, idle[1], now)
     return false
@@ -170,7 +294,7 @@ function locality.bots(eid, now)
     out[#out + 1] = bot_data(name, true, sketch)
     skip[name] = true
   end
-  return {sketch, out, others({f[2]}, skip, {sketch})}
+  return {sketch, out, others({f[2]}, skip, {sketch}, {f[4]}), wait_of(eid)}
 end
 
 -- Take a queued execution out of its queue; false if it is not queued any more.
@@ -208,14 +332,38 @@ function locality.window(name, offer, n)
     end
   end
   table.sort(members)
-  local out, sketches = {}, {}
+  local out, sketches, awaited = {}, {}, {}
   for i = 1, math.min(n, #members) do
     local eid = string.sub(members[i], 17)
-    local e = redis.call('HMGET', key('e', eid), 'sk', 'pass')
+    local e = redis.call('HMGET', key('e', eid), 'sk', 'pass', 'aw', 'am', 'ad', 'wo')
     sketches[i] = e[1] or ''
-    out[i] = {eid, sketches[i], e[2] or '0', expected_of(name, sketches[i])}
+    out[i] = {eid, sketches[i], e[2] or '0', expected_of(name, sketches[i]), e[3] or '', e[4] or '0', e[5] or '0',
+      e[6] or ''}
+    if e[3] then awaited[#awaited + 1] = e[3] end
   end
-  return out, others(reqs, {[name] = true}, sketches)
+  return out, others(reqs, {[name] = true}, sketches, awaited)
+end
+
+-- The best queued execution the offer satisfies, taken unless it waits for a holder
+-- other than name (the holder wait: a claim's fill never takes what waits, nor
+-- anything behind it, so priorities are not crossed).
+local function pop_unless_waiting(name, offer, now)
+  local best_req, best_member, best_score
+  for _, req in ipairs(redis.call('SINTER', key('offreq', offer), P .. 'queues')) do
+    local head = redis.call('ZRANGE', key('q', req), 0, 0, 'WITHSCORES')
+    if head[1] then
+      local score = tonumber(head[2])
+      if best_score == nil or score < best_score or (score == best_score and head[1] < best_member) then
+        best_req, best_member, best_score = req, head[1], score
+      end
+    end
+  end
+  if not best_req then return nil end
+  local eid = string.sub(best_member, 17)
+  if locality.waits_for_other(eid, name, now) then return nil end
+  redis.call('ZREM', key('q', best_req), best_member)
+  unqueued(best_req)
+  return eid
 end
 
 -- The end of every claim: the rest of its free slots by (priority, arrival), then,
@@ -225,8 +373,10 @@ end
 function locality.claim_rest(name, healthy, offer, now)
   redis.call('HSET', key('s', name), 'cl', redis.call('GET', P .. 'lseq') or 0)
   if healthy ~= '1' then return end
+  local waits = HOLDER_WAIT and has_summary(name)
   while free_capacity(name) > 0 do
-    local eid = pop_best(offer)
+    local eid
+    if waits then eid = pop_unless_waiting(name, offer, now) else eid = pop_best(offer) end
     if not eid then break end
     assign(eid, name, now)
   end
@@ -243,9 +393,18 @@ function locality.given_since_claim(name)
   return last[2] ~= nil and tonumber(last[2]) > tonumber(redis.call('HGET', key('s', name), 'cl') or 0)
 end
 
--- Whether a claim by the rule has something to choose from (hold leaves it to Python).
+-- Whether a claim by the rule has something to choose from (hold leaves it to Python):
+-- with the holder wait, only if something was queued (or a wait ended) since its last
+-- claim, which left queued only what waits for other bots.
 function locality.chooses(name, offer)
-  return has_summary(name) and #redis.call('SINTER', key('offreq', offer), P .. 'queues') > 0
+  if not has_summary(name) or #redis.call('SINTER', key('offreq', offer), P .. 'queues') == 0 then return false end
+  return not HOLDER_WAIT
+    or tonumber(redis.call('GET', P .. 'qv') or 0) > tonumber(redis.call('HGET', key('s', name), 'cq') or -1)
+end
+
+-- claim_window's first step: what was queued by now is what this claim sees (chooses).
+function locality.claiming(name)
+  if HOLDER_WAIT then redis.call('HSET', key('s', name), 'cq', redis.call('GET', P .. 'qv') or 0) end
 end
 
 -- Take what the bot said (arguments i..i+3: '1' if a filter follows, the filter, cpu
@@ -263,5 +422,5 @@ end
 
 function locality.closed(name, offer)
   redis.call('ZREM', key('ret', offer), name)
-  redis.call('DEL', key('sx', name))
+  redis.call('DEL', key('sx', name), key('aw', name))
 end

@@ -92,6 +92,7 @@ local function push(eid)
   redis.call('HSET', e, 'qm', member)
   redis.call('SADD', P .. 'queues', f[1])
   redis.call('INCR', P .. 'queued')
+  if HOLDER_WAIT then redis.call('INCR', P .. 'qv') end
 end
 
 local function unqueued(req)

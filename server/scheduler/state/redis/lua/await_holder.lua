@@ -1,0 +1,5 @@
+-- await_holder(execution id, holder, now) (locality, the holder wait): Python found the
+-- queued execution theirs to the bots that could take it; it waits for holder from now
+-- (lua/locality.lua locality.await_holder), unless it waits for it already or is taken.
+locality.await_holder(arg(1), arg(2), arg(3))
+return 1
