@@ -54,6 +54,8 @@ class ExecutionConfig:
     """With locality and no locality_wait: an action waits for the busy bot holding much more of it until that bot moves on to other work."""
     locality_holder_wait_max: Duration = 10.0
     """The longest that wait for the holder lasts (a holder running a long action)."""
+    locality_holder_backlog: Annotated[int, Above(0)] = 4
+    """Actions that may wait for one holder at once, per slot of it; beyond, the next is taken by an idle bot."""
     max_action_timeout: Duration = 7200.0
     """Actions asking for a longer timeout are refused."""
     min_priority: int = -1000
@@ -131,7 +133,7 @@ class ExecutionConfig:
             max_action_timeout=self.max_action_timeout,
             timeout_grace=self.timeout_grace,
             dispatch=(replace(LOCALITY, wait=self.locality_wait, wait_for_holder=self.locality_wait_for_holder,
-                               holder_wait_max=self.locality_holder_wait_max)
+                               holder_wait_max=self.locality_holder_wait_max, holder_backlog=self.locality_holder_backlog)
                       if self.locality else FIFO),
         )
 

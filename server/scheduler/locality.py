@@ -50,7 +50,8 @@ The rules (``Dispatch``), applied by the scheduler state in its transitions:
   when a bot it is ``THEIRS`` to could first have taken it) for a better-placed bot;
   with no wait, once the bot holding most of it has moved on (``holder_moved_on``,
   ``wait_for_holder``: given as many actions as it has slots since, other than those
-  waiting for it, or at most ``holder_wait_max`` seconds), or at
+  waiting for it, or at most ``holder_wait_max`` seconds; no more than
+  ``holder_backlog`` per slot wait for one holder, ``backlog_full``), or at
   once when it has nothing ``MINE`` and ``wait_for_holder`` is off. It trades idle
   time for fewer such steals (docs/BENCHMARKS.md, "Locality dispatch").
 - A bot that sends no summary holds nothing as far as dispatch knows (BuildGrid's
@@ -87,6 +88,7 @@ class Dispatch:
     wait: float = 0.0  # seconds an action may wait for a bot holding materially more of it (0: never)
     wait_for_holder: bool = True  # with no ``wait``: wait for the holder until it moves on (``holder_moved_on``)
     holder_wait_max: float = 10.0  # seconds that wait lasts at most (a holder running a long action)
+    holder_backlog: int = 4  # actions that may wait for one holder at once, per slot (``backlog_full``)
 
 
 FIFO = Dispatch()
@@ -179,6 +181,14 @@ def holder_moved_on(given_since: int, slots: int) -> bool:
     moved on to other work and would not reach this one soon, so an idle bot may take
     it. A wait measured in the holder's progress, not in seconds, whatever the pace."""
     return given_since >= max(slots, 1)
+
+
+def backlog_full(dispatch: Dispatch, waiting: int, slots: int) -> bool:
+    """Whether a holder that ``waiting`` actions already wait for may be waited for by
+    one more (``Dispatch.wait_for_holder``): not once they are ``holder_backlog`` per
+    slot. It will not reach the next one soon, and a deep queue of actions all held by
+    busy bots would otherwise leave every other bot idle behind them (a drain)."""
+    return waiting >= dispatch.holder_backlog * max(slots, 1)
 
 
 def record_keys(sketch: bytes) -> Iterable[int]:

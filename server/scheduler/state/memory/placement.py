@@ -25,8 +25,8 @@ from __future__ import annotations
 import asyncio
 
 from server.scheduler.clock import Clock
-from server.scheduler.locality import (MINE, Dispatch, choose_bot, choose_placed, held_bytes, holder_moved_on,
-                                      sketch_total, tier)
+from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, held_bytes,
+                                      holder_moved_on, sketch_total, tier)
 from server.scheduler.operation import Stage
 from server.scheduler.state.memory.queues import ActionQueues
 from server.scheduler.state.memory.records import BotSession, Execution
@@ -119,8 +119,12 @@ class MemoryPlacement:
         other actions as it has slots since the wait began (locality.holder_moved_on),
         which ``_holder_progressed`` checks each time it is given one; or at most
         ``holder_wait_max`` seconds (a holder running a long action). A new holder
-        starts a new wait."""
+        starts a new wait, unless ``holder_backlog`` per slot wait for it already
+        (locality.backlog_full)."""
         if execution.awaited is not holder:
+            waiting = sum(1 for e in holder.awaited_by if e.awaited is holder and e.stage is Stage.QUEUED)
+            if backlog_full(self._dispatch, waiting, holder.registration.capacity):
+                return False
             execution.awaited = holder
             execution.awaited_mark = holder.given
             holder.awaited_by.append(execution)

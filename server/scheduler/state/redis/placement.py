@@ -10,7 +10,9 @@ of each and of up to 16 other connected bots (for the tiers); Python chooses; th
 second (place, claim_chosen) applies the choice if it still holds (another replica
 may have acted between), else the next best (claim_chosen) or fifo's choice (place).
 So an execution is never lost or given twice: in the worst case (a replica dies
-between the two) it stays queued, and the next bot that asks takes it.
+between the two) it stays queued, and the next bot that asks takes it. A replica
+places one new or requeued action at a time (``deciding``), so two arriving together
+are not both judged before either is given; claims, and replicas, race each other.
 
 Cache filters are the bulk (8 KiB from reapi-worker, 32 KiB at most): a script
 returns only their version, and each replica keeps the filters it has seen
@@ -40,8 +42,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.scheduler.clock import Clock
-from server.scheduler.locality import (MINE, Dispatch, choose_bot, choose_placed, held_bytes, holder_moved_on,
-                                      sketch_total, tier)
+from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, held_bytes,
+                                      holder_moved_on, sketch_total, tier)
 from server.scheduler.sessions import BotSummary
 from server.scheduler.state.redis.codec import number, text
 from server.scheduler.state.redis.scripts import holder_wait
@@ -70,7 +72,7 @@ def summary_args(summary: BotSummary | None) -> list[object]:
 
 def _holders(others: Sequence[Any]) -> list[Holder]:
     """The other connected bots of a script's reply (lua/locality.lua ``others``) as holders."""
-    return [Holder(text(other[0]), int(other[3]), int(other[4])) for other in others]
+    return [Holder(text(other[0]), int(other[3]), int(other[4]), int(other[5])) for other in others]
 
 
 class Summaries:
@@ -114,6 +116,7 @@ class Holder:
     name: str
     given: int
     slots: int
+    backlog: int = 0  # executions waiting for it (``P:aw:NAME``, may count a few gone since)
 
 
 class RedisPlacement:
@@ -125,6 +128,11 @@ class RedisPlacement:
         self.clock = clock
         self.holder_wait = holder_wait(dispatch)
         self.summaries = Summaries(call)
+        # One placement of a new or requeued action at a time on this replica (gather,
+        # choose, apply), as the memory state's steps are atomic: two new actions of one
+        # component arriving together would otherwise both be judged before either was
+        # given, and go to two bots. Claims are not serialized (a drain's rate).
+        self.deciding = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -136,12 +144,13 @@ class RedisPlacement:
         ``_may_take``: not once its wait is over (``wo``), nor once it was passed over
         ``max_passes`` times; waiting for that holder already, until the holder moved on
         (locality.holder_moved_on) or the deadline; waiting for no one or another, a new
-        wait begins (the caller starts it: ``await_holder``)."""
+        wait begins (the caller starts it: ``await_holder``) unless the holder's backlog
+        is full (locality.backlog_full)."""
         awaited, mark, deadline, over, passes = wait
         if over == b"1" or int(passes) >= self.dispatch.max_passes:
             return False
         if text(awaited) != holder.name:
-            return True
+            return not backlog_full(self.dispatch, holder.backlog, holder.slots)
         return not (holder_moved_on(holder.given - int(mark), holder.slots) or now >= float(deadline))
 
     def wait_started(self) -> None:
@@ -196,9 +205,10 @@ class RedisPlacement:
         """Give each queued execution to the waiting bot locality.choose_bot picks, if any
         (after add_operation queued it while bots waited, or a requeue)."""
         for eid in execution_ids:
-            reply = await self._call("place_bots", eid, number(now))
-            if reply:
-                await self.choose_bot(eid, reply, now)
+            async with self.deciding:
+                reply = await self._call("place_bots", eid, number(now))
+                if reply:
+                    await self.choose_bot(eid, reply, now)
 
     async def choose_bot(self, eid: str, candidates: list[Any], now: float) -> None:
         """Give the execution to the bot locality.choose_bot picks among ``candidates``
@@ -217,7 +227,7 @@ class RedisPlacement:
             takers.append(Holder(text(name), int(given), int(capacity)))
         if names:
             rivals = [held_bytes(sketch, cache, _expected(expected))
-                      for (_, _, [expected], _, _), cache in zip(others, filters[len(bots):])]
+                      for (_, _, [expected], *_), cache in zip(others, filters[len(bots):])]
             tiers = self._tiers(sketch, held, rivals)
             chosen = choose_bot(self.dispatch, held, loads, tiers) if len(names) > 1 else 0
             if tiers[chosen] != MINE and self.holder_wait:

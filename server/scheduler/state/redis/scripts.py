@@ -25,6 +25,7 @@ from cas.redis.connection import RedisGuard
 from server.scheduler.locality import EXPECTED, FIFO, Dispatch
 
 OTHERS_COMPARED = 16  # connected bots asked what they hold of an action a bot might take (as the memory state)
+SKIP_WAITING = 64  # queued executions a claim's window passes by because they wait for another bot
 
 Arg = str | bytes | int | float
 
@@ -40,7 +41,8 @@ def dispatch_header(dispatch: Dispatch) -> str:
             f"{EXPECTED}, {dispatch.return_window!r}\n"
             f"local MIN_HOME, OTHERS = {dispatch.min_home}, {OTHERS_COMPARED}\n"
             f"local HOLDER_WAIT = {'true' if holder_wait(dispatch) else 'false'}\n"
-            f"local HOLDER_WAIT_MAX, MAX_PASSES = {dispatch.holder_wait_max!r}, {dispatch.max_passes}\n")
+            f"local HOLDER_WAIT_MAX, MAX_PASSES, SKIP_WAITING = {dispatch.holder_wait_max!r}, {dispatch.max_passes}, "
+            f"{SKIP_WAITING}\n")
 
 
 def holder_wait(dispatch: Dispatch) -> bool:

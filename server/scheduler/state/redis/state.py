@@ -126,6 +126,15 @@ class RedisState(SchedulerState):
         worker_grace: float, owner: str = "",
     ) -> OperationState | Unserved:
         rid = await self.catalog.requirement_id(action.requirements)
+        if self.placement is None:
+            return await self._add_operation(name, action, rid, priority, dedup, now, worker_grace, owner)
+        async with self.placement.deciding:
+            return await self._add_operation(name, action, rid, priority, dedup, now, worker_grace, owner)
+
+    async def _add_operation(
+        self, name: str, action: PreparedAction, rid: str, priority: int, dedup: DedupKey | None, now: float,
+        worker_grace: float, owner: str,
+    ) -> OperationState | Unserved:
         digest = action.action_digest
         reply = await self._call(
             "add_operation", name, action.instance_name, digest.hash, digest.size_bytes, digest.function,

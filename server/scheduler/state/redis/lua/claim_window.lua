@@ -10,7 +10,7 @@ if not f[1] then return false end
 local free = free_capacity(name)
 locality.claiming(name)
 if f[1] == '1' and free > 0 and redis.call('HSTRLEN', key('s', name), 'sum') > 0 then
-  local window, others = locality.window(name, f[2], WINDOW + free - 1)
+  local window, others = locality.window(name, f[2], WINDOW + free - 1, now)
   if #window > 1 or (HOLDER_WAIT and #window == 1 and #others > 0) then
     return {'choose', f[3], free, window, others}
   end

@@ -219,9 +219,9 @@ end
 
 -- Up to OTHERS connected sessions that can run one of reqs, not in skip (a set of
 -- names), that sent a summary, the sessions named in first (the holders awaited) before
--- the others: {{session, summary version, {expected keys of each sketch}, given, slots},
--- ...}, for the placement tiers (locality.tier: does another bot hold materially more?)
--- and the holder wait. None if no sketch is of MIN_HOME bytes or more (every tier MINE).
+-- the others: {{session, summary version, {expected keys of each sketch}, given, slots,
+-- executions waiting for it}, ...}, for the placement tiers (locality.tier: does another
+-- bot hold materially more?) and the holder wait. None if no sketch is of MIN_HOME bytes or more (every tier MINE).
 local function others(reqs, skip, sketches, first)
   local worth = false
   for _, sketch in ipairs(sketches) do
@@ -235,7 +235,7 @@ local function others(reqs, skip, sketches, first)
       local expected = {}
       for i, sketch in ipairs(sketches) do expected[i] = expected_of(name, sketch) end
       local f = redis.call('HMGET', key('s', name), 'sv', 'gv', 'cap')
-      out[#out + 1] = {name, f[1], expected, f[2] or '0', f[3]}
+      out[#out + 1] = {name, f[1], expected, f[2] or '0', f[3], redis.call('SCARD', key('aw', name))}
     end
   end
   for _, name in ipairs(first or {}) do add(name) end
@@ -310,8 +310,11 @@ end
 
 -- The first n queued executions of the best priority among the sets the offer
 -- satisfies, oldest first: {{execution id, sketch, passes, record keys the session
--- expects}, ...}, and the other connected bots that can run them (for the tiers).
-function locality.window(name, offer, n)
+-- expects, holder awaited, its given then, deadline, wait over}, ...}, and the other
+-- connected bots that can run them (for the tiers). With the holder wait, those that
+-- wait for another bot are passed by (up to SKIP_WAITING of them): a deep queue whose
+-- oldest all wait for one busy holder does not hide the rest from an idle bot.
+function locality.window(name, offer, n, now)
   local best, reqs = nil, {}
   for _, req in ipairs(redis.call('SINTER', key('offreq', offer), P .. 'queues')) do
     local head = redis.call('ZRANGE', key('q', req), 0, 0, 'WITHSCORES')
@@ -325,13 +328,22 @@ function locality.window(name, offer, n)
     end
   end
   if best == nil then return {}, {} end
-  local members = {}
+  local members, scan = {}, n
+  if HOLDER_WAIT then scan = n + SKIP_WAITING end
   for _, req in ipairs(reqs) do
-    for _, m in ipairs(redis.call('ZRANGEBYSCORE', key('q', req), best, best, 'LIMIT', 0, n)) do
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', key('q', req), best, best, 'LIMIT', 0, scan)) do
       members[#members + 1] = m
     end
   end
   table.sort(members)
+  if HOLDER_WAIT then
+    local kept = {}
+    for i = 1, math.min(scan, #members) do
+      if #kept >= n then break end
+      if not locality.waits_for_other(string.sub(members[i], 17), name, now) then kept[#kept + 1] = members[i] end
+    end
+    members = kept
+  end
   local out, sketches, awaited = {}, {}, {}
   for i = 1, math.min(n, #members) do
     local eid = string.sub(members[i], 17)
