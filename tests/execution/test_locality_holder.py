@@ -108,3 +108,42 @@ async def test_priorities_are_never_crossed(make_env) -> None:  # type: ignore[n
 async def test_no_action_is_passed_over_more_than_max_passes_times(make_env) -> None:  # type: ignore[no-untyped-def]
     async with make_env(dispatch="locality") as env:
         await passes_bounded(env)
+
+
+async def test_no_more_than_the_holder_backlog_waits_for_one_holder(make_env) -> None:  # type: ignore[no-untyped-def]
+    """With ``locality_holder_backlog = 1`` one action waits for the one-slot holder; the
+    next the holder holds goes to the idle bot at once (the holder would not reach it soon)."""
+    async with make_env(dispatch="locality", locality_holder_backlog=1) as env:
+        first = await with_inputs(env, "first")
+        second = await with_inputs(env, "second")
+        holder, chore, chore_call = await busy_holder(env, inputs_of(first) + inputs_of(second))
+        [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
+        calls = await queue(env, [first])  # it waits for the holder
+        calls.append(env.start(second))
+        got = await asyncio.wait_for(idle_poll, GUARD)
+        assert [lease.action_digest for lease in got] == [second.digest.to_proto()]
+        holder.complete(chore.id)
+        got = await holder.poll(timeout=GUARD)
+        assert [lease.action_digest for lease in got] == [first.digest.to_proto()]
+        for call in [*calls, chore_call]:
+            call.cancel()
+
+
+async def test_a_bot_takes_no_lower_priority_action_while_an_urgent_one_waits_for_its_holder(make_env) -> None:  # type: ignore[no-untyped-def]
+    """An urgent action waits for its busy holder over a deep queue the asker holds: the
+    asker takes nothing (priorities are never crossed, in the claim's fill either), and
+    the urgent one runs next, on its holder."""
+    async with make_env(dispatch="locality") as env:
+        urgent = await with_inputs(env, "urgent")
+        holder, chore, chore_call = await busy_holder(env, inputs_of(urgent))
+        deep = [await with_inputs(env, f"deep{i}") for i in range(6)]
+        calls = await queue(env, deep)
+        calls += await queue(env, [urgent], priority=-1000)
+        asker = env.bot(summary_size=8192, cache=holding(d for a in deep for d in inputs_of(a)))
+        assert await asker.create() == []
+        assert await env.queued() == len(deep) + 1
+        holder.complete(chore.id)
+        got = await holder.poll(timeout=GUARD)
+        assert [lease.action_digest for lease in got] == [urgent.digest.to_proto()]
+        for call in [*calls, chore_call]:
+            call.cancel()

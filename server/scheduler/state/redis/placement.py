@@ -272,8 +272,9 @@ class RedisPlacement:
         held, tiers, takeable, starts = [], [], [], []
         for j, (eid, sketch, count, expected, *wait) in enumerate(window):
             own = held_bytes(sketch, cache, _expected(expected))
-            rival_held = [held_bytes(sketch, other_cache, _expected(other[2][j]))
-                          for other, other_cache in zip(others, filters)]
+            total = sketch_total(sketch)
+            rival_held = [] if total < self.dispatch.min_home or total - own < self.dispatch.min_gain else [
+                held_bytes(sketch, other_cache, _expected(other[2][j])) for other, other_cache in zip(others, filters)]
             held.append(own)
             tiers.append(self._tiers(sketch, [own], rival_held)[0])
             waits = False

@@ -233,7 +233,10 @@ local function others(reqs, skip, sketches, first)
     if name and #out < OTHERS and not skip[name] and not seen[name] and has_summary(name) then
       seen[name] = true
       local expected = {}
-      for i, sketch in ipairs(sketches) do expected[i] = expected_of(name, sketch) end
+      for i, sketch in ipairs(sketches) do
+        expected[i] = '' -- an action under MIN_HOME is MINE to every bot: what others hold of it is not asked
+        if sketch_total(sketch) >= MIN_HOME then expected[i] = expected_of(name, sketch) end
+      end
       local f = redis.call('HMGET', key('s', name), 'sv', 'gv', 'cap')
       out[#out + 1] = {name, f[1], expected, f[2] or '0', f[3], redis.call('SCARD', key('aw', name))}
     end
