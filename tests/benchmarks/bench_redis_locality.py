@@ -145,7 +145,9 @@ async def one_round(root: Path, dispatch: str, args: argparse.Namespace, tag: st
     redis = RedisProcess(root / "redis")
     redis.start()
     try:
-        execution = {**EXECUTION, "state": "redis", "redis_url": redis.url, "dispatch": dispatch}
+        execution = {**EXECUTION, "state": "redis", "redis_url": redis.url, "dispatch": dispatch.removesuffix("-nohold")}
+        if dispatch.endswith("-nohold"):
+            execution["locality_wait_for_holder"] = False
         stores = {"cas": {"type": "memory"}, "ac": {"type": "memory"}}
         config = server_config(root / "server", stores=stores, execution=execution)
         with reapi_server_process(root / "server", config, log_level="WARNING") as server:
@@ -237,7 +239,8 @@ def main() -> None:
     parser.add_argument("--queued", type=int, default=3000)
     parser.add_argument("--drain-bots", type=int, default=32)
     parser.add_argument("--roots", type=int, default=16)
-    parser.add_argument("--modes", default="fifo,locality", help="dispatches to compare, interleaved")
+    parser.add_argument("--modes", default="fifo,locality",
+                        help='dispatches to compare, interleaved ("locality-nohold": locality_wait_for_holder = false)')
     args = parser.parse_args()
     modes = args.modes.split(",")
     results: dict[str, list[Metrics]] = {mode: [] for mode in modes}
