@@ -41,14 +41,24 @@ async def test_an_action_cheap_to_fetch_never_waits_for_its_holder(make_env) -> 
     """Inputs under ``min_home`` bytes: the idle bot gets it at once, though a busy bot
     holds all of it and the wait is long."""
     async with make_env(dispatch="locality", locality_wait=LONG) as env:
-        small = await with_inputs(env, "small", size=LOCALITY.min_home // 8)
-        _, _, chore_call = await busy_holder(env, inputs_of(small))
-        [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
-        call = env.start(small)
-        got = await asyncio.wait_for(idle_poll, GUARD)
-        assert [lease.action_digest for lease in got] == [small.digest.to_proto()]
-        for pending in (call, chore_call):
-            pending.cancel()
+        await _cheap_goes_to_the_idle_bot(env)
+
+
+async def test_an_action_cheap_to_fetch_never_waits_for_its_holders_progress(make_env) -> None:  # type: ignore[no-untyped-def]
+    """The same with the wait for the holder (no ``locality_wait``), in both states."""
+    async with make_env(dispatch="locality") as env:
+        await _cheap_goes_to_the_idle_bot(env)
+
+
+async def _cheap_goes_to_the_idle_bot(env: ExecEnv) -> None:
+    small = await with_inputs(env, "small", size=LOCALITY.min_home // 8)
+    _, _, chore_call = await busy_holder(env, inputs_of(small))
+    [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
+    call = env.start(small)
+    got = await asyncio.wait_for(idle_poll, GUARD)
+    assert [lease.action_digest for lease in got] == [small.digest.to_proto()]
+    for pending in (call, chore_call):
+        pending.cancel()
 
 
 @memory_state_only
@@ -57,17 +67,27 @@ async def test_a_busy_bot_holding_a_small_share_of_an_action_is_not_waited_for(m
     quarter): the idle bot, holding none, takes it at once; holding all five, the
     busy bot would be waited for."""
     async with make_env(dispatch="locality", locality_wait=LONG) as env:
-        spread = await _five_files(env, "spread")
-        whole = await _five_files(env, "whole")
-        _, _, chore_call = await busy_holder(env, inputs_of(spread)[:1] + inputs_of(whole))
-        [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
-        calls = await queue(env, [whole])  # all of it held by the busy bot: it waits
-        assert not idle_poll.done()
-        calls.append(env.start(spread))
-        got = await asyncio.wait_for(idle_poll, GUARD)
-        assert [lease.action_digest for lease in got] == [spread.digest.to_proto()]
-        for pending in (*calls, chore_call):
-            pending.cancel()
+        await _small_share_goes_to_the_idle_bot(env)
+
+
+async def test_a_busy_bot_holding_a_small_share_of_an_action_is_not_waited_for_as_its_holder(make_env) -> None:  # type: ignore[no-untyped-def]
+    """The same with the wait for the holder (no ``locality_wait``), in both states."""
+    async with make_env(dispatch="locality") as env:
+        await _small_share_goes_to_the_idle_bot(env)
+
+
+async def _small_share_goes_to_the_idle_bot(env: ExecEnv) -> None:
+    spread = await _five_files(env, "spread")
+    whole = await _five_files(env, "whole")
+    _, _, chore_call = await busy_holder(env, inputs_of(spread)[:1] + inputs_of(whole))
+    [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
+    calls = await queue(env, [whole])  # all of it held by the busy bot: it waits
+    assert not idle_poll.done()
+    calls.append(env.start(spread))
+    got = await asyncio.wait_for(idle_poll, GUARD)
+    assert [lease.action_digest for lease in got] == [spread.digest.to_proto()]
+    for pending in (*calls, chore_call):
+        pending.cancel()
 
 
 async def _five_files(env: ExecEnv, name: str) -> BuiltAction:
