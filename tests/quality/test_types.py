@@ -1,4 +1,5 @@
-"""mypy over cas, server and worker (configured in pyproject.toml), as part of the suite."""
+"""mypy over cas, server, worker and the tests themselves (configured in pyproject.toml),
+as part of the suite: a test helper with a wrong type hides the mistake it was written to catch."""
 
 from __future__ import annotations
 
