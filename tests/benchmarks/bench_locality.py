@@ -80,8 +80,8 @@ def generate_workspace(root: Path, components: int, libraries: int, headers: int
 def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
               state: str = "memory", cold_bazel: bool = False) -> tuple[float, list[int], list[int]]:
     """(wall seconds, input bytes each worker fetched, actions each ran) of a build from clean.
-    ``dispatch``: "fifo", "locality", "locality-nohold" (``locality_wait_for_holder = false``)
-    or "locality+W" (``locality_wait`` = W seconds).
+    ``dispatch``: "fifo", "locality", "locality-nohold" (``locality_wait_for_holder = false``),
+    "locality-backlogN" (``locality_holder_backlog = N``) or "locality+W" (``locality_wait`` = W seconds).
     ``cold_bazel``: Bazel's server is shut down first, so the build runs on a server just
     started (a CI machine's case: its first actions come at a slower, uneven rhythm)."""
     workdir = Path(tempfile.mkdtemp(prefix="locality-", dir=base))
@@ -90,9 +90,12 @@ def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
     redis = RedisProcess(workdir / "redis") if state == "redis" else None
     try:
         mode, _, wait = dispatch.partition("+")
+        mode, _, backlog = mode.partition("-backlog")
         execution: dict[str, object] = {"dispatch": mode.removesuffix("-nohold")}
         if mode.endswith("-nohold"):
             execution["locality_wait_for_holder"] = False
+        if backlog:
+            execution["locality_holder_backlog"] = int(backlog)
         if wait:
             execution["locality_wait"] = float(wait)
         if redis is not None:
@@ -135,7 +138,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="builds per dispatch, interleaved")
     parser.add_argument("--modes", default="locality,fifo",
                         help='dispatches to compare, e.g. "locality,fifo,locality+0.3,locality-nohold" '
-                             '(+W: locality_wait W s; -nohold: locality_wait_for_holder = false)')
+                             '(+W: locality_wait W s; -nohold: locality_wait_for_holder = false; '
+                             '-backlogN: locality_holder_backlog = N)')
     parser.add_argument("--components", type=int, default=6)
     parser.add_argument("--libraries", type=int, default=120)
     parser.add_argument("--headers", type=int, default=12)
