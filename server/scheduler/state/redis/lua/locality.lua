@@ -363,16 +363,7 @@ end
 -- other than name (the holder wait: a claim's fill never takes what waits, nor
 -- anything behind it, so priorities are not crossed).
 local function pop_unless_waiting(name, offer, now)
-  local best_req, best_member, best_score
-  for _, req in ipairs(redis.call('SINTER', key('offreq', offer), P .. 'queues')) do
-    local head = redis.call('ZRANGE', key('q', req), 0, 0, 'WITHSCORES')
-    if head[1] then
-      local score = tonumber(head[2])
-      if best_score == nil or score < best_score or (score == best_score and head[1] < best_member) then
-        best_req, best_member, best_score = req, head[1], score
-      end
-    end
-  end
+  local best_req, best_member = best_queued(offer)
   if not best_req then return nil end
   local eid = string.sub(best_member, 17)
   if locality.waits_for_other(eid, name, now) then return nil end

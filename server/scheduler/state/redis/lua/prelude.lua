@@ -105,8 +105,9 @@ local function discard(eid)
   if f[2] and redis.call('ZREM', key('q', f[1]), f[2]) == 1 then unqueued(f[1]) end
 end
 
--- Take the best queued execution among the requirement sets the offer satisfies.
-local function pop_best(offer)
+-- The best queued execution among the requirement sets the offer satisfies: its
+-- requirement set and queue member (the execution id from the 17th character), or nil.
+local function best_queued(offer)
   local best_req, best_member, best_score
   for _, req in ipairs(redis.call('SINTER', key('offreq', offer), P .. 'queues')) do
     local head = redis.call('ZRANGE', key('q', req), 0, 0, 'WITHSCORES')
@@ -117,6 +118,12 @@ local function pop_best(offer)
       end
     end
   end
+  return best_req, best_member
+end
+
+-- Take the best queued execution among the requirement sets the offer satisfies.
+local function pop_best(offer)
+  local best_req, best_member = best_queued(offer)
   if not best_req then return nil end
   redis.call('ZREM', key('q', best_req), best_member)
   unqueued(best_req)
