@@ -205,12 +205,13 @@ def all_intact(blobs: list[tuple[CacheKey, bytes]]) -> bool:
 
 def check_fetched(blobs: list[tuple[CacheKey, bytes]]) -> None:
     """INTERNAL, naming the input, unless every fetched blob matches its digest."""
-    for (digest, _), data in (() if all_intact(blobs) else blobs):  # one by one: the precise error
-        if len(data) != digest.size_bytes or hex_digest(digest, data) != digest.hash:
-            try:
-                verify_bytes(digest, data)
-            except ReapiError as err:
-                raise Internal(f"the CAS returned corrupt content for input {digest}: {err.message}") from None
+    if all_intact(blobs):
+        return
+    for (digest, _), data in blobs:  # one by one: the precise error
+        try:
+            verify_bytes(digest, data)
+        except ReapiError as err:
+            raise Internal(f"the CAS returned corrupt content for input {digest}: {err.message}") from None
 
 
 def hex_digest(digest: Digest, data: bytes) -> str:
