@@ -35,6 +35,7 @@ _SERIALIZE = methodcaller("SerializeToString")
 _FIELD_1 = b"\n"
 _FIELD_2 = b"\x12"
 _READ_DATA = b"R"  # ReadResponse.data is field 10
+_SIZE_TAG = b"\x10"  # Digest.size_bytes: field 2, a varint
 
 
 def _varint(value: int) -> bytes:
@@ -78,10 +79,23 @@ def encode_batch_update_response(digests: Sequence[re_pb2.Digest]) -> bytes:
 def encode_batch_read_response(digests: Sequence[re_pb2.Digest], datas: Sequence[bytes]) -> bytes | None:
     """``BatchReadBlobsResponse`` answering each digest with its data (status OK,
     uncompressed); None if a blob is empty (the message class leaves its field out)."""
+    return _encode_read_entries(list(map(_SERIALIZE, digests)), datas)
+
+
+def encode_blobs(hashes: Sequence[str], datas: Sequence[bytes]) -> bytes | None:
+    """``BatchReadBlobsResponse`` of blobs named by their hashes (hex; each one's size is
+    its data's), as ``encode_batch_read_response``: a lease's inline blobs."""
+    encoded = list(map(str.encode, hashes))
+    sizes = _lengths(datas)
+    serialized = list(map(b"".join, zip(repeat(_FIELD_1), _varints(_lengths(encoded)), encoded,
+                                        repeat(_SIZE_TAG), _varints(sizes))))
+    return _encode_read_entries(serialized, datas)
+
+
+def _encode_read_entries(serialized: list[bytes], datas: Sequence[bytes]) -> bytes | None:
     data_sizes = _lengths(datas)
     if 0 in data_sizes:
         return None
-    serialized = list(map(_SERIALIZE, digests))
     digest_sizes = _lengths(serialized)
     digest_header = _varints(digest_sizes)
     data_header = _varints(data_sizes)

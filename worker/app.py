@@ -181,6 +181,7 @@ async def build_worker(config: WorkerConfig, properties: PlatformProperties) -> 
             call_timeout=config.call_timeout,
             drain_timeout=config.drain_timeout,
             inline_blob_limit=config.inline_blob_limit,
+            inline_file_limit=config.inline_file_limit,
             busy_call_delay=config.busy_call_delay,
             cache_summary_size=config.cache_summary_size,
         ),

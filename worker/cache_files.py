@@ -283,3 +283,13 @@ def _scan(root: Path) -> list[tuple[CacheKey, int]]:
                     found.append((stat.st_mtime, key, stat.st_size))
     found.sort(key=lambda item: item[0])
     return [(key, size) for _, key, size in found]
+
+
+def received(digests: list[Digest], modes: dict[Digest, tuple[bool, ...]], found: dict[Digest, bytes],
+             extra: bool) -> tuple[list[Digest], list[tuple[CacheKey, bytes]]]:
+    """Of a batch's ``digests``: those ``found`` lacks, and the blobs to write, each in
+    every mode wanted (``extra``: ``found`` may hold other blobs too)."""
+    missing = [digest for digest in digests if digest not in found] if extra or len(found) < len(digests) else []
+    # One comprehension per batch, not a generator per blob: a blob wanted in both modes twice.
+    return missing, [((digest, executable), data) for digest in digests if (data := found.get(digest)) is not None
+                     for executable in modes[digest]]

@@ -96,6 +96,9 @@ class WorkerConfig:
     inline_blob_limit: Size = 1 << 20
     """Bytes of blobs a lease answer and a completion report may carry inline (docs/BOTS_PROTOCOL.md
     section 7), if the server agrees; 0 = never (every input is read, every output uploaded)."""
+    inline_file_limit: Size = 512 << 10
+    """Of ``inline_blob_limit``, bytes of an action's small input files a lease answer may carry
+    (docs/BOTS_PROTOCOL.md section 7, "Input files"), if the server agrees; 0 = none (read from the CAS)."""
     compression: Compression = Compression.AUTO
     """zstd for large compressible blobs to and from the server when it offers zstd ("auto": not over loopback)."""
     compression_min_size: Size = 128 << 10

@@ -39,7 +39,7 @@ from remote_apis_protos.google.devtools.remoteworkers.v1test2 import worker_pb2
 from worker.cache_summary import CacheSummary, load_text
 from worker.executors import Executor
 from worker.leases import (
-    INLINE_BLOBS_KEY, LOAD_KEY, SUMMARY_BIN_KEY, SUMMARY_KEY, HeldLease, inline_limit_of, lease_context,
+    INLINE_BLOBS_KEY, INLINE_FILES_KEY, LOAD_KEY, SUMMARY_BIN_KEY, SUMMARY_KEY, HeldLease, inline_limit_of, lease_context,
     summary_limit_of, task_for,
 )
 from worker.platform import PlatformProperties
@@ -63,6 +63,7 @@ class SessionSettings:
     backoff_initial: float = 0.1
     backoff_max: float = 10.0
     inline_blob_limit: int = 0  # bytes of inline blobs to ask for (docs/BOTS_PROTOCOL.md section 7)
+    inline_file_limit: int = 0  # of them, bytes of small input files (section 7, "Input files")
     # With every slot busy, how long to wait before holding a call open just for
     # cancellations: an action that finishes sooner is reported without one.
     busy_call_delay: float = 0.5
@@ -86,7 +87,7 @@ class Backoff:
 
 
 def worker_proto(properties: PlatformProperties, capacity: int, inline_blob_limit: int = 0,
-                 cache_summary_size: int = 0) -> worker_pb2.Worker:
+                 cache_summary_size: int = 0, inline_file_limit: int = 0) -> worker_pb2.Worker:
     worker = worker_pb2.Worker()
     for key, value in properties.pairs():
         worker.properties.add(key=key, value=value)
@@ -94,6 +95,8 @@ def worker_proto(properties: PlatformProperties, capacity: int, inline_blob_limi
     worker.configs.add(key="reapi-hold-when-busy", value="true")
     if inline_blob_limit > 0:
         worker.configs.add(key=INLINE_BLOBS_KEY, value=str(inline_blob_limit))
+        if inline_file_limit > 0:
+            worker.configs.add(key=INLINE_FILES_KEY, value=str(min(inline_file_limit, inline_blob_limit)))
     if cache_summary_size > 0:
         worker.configs.add(key=SUMMARY_KEY, value=str(cache_summary_size))
     return worker
@@ -110,7 +113,8 @@ class BotDaemon:
         self.settings = settings
         self.summary = summary if settings.cache_summary_size > 0 else None
         self.worker = worker_proto(properties, settings.capacity, settings.inline_blob_limit,
-                                   settings.cache_summary_size if self.summary is not None else 0)
+                                   settings.cache_summary_size if self.summary is not None else 0,
+                                   settings.inline_file_limit)
         self.summary_limit = 0  # the cache summary bytes the server agreed to take (0: send none)
         self._summary_sent = -1  # the summary version the server last answered a call with
         self.backoff = backoff or Backoff(settings.backoff_initial, settings.backoff_max)

@@ -34,17 +34,18 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from operator import itemgetter
 from pathlib import Path
 
 from cas.digest import Digest
-from cas.errors import MissingBlobs, NotFound
+from cas.errors import Internal, MissingBlobs, NotFound
 from cas.lru import Lru
 from cas.store import BlobStore
+from worker.cache_adoption import Adoptions
 from worker.cache_files import (
-    CLEAN_MARKER, CacheKey, batches_of, cache_name, check_fetched, copy_modes, file_matches,
+    CLEAN_MARKER, CacheKey, batches_of, received, cache_name, check_fetched, copy_modes, file_matches,
     link_all_into_cache, open_scan, stream_into_cache, take_output, write_cache_file,
 )
 from worker.input_placer import InputPlacer
@@ -76,7 +77,7 @@ class FileCache:
         self._inflight: dict[Digest, asyncio.Future[None]] = {}
         self._doubted = set(doubted)  # files to hash before their next use
         self._verifying: dict[CacheKey, asyncio.Future[None]] = {}
-        self._adoptions: set[asyncio.Task[None]] = set()
+        self._adoptions = Adoptions()
         self.read_ahead = ReadAhead(BATCH_BYTES, BATCH_BLOBS)
         # Told of every file that enters (True) or leaves (False): the cache summary the
         # worker sends for locality dispatch (worker/cache_summary.py).
@@ -139,10 +140,12 @@ class FileCache:
             self._unpin(keys)
             self._evict()
 
-    def read_ahead_for(self, keys: list[CacheKey], source: BlobStore) -> ReadAheadHandle:
-        """Start reading small blobs of ``keys`` no one has or fetches (worker/read_ahead.py)."""
+    def read_ahead_for(self, keys: list[CacheKey], source: BlobStore,
+                       carried: Mapping[Digest, bytes] | None = None) -> ReadAheadHandle:
+        """Start reading small blobs of ``keys`` no one has or fetches (worker/read_ahead.py);
+        those in ``carried`` (the lease's inline blobs) are taken from there."""
         absent = [] if self._doubted else [d for d in self._absent(keys) if d.size_bytes <= SMALL_BLOB]
-        return self.read_ahead.start(absent, source)
+        return self.read_ahead.start(absent, source, carried)
 
     def _pin(self, keys: Iterable[CacheKey]) -> None:
         for key in keys:
@@ -263,16 +266,20 @@ class FileCache:
                 reading.cancel()
                 raise
         found = await reading  # with reads ahead, it may hold others' blobs too
-        missing = [digest for digest in digests if digest not in found] if ahead or len(found) < len(digests) else []
-        # One comprehension per batch, not a generator per blob: a blob wanted in both modes twice.
-        blobs: list[tuple[CacheKey, bytes]] = [
-            ((digest, executable), data) for digest in digests if (data := found.get(digest)) is not None
-            for executable in modes[digest]]
+        missing, blobs = received(digests, modes, found, bool(ahead))
         if placer is not None:
             await placer.ready()
         # Batches are written at once on several threads: on a busy disk, one thread's
         # writes waiting for the journal or for dirty pages to drain do not stop the rest.
-        deferred = await asyncio.to_thread(self._store_verified, blobs, placer)
+        try:
+            deferred = await asyncio.to_thread(self._store_verified, blobs, placer)
+        except Internal:
+            if not ahead:
+                raise
+            # A blob read ahead, or the copy the lease carried, did not match its digest: the CAS's own
+            # copies, once (nothing was written: the whole batch is verified first).
+            missing, blobs = received(digests, modes, await source.get_many(digests), True)
+            deferred = await asyncio.to_thread(self._store_verified, blobs, placer)
         # A blob wanted in both modes was fetched once: counted in its first mode only.
         for (digest, executable), data in ([b for b in blobs if b[0] not in deferred] if deferred else blobs):
             self._add((digest, executable), len(data), fetched=executable == modes[digest][0])
@@ -321,32 +328,14 @@ class FileCache:
         ``after`` is set (the action's inputs are in place): off the input path. Until
         then leases wanting them wait rather than fetch them again; a file gone by then
         (its tree removed) is simply not cached."""
-        if not files:
-            return
-        waiting = {self._inflight[key[0]] for key, _ in files if key[0] in self._inflight}
-
-        async def adopt() -> None:
-            try:
-                if after is not None:
-                    await after.wait()
-                for key in await asyncio.to_thread(link_all_into_cache, files, self.path_of, self.tmp_dir):
-                    self._add(key, key[0].size_bytes, fetched=False)
-            finally:
-                for key, _ in files:
-                    if self._inflight.get(key[0]) in waiting:
-                        del self._inflight[key[0]]
-                for future in waiting:
-                    if not future.done():
-                        future.set_result(None)
-
-        task = asyncio.get_running_loop().create_task(adopt())
-        self._adoptions.add(task)
-        task.add_done_callback(self._adoptions.discard)
+        if files:
+            self._adoptions.later([key[0] for key, _ in files], after, self._inflight,
+                                  lambda: link_all_into_cache(files, self.path_of, self.tmp_dir),
+                                  lambda key: self._add(key, key[0].size_bytes, fetched=False))
 
     async def drain(self) -> None:
         """Wait for adoptions in progress (tests, shutdown)."""
-        while self._adoptions:
-            await asyncio.gather(*list(self._adoptions), return_exceptions=True)
+        await self._adoptions.drain()
 
     def adopt(self, source: Path, digest: Digest, executable: bool) -> bool:
         """Hardlink a finished output into the cache (blocking; call in a thread).
@@ -398,3 +387,4 @@ class FileCache:
 
 
 _by_size = itemgetter(1)  # Digest.size_bytes, without a Python call per blob
+

@@ -105,10 +105,11 @@ class InputRootBuilder:
         return self._cut(await self.layout(root, source), placement, keep_open)
 
     def read_ahead(self, root: Digest, source: BlobStore, placement: Placement,
-                   keep_open: Collection[str]) -> ReadAheadHandle:
+                   keep_open: Collection[str], carried: Mapping[Digest, bytes] | None = None) -> ReadAheadHandle:
         """Start reading the blobs ``prepare`` will fetch (a tree planned by ``layout``
         already), while the sandbox starts and the exec root is planned
-        (worker/read_ahead.py); close the handle once the exec root is made."""
+        (worker/read_ahead.py), or take them from ``carried`` (the lease brought them);
+        close the handle once the exec root is made."""
         layout = self._layouts.peek(root)
         if layout is None:
             return self.files.read_ahead_for([], source)
@@ -117,7 +118,7 @@ class InputRootBuilder:
         if trees is not None and cut:  # subtrees made already are mounted: none of their files is read
             layout = layout.without([path for path in cut if trees.path_of(layout.digests[path]) is not None])
         # One batch is read ahead: the first few batches' worth of files are enough to choose it from.
-        return self.files.read_ahead_for(list(map(_CACHE_KEY, islice(layout.files, READ_AHEAD_SCAN))), source)
+        return self.files.read_ahead_for(list(map(_CACHE_KEY, islice(layout.files, READ_AHEAD_SCAN))), source, carried)
 
     def _cut(self, layout: InputLayout, placement: Placement, keep_open: Collection[str] | None) -> list[str]:
         """Mount points, when mounting pays: they hold ``min_mounted_entries`` entries in all.

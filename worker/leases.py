@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 
 from cas.digest import Digest, infer_algorithm
 from cas.errors import InvalidArgument, ReapiError
+from cas.remote.batch_reads import all_found
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
 from worker.executors import Task
@@ -26,6 +27,7 @@ from worker.executors import Task
 OPERATION_METADATA_KEY = "executeoperationmetadata-bin"
 INSTANCE_NAME_KEY = "reapi-instance-name-bin"
 INLINE_BLOBS_KEY = "reapi-inline-blobs"  # the worker's ask (a config) and the server's answer (metadata)
+INLINE_FILES_KEY = "reapi-inline-files"  # the same for small input files (section 7, "Input files")
 # docs/BOTS_PROTOCOL.md section 8: the offer (a config) and the agreed size (answer metadata),
 # then the summary and the load the worker attaches to its calls.
 SUMMARY_KEY = "reapi-cache-summary"
@@ -106,6 +108,11 @@ def inline_blobs_of(raw: bytes, function: int) -> dict[Digest, bytes]:
     response = re_pb2.BatchReadBlobsResponse()
     try:
         response.ParseFromString(raw)
+        # Read in C-level passes (a lease may carry a thousand small input files); a
+        # malformed hash among them is a key no input's digest ever looks up.
+        found = all_found(response.responses, function)
+        if found is not None:
+            return found
         return {Digest.from_proto(item.digest, function): item.data for item in response.responses if not item.status.code}
     except (DecodeError, ReapiError):
         return {}

@@ -19,7 +19,7 @@ one batched fetch's is.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from operator import itemgetter
 
 from cas.digest import Digest
@@ -28,19 +28,20 @@ from cas.store import BlobStore
 _SIZE = itemgetter(1)  # Digest.size_bytes
 
 
+Reading = asyncio.Future[dict[Digest, bytes]]
+
+
 class ReadAheadHandle:
     """One action's read ahead; ``close`` drops what no fetch took (idempotent)."""
 
-    def __init__(self, owner: ReadAhead, task: asyncio.Task[dict[Digest, bytes]] | None,
-                 digests: list[Digest]) -> None:
+    def __init__(self, owner: ReadAhead, reads: list[tuple[Reading, list[Digest]]]) -> None:
         self._owner = owner
-        self._task = task
-        self._digests = digests
+        self._reads = reads
 
     def close(self) -> None:
-        if self._task is not None:
-            self._owner._drop(self._task, self._digests)
-            self._task = None
+        for task, digests in self._reads:
+            self._owner._drop(task, digests)
+        self._reads = []
 
 
 class ReadAhead:
@@ -49,14 +50,28 @@ class ReadAhead:
     def __init__(self, max_bytes: int, max_blobs: int) -> None:
         self.max_bytes = max_bytes
         self.max_blobs = max_blobs
-        self._reading: dict[Digest, asyncio.Task[dict[Digest, bytes]]] = {}
+        self._reading: dict[Digest, Reading] = {}
         self.started = 0  # reads started, for tests and metrics
+        self.carried = 0  # blobs taken from what leases carried
 
-    def start(self, digests: Iterable[Digest], source: BlobStore) -> ReadAheadHandle:
+    def start(self, digests: Iterable[Digest], source: BlobStore,
+              carried: Mapping[Digest, bytes] | None = None) -> ReadAheadHandle:
         """Read ``digests`` (absent from the cache, small: the caller chose them), the
-        smallest first, up to one batch; those read ahead already are left out."""
+        smallest first, up to one batch; those read ahead already are left out. Those
+        ``carried`` (the lease brought them, unverified as any read) are taken from
+        there at once, whatever their number."""
         reading = self._reading
         wanted = sorted((d for d in digests if d not in reading), key=_SIZE) if reading else sorted(digests, key=_SIZE)
+        reads: list[tuple[Reading, list[Digest]]] = []
+        if carried:
+            found = {d: data for d in wanted if (data := carried.get(d)) is not None}
+            if found:
+                brought: Reading = asyncio.get_running_loop().create_future()
+                brought.set_result(found)
+                reading.update(dict.fromkeys(found, brought))
+                reads.append((brought, list(found)))
+                self.carried += len(found)
+                wanted = [d for d in wanted if d not in found] if len(found) < len(wanted) else []
         del wanted[self.max_blobs:]
         total = 0
         for index, digest in enumerate(wanted):
@@ -64,22 +79,22 @@ class ReadAhead:
             if total > self.max_bytes:
                 del wanted[max(index, 1):]
                 break
-        if not wanted:
-            return ReadAheadHandle(self, None, [])
-        task = asyncio.ensure_future(source.get_many(wanted))
-        task.add_done_callback(_retrieved)
-        reading.update(dict.fromkeys(wanted, task))
-        self.started += 1
-        return ReadAheadHandle(self, task, wanted)
+        if wanted:
+            task = asyncio.ensure_future(source.get_many(wanted))
+            task.add_done_callback(_retrieved)
+            reading.update(dict.fromkeys(wanted, task))
+            reads.append((task, wanted))
+            self.started += 1
+        return ReadAheadHandle(self, reads)
 
-    def take(self, digests: list[Digest]) -> tuple[list[Digest], set[asyncio.Task[dict[Digest, bytes]]]]:
+    def take(self, digests: list[Digest]) -> tuple[list[Digest], set[Reading]]:
         """Of ``digests``: those no read ahead covers, and the reads covering the others
         (now this caller's: no one else takes them)."""
         reading = self._reading
         if not reading:
             return digests, set()
         rest: list[Digest] = []
-        tasks: set[asyncio.Task[dict[Digest, bytes]]] = set()
+        tasks: set[Reading] = set()
         pop = reading.pop
         for digest in digests:
             task = pop(digest, None)
@@ -89,7 +104,7 @@ class ReadAhead:
                 tasks.add(task)
         return rest, tasks
 
-    def _drop(self, task: asyncio.Task[dict[Digest, bytes]], digests: list[Digest]) -> None:
+    def _drop(self, task: Reading, digests: list[Digest]) -> None:
         reading = self._reading
         for digest in digests:
             if reading.get(digest) is task:
@@ -97,7 +112,7 @@ class ReadAhead:
 
 
 async def read_with(source: BlobStore, digests: list[Digest],
-                    ahead: set[asyncio.Task[dict[Digest, bytes]]]) -> dict[Digest, bytes]:
+                    ahead: set[Reading]) -> dict[Digest, bytes]:
     """The blobs of reads ahead and of a new read for ``digests`` (none if empty), in
     one dict (it may hold blobs others asked for too). A read ahead may serve several
     fetches: cancelling this one leaves it to the others."""
@@ -110,7 +125,7 @@ async def read_with(source: BlobStore, digests: list[Digest],
     return found
 
 
-def _retrieved(task: asyncio.Task[dict[Digest, bytes]]) -> None:
+def _retrieved(task: Reading) -> None:
     """A read ahead nobody took may fail (the fetch that reads again reports it): not logged."""
     if not task.cancelled():
         task.exception()

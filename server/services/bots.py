@@ -12,11 +12,13 @@ cache summaries, ``reapi-cache-summary`` (bot_summaries.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 
+from cas.digest import Digest
 from cas.errors import InvalidArgument
 from cas.timestamps import timestamp_of
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
@@ -30,7 +32,7 @@ from server.scheduler.interface import Scheduler
 from server.scheduler.platform import PlatformMatcher
 from server.scheduler.sessions import BotRegistration, BotSummary, LeaseReport, LeaseView, SessionAnswer
 from server.services.bot_summaries import SUMMARY_CONFIG, agreed_limit, summary_of
-from server.services.lease_inputs import lease_inputs
+from server.services.lease_inputs import lease_files, lease_inputs, read_files
 
 log = logging.getLogger("reapi.server.bots")
 
@@ -41,6 +43,7 @@ CAPACITY_CONFIG = "capacity"
 HOLD_WHEN_BUSY_CONFIG = "reapi-hold-when-busy"
 # A worker config (what the bot asks for) and an answer metadata key (what it gets).
 INLINE_BLOBS_KEY = "reapi-inline-blobs"
+INLINE_FILES_KEY = "reapi-inline-files"  # section 7: small input files too, up to this many bytes
 LEASE_BLOBS_KEY = "reapi-lease-blobs-bin"
 ACTION_TYPE_URL = "type.googleapis.com/" + re_pb2.Action.DESCRIPTOR.full_name
 HEALTHY = (bots_pb2.BotStatus.OK, bots_pb2.BotStatus.BOT_STATUS_UNSPECIFIED)
@@ -132,14 +135,33 @@ def lease_proto(view: LeaseView) -> bots_pb2.Lease:
     return lease
 
 
+def inline_files_limit(session: bots_pb2.BotSession, answer: SessionAnswer, inputs: InputCache | None) -> int | None:
+    """The bytes of input files each answer may carry inline, as agreed with a bot that
+    asked (``reapi-inline-files``, within the inline blob limit); None: it did not ask."""
+    if inputs is None or not answer.inline_limit:
+        return None
+    for config in session.worker.configs:
+        if config.key == INLINE_FILES_KEY:
+            try:
+                return max(0, min(int(config.value), answer.inline_limit))
+            except ValueError:
+                return 0
+    return None
+
+
 def trailing_metadata(
-    answer: SessionAnswer, inputs: InputCache | None = None, known: frozenset[str] | set[str] = frozenset()
+    answer: SessionAnswer, inputs: InputCache | None = None, known: frozenset[str] | set[str] = frozenset(),
+    files: Mapping[str, dict[Digest, bytes]] | None = None, files_limit: int | None = None,
 ) -> tuple[tuple[str, str | bytes], ...]:
-    """``known``: ids of leases the bot listed in its call; it has their inputs already."""
+    """``known``: ids of leases the bot listed in its call; it has their inputs already.
+    ``files``: input files read for the leases (by lease id) of a bot that agreed to
+    ``files_limit`` bytes of them."""
     entries: list[tuple[str, str | bytes]] = []
     inline = answer.inline_limit if inputs is not None else 0
     if inline:
         entries.append((INLINE_BLOBS_KEY, str(inline)))
+        if files_limit is not None:
+            entries.append((INLINE_FILES_KEY, str(files_limit)))
     budget = inline  # for the whole answer: it is what the bot's metadata limit was raised by
     for view in answer.leases:
         metadata = re_pb2.ExecuteOperationMetadata(
@@ -153,7 +175,8 @@ def trailing_metadata(
         entries.append((INSTANCE_NAME_KEY, view.instance_name.encode()))
         if inline:
             assert inputs is not None
-            blobs = b"" if view.lease_id in known else lease_inputs(view, inputs, budget, answer.sent_blobs)
+            blobs = b"" if view.lease_id in known else lease_inputs(
+                view, inputs, budget, answer.sent_blobs, files.get(view.lease_id) if files else None)
             budget -= len(blobs)
             entries.append((LEASE_BLOBS_KEY, blobs))
     return tuple(entries)
@@ -179,7 +202,7 @@ class BotsService(bots_grpc.BotsServicer):
         self.inline_limit = inline_limit if inputs is not None else 0
         self.summary_limit = summary_limit
 
-    def _reply(
+    async def _reply(
         self, request_session: bots_pb2.BotSession, answer: SessionAnswer, context: grpc.aio.ServicerContext
     ) -> bots_pb2.BotSession:
         reply = bots_pb2.BotSession(
@@ -192,11 +215,25 @@ class BotsService(bots_grpc.BotsServicer):
             version=request_session.version,
         )
         known = {lease.id for lease in request_session.leases}
-        entries = trailing_metadata(answer, self.inputs, known)
+        files_limit = inline_files_limit(request_session, answer, self.inputs)
+        files = await self._lease_files(answer, known, files_limit) if files_limit else None
+        entries = trailing_metadata(answer, self.inputs, known, files, files_limit)
         if any(config.key == SUMMARY_CONFIG for config in request_session.worker.configs):
             entries += ((SUMMARY_CONFIG, str(agreed_limit(request_session, self.summary_limit))),)
         context.set_trailing_metadata(entries)
         return reply
+
+    async def _lease_files(self, answer: SessionAnswer, known: set[str], limit: int) -> dict[str, dict[Digest, bytes]]:
+        """The small input files of the new leases in ``answer``, read from their CAS."""
+        assert self.inputs is not None
+        out: dict[str, dict[Digest, bytes]] = {}
+        for view in answer.leases:
+            if view.lease_id in known:
+                continue
+            wanted = lease_files(view, self.inputs, limit, answer.sent_blobs)
+            if wanted:
+                out[view.lease_id] = await read_files(self.instances.get(view.instance_name).cas, wanted)  # its Execute was served
+        return out
 
     def _summary(self, session: bots_pb2.BotSession, context: grpc.aio.ServicerContext) -> BotSummary | None:
         limit = agreed_limit(session, self.summary_limit)
@@ -213,7 +250,7 @@ class BotsService(bots_grpc.BotsServicer):
         answer = await self.scheduler.create_session(registration, self._summary(request.bot_session, context))
         log.info("worker %s joined from %s: %d slots, %s (session %s)", registration.bot_id, context.peer(),
                  registration.capacity, registration.offer.describe(), answer.name)
-        return self._reply(request.bot_session, answer, context)
+        return await self._reply(request.bot_session, answer, context)
 
     @boundary.unary
     async def UpdateBotSession(
@@ -237,4 +274,4 @@ class BotsService(bots_grpc.BotsServicer):
             context.time_remaining(),
             self._summary(session, context),
         )
-        return self._reply(session, answer, context)
+        return await self._reply(session, answer, context)

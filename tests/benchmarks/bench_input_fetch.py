@@ -19,8 +19,11 @@ so the machine's noise hits all alike. Per run, with a new tree of ``--files`` s
 - 10 changed: a new root where 10 files of one directory differ from the warm one.
 
 Rows: the input fetch as the bot stamped it (input_fetch_start -> completed, median
-and p90 ms), the fetch + run phases (inputs placed by mounting are set up when the
-sandbox starts, so run includes that), and Execute end to end at the client.
+and p90 ms); queued -> fetched (the server's queued_timestamp -> input_fetch_completed:
+the lease's delivery counted too, which is the fair figure when a lease carries inputs,
+docs/BOTS_PROTOCOL.md section 7); the fetch + run phases (inputs placed by mounting are
+set up when the sandbox starts, so run includes that), and Execute end to end at the
+client. The ratio lines give both fetch figures against the plain bot's.
 """
 
 from __future__ import annotations
@@ -183,21 +186,26 @@ def main() -> None:
     for base in filesystems:
         samples = bench_filesystem(base, args.files, args.runs, args.baseline)
         print(f"\n{fs_name(base)}: {args.files} input files, {args.runs} runs, ms")
-        print(f"{'bot':<8} {'tree':<11} {'input fetch':>22} {'fetch + run':>22} {'Execute':>22}")
+        print(f"{'bot':<8} {'tree':<11} {'input fetch':>22} {'queued -> fetched':>22} {'fetch + run':>22} "
+              f"{'Execute':>22}")
         fetches: dict[tuple[str, str], float] = {}
+        delivered: dict[tuple[str, str], float] = {}
         for (bot, kind), results in sorted(samples.items(), key=lambda item: (item[0][1], item[0][0])):
             metas = [r.result.execution_metadata for _, r in results]
             fetch = [ms(m.input_fetch_completed_timestamp) - ms(m.input_fetch_start_timestamp) for m in metas]
+            queued = [ms(m.input_fetch_completed_timestamp) - ms(m.queued_timestamp) for m in metas]
             fetch_run = [ms(m.execution_completed_timestamp) - ms(m.input_fetch_start_timestamp) for m in metas]
             fetches[(bot, kind)] = statistics.median(fetch)
-            print(f"{bot:<8} {kind:<11} {summary(fetch):>22} {summary(fetch_run):>22} "
+            delivered[(bot, kind)] = statistics.median(queued)
+            print(f"{bot:<8} {kind:<11} {summary(fetch):>22} {summary(queued):>22} {summary(fetch_run):>22} "
                   f"{summary([t for t, _ in results]):>22}")
         for kind in ("cold", "warm", "10 changed"):
-            plain = fetches.get(("plain", kind))
-            if plain:
-                ratios = ", ".join(f"{bot} {fetches[(bot, k)] / plain:.2f}x" for bot, k in sorted(fetches)
-                                   if k == kind and bot != "plain")
-                print(f"input fetch against the plain bot, {kind}: {ratios}")
+            for label, medians in (("input fetch", fetches), ("queued -> fetched", delivered)):
+                plain = medians.get(("plain", kind))
+                if plain:
+                    ratios = ", ".join(f"{bot} {medians[(bot, k)] / plain:.2f}x" for bot, k in sorted(medians)
+                                       if k == kind and bot != "plain")
+                    print(f"{label} against the plain bot, {kind}: {ratios}")
 
 
 if __name__ == "__main__":

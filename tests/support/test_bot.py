@@ -61,11 +61,13 @@ class TestBot:
     hold_when_busy: bool = False
     status: int = bots_pb2.BotStatus.OK
     inline_limit: int = 0  # ask for inline blobs (docs/BOTS_PROTOCOL.md section 7)
+    inline_files: int = 0  # and for this many bytes of small input files among them (section 7)
     summary_size: int = 0  # offer cache summaries of this many bytes (section 8)
     cache: bytes | None = None  # the cache summary every call carries (a DigestFilter's wire form)
     load: str = ""  # the reapi-bot-load every call carries
     name: str = ""
     inline_agreed: int = 0  # what the last answer's reapi-inline-blobs said
+    files_agreed: int | None = None  # what the last answer's reapi-inline-files said (None: nothing)
     summary_agreed: int | None = None  # what the last answer's reapi-cache-summary said
     last_trailing: list[tuple[str, str | bytes]] = field(default_factory=list)
     leases: dict[str, ReceivedLease] = field(default_factory=dict)
@@ -86,6 +88,8 @@ class TestBot:
             worker.configs.add(key="reapi-hold-when-busy", value="true")
         if self.inline_limit:
             worker.configs.add(key="reapi-inline-blobs", value=str(self.inline_limit))
+        if self.inline_files:
+            worker.configs.add(key="reapi-inline-files", value=str(self.inline_files))
         if self.summary_size:
             worker.configs.add(key="reapi-cache-summary", value=str(self.summary_size))
         session = bots_pb2.BotSession(name=self.name, bot_id=self.bot_id, status=self.status, worker=worker)  # type: ignore[arg-type]
@@ -131,6 +135,8 @@ class TestBot:
         assert len(metadata) == len(answer.leases) == len(instances), "one metadata entry per lease, in order"
         agreed = [v for k, v in items if k == "reapi-inline-blobs"]
         self.inline_agreed = int(agreed[0]) if agreed else 0
+        files = [v for k, v in items if k == "reapi-inline-files"]
+        self.files_agreed = int(files[0]) if files else None
         summary = [v for k, v in items if k == "reapi-cache-summary"]
         self.summary_agreed = int(summary[0]) if summary else None
         lease_blobs = [v for k, v in items if k == "reapi-lease-blobs-bin"]

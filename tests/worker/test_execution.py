@@ -245,6 +245,31 @@ async def test_inline_blobs_spare_the_worker_its_tree_reads_and_small_uploads(
     assert results[1 << 20] == results[0]
 
 
+async def test_a_cold_actions_small_files_come_with_its_lease(exec_server: ReapiServer, tmp_path: Path) -> None:
+    """With inline files (the default) a cold action's small inputs arrive with the lease:
+    no read of the worker's own before they are written; with them off they are read
+    from the CAS. Same result, and every file enters the cache either way."""
+    inputs: dict[str, Node] = {"src": {"lib": {"a.txt": b"alpha"}, "b.txt": b"beta"}, "c.txt": b"gamma"}
+    argv = ["sh", "-c", "cat src/lib/a.txt src/b.txt c.txt > out.txt"]
+    results = {}
+    for limit in (512 << 10, 0):
+        async with (worker_in_process(exec_server, tmp_path / f"w{limit}", inline_file_limit=limit) as worker,
+                    channel_to(exec_server) as channel):
+            client = ActionClient(channel)
+            response = await client.run(argv, inputs, outputs=["out.txt"], salt=str(limit).encode())
+            assert response.status.code == OK, response.status
+            files = worker.local.inputs.files
+            if limit:
+                assert files.read_ahead.carried == 3 and files.read_ahead.started == 0
+            else:
+                assert files.read_ahead.carried == 0 and files.read_ahead.started == 1
+            assert files.fetched_blobs == 3
+            [out] = response.result.output_files
+            assert await client.blob(out.digest) == b"alphabetagamma"
+            results[limit] = out.digest
+    assert results[512 << 10] == results[0]
+
+
 async def test_a_worker_with_every_slot_busy_still_hears_of_a_cancellation(
     exec_server: ReapiServer, client: ActionClient, tmp_path: Path
 ) -> None:

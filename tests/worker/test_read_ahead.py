@@ -149,3 +149,36 @@ async def test_a_huge_tree_is_looked_at_only_as_far_as_a_read_ahead_needs(tmp_pa
     handle.close()
     assert len(store.get_many_calls[-1]) == BATCH_BLOBS  # one batch, chosen from the first files
     assert {Digest.of(content(i)) for i in range(READ_AHEAD_SCAN, count)}.isdisjoint(store.get_many_calls[-1])
+
+
+async def test_blobs_the_lease_carried_are_taken_without_a_read(store: CountingStore, tmp_path: Path) -> None:
+    contents = [f"carried {i}".encode() for i in range(30)]
+    digests = await put(store, *contents)
+    cache = await FileCache.open(tmp_path, 1 << 30)
+    keys = [(d, i % 2 == 0) for i, d in enumerate(digests)]
+    carried = dict(zip(digests[:20], contents[:20]))  # the lease brought two thirds of them
+    handle = cache.read_ahead_for(keys, store, carried)
+    await cache.ensure(set(keys), store)
+    handle.close()
+    assert cache.read_ahead.carried == 20
+    assert store.get_many_calls == [sorted(digests[20:], key=lambda d: d.size_bytes)]  # only the rest is read
+    for (digest, executable), data in zip(keys, contents):
+        assert cached(cache, digest, executable).read_bytes() == data
+        assert os.access(cached(cache, digest, executable), os.X_OK) == executable
+
+
+async def test_a_carried_blob_that_does_not_match_its_digest_is_read_from_the_cas(
+    store: CountingStore, tmp_path: Path
+) -> None:
+    contents = [b"first input", b"second input"]
+    digests = await put(store, *contents)
+    cache = await FileCache.open(tmp_path, 1 << 30)
+    keys = {(d, False) for d in digests}
+    carried = {digests[0]: contents[0], digests[1]: b"not the second"}
+    handle = cache.read_ahead_for(list(keys), store, carried)
+    await cache.ensure(keys, store)
+    handle.close()
+    assert len(store.get_many_calls) == 1  # the CAS's own copies, once
+    for digest, data in zip(digests, contents):
+        assert cached(cache, digest, False).read_bytes() == data
+    assert cache.fetched_blobs == 2

@@ -128,7 +128,7 @@ class LocalExecutor:
             command, root_digest = await self._fetch_tree(task, store)
             keep_open = self._written_paths(command)
             cut = await self.inputs.mount_cut(root_digest, store, self.placement, keep_open)
-            ahead = self.inputs.read_ahead(root_digest, store, self.placement, keep_open)
+            ahead = self.inputs.read_ahead(root_digest, store, self.placement, keep_open, task.inline_blobs)
             async with self._action(task, command, bool(cut)) as run, AsyncExitStack() as inputs:
                 scratch = run.scratch  # mounted subtrees (``inputs``) stay until the outputs are collected
                 try:
