@@ -49,7 +49,7 @@ from worker.cache_files import (
     link_all_into_cache, open_scan, stream_into_cache, take_output, write_cache_file,
 )
 from worker.input_placer import InputPlacer
-from worker.read_ahead import ReadAhead, ReadAheadHandle, read_with
+from worker.read_ahead import ReadAhead, ReadAheadHandle, at_hand, read_with
 
 log = logging.getLogger("reapi.worker")
 
@@ -255,17 +255,21 @@ class FileCache:
     async def _fetch_small(self, digests: list[Digest], modes: dict[Digest, tuple[bool, ...]], source: BlobStore,
                            placer: InputPlacer | None) -> None:
         rest, ahead = self.read_ahead.take(digests)  # blobs asked for already (read_ahead_for)
-        reading = asyncio.ensure_future(read_with(source, rest, ahead) if ahead else source.get_many(digests))
-        if placer is not None and not placer.started:
-            try:  # two turns of the loop: grpc.aio sends a request from a task of its own
-                if rest:
-                    await asyncio.sleep(0)
-                    await asyncio.sleep(0)
-                placer.start()  # plan and make the directories while the blobs are on the wire
-            except BaseException:
-                reading.cancel()
-                raise
-        found = await reading  # with reads ahead, it may hold others' blobs too
+        found = at_hand(rest, ahead)  # all of them carried by the lease (or read already): no read, no task
+        if found is None:
+            reading = asyncio.ensure_future(read_with(source, rest, ahead) if ahead else source.get_many(digests))
+            if placer is not None and not placer.started:
+                try:  # two turns of the loop: grpc.aio sends a request from a task of its own
+                    if rest:
+                        await asyncio.sleep(0)
+                        await asyncio.sleep(0)
+                    placer.start()  # plan and make the directories while the blobs are on the wire
+                except BaseException:
+                    reading.cancel()
+                    raise
+            found = await reading  # with reads ahead, it may hold others' blobs too
+        elif placer is not None:
+            placer.start_here()
         missing, blobs = received(digests, modes, found, bool(ahead))
         if placer is not None:
             await placer.ready()

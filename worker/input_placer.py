@@ -84,6 +84,7 @@ class InputPlacer:
         self._jobs = 0  # blocking calls using the descriptors right now
         self._closed = False
         self._directories: asyncio.Future[None] | None = None
+        self._unmade = False  # ``start_here``: the first blocking job makes the directories
 
     def _plan(self) -> dict[CacheKey, list[Place]]:
         """Where each cache key goes; places where a link will do come first. Made once,
@@ -121,6 +122,15 @@ class InputPlacer:
             self._plan()
             self._directories = asyncio.ensure_future(asyncio.to_thread(self._make_directories))
 
+    def start_here(self) -> None:
+        """Plan now, and leave the directories to the first thread job that places files
+        (``stored``, ``finish``): for blobs at hand already, one thread job, not two."""
+        if self._directories is None:
+            self._plan()
+            self._unmade = True
+            self._directories = asyncio.get_running_loop().create_future()
+            self._directories.set_result(None)
+
     async def ready(self) -> None:
         """The directories exist (``start``ed if it was not)."""
         self.start()
@@ -148,6 +158,7 @@ class InputPlacer:
         fds = self._fds
         in_place = self._in_place
         with self._job():
+            self._make_unmade()
             for key, data in blobs:
                 where = places.get(key)
                 if where is None:
@@ -174,12 +185,20 @@ class InputPlacer:
             self._make_directories()
         placed = self.placed
         with self._job():
+            self._make_unmade()
             for key, where in self._plan().items():
                 if key not in placed:
                     self._link(key, where)
         for target in self.targets:
             for path, link in target.layout.symlinks:
                 os.symlink(link, f"{target.root}/{path}")
+
+    def _make_unmade(self) -> None:
+        if self._unmade:
+            with self._lock:
+                if self._unmade:
+                    self._make_directories()
+                    self._unmade = False
 
     def _make_directories(self) -> None:
         cache_disk = os.stat(self._tmp_dir).st_dev

@@ -14,15 +14,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import repeat
+from operator import attrgetter
 
 from google.protobuf.message import DecodeError
 
 from cas.digest import Digest, infer_algorithm
 from cas.errors import InvalidArgument, ReapiError
-from cas.remote.batch_reads import all_found
+from cas.remote.batch_reads import SIZE_BYTES
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
 from worker.executors import Task
+
+_DIGEST = attrgetter("digest")
+_HASH = attrgetter("hash")
+_DATA = attrgetter("data")
+_MAKE_DIGEST = partial(tuple.__new__, Digest)  # a Digest from (hash, size, function), unchecked
 
 OPERATION_METADATA_KEY = "executeoperationmetadata-bin"
 INSTANCE_NAME_KEY = "reapi-instance-name-bin"
@@ -108,14 +116,16 @@ def inline_blobs_of(raw: bytes, function: int) -> dict[Digest, bytes]:
     response = re_pb2.BatchReadBlobsResponse()
     try:
         response.ParseFromString(raw)
-        # Read in C-level passes (a lease may carry a thousand small input files); a
-        # malformed hash among them is a key no input's digest ever looks up.
-        found = all_found(response.responses, function)
-        if found is not None:
-            return found
-        return {Digest.from_proto(item.digest, function): item.data for item in response.responses if not item.status.code}
-    except (DecodeError, ReapiError):
+    except DecodeError:
         return {}
+    # Read in C-level passes (a lease may carry a thousand small input files). Unchecked
+    # here: a malformed hash is a key no input's digest looks up, and an entry with a
+    # status or a compressor does not match its digest where it is used (then read from
+    # the CAS), as any blob the server sent wrong.
+    items = list(response.responses)
+    digests = list(map(_DIGEST, items))
+    return dict(zip(map(_MAKE_DIGEST, zip(map(_HASH, digests), map(SIZE_BYTES, digests), repeat(function))),
+                    map(_DATA, items)))
 
 
 def task_for(

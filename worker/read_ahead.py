@@ -125,6 +125,20 @@ async def read_with(source: BlobStore, digests: list[Digest],
     return found
 
 
+def at_hand(rest: list[Digest], ahead: set[Reading]) -> dict[Digest, bytes] | None:
+    """The blobs of reads ahead that are all done (what a lease carried is), when no other
+    read is needed; None otherwise (``read_with`` then, which waits for them)."""
+    if rest or not ahead or not all(read.done() and not read.cancelled() and read.exception() is None
+                                    for read in ahead):
+        return None
+    if len(ahead) == 1:
+        return next(iter(ahead)).result()
+    found: dict[Digest, bytes] = {}
+    for read in ahead:
+        found.update(read.result())
+    return found
+
+
 def _retrieved(task: Reading) -> None:
     """A read ahead nobody took may fail (the fetch that reads again reports it): not logged."""
     if not task.cancelled():
