@@ -168,6 +168,9 @@ def copy_modes(keys: Iterable[CacheKey], path_of: Callable[[Digest, bool], str],
 
 def batches_of(digests: list[Digest], max_bytes: int, max_blobs: int) -> Iterable[list[Digest]]:
     """Consecutive groups of at most ``max_blobs`` blobs and ``max_bytes`` bytes (one blob at least)."""
+    if digests and len(digests) <= max_blobs and sum(map(_SIZE_OF, digests)) <= max_bytes:
+        yield digests  # one group: no loop per blob
+        return
     group: list[Digest] = []
     total = 0
     for digest in digests:

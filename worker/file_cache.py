@@ -168,7 +168,7 @@ class FileCache:
             return
         # Blobs another lease is fetching are awaited, not fetched twice; if that
         # fetch fails, whatever is still absent is fetched here (with our own error).
-        waits = {self._inflight[d] for d, _ in wanted if d in self._inflight}
+        waits = set(filter(None, map(self._inflight.get, map(_by_digest, wanted)))) if self._inflight else set()
         if waits:
             await asyncio.gather(*waits, return_exceptions=True)
         if to_fetch := self._absent(wanted):
@@ -230,8 +230,11 @@ class FileCache:
         done = asyncio.get_running_loop().create_future()  # one for the whole fetch: waiters re-check the index
         self._inflight.update(dict.fromkeys(modes, done))
         try:
-            small = sorted((d for d in modes if d.size_bytes <= SMALL_BLOB), key=_by_size)
-            large = [d for d in modes if d.size_bytes > SMALL_BLOB]
+            if max(map(_by_size, modes), default=0) <= SMALL_BLOB:  # the usual: no loop per blob
+                small, large = sorted(modes, key=_by_size), []
+            else:
+                small = sorted((d for d in modes if d.size_bytes <= SMALL_BLOB), key=_by_size)
+                large = [d for d in modes if d.size_bytes > SMALL_BLOB]
             results = await asyncio.gather(
                 *(self._fetch_small(group, modes, source, placer)
                   for group in batches_of(small, BATCH_BYTES, BATCH_BLOBS)),
@@ -391,4 +394,5 @@ class FileCache:
 
 
 _by_size = itemgetter(1)  # Digest.size_bytes, without a Python call per blob
+_by_digest = itemgetter(0)  # a cache key's Digest
 
