@@ -6,6 +6,10 @@ to mount, pinning the cache keys, deciding what is absent) before its BatchReadB
 left. Started right after the tree is planned, the read is on the wire meanwhile,
 and the FileCache takes its answer (``take``) instead of asking again.
 
+Small input files the lease carried (docs/BOTS_PROTOCOL.md section 7, "Input files")
+are taken the same way, as a read already answered: no task, no call, and the fetch
+that takes them writes them at once (``at_hand``).
+
 A read ahead is only a read: it writes nothing and indexes nothing, so whatever
 takes its answer verifies every blob as any fetch does. The FileCache's own rules
 (which lease fetches a blob, who waits for whom) are unchanged: a digest already
@@ -13,7 +17,8 @@ read ahead is not read again by another action's read ahead, and whichever fetch
 gets to it first takes it. What no fetch took is dropped when the action that
 started the read is past its input fetch (``ReadAheadHandle.close``). It covers one
 batch at most (``max_bytes``, ``max_blobs``), so the memory it holds is bounded as
-one batched fetch's is.
+one batched fetch's is (what a lease carried, by the inline limit, and the lease
+holds it anyway).
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ from cas.digest import Digest
 from cas.errors import ReapiError
 from cas.store import BlobStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
-from server.scheduler.input_cache import InputCache, SentBlobs, wire_size
 from server.encoded_responses import encode_blobs
+from server.scheduler.input_cache import InputCache, SentBlobs, wire_size
 from server.scheduler.sessions import LeaseView
 
 log = logging.getLogger("reapi.server.bots")
