@@ -28,6 +28,11 @@ The rules (``Dispatch``), applied by the scheduler state in its transitions:
   from that moment (its ``expected`` files), before it has fetched a byte: the next
   actions with the same big inputs are ``THEIRS`` to the others. Ownership thus
   follows demand: a new component goes to a bot that had nothing better to do.
+- **Urgent actions are placed as fifo places them** (``urgent``): an action of a
+  better priority than the default (below 0; REAPI: lower runs sooner) goes to the
+  bot waiting longest, and a bot asking for work takes the oldest of them, whatever
+  anyone holds: no tiers, no wait for a holder. Whoever asks for an urgent action
+  wants it soon: a holder saves a fetch of milliseconds, a busy one can take seconds.
 - **A new or requeued action, several bots waiting** (``choose_bot``): among the first
   ``max_idle_scored`` waiting bots that can run it, those of the best tier; of them
   those within ``min_gain`` bytes of the best estimate; of them the least loaded
@@ -89,6 +94,17 @@ class Dispatch:
     wait_for_holder: bool = True  # with no ``wait``: wait for the holder until it moves on (``holder_moved_on``)
     holder_wait_max: float = 10.0  # seconds that wait lasts at most (a holder running a long action)
     holder_backlog: int = 4  # actions that may wait for one holder at once, per slot (``backlog_full``)
+
+
+URGENT_BELOW = 0  # REAPI's default priority: an action of a lower (better) one is urgent (``urgent``)
+
+
+def urgent(priority: int) -> bool:
+    """Whether an action is placed first come, first served even with locality (the
+    rules above): its priority is better than the default. Its client wants it soon,
+    not cheap: the fetch a holder would save is small beside a wait for a busy holder
+    (docs/BENCHMARKS.md, "Priority and fairness under locality")."""
+    return priority < URGENT_BELOW
 
 
 FIFO = Dispatch()

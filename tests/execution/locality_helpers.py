@@ -122,11 +122,12 @@ async def busy_holder(env: ExecEnv, held: Iterable[Digest]) -> tuple[TestBot, Re
     return holder, lease, call
 
 
-async def idle_bot_gets_it(env: ExecEnv, action: BuiltAction, chore_call: grpc.aio.UnaryStreamCall) -> None:
+async def idle_bot_gets_it(env: ExecEnv, action: BuiltAction, chore_call: grpc.aio.UnaryStreamCall,
+                           priority: int = 0) -> None:
     """A bot holding nothing waits for work; ``action`` (its busy holder's) is started
-    and must reach that idle bot; both calls are cancelled after."""
+    (at ``priority``) and must reach that idle bot; both calls are cancelled after."""
     [idle_poll] = await waiting(env, env.bot(summary_size=8192, cache=holding()))
-    call = env.start(action)
+    call = env.start(action, execution_policy={"priority": priority})
     got = await asyncio.wait_for(idle_poll, GUARD)
     assert [lease.action_digest for lease in got] == [action.digest.to_proto()]
     for pending in (call, chore_call):

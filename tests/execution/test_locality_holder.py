@@ -129,16 +129,17 @@ async def test_no_more_than_the_holder_backlog_waits_for_one_holder(make_env) ->
             call.cancel()
 
 
-async def test_a_bot_takes_no_lower_priority_action_while_an_urgent_one_waits_for_its_holder(make_env) -> None:  # type: ignore[no-untyped-def]
-    """An urgent action waits for its busy holder over a deep queue the asker holds: the
-    asker takes nothing (priorities are never crossed, in the claim's fill either), and
-    the urgent one runs next, on its holder."""
+async def test_a_bot_takes_no_lower_priority_action_while_a_better_one_waits_for_its_holder(make_env) -> None:  # type: ignore[no-untyped-def]
+    """An action of the default priority waits for its busy holder over a deep queue of
+    a lower priority that the asker holds: the asker takes nothing (priorities are never
+    crossed, in the claim's fill either), and the better one runs next, on its holder.
+    (An urgent one, better than the default, would not wait: test_locality_priority.py.)"""
     async with make_env(dispatch="locality") as env:
         urgent = await with_inputs(env, "urgent")
         holder, chore, chore_call = await busy_holder(env, inputs_of(urgent))
         deep = [await with_inputs(env, f"deep{i}") for i in range(6)]
-        calls = await queue(env, deep)
-        calls += await queue(env, [urgent], priority=-1000)
+        calls = await queue(env, deep, priority=1)
+        calls += await queue(env, [urgent], priority=0)
         asker = env.bot(summary_size=8192, cache=holding(d for a in deep for d in inputs_of(a)))
         assert await asker.create() == []
         assert await env.queued() == len(deep) + 1

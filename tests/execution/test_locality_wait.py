@@ -61,16 +61,17 @@ async def test_a_bot_asking_for_work_leaves_a_queued_action_to_its_busy_holder_f
                 call.cancel()
 
 
-async def test_an_urgent_action_waiting_for_its_holder_is_still_overtaken_by_nothing(make_env) -> None:  # type: ignore[no-untyped-def]
-    """A deep queue the asking bot holds, and an urgent action a busy bot holds: the
-    asker takes no lower-priority action while the urgent one waits, and the urgent one
-    runs next, on its holder."""
+async def test_a_better_priority_action_waiting_for_its_holder_is_still_overtaken_by_nothing(make_env) -> None:  # type: ignore[no-untyped-def]
+    """A deep queue of a lower priority the asking bot holds, and an action of the
+    default priority a busy bot holds: the asker takes no lower-priority action while the
+    better one waits, and that one runs next, on its holder. (An urgent one, better than
+    the default, would not wait: test_an_urgent_action_goes_to_the_idle_bot_whatever_the_wait.)"""
     async with make_env(dispatch="locality", locality_wait=LONG) as env:
         urgent = await with_inputs(env, "urgent")
         holder, chore, chore_call = await busy_holder(env, inputs_of(urgent))
         deep = [await with_inputs(env, f"deep{i}") for i in range(6)]
-        calls = await queue(env, deep)
-        calls += await queue(env, [urgent], priority=-1000)
+        calls = await queue(env, deep, priority=1)
+        calls += await queue(env, [urgent], priority=0)
         asker = env.bot(summary_size=8192, cache=holding(d for a in deep for d in inputs_of(a)))
         assert await asker.create() == []
         assert await _queued_exactly(env, len(deep) + 1)
@@ -79,6 +80,15 @@ async def test_an_urgent_action_waiting_for_its_holder_is_still_overtaken_by_not
         assert [lease.action_digest for lease in got] == [urgent.digest.to_proto()]
         for call in [*calls, chore_call]:
             call.cancel()
+
+
+async def test_an_urgent_action_goes_to_the_idle_bot_whatever_the_wait(make_env) -> None:  # type: ignore[no-untyped-def]
+    """An urgent action (locality.urgent) its busy holder holds waits for no one: the
+    idle bot gets it at once, though the wait is long."""
+    async with make_env(dispatch="locality", locality_wait=LONG) as env:
+        action = await with_inputs(env, "lib")
+        _, _, chore_call = await busy_holder(env, inputs_of(action))
+        await idle_bot_gets_it(env, action, chore_call, priority=-1)
 
 
 async def test_an_action_just_given_to_a_bot_counts_as_held_there_before_its_summary_says_so(make_env) -> None:  # type: ignore[no-untyped-def]

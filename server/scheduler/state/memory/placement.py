@@ -26,7 +26,7 @@ import asyncio
 
 from server.scheduler.clock import Clock
 from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, held_bytes,
-                                      holder_moved_on, sketch_total, tier)
+                                      holder_moved_on, sketch_total, tier, urgent)
 from server.scheduler.operation import Stage
 from server.scheduler.state.memory.queues import ActionQueues
 from server.scheduler.state.memory.records import BotSession, Execution
@@ -56,12 +56,12 @@ class MemoryPlacement:
                          now: float) -> tuple[BotSession | None, int, BotSession | None]:
         """The waiting session a new execution goes to, its placement tier there and the
         bot holding most of it (``_tiers``):
-        the longest waiting (fifo), or of the best tier, the best placed, then least
+        the longest waiting (fifo, and for an urgent action: locality.urgent), or of the best tier, the best placed, then least
         loaded (locality.choose_bot), counting sessions on their way back from a call
         that hold some of it as waiting, after those in a held call."""
         key = execution.action.requirements
         dispatch = self._dispatch
-        if not dispatch.locality:
+        if not dispatch.locality or urgent(execution.priority):
             return self._workers.first_idle(key), MINE, None
         sketch = execution.action.sketch
         candidates = self._workers.idle(key, dispatch.max_idle_scored)
@@ -176,8 +176,8 @@ class MemoryPlacement:
         keys = session.matching_keys
         first = self._queues.pop_best(keys)
         dispatch = self._dispatch
-        if first is None or not dispatch.locality or session.cache is None:
-            return first
+        if first is None or not dispatch.locality or session.cache is None or urgent(first.priority):
+            return first  # fifo's choice; the window would hold only urgent actions, placed as fifo does
         window = [first]
         while len(window) < dispatch.window and self._queues.best_priority(keys) == first.priority:
             nxt = self._queues.pop_best(keys)

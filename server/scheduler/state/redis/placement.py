@@ -264,8 +264,11 @@ class RedisPlacement:
         """The whole window in the order the rule would take it, slot after slot
         (choose_placed on what is left): claim_chosen takes the first ones still queued,
         so a pick another call took meanwhile (bots claim at the same time) falls to the
-        bot's next choice, not to the oldest. Passes count as for the first ``free`` picks."""
-        _, version, free, window, others = window_reply
+        bot's next choice, not to the oldest. Passes count as for the first ``free`` picks,
+        for those the window passed by as waiting for another bot too (``skipped``; the
+        memory state's window holds them, not takeable, and counts them alike), so an
+        action waiting for its holder is passed over ``max_passes`` times at most."""
+        _, version, free, window, others, skipped = window_reply
         [cache, *filters] = await self.summaries.of([(name, version)]
                                                     + [(other[0].decode(), other[1]) for other in others])
         rivals = _holders(others)
@@ -301,6 +304,10 @@ class RedisPlacement:
             ranked.append(candidates[pick])
             remaining.remove(candidates[pick])
         passed = [(window[i][0], count) for i, count in enumerate(added) if count]
+        for eid, older in skipped:  # passed over by each pick behind it
+            count = sum(1 for i in ranked[:int(free)] if i >= int(older))
+            if count:
+                passed.append((eid, count))
         if starts:
             self.wait_started()
         return await self._call("claim_chosen", name, number(now), len(ranked), *[window[i][0] for i in ranked],

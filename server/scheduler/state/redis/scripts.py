@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from cas.redis.connection import RedisGuard
-from server.scheduler.locality import EXPECTED, FIFO, Dispatch
+from server.scheduler.locality import EXPECTED, FIFO, URGENT_BELOW, Dispatch
 
 OTHERS_COMPARED = 16  # connected bots asked what they hold of an action a bot might take (as the memory state)
 SKIP_WAITING = 64  # queued executions a claim's window passes by because they wait for another bot
@@ -42,7 +42,8 @@ def dispatch_header(dispatch: Dispatch) -> str:
             f"local MIN_HOME, OTHERS = {dispatch.min_home}, {OTHERS_COMPARED}\n"
             f"local HOLDER_WAIT = {'true' if holder_wait(dispatch) else 'false'}\n"
             f"local HOLDER_WAIT_MAX, MAX_PASSES, SKIP_WAITING = {dispatch.holder_wait_max!r}, {dispatch.max_passes}, "
-            f"{SKIP_WAITING}\n")
+            f"{SKIP_WAITING}\n"
+            f"local URGENT_BELOW = {URGENT_BELOW}\n")
 
 
 def holder_wait(dispatch: Dispatch) -> bool:

@@ -37,6 +37,12 @@ local function sketch_total(sketch)
   return total
 end
 
+-- Whether an execution is urgent (locality.urgent: a priority better than the default):
+-- placed as fifo places it, whoever holds what.
+local function urgent(eid)
+  return tonumber(redis.call('HGET', key('e', eid), 'prio') or 0) < URGENT_BELOW
+end
+
 -- -- the wait for the holder ---------------------------------------------------------
 
 -- Whether the holder moved on since mark (its `gv` then): given as many actions as it has
@@ -49,8 +55,8 @@ end
 
 -- Whether a queued execution waits for a holder other than name, and its wait is not over.
 function locality.waits_for_other(eid, name, now)
-  local f = redis.call('HMGET', key('e', eid), 'aw', 'am', 'ad', 'wo', 'pass')
-  if not f[1] or f[1] == name or f[4] == '1' then return false end
+  local f = redis.call('HMGET', key('e', eid), 'aw', 'am', 'ad', 'wo', 'pass', 'prio')
+  if not f[1] or f[1] == name or f[4] == '1' or tonumber(f[6] or 0) < URGENT_BELOW then return false end
   if tonumber(f[5] or 0) >= MAX_PASSES or tonumber(now) >= tonumber(f[3]) then return false end
   return not holder_moved_on(f[1], f[2])
 end
@@ -203,9 +209,15 @@ local function returning_sessions(req, now, limit)
 end
 
 -- enqueue's step: queue it, or give it to the only bot that could take it now; true
--- if bots could take it (Python chooses among them: place_bots, place).
+-- if bots could take it (Python chooses among them: place_bots, place). An urgent one
+-- goes to the bot waiting longest, or is queued, as with fifo.
 function locality.enqueue(eid, now)
   local f = redis.call('HMGET', key('e', eid), 'req', 'sk')
+  if urgent(eid) then
+    local name = first_idle(f[1])
+    if name then assign(eid, name, now) else push(eid) end
+    return false
+  end
   local idle = idle_sessions(f[1], 2)
   local back = 0
   if f[2] and f[2] ~= '' then back = #returning_sessions(f[1], now, 1) end
@@ -275,9 +287,18 @@ end
 -- {bot_data, ...}, others, wait_of}: the waiting ones (longest first), then, if it has
 -- a sketch, those on their way back (Python keeps those that hold some of it); and
 -- other connected bots (the holder it waits for first), for the tiers and the wait.
+-- An urgent one goes to the bot waiting longest, if any, as with fifo: false.
 function locality.bots(eid, now)
   local f = redis.call('HMGET', key('e', eid), 'stage', 'req', 'sk', 'aw', 'wo')
   if not f[1] or tonumber(f[1]) ~= QUEUED then return false end
+  if urgent(eid) then
+    local name = first_idle(f[2])
+    if name then
+      discard(eid)
+      assign(eid, name, now)
+    end
+    return false
+  end
   local sketch = f[3] or ''
   local idle = idle_sessions(f[2], MAX_IDLE)
   local back = {}
@@ -316,7 +337,9 @@ end
 -- expects, holder awaited, its given then, deadline, wait over}, ...}, and the other
 -- connected bots that can run them (for the tiers). With the holder wait, those that
 -- wait for another bot are passed by (up to SKIP_WAITING of them): a deep queue whose
--- oldest all wait for one busy holder does not hide the rest from an idle bot.
+-- oldest all wait for one busy holder does not hide the rest from an idle bot. Those
+-- are returned too, {{execution id, how many of the window are older}, ...}: a bot
+-- taking a later one passes them over, which counts toward MAX_PASSES (fairness).
 function locality.window(name, offer, n, now)
   local best, reqs = nil, {}
   for _, req in ipairs(redis.call('SINTER', key('offreq', offer), P .. 'queues')) do
@@ -330,7 +353,7 @@ function locality.window(name, offer, n, now)
       end
     end
   end
-  if best == nil then return {}, {} end
+  if best == nil or best < URGENT_BELOW then return {}, {}, {} end -- urgent ones: the claim's fifo fill
   local members, scan = {}, n
   if HOLDER_WAIT then scan = n + SKIP_WAITING end
   for _, req in ipairs(reqs) do
@@ -339,11 +362,17 @@ function locality.window(name, offer, n, now)
     end
   end
   table.sort(members)
+  local skipped = {}
   if HOLDER_WAIT then
     local kept = {}
     for i = 1, math.min(scan, #members) do
       if #kept >= n then break end
-      if not locality.waits_for_other(string.sub(members[i], 17), name, now) then kept[#kept + 1] = members[i] end
+      local eid = string.sub(members[i], 17)
+      if locality.waits_for_other(eid, name, now) then
+        skipped[#skipped + 1] = {eid, #kept}
+      else
+        kept[#kept + 1] = members[i]
+      end
     end
     members = kept
   end
@@ -356,7 +385,7 @@ function locality.window(name, offer, n, now)
       e[6] or ''}
     if e[3] then awaited[#awaited + 1] = e[3] end
   end
-  return out, others(reqs, {[name] = true}, sketches, awaited)
+  return out, others(reqs, {[name] = true}, sketches, awaited), skipped
 end
 
 -- The best queued execution the offer satisfies, taken unless it waits for a holder
