@@ -2,6 +2,12 @@
 
     .venv/bin/python -m tests.benchmarks.bench_locality_priority [--rounds 2] [--states memory,redis]
         [--queued 4000] [--drain-bots 32] [--roots 16] [--urgent 100] [--modes fifo,locality] [--worst N]
+        [--before DIR]
+
+``--before DIR``: a mode ending in ``-before`` (``locality-before``) runs the server from
+the source tree in DIR (on PYTHONPATH; e.g. ``git archive COMMIT cas server worker
+remote_apis_protos | tar -x -C DIR``), so a change is measured before and after,
+interleaved, in one sitting.
 
 Per round, state and dispatch (fifo and locality interleaved, the order turned each
 round): a new reapi-server process (memory stores; with ``redis`` its scheduler state
@@ -153,8 +159,12 @@ async def measure(address: str, args: argparse.Namespace, tag: str) -> Metrics:
     }
 
 
-async def one_round(root: Path, state: str, dispatch: str, args: argparse.Namespace, tag: str) -> Metrics:
+async def one_round(root: Path, state: str, mode: str, args: argparse.Namespace, tag: str) -> Metrics:
     redis = RedisProcess(root / "redis") if state == "redis" else None
+    dispatch = mode.removesuffix("-before")
+    env = {"PYTHONPATH": args.before} if dispatch != mode else None
+    if env is not None and not args.before:
+        raise SystemExit(f"mode {mode} needs --before DIR")
     try:
         execution: dict[str, object] = {**EXECUTION, "dispatch": dispatch.removesuffix("-nohold")}
         if dispatch.endswith("-nohold"):
@@ -164,7 +174,7 @@ async def one_round(root: Path, state: str, dispatch: str, args: argparse.Namesp
             execution.update(state="redis", redis_url=redis.url)
         stores = {"cas": {"type": "memory"}, "ac": {"type": "memory"}}
         config = server_config(root / "server", stores=stores, execution=execution)
-        with reapi_server_process(root / "server", config, log_level="WARNING") as server:
+        with reapi_server_process(root / "server", config, log_level="WARNING", env=env) as server:
             return await measure(server.address, args, tag)
     finally:
         if redis is not None:
@@ -183,7 +193,9 @@ def main() -> None:
     parser.add_argument("--urgent", type=int, default=100)
     parser.add_argument("--worst", type=int, default=0, help="print the N most overtaken queued actions per build")
     parser.add_argument("--modes", default="fifo,locality",
-                        help='dispatches to compare, interleaved ("locality-nohold": locality_wait_for_holder = false)')
+                        help='dispatches to compare, interleaved ("locality-nohold": locality_wait_for_holder = false; '
+                             '"...-before": the server of --before)')
+    parser.add_argument("--before", default="", help="source tree the -before modes' server runs from")
     args = parser.parse_args()
     if args.probe:
         asyncio.run(probe(args.probe, args.root, args.urgent))
