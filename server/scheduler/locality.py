@@ -49,7 +49,8 @@ The rules (``Dispatch``), applied by the scheduler state in its transitions:
   them by ``min_gain`` bytes, else that oldest. Priorities are never crossed, so an
   urgent action still overtakes a deep queue. Fairness: an action passed over
   ``max_passes`` times is taken by the next bot that can run it, whatever it holds:
-  no action waits more than that many dispatches behind better-placed ones.
+  no action waits more than that many dispatches behind better-placed ones (one that
+  waits for its holder is passed over too when a bot takes a later one).
 - **The bounded wait** (``wait``, ``[execution] locality_wait``): a bot takes an action
   that is ``THEIRS`` to it only once the action has waited ``wait`` seconds (from
   when a bot it is ``THEIRS`` to could first have taken it) for a better-placed bot;
