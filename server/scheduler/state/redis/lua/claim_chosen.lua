@@ -4,16 +4,26 @@
 -- by Python in the order the rule takes it, the first ones still queued, up to the
 -- session's free slots (another replica or call may have taken some meanwhile); then
 -- the rest of its free slots by (priority, arrival), like claim.lua. Those passed over
--- count it, while still queued (the fairness bound, locality.Dispatch.max_passes); those
--- Python found theirs wait for their holder from now (the holder wait), unless they do.
+-- count it, while still queued (the fairness bound, locality.Dispatch.max_passes); one
+-- that other claims passed over MAX_PASSES times since the window was read (bots claim
+-- at once) is taken first instead, so the bound holds however many claim together.
+-- Those Python found theirs wait for their holder from now (the holder wait), unless they do.
 local name, now = arg(1), arg(2)
 local f = redis.call('HMGET', key('s', name), 'healthy', 'offer')
 if not f[1] then return false end
 local k = tonumber(arg(3))
 local i = 4 + k
+local due = {}
 for _ = 1, tonumber(arg(i)) do
   local e = key('e', arg(i + 1))
-  if tonumber(redis.call('HGET', e, 'stage')) == QUEUED then redis.call('HINCRBY', e, 'pass', arg(i + 2)) end
+  local g = redis.call('HMGET', e, 'stage', 'pass')
+  if tonumber(g[1]) == QUEUED then
+    if tonumber(g[2] or 0) >= MAX_PASSES then
+      due[#due + 1] = arg(i + 1)
+    else
+      redis.call('HINCRBY', e, 'pass', arg(i + 2))
+    end
+  end
   i = i + 2
 end
 for _ = 1, tonumber(arg(i + 1) or 0) do
@@ -21,6 +31,10 @@ for _ = 1, tonumber(arg(i + 1) or 0) do
   i = i + 2
 end
 if f[1] == '1' then
+  for _, eid in ipairs(due) do
+    if free_capacity(name) <= 0 then break end
+    if locality.take(eid) then assign(eid, name, now) end
+  end
   for j = 4, 3 + k do
     if free_capacity(name) <= 0 then break end
     if locality.take(arg(j)) then assign(arg(j), name, now) end
