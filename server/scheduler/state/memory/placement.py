@@ -56,9 +56,10 @@ class MemoryPlacement:
                          now: float) -> tuple[BotSession | None, int, BotSession | None]:
         """The waiting session a new execution goes to, its placement tier there and the
         bot holding most of it (``_tiers``):
-        the longest waiting (fifo, and for an urgent action: locality.urgent), or of the best tier, the best placed, then least
-        loaded (locality.choose_bot), counting sessions on their way back from a call
-        that hold some of it as waiting, after those in a held call."""
+        the longest waiting (fifo, and for an urgent action: locality.urgent), or of the
+        best tier, the best placed, then least loaded (locality.choose_bot), counting
+        sessions on their way back from a call that hold some of it as waiting, after
+        those in a held call."""
         key = execution.action.requirements
         dispatch = self._dispatch
         if not dispatch.locality or urgent(execution.priority):
