@@ -162,7 +162,8 @@ async def measure(address: str, args: argparse.Namespace, tag: str) -> Metrics:
 async def one_round(root: Path, state: str, mode: str, args: argparse.Namespace, tag: str) -> Metrics:
     redis = RedisProcess(root / "redis") if state == "redis" else None
     dispatch = mode.removesuffix("-before")
-    env = {"PYTHONPATH": args.before} if dispatch != mode else None
+    # PYTHONSAFEPATH: ``python -m`` would put the working directory (this checkout) first on sys.path
+    env = {"PYTHONPATH": args.before, "PYTHONSAFEPATH": "1"} if dispatch != mode else None
     if env is not None and not args.before:
         raise SystemExit(f"mode {mode} needs --before DIR")
     try:
