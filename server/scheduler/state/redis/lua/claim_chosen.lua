@@ -8,8 +8,6 @@
 -- that other claims passed over MAX_PASSES times since the window was read (bots claim
 -- at once) is taken first instead, so the bound holds however many claim together.
 -- Those Python found theirs wait for their holder from now (the holder wait), unless they do.
--- An urgent execution queued since the window was read (the window never holds one) is
--- taken before all of them: while Python ranked, the claim's answer was not yet given.
 local name, now = arg(1), arg(2)
 local f = redis.call('HMGET', key('s', name), 'healthy', 'offer')
 if not f[1] then return false end
@@ -33,11 +31,6 @@ for _ = 1, tonumber(arg(i + 1) or 0) do
   i = i + 2
 end
 if f[1] == '1' then
-  while free_capacity(name) > 0 do -- urgent ones queued since the window was read go first (never crossed)
-    local eid = locality.pop_urgent(f[2])
-    if not eid then break end
-    assign(eid, name, now)
-  end
   for _, eid in ipairs(due) do
     if free_capacity(name) <= 0 then break end
     if locality.take(eid) then assign(eid, name, now) end

@@ -401,15 +401,6 @@ local function pop_unless_waiting(name, offer, now)
   return eid
 end
 
--- Take the best queued execution the offer satisfies if it is urgent (claim_chosen).
-function locality.pop_urgent(offer)
-  local best_req, best_member = best_queued(offer)
-  if not best_req or not urgent(string.sub(best_member, 17)) then return nil end
-  redis.call('ZREM', key('q', best_req), best_member)
-  unqueued(best_req)
-  return string.sub(best_member, 17)
-end
-
 -- The end of every claim: the rest of its free slots by (priority, arrival), then,
 -- with a slot still free, the session counts as on its way back (it calls again at
 -- once) if it holds calls while busy or runs nothing. `cl` marks the claim: a lease
