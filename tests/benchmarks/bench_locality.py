@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from tests.benchmarks.bench_worker import stores
+from tests.benchmarks.locality_trace import breakdown, trace_build
 from tests.support.bazel import BazelInstallation, BazelUnavailable, BazelWorkspace, remote_execution_flags
 from tests.support.metrics_scrape import scrape
 from tests.support.redis_process import RedisProcess
@@ -78,12 +79,14 @@ def generate_workspace(root: Path, components: int, libraries: int, headers: int
 
 
 def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
-              state: str = "memory", cold_bazel: bool = False) -> tuple[float, list[int], list[int]]:
+              state: str = "memory", cold_bazel: bool = False,
+              trace: bool = False) -> tuple[float, list[int], list[int]]:
     """(wall seconds, input bytes each worker fetched, actions each ran) of a build from clean.
     ``dispatch``: "fifo", "locality", "locality-nohold" (``locality_wait_for_holder = false``),
     "locality-backlogN" (``locality_holder_backlog = N``) or "locality+W" (``locality_wait`` = W seconds).
     ``cold_bazel``: Bazel's server is shut down first, so the build runs on a server just
-    started (a CI machine's case: its first actions come at a slower, uneven rhythm)."""
+    started (a CI machine's case: its first actions come at a slower, uneven rhythm).
+    ``trace``: print where the fetched bytes went (locality_trace.py), read back from the server."""
     workdir = Path(tempfile.mkdtemp(prefix="locality-", dir=base))
     os.chmod(workdir, 0o711)  # the action user passes through to exec roots
     workers = []
@@ -121,6 +124,10 @@ def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
                 page = scrape(match.group(1))
                 fetched.append(int(page.value("reapi_worker_input_bytes_fetched_total")))
                 actions.append(int(page.total("reapi_worker_actions_total")))
+            if trace:
+                names = [f"w{n}" for n in range(3)]
+                traced = trace_build(server.address, server.process.log_text())
+                print(breakdown(traced, dict(zip(names, fetched))), flush=True)
             problems = server.problems() + [p for w in workers for p in w.problems()]
             if problems:
                 print("problems logged:\n" + "\n".join(problems[:10]))
@@ -148,6 +155,8 @@ def main() -> None:
     parser.add_argument("--state", choices=["memory", "redis"], default="memory", help="the scheduler state")
     parser.add_argument("--cold-bazel", action="store_true",
                         help="shut Bazel's server down before each build (else it stays up, warm, between builds)")
+    parser.add_argument("--trace", action="store_true",
+                        help="per build, where the fetched bytes went: by action kind and worker, and the floor")
     parser.add_argument("--dir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-locality-", dir=args.dir))
@@ -171,7 +180,8 @@ def main() -> None:
               f"Bazel server {'cold (restarted per build)' if args.cold_bazel else 'kept warm'}\n")
         print(f"{'dispatch':<14} {'wall s':>7} {'fetched MiB':>12}  {'per worker MiB':<22} actions per worker")
         for dispatch in order:
-            elapsed, fetched, actions = one_build(ws, base, dispatch, args.jobs, args.state, args.cold_bazel)
+            elapsed, fetched, actions = one_build(ws, base, dispatch, args.jobs, args.state, args.cold_bazel,
+                                                       args.trace)
             results[dispatch].append((elapsed, fetched, actions))
             print(f"{dispatch:<14} {elapsed:7.1f} {sum(fetched) / 2**20:12.2f}  "
                   f"{' '.join(f'{f / 2**20:.2f}' for f in fetched):<22} {' '.join(map(str, actions))}", flush=True)
