@@ -22,7 +22,10 @@ The rules (``Dispatch``), applied by the scheduler state in its transitions:
 
 - **Placement tiers** (``tier``): for a bot that might run an action, ``THEIRS`` if
   another bot that can run it holds materially more of it (``material``: ``min_gain``
-  bytes, or a quarter of its inputs if more), else ``MINE``; an action under
+  bytes, or a quarter of its inputs if more), else ``MINE``; between them ``NEXT``,
+  a ``THEIRS`` that no third bot holds materially more of either (the next best
+  place once the holder's wait is over: idle bots share out a busy bot's work
+  instead of each fetching all of it); an action under
   ``min_home`` input bytes is ``MINE`` to every bot (cheap to fetch anywhere). An
   action nobody holds is ``MINE`` to every bot, and the first bot given it owns it
   from that moment (its ``expected`` files), before it has fetched a byte: the next
@@ -56,7 +59,8 @@ The rules (``Dispatch``), applied by the scheduler state in its transitions:
   when a bot it is ``THEIRS`` to could first have taken it) for a better-placed bot;
   with no wait, once the bot holding most of it has moved on (``holder_moved_on``,
   ``wait_for_holder``: given as many actions as it has slots since, other than those
-  waiting for it, or at most ``holder_wait_max`` seconds; no more than
+  waiting for it, one slot's worth per ``holder_wait_bytes`` of the action's inputs:
+  ``holder_wait_mark``, or at most ``holder_wait_max`` seconds; no more than
   ``holder_backlog`` per slot wait for one holder, ``backlog_full``), or at
   once when it has nothing ``MINE`` and ``wait_for_holder`` is off. It trades idle
   time for fewer such steals (docs/BENCHMARKS.md, "Locality dispatch").
@@ -95,6 +99,7 @@ class Dispatch:
     wait_for_holder: bool = True  # with no ``wait``: wait for the holder until it moves on (``holder_moved_on``)
     holder_wait_max: float = 10.0  # seconds that wait lasts at most (a holder running a long action)
     holder_backlog: int = 4  # actions that may wait for one holder at once, per slot (``backlog_full``)
+    holder_wait_bytes: int = 256 << 10  # input bytes worth one slot's worth of a holder's progress (``holder_wait_mark``)
 
 
 URGENT_BELOW = 0  # REAPI's default priority: an action of a lower (better) one is urgent (``urgent``)
@@ -166,21 +171,44 @@ def sketch_total(sketch: bytes) -> int:
     return _TOTAL.unpack_from(sketch)[0] if sketch else 0
 
 
-MINE, THEIRS = 0, 1  # placement tiers, best first (``tier``)
+MINE, NEXT, THEIRS = 0, 1, 2  # placement tiers, best first (``tier``)
 
 
-def tier(dispatch: Dispatch, total: int, own: int, rival: int) -> int:
+def tier(dispatch: Dispatch, total: int, own: int, rival: int, second: int | None = None) -> int:
     """How well a bot fits an action it might run, from the bytes of it the bot holds
-    (``own``) and the most any other bot that can run it holds (``rival``):
+    (``own``), the most any other bot that can run it holds (``rival``) and the most
+    held by any bot but those two (``second``; None: unknown):
     ``THEIRS`` if the other holds materially more of it (``material``): running it
-    here would fetch bytes already fetched there; else ``MINE``, and always for an
-    action cheap to fetch anywhere (under ``min_home`` input bytes) or of which this
-    bot lacks little (under ``min_gain``). An action nobody holds is ``MINE`` to every
-    bot: the first it is given to owns it (its ``expected`` files) before it has
-    fetched a byte, so the next actions with the same big inputs follow it."""
+    here would fetch bytes already fetched there; of those, ``NEXT`` if no third bot
+    holds materially more of it either (``second``): when the holder is busy and its
+    wait is over, this bot is as good a place as any other, and a bot taking such
+    work takes it before what a third bot holds too, so two idle bots share out what
+    one busy bot holds instead of both fetching each of it; else ``MINE``, and always
+    for an action cheap to fetch anywhere (under ``min_home`` input bytes) or of
+    which this bot lacks little (under ``min_gain``). An action nobody holds is
+    ``MINE`` to every bot: the first it is given to owns it (its ``expected`` files)
+    before it has fetched a byte, so the next actions with the same big inputs follow it."""
     if total < dispatch.min_home or total - own < dispatch.min_gain:
         return MINE
-    return THEIRS if rival - own >= material(dispatch, total) else MINE
+    threshold = material(dispatch, total)
+    if rival - own < threshold:
+        return MINE
+    return NEXT if second is not None and second - own < threshold else THEIRS
+
+
+def tiers_among(dispatch: Dispatch, total: int, held: Sequence[int], everyone: Sequence[int]) -> list[int]:
+    """The tier (``tier``) of each bot that might take an action, ``held`` being what
+    each of them holds of it and ``everyone`` what every bot that can run it holds,
+    those bots included (each once)."""
+    top = sorted(everyone, reverse=True)[:3]
+    tiers = []
+    for own in held:
+        others = list(top)
+        if own in others:
+            others.remove(own)
+        others += [0, 0]
+        tiers.append(tier(dispatch, total, own, others[0], others[1]))
+    return tiers
 
 
 def material(dispatch: Dispatch, total: int) -> int:
@@ -188,6 +216,18 @@ def material(dispatch: Dispatch, total: int) -> int:
     it: ``min_gain``, or a quarter of its input bytes if more (a few object files more
     of a link's inputs are not worth a wait)."""
     return max(dispatch.min_gain, total // 4)
+
+
+def holder_wait_mark(dispatch: Dispatch, total: int, given: int, slots: int) -> int:
+    """The mark a wait for a holder starts from (``holder_moved_on`` counts the holder's
+    progress from it), the holder having been given ``given`` actions so far: an action
+    of ``total`` input bytes waits one slot's worth of the holder's other work per
+    ``holder_wait_bytes`` of them (at least one). A library's compile (200 KiB) waits as
+    before; a compile that sees every component's headers (1.1 MiB) waits five times
+    as long, since an idle bot taking it would fetch most of them again (a second bot
+    holding everything: docs/BENCHMARKS.md, "Where the bytes go")."""
+    units = max(1, -(-total // max(dispatch.holder_wait_bytes, 1)))
+    return given + (units - 1) * max(slots, 1)
 
 
 def holder_moved_on(given_since: int, slots: int) -> bool:

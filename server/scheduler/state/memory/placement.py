@@ -26,7 +26,7 @@ import asyncio
 
 from server.scheduler.clock import Clock
 from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, held_bytes,
-                                      holder_moved_on, sketch_total, tier, urgent)
+                                      holder_moved_on, holder_wait_mark, sketch_total, tiers_among, urgent)
 from server.scheduler.operation import Stage
 from server.scheduler.state.memory.queues import ActionQueues
 from server.scheduler.state.memory.records import BotSession, Execution
@@ -93,8 +93,7 @@ class MemoryPlacement:
         holders = {s: held_bytes(sketch, s.cache, s.expected)
                    for s in self._workers.connected(execution.action.requirements, OTHERS_COMPARED)}
         holders.update(zip(takers, held))
-        top = sorted(holders.values(), reverse=True)[:2]
-        tiers = [tier(dispatch, total, own, top[1] if len(top) > 1 and own == top[0] else top[0]) for own in held]
+        tiers = tiers_among(dispatch, total, held, list(holders.values()))
         return tiers, max(holders, key=holders.__getitem__)
 
     def _may_take(self, execution: Execution, tier_of_it: int, holder: BotSession | None) -> bool:
@@ -117,7 +116,8 @@ class MemoryPlacement:
     def _waits_for_holder(self, execution: Execution, holder: BotSession) -> bool:
         """Whether the execution still waits for ``holder``, which holds materially more
         of it than the bot that might take it: until the holder has been given as many
-        other actions as it has slots since the wait began (locality.holder_moved_on),
+        other actions as it has slots since the wait began, once per
+        ``holder_wait_bytes`` of its inputs (locality.holder_wait_mark, holder_moved_on),
         which ``_holder_progressed`` checks each time it is given one; or at most
         ``holder_wait_max`` seconds (a holder running a long action). A new holder
         starts a new wait, unless ``holder_backlog`` per slot wait for it already
@@ -127,7 +127,8 @@ class MemoryPlacement:
             if backlog_full(self._dispatch, waiting, holder.registration.capacity):
                 return False
             execution.awaited = holder
-            execution.awaited_mark = holder.given
+            execution.awaited_mark = holder_wait_mark(self._dispatch, sketch_total(execution.action.sketch),
+                                                      holder.given, holder.registration.capacity)
             holder.awaited_by.append(execution)
             asyncio.get_running_loop().call_later(self._dispatch.holder_wait_max, self._holder_wait_over,
                                                   execution, holder)

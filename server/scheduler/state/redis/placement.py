@@ -43,7 +43,7 @@ from typing import Any
 
 from server.scheduler.clock import Clock
 from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, held_bytes,
-                                      holder_moved_on, sketch_total, tier)
+                                      holder_moved_on, holder_wait_mark, sketch_total, tiers_among)
 from server.scheduler.sessions import BotSummary
 from server.scheduler.state.redis.codec import number, text
 from server.scheduler.state.redis.scripts import holder_wait
@@ -235,7 +235,8 @@ class RedisPlacement:
                 holder = max(everyone, key=lambda pair: pair[1])[0]
                 if holder.name != takers[chosen].name and self._keeps_waiting(wait, holder, now):
                     if text(wait[0]) != holder.name:
-                        await self._call("await_holder", eid, holder.name, number(now))
+                        await self._call("await_holder", eid, holder.name, number(now),
+                                         holder_wait_mark(self.dispatch, sketch_total(sketch), 0, holder.slots))
                         self.wait_started()
                     return
             await self._call("place", eid, names[chosen], number(now))
@@ -248,8 +249,7 @@ class RedisPlacement:
         total = sketch_total(sketch)
         if total < dispatch.min_home or all(total - own < dispatch.min_gain for own in held):
             return [MINE] * len(held)
-        top = sorted([*others, *held], reverse=True)[:2]
-        return [tier(dispatch, total, own, top[1] if len(top) > 1 and own == top[0] else top[0]) for own in held]
+        return tiers_among(dispatch, total, held, [*others, *held])
 
     async def claim(self, name: str, now: float) -> list[Any] | None:
         """claim's session view, the executions taken as locality.choose_placed picks them
@@ -285,7 +285,7 @@ class RedisPlacement:
                 holder = rivals[max(range(len(rival_held)), key=rival_held.__getitem__)]
                 waits = self._keeps_waiting([*wait, count], holder, now)
                 if waits and text(wait[0]) != holder.name:
-                    starts += [eid, holder.name]
+                    starts += [eid, holder.name, holder_wait_mark(self.dispatch, total, 0, holder.slots)]
             takeable.append(not waits)
         passes = [int(item[2]) for item in window]
         added = [0] * len(window)
@@ -311,4 +311,4 @@ class RedisPlacement:
         if starts:
             self.wait_started()
         return await self._call("claim_chosen", name, number(now), len(ranked), *[window[i][0] for i in ranked],
-                                len(passed), *[part for pair in passed for part in pair], len(starts) // 2, *starts)
+                                len(passed), *[part for pair in passed for part in pair], len(starts) // 3, *starts)
