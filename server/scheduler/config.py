@@ -56,6 +56,8 @@ class ExecutionConfig:
     """The longest that wait for the holder lasts (a holder running a long action)."""
     locality_holder_backlog: Annotated[int, Above(0)] = 4
     """Actions that may wait for one holder at once, per slot of it; beyond, the next is taken by an idle bot."""
+    locality_holder_wait_bytes: Size = 256 << 10
+    """Input bytes of an action worth one slot's worth of its holder's progress in that wait (a bigger one waits longer)."""
     max_action_timeout: Duration = 7200.0
     """Actions asking for a longer timeout are refused."""
     min_priority: int = -1000
@@ -133,7 +135,8 @@ class ExecutionConfig:
             max_action_timeout=self.max_action_timeout,
             timeout_grace=self.timeout_grace,
             dispatch=(replace(LOCALITY, wait=self.locality_wait, wait_for_holder=self.locality_wait_for_holder,
-                               holder_wait_max=self.locality_holder_wait_max, holder_backlog=self.locality_holder_backlog)
+                               holder_wait_max=self.locality_holder_wait_max, holder_backlog=self.locality_holder_backlog,
+                               holder_wait_bytes=self.locality_holder_wait_bytes)
                       if self.locality else FIFO),
         )
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 
 
+from server.scheduler.locality import LOCALITY
 from tests.execution.locality_helpers import (
-    GUARD, busy_holder, holding, idle_bot_gets_it, inputs_of, passes_bounded, queue, urgent_overtakes, waiting, with_inputs,
+    GUARD, busy_holder, holding, idle_bot_gets_it, inputs_of, passes_bounded, queue, until, urgent_overtakes, waiting,
+    with_inputs,
 )
 
 
@@ -147,4 +149,34 @@ async def test_a_bot_takes_no_lower_priority_action_while_a_better_one_waits_for
         got = await holder.poll(timeout=GUARD)
         assert [lease.action_digest for lease in got] == [urgent.digest.to_proto()]
         for call in [*calls, chore_call]:
+            call.cancel()
+
+
+async def test_a_big_action_waits_for_more_of_its_holders_progress(make_env) -> None:  # type: ignore[no-untyped-def]
+    """Inputs over ``holder_wait_bytes`` (two of its units here): the holder taking one
+    other action, which ends a small action's wait (the test above), does not end this
+    one's; the idle bot asking then gets nothing, and the holder takes it next."""
+    async with make_env(dispatch="locality") as env:
+        big = await with_inputs(env, "big", size=LOCALITY.holder_wait_bytes // 2)  # three files: 1.5 units
+        other = await with_inputs(env, "other")
+        urgent = await with_inputs(env, "urgent")
+        holder, chore, chore_call = await busy_holder(env, inputs_of(big))
+        rival = env.bot(summary_size=8192, cache=holding())
+        [rival_poll] = await waiting(env, rival)
+        calls = await queue(env, [big])  # it waits for the holder
+        calls.append(env.start(other))  # nobody holds it: the waiting rival gets it
+        [other_lease] = await asyncio.wait_for(rival_poll, GUARD)
+        calls += await queue(env, [urgent], priority=-1000)
+        holder.complete(chore.id)
+        got = await holder.poll(timeout=GUARD)
+        assert [lease.action_digest for lease in got] == [urgent.digest.to_proto()]  # one slot's worth of other work
+        rival.complete(other_lease.id)
+        rival_poll = asyncio.create_task(rival.poll(timeout=GUARD))
+        await until(lambda: env.holds(rival), "the rival waits for work")
+        assert not rival_poll.done()
+        assert await env.queued() == 1  # the big one still waits for its holder
+        holder.complete(got[0].id)
+        got = await holder.poll(timeout=GUARD)
+        assert [lease.action_digest for lease in got] == [big.digest.to_proto()]
+        for call in [*calls, chore_call, rival_poll]:
             call.cancel()

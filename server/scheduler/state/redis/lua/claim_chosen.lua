@@ -1,5 +1,5 @@
 -- claim_chosen(name, now, k, execution id x k, m, (execution id, times passed over) x m,
--- w, (execution id, holder) x w)
+-- w, (execution id, holder, extra progress) x w)
 -- -> false (closed) | {'done', session_view} (locality): of claim_window's window, ranked
 -- by Python in the order the rule takes it, the first ones still queued, up to the
 -- session's free slots (another replica or call may have taken some meanwhile); then
@@ -27,8 +27,8 @@ for _ = 1, tonumber(arg(i)) do
   i = i + 2
 end
 for _ = 1, tonumber(arg(i + 1) or 0) do
-  locality.await_holder(arg(i + 2), arg(i + 3), now)
-  i = i + 2
+  locality.await_holder(arg(i + 2), arg(i + 3), now, arg(i + 4))
+  i = i + 3
 end
 if f[1] == '1' then
   for _, eid in ipairs(due) do

@@ -13,7 +13,7 @@
 --
 -- The wait for the holder (HOLDER_WAIT: locality_wait_for_holder): an execution that
 -- waits for the bot holding most of it keeps `aw` (that session), `am` (its `gv` when
--- the wait began), `ad` (the wait's deadline, HOLDER_WAIT_MAX later) and `wo` ('1' once
+-- the wait began, plus the extra progress a big action waits for), `ad` (the wait's deadline, HOLDER_WAIT_MAX later) and `wo` ('1' once
 -- the wait is over); `P:aw:NAME` the executions waiting for a session, `P:hw` those
 -- waiting, by deadline. A session's `gv` counts the actions given to it that did not
 -- wait for it (its progress); `cq` is `P:qv` (bumped by each push and each wait's end)
@@ -62,8 +62,9 @@ function locality.waits_for_other(eid, name, now)
 end
 
 -- Python found a queued execution theirs to a bot that could take it: it waits for
--- holder, from now (unless it waits for it already, or its wait is over).
-function locality.await_holder(eid, holder, now)
+-- holder, from now (unless it waits for it already, or its wait is over), for its slots'
+-- worth of progress and extra more (locality.holder_wait_mark: a big action waits longer).
+function locality.await_holder(eid, holder, now, extra)
   local e = key('e', eid)
   local f = redis.call('HMGET', e, 'stage', 'aw', 'wo')
   if not f[1] or tonumber(f[1]) ~= QUEUED or f[2] == holder or f[3] == '1' then return end
@@ -71,7 +72,7 @@ function locality.await_holder(eid, holder, now)
   if not gv[1] then return end
   if f[2] then redis.call('SREM', key('aw', f[2]), eid) end
   local deadline = tonumber(now) + HOLDER_WAIT_MAX
-  redis.call('HSET', e, 'aw', holder, 'am', gv[2] or 0, 'ad', deadline)
+  redis.call('HSET', e, 'aw', holder, 'am', tonumber(gv[2] or 0) + tonumber(extra or 0), 'ad', deadline)
   redis.call('SADD', key('aw', holder), eid)
   redis.call('ZADD', P .. 'hw', deadline, eid)
 end
