@@ -230,6 +230,15 @@ def holder_wait_mark(dispatch: Dispatch, total: int, given: int, slots: int) -> 
     return given + (units - 1) * max(slots, 1)
 
 
+def own_work(dispatch: Dispatch, total: int, held: int) -> bool:
+    """Whether an action given to a bot is one it held already (all but ``min_gain``
+    of an action of ``min_home`` bytes or more): working on it is working through what
+    it holds, like the actions waiting for it, not moving on (``holder_moved_on``). A
+    burst of one component's compiles, given to its holder one by one, would otherwise
+    end the waits of the rest of the burst, and the idle bots would fetch it too."""
+    return total >= dispatch.min_home and total - held < dispatch.min_gain
+
+
 def holder_moved_on(given_since: int, slots: int) -> bool:
     """Whether an action that is ``THEIRS`` to idle bots has waited long enough for the
     bot holding it (``Dispatch.wait_for_holder``): once that bot has been given as many

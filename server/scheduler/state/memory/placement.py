@@ -26,7 +26,8 @@ import asyncio
 
 from server.scheduler.clock import Clock
 from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, held_bytes,
-                                      holder_moved_on, holder_wait_mark, sketch_total, tiers_among, urgent)
+                                      holder_moved_on, holder_wait_mark, own_work, sketch_total, tiers_among,
+                                      urgent)
 from server.scheduler.operation import Stage
 from server.scheduler.state.memory.queues import ActionQueues
 from server.scheduler.state.memory.records import BotSession, Execution
@@ -133,6 +134,15 @@ class MemoryPlacement:
             asyncio.get_running_loop().call_later(self._dispatch.holder_wait_max, self._holder_wait_over,
                                                   execution, holder)
         return not holder_moved_on(holder.given - execution.awaited_mark, holder.registration.capacity)
+
+    def _own_work(self, execution: Execution, session: BotSession) -> bool:
+        """Whether the execution being given to the session is one it holds already
+        (locality.own_work): not progress for the executions waiting for it."""
+        dispatch = self._dispatch
+        if not (dispatch.locality and dispatch.wait_for_holder and session.cache is not None):
+            return False
+        sketch = execution.action.sketch
+        return own_work(dispatch, sketch_total(sketch), held_bytes(sketch, session.cache, session.expected))
 
     def _holder_progressed(self, holder: BotSession) -> None:
         """``holder`` was given an action: each execution waiting for it whose wait is

@@ -70,9 +70,9 @@ class MemoryTables(MemoryPlacement):
         self._leases[lease.id] = lease
         self._running[execution.id] = execution
         session.lease_ids[lease.id] = None
+        if execution.awaited is not session and not self._own_work(execution, session):
+            session.given += 1  # work other than what waits for it or it holds: it moved on (placement.py)
         session.expect(execution.action.sketch)
-        if execution.awaited is not session:
-            session.given += 1  # work other than what waits for it: it moved on (placement.py)
         execution.lease_id = lease.id
         execution.partial_metadata = None
         execution.record(Stage.EXECUTING)

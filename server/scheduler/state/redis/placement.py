@@ -43,7 +43,7 @@ from typing import Any
 
 from server.scheduler.clock import Clock
 from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, held_bytes,
-                                      holder_moved_on, holder_wait_mark, sketch_total, tiers_among)
+                                      holder_moved_on, holder_wait_mark, own_work, sketch_total, tiers_among)
 from server.scheduler.sessions import BotSummary
 from server.scheduler.state.redis.codec import number, text
 from server.scheduler.state.redis.scripts import holder_wait
@@ -239,7 +239,8 @@ class RedisPlacement:
                                          holder_wait_mark(self.dispatch, sketch_total(sketch), 0, holder.slots))
                         self.wait_started()
                     return
-            await self._call("place", eid, names[chosen], number(now))
+            own = own_work(self.dispatch, sketch_total(sketch), held[chosen]) and self.holder_wait
+            await self._call("place", eid, names[chosen], number(now), "1" if own else "")
 
     def _tiers(self, sketch: bytes, held: list[int], others: list[int]) -> list[int]:
         """Each taker's placement tier (locality.tier), ``held`` being what each holds of
@@ -308,7 +309,10 @@ class RedisPlacement:
             count = sum(1 for i in ranked[:int(free)] if i >= int(older))
             if count:
                 passed.append((eid, count))
+        owned = [window[i][0] for i in ranked
+               if self.holder_wait and own_work(self.dispatch, sketch_total(window[i][1]), held[i])]
         if starts:
             self.wait_started()
         return await self._call("claim_chosen", name, number(now), len(ranked), *[window[i][0] for i in ranked],
-                                len(passed), *[part for pair in passed for part in pair], len(starts) // 3, *starts)
+                                len(passed), *[part for pair in passed for part in pair], len(starts) // 3, *starts,
+                                len(owned), *owned)

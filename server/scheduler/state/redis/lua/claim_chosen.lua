@@ -1,5 +1,5 @@
 -- claim_chosen(name, now, k, execution id x k, m, (execution id, times passed over) x m,
--- w, (execution id, holder, extra progress) x w)
+-- w, (execution id, holder, extra progress) x w, o, execution id x o)
 -- -> false (closed) | {'done', session_view} (locality): of claim_window's window, ranked
 -- by Python in the order the rule takes it, the first ones still queued, up to the
 -- session's free slots (another replica or call may have taken some meanwhile); then
@@ -8,6 +8,7 @@
 -- that other claims passed over MAX_PASSES times since the window was read (bots claim
 -- at once) is taken first instead, so the bound holds however many claim together.
 -- Those Python found theirs wait for their holder from now (the holder wait), unless they do.
+-- The o it holds already are no progress for the executions waiting for it (locality.own_work).
 local name, now = arg(1), arg(2)
 local f = redis.call('HMGET', key('s', name), 'healthy', 'offer')
 if not f[1] then return false end
@@ -30,6 +31,7 @@ for _ = 1, tonumber(arg(i + 1) or 0) do
   locality.await_holder(arg(i + 2), arg(i + 3), now, arg(i + 4))
   i = i + 3
 end
+for j = i + 3, i + 2 + tonumber(arg(i + 2) or 0) do locality.own[arg(j)] = name end
 if f[1] == '1' then
   for _, eid in ipairs(due) do
     if free_capacity(name) <= 0 then break end

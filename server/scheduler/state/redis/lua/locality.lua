@@ -104,9 +104,14 @@ function locality.waits_past(now, limit)
   return {out, next_one[2] or false}
 end
 
+-- Executions this script gives to a session that holds them already (place's and
+-- claim_chosen's arguments, from Python: locality.own_work): eid -> that session.
+locality.own = {}
+
 -- assign's step: an execution given to name waits no more; unless it waited for name
--- (its own backlog), name made progress, which may end the waits for it: each goes to a
--- bot through the replica running this script (a 'w:' wake-up, placement.py), if one waits.
+-- (its own backlog) or name holds it already (locality.own), name made progress, which may end
+-- the waits for it: each goes to a bot through the replica running this script (a 'w:'
+-- wake-up, placement.py), if one waits.
 local function given(eid, name)
   local e = key('e', eid)
   local aw = redis.call('HGET', e, 'aw')
@@ -116,7 +121,7 @@ local function given(eid, name)
   end
   redis.call('HDEL', e, 'wo')
   redis.call('ZREM', P .. 'hw', eid)
-  if aw == name then return end
+  if aw == name or locality.own[eid] == name then return end
   redis.call('HINCRBY', key('s', name), 'gv', 1)
   local waiting = key('aw', name)
   if redis.call('SCARD', waiting) == 0 then return end
