@@ -54,7 +54,7 @@ class ExecutionConfig:
     """With locality and no locality_wait: an action waits for the busy bot holding much more of it until that bot moves on to other work."""
     locality_holder_wait_max: Duration = 10.0
     """The longest that wait for the holder lasts (a holder running a long action)."""
-    locality_holder_backlog: Annotated[int, Above(0)] = 4
+    locality_holder_backlog: Annotated[int, Above(0)] = 12
     """Actions that may wait for one holder at once, per slot of it; beyond, the next is taken by an idle bot."""
     locality_holder_wait_bytes: Size = 256 << 10
     """Input bytes of an action worth one slot's worth of its holder's progress in that wait (a bigger one waits longer)."""

@@ -59,8 +59,9 @@ The rules (``Dispatch``), applied by the scheduler state in its transitions:
   when a bot it is ``THEIRS`` to could first have taken it) for a better-placed bot;
   with no wait, once the bot holding most of it has moved on (``holder_moved_on``,
   ``wait_for_holder``: given as many actions as it has slots since, other than those
-  waiting for it, one slot's worth per ``holder_wait_bytes`` of the action's inputs:
-  ``holder_wait_mark``, or at most ``holder_wait_max`` seconds; no more than
+  waiting for it or held by it already (``own_work``), once per ``holder_wait_bytes``
+  of the action's inputs (``holder_wait_mark``), or at most ``holder_wait_max``
+  seconds; no more than
   ``holder_backlog`` per slot wait for one holder, ``backlog_full``), or at
   once when it has nothing ``MINE`` and ``wait_for_holder`` is off. It trades idle
   time for fewer such steals (docs/BENCHMARKS.md, "Locality dispatch").
@@ -98,8 +99,8 @@ class Dispatch:
     wait: float = 0.0  # seconds an action may wait for a bot holding materially more of it (0: never)
     wait_for_holder: bool = True  # with no ``wait``: wait for the holder until it moves on (``holder_moved_on``)
     holder_wait_max: float = 10.0  # seconds that wait lasts at most (a holder running a long action)
-    holder_backlog: int = 4  # actions that may wait for one holder at once, per slot (``backlog_full``)
-    holder_wait_bytes: int = 256 << 10  # input bytes worth one slot's worth of a holder's progress (``holder_wait_mark``)
+    holder_backlog: int = 12  # actions that may wait for one holder at once, per slot (``backlog_full``)
+    holder_wait_bytes: int = 256 << 10  # input bytes per slot's worth of the holder's progress waited for
 
 
 URGENT_BELOW = 0  # REAPI's default priority: an action of a lower (better) one is urgent (``urgent``)
@@ -247,6 +248,16 @@ def holder_moved_on(given_since: int, slots: int) -> bool:
     moved on to other work and would not reach this one soon, so an idle bot may take
     it. A wait measured in the holder's progress, not in seconds, whatever the pace."""
     return given_since >= max(slots, 1)
+
+
+def deep_queue(dispatch: Dispatch, visible: int) -> bool:
+    """Whether a bot asking for work sees a deep queue: a full ``window`` of queued
+    actions it may run, of the best priority, none of them waiting for a holder. Then
+    no wait for a holder begins: the holders are far behind, every bot has work for a
+    while, and an idle bot waiting for them only lowers the rate at which the queue
+    drains (``bench_redis_locality``'s drain ran at 0.04x fifo's rate when waits could
+    fill the queue's head). A build's burst (Bazel's ``--jobs``) fits in the window."""
+    return visible >= dispatch.window
 
 
 def backlog_full(dispatch: Dispatch, waiting: int, slots: int) -> bool:

@@ -145,7 +145,10 @@ async def one_round(root: Path, dispatch: str, args: argparse.Namespace, tag: st
     redis = RedisProcess(root / "redis")
     redis.start()
     try:
-        execution = {**EXECUTION, "state": "redis", "redis_url": redis.url, "dispatch": dispatch.removesuffix("-nohold")}
+        mode, _, backlog = dispatch.partition("-backlog")
+        execution = {**EXECUTION, "state": "redis", "redis_url": redis.url, "dispatch": mode.removesuffix("-nohold")}
+        if backlog:
+            execution["locality_holder_backlog"] = int(backlog)
         if dispatch.endswith("-nohold"):
             execution["locality_wait_for_holder"] = False
         stores = {"cas": {"type": "memory"}, "ac": {"type": "memory"}}
@@ -240,7 +243,8 @@ def main() -> None:
     parser.add_argument("--drain-bots", type=int, default=32)
     parser.add_argument("--roots", type=int, default=16)
     parser.add_argument("--modes", default="fifo,locality",
-                        help='dispatches to compare, interleaved ("locality-nohold": locality_wait_for_holder = false)')
+                        help='dispatches to compare, interleaved ("locality-nohold": locality_wait_for_holder = false; '
+                             '"locality-backlogN": locality_holder_backlog = N)')
     args = parser.parse_args()
     modes = args.modes.split(",")
     results: dict[str, list[Metrics]] = {mode: [] for mode in modes}

@@ -210,3 +210,18 @@ async def test_the_holder_taking_other_work_it_holds_has_not_moved_on(make_env) 
         assert [lease.action_digest for lease in got] == [held.digest.to_proto()]
         for call in [*calls, chore_call, rival_poll]:
             call.cancel()
+
+
+async def test_in_a_deep_queue_no_action_waits_for_its_holder(make_env) -> None:  # type: ignore[no-untyped-def]
+    """A full window of queued actions (``window``), all held by one busy bot: the idle
+    bot asking takes the oldest at once (locality.deep_queue). Waits there would only
+    idle it: with enough of them at the queue's head a drain ran at 0.04x fifo's rate."""
+    async with make_env(dispatch="locality") as env:
+        deep = [await with_inputs(env, f"deep{i}") for i in range(LOCALITY.window + 1)]
+        _, _, chore_call = await busy_holder(env, [d for a in deep for d in inputs_of(a)])
+        calls = await queue(env, deep)
+        asker = env.bot(summary_size=8192, cache=holding())
+        [lease] = await asker.create()
+        assert lease.action_digest == deep[0].digest.to_proto()
+        for call in [*calls, chore_call]:
+            call.cancel()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 
 from server.scheduler.clock import Clock
-from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, held_bytes,
+from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, deep_queue, held_bytes,
                                       holder_moved_on, holder_wait_mark, own_work, sketch_total, tiers_among,
                                       urgent)
 from server.scheduler.operation import Stage
@@ -184,7 +184,8 @@ class MemoryPlacement:
         """Take the queued execution a session gets next: the best by (priority, arrival)
         (fifo), or, within the best priority, by placement tier, then the one it holds
         most of (locality.choose_placed); with a wait, one it does not fit only once
-        that one waited long enough for a better-placed bot, or none."""
+        that one waited long enough for a better-placed bot, or none; in a deep queue
+        (locality.deep_queue: a full window) it waits for no holder."""
         keys = session.matching_keys
         first = self._queues.pop_best(keys)
         dispatch = self._dispatch
@@ -198,7 +199,8 @@ class MemoryPlacement:
         held = [held_bytes(e.action.sketch, session.cache, session.expected) for e in window]
         placed = [self._tiers(e, [session], [h]) for e, h in zip(window, held)]
         tiers = [tiers_of[0] for tiers_of, _ in placed]
-        takeable = [e.passes >= dispatch.max_passes or self._may_take(e, t, holder)
+        deep = deep_queue(dispatch, len(window))  # no wait can pay: every bot has work for a while
+        takeable = [e.passes >= dispatch.max_passes or deep or self._may_take(e, t, holder)
                     for e, t, (_, holder) in zip(window, tiers, placed)]
         chosen = choose_placed(dispatch, held, [e.passes for e in window], tiers, takeable)
         for index, execution in enumerate(window):

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.scheduler.clock import Clock
-from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, held_bytes,
+from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, deep_queue, held_bytes,
                                       holder_moved_on, holder_wait_mark, own_work, sketch_total, tiers_among)
 from server.scheduler.sessions import BotSummary
 from server.scheduler.state.redis.codec import number, text
@@ -273,6 +273,7 @@ class RedisPlacement:
         [cache, *filters] = await self.summaries.of([(name, version)]
                                                     + [(other[0].decode(), other[1]) for other in others])
         rivals = _holders(others)
+        deep = deep_queue(self.dispatch, len(window))  # the scripts passed by those waiting for others
         held, tiers, takeable, starts = [], [], [], []
         for j, (eid, sketch, count, expected, *wait) in enumerate(window):
             own = held_bytes(sketch, cache, _expected(expected))
@@ -282,7 +283,7 @@ class RedisPlacement:
             held.append(own)
             tiers.append(self._tiers(sketch, [own], rival_held)[0])
             waits = False
-            if tiers[-1] != MINE and self.holder_wait and rival_held:
+            if tiers[-1] != MINE and self.holder_wait and rival_held and not (deep and not wait[0]):
                 holder = rivals[max(range(len(rival_held)), key=rival_held.__getitem__)]
                 waits = self._keeps_waiting([*wait, count], holder, now)
                 if waits and text(wait[0]) != holder.name:
