@@ -62,8 +62,9 @@ The rules (``Dispatch``), applied by the scheduler state in its transitions:
   waiting for it or held by it already (``own_work``), once per ``holder_wait_bytes``
   of the action's inputs (``holder_wait_mark``), or at most ``holder_wait_max``
   seconds; no more than
-  ``holder_backlog`` per slot wait for one holder, ``backlog_full``), or at
-  once when it has nothing ``MINE`` and ``wait_for_holder`` is off. It trades idle
+  ``holder_backlog`` per slot wait for one holder, ``backlog_full``; none begins in
+  a deep queue, ``deep_queue``), or at once when it has nothing ``MINE`` and
+  ``wait_for_holder`` is off. It trades idle
   time for fewer such steals (docs/BENCHMARKS.md, "Locality dispatch").
 - A bot that sends no summary holds nothing as far as dispatch knows (BuildGrid's
   bots): it gets work as before, when no better-placed bot is waiting.
