@@ -183,23 +183,24 @@ async def test_a_big_action_waits_for_more_of_its_holders_progress(make_env) -> 
 
 
 async def test_the_holder_taking_other_work_it_holds_has_not_moved_on(make_env) -> None:  # type: ignore[no-untyped-def]
-    """As the test above where the holder moves on, but the urgent action it takes is
-    one it holds too (a burst of one component's compiles): that is its own work, not
-    other work, so the action waiting for it still waits, and the holder takes it next."""
+    """As the test above where the holder moves on, but the action of a better priority
+    it takes first is one it holds too (a burst of one component's compiles; not an
+    urgent one, which is placed as fifo places it): that is its own work, not other
+    work, so the action waiting for it still waits, and the holder takes it next."""
     async with make_env(dispatch="locality") as env:
         held = await with_inputs(env, "held")
         other = await with_inputs(env, "other")
-        urgent = await with_inputs(env, "urgent")
-        holder, chore, chore_call = await busy_holder(env, inputs_of(held) + inputs_of(urgent))
+        more = await with_inputs(env, "more")
+        holder, chore, chore_call = await busy_holder(env, inputs_of(held) + inputs_of(more))
         rival = env.bot(summary_size=8192, cache=holding())
         [rival_poll] = await waiting(env, rival)
-        calls = await queue(env, [held])  # it waits for the holder
+        calls = await queue(env, [held], priority=10)  # it waits for the holder
         calls.append(env.start(other))  # nobody holds it: the waiting rival gets it
         [other_lease] = await asyncio.wait_for(rival_poll, GUARD)
-        calls += await queue(env, [urgent], priority=-1000)  # both bots busy: queued
+        calls += await queue(env, [more])  # both bots busy: queued, before the other in priority
         holder.complete(chore.id)
         got = await holder.poll(timeout=GUARD)
-        assert [lease.action_digest for lease in got] == [urgent.digest.to_proto()]
+        assert [lease.action_digest for lease in got] == [more.digest.to_proto()]
         rival.complete(other_lease.id)
         rival_poll = asyncio.create_task(rival.poll(timeout=GUARD))
         await until(lambda: env.holds(rival), "the rival waits for work")
