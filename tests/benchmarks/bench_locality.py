@@ -19,7 +19,9 @@ an HTTP port), Bazel from clean with ``--jobs``. Rows per dispatch, one line per
 build, in the order run (``locality``, ``fifo``, then ``fifo``, ``locality``, ...):
 wall time, the input bytes the workers fetched from the server's CAS
 (``reapi_worker_input_bytes_fetched_total``, summed over the three) and how the
-actions split between them; then the medians and the ratio.
+actions split between them, and the CPU seconds the server (and redis-server) spent
+during the build (on this 2-core host it competes with the compilers); then the
+medians and the ratio.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from tests.benchmarks.bench_execution import cpu_seconds
 from tests.benchmarks.bench_worker import stores
 from tests.benchmarks.locality_trace import breakdown, trace_build
 from tests.support.bazel import BazelInstallation, BazelUnavailable, BazelWorkspace, remote_execution_flags
@@ -78,10 +82,22 @@ def generate_workspace(root: Path, components: int, libraries: int, headers: int
             f'cc_binary(name = "tool", srcs = ["tool.cc"], deps = [{deps}])\n')
 
 
+@dataclass
+class Build:
+    """One build's wall seconds, input bytes each worker fetched, actions each ran, and
+    the CPU seconds the server (and redis-server) spent on it: on this small host the
+    control plane's CPU competes with the compilers, so it shows in wall time."""
+
+    wall: float
+    fetched: list[int]
+    actions: list[int]
+    control_cpu: float
+
+
 def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
               state: str = "memory", cold_bazel: bool = False,
-              trace: bool = False) -> tuple[float, list[int], list[int]]:
-    """(wall seconds, input bytes each worker fetched, actions each ran) of a build from clean.
+              trace: bool = False) -> Build:
+    """A build from clean.
     ``dispatch``: "fifo", "locality", "locality-nohold" (``locality_wait_for_holder = false``),
     "locality-backlogN" (``locality_holder_backlog = N``) or "locality+W" (``locality_wait`` = W seconds).
     ``cold_bazel``: Bazel's server is shut down first, so the build runs on a server just
@@ -114,9 +130,12 @@ def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
             ws.clean()
             flags = [*remote_execution_flags(server.url), f"--jobs={jobs}"]
             ws.build("//...", flags=[*flags, "--nobuild"])
+            pids = [server.process.pid] + ([redis.pid] if redis is not None else [])
+            cpu_before = sum(map(cpu_seconds, pids))
             started = time.perf_counter()
             ws.build("//...", flags=flags)
             elapsed = time.perf_counter() - started
+            control_cpu = sum(map(cpu_seconds, pids)) - cpu_before
             fetched, actions = [], []
             for worker in workers:
                 match = METRICS.search(worker.log_text())
@@ -137,7 +156,7 @@ def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
         if redis is not None:
             redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    return elapsed, fetched, actions
+    return Build(elapsed, fetched, actions, control_cpu)
 
 
 def main() -> None:
@@ -167,7 +186,7 @@ def main() -> None:
         print(f"skipped: {exc}")
         return
     modes = args.modes.split(",")
-    results: dict[str, list[tuple[float, list[int], list[int]]]] = {mode: [] for mode in modes}
+    results: dict[str, list[Build]] = {mode: [] for mode in modes}
     try:
         source = base / "source"
         generate_workspace(source, args.components, args.libraries, args.headers, args.header_kib)
@@ -178,18 +197,19 @@ def main() -> None:
         print(f"{args.libraries} libraries over {args.components} components of {args.headers} x {args.header_kib} KiB "
               f"headers; 3 workers x 1 slot; --jobs={args.jobs}; {args.state} state; "
               f"Bazel server {'cold (restarted per build)' if args.cold_bazel else 'kept warm'}\n")
-        print(f"{'dispatch':<14} {'wall s':>7} {'fetched MiB':>12}  {'per worker MiB':<22} actions per worker")
+        print(f"{'dispatch':<14} {'wall s':>7} {'fetched MiB':>12}  {'per worker MiB':<22} {'actions per worker':<19} "
+              "server CPU s")
         for dispatch in order:
-            elapsed, fetched, actions = one_build(ws, base, dispatch, args.jobs, args.state, args.cold_bazel,
-                                                       args.trace)
-            results[dispatch].append((elapsed, fetched, actions))
-            print(f"{dispatch:<14} {elapsed:7.1f} {sum(fetched) / 2**20:12.2f}  "
-                  f"{' '.join(f'{f / 2**20:.2f}' for f in fetched):<22} {' '.join(map(str, actions))}", flush=True)
+            build = one_build(ws, base, dispatch, args.jobs, args.state, args.cold_bazel, args.trace)
+            results[dispatch].append(build)
+            print(f"{dispatch:<14} {build.wall:7.1f} {sum(build.fetched) / 2**20:12.2f}  "
+                  f"{' '.join(f'{f / 2**20:.2f}' for f in build.fetched):<22} "
+                  f"{' '.join(map(str, build.actions)):<19} {build.control_cpu:.1f}", flush=True)
     finally:
         installation.shutdown_all()
         shutil.rmtree(base, ignore_errors=True)
-    medians = {d: (statistics.median(r[0] for r in rs), statistics.median(sum(r[1]) for r in rs))
-               for d, rs in results.items() if rs}
+    medians = {d: (statistics.median(b.wall for b in bs), statistics.median(sum(b.fetched) for b in bs))
+               for d, bs in results.items() if bs}
     print()
     for mode, (wall, total) in medians.items():
         line = f"median {mode:<14} {wall:6.1f} s {total / 2**20:8.2f} MiB"
