@@ -99,16 +99,22 @@ async def passes_bounded(env: ExecEnv) -> None:
     held = [await with_inputs(env, f"held{i}") for i in range(12)]
     calls = await queue(env, [stranger, *held])
     bot = env.bot(summary_size=8192, cache=holding(d for a in held for d in inputs_of(a)))
-    taken = [lease.action_digest for lease in await bot.create()]
-    while stranger.digest.to_proto() not in taken:
-        assert len(taken) <= LOCALITY.max_passes + 1, "the oldest action waited past the fairness bound"
-        for lease_id in list(bot.leases):
-            bot.complete(lease_id)
-        taken += [lease.action_digest for lease in await bot.poll(timeout=GUARD)]
-    position = taken.index(stranger.digest.to_proto())
+    position = await taken_within_max_passes(bot, stranger, "the oldest action waited past the fairness bound")
     assert 1 <= position <= LOCALITY.max_passes  # overtaken, but only so often
     for call in calls:
         call.cancel()
+
+
+async def taken_within_max_passes(bot: TestBot, action: BuiltAction, failure: str) -> int:
+    """Open ``bot``'s session and finish each lease until it is given ``action``, failing
+    with ``failure`` past ``max_passes`` + 1 actions; how many it was given first."""
+    taken = [lease.action_digest for lease in await bot.create()]
+    while action.digest.to_proto() not in taken:
+        assert len(taken) <= LOCALITY.max_passes + 1, failure
+        for lease_id in list(bot.leases):
+            bot.complete(lease_id)
+        taken += [lease.action_digest for lease in await bot.poll(timeout=GUARD)]
+    return taken.index(action.digest.to_proto())
 
 
 async def busy_holder(env: ExecEnv, held: Iterable[Digest]) -> tuple[TestBot, ReceivedLease, grpc.aio.UnaryStreamCall]:

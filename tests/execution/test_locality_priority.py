@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from server.scheduler.locality import LOCALITY
 from tests.execution.locality_helpers import (
-    GUARD, busy_holder, holding, idle_bot_gets_it, inputs_of, queue, until, with_inputs,
+    GUARD, busy_holder, holding, idle_bot_gets_it, inputs_of, queue, taken_within_max_passes, until, with_inputs,
 )
 from tests.execution.conftest import ExecEnv
 
@@ -54,13 +54,8 @@ async def test_an_action_waiting_for_its_holder_is_passed_over_max_passes_times_
         _, _, chore_call = await busy_holder(env, inputs_of(held))
         calls = await queue(env, [held, *later])
         asker = env.bot(summary_size=8192, cache=holding())
-        taken = [lease.action_digest for lease in await asker.create()]
-        while held.digest.to_proto() not in taken:
-            assert len(taken) <= LOCALITY.max_passes + 1, "the waiting action was passed over past the fairness bound"
-            for lease_id in list(asker.leases):
-                asker.complete(lease_id)
-            taken += [lease.action_digest for lease in await asker.poll(timeout=GUARD)]
-        position = taken.index(held.digest.to_proto())
+        position = await taken_within_max_passes(
+            asker, held, "the waiting action was passed over past the fairness bound")
         assert 1 <= position <= LOCALITY.max_passes  # it did wait for its holder, but only so long
         for call in [*calls, chore_call]:
             call.cancel()
