@@ -168,6 +168,48 @@ def held_bytes(sketch: bytes, summary: bytes | None, expected: Container[int] = 
     return total * held // sampled if sampled else 0
 
 
+def held_bytes_each(sketch: bytes, summaries: Sequence[bytes | None], expected: Sequence[Container[int]]) -> list[int]:
+    """``held_bytes`` of one sketch for several bots (``summaries[i]``, ``expected[i]``),
+    the same figures: each record's probe positions are worked out once per filter
+    size, not once per bot (a claim's tiers weigh up to 16 other bots' filters, all
+    of one size from reapi-worker, for each of its window's actions)."""
+    if not sketch:
+        return [0] * len(summaries)
+    total = _TOTAL.unpack_from(sketch)[0]
+    records = list(_RECORD.iter_unpack(memoryview(sketch)[_TOTAL.size:]))
+    sampled = sum(size for _, _, size in records)
+    spots_of: dict[tuple[int, int], list[tuple[list[tuple[int, int]], int, int]]] = {}
+    out = []
+    for summary, keys in zip(summaries, expected, strict=True):
+        if not summary or not sampled:
+            out.append(0)
+            continue
+        geometry = (len(summary), summary[1])
+        spots = spots_of.get(geometry)
+        if spots is None:
+            spots = spots_of[geometry] = [(_probe_spots(len(summary), summary[1], h1, h2), h1 << 32 | h2, size)
+                                          for h1, h2, size in records]
+        held = 0
+        for probes, key, size in spots:
+            if key in keys:
+                held += size
+                continue
+            for index, mask in probes:
+                if not summary[index] & mask:
+                    break
+            else:
+                held += size
+        out.append(total * held // sampled)
+    return out
+
+
+def _probe_spots(length: int, probes: int, h1: int, h2: int) -> list[tuple[int, int]]:
+    """The (byte index, bit mask) of each probe of (h1, h2) in a filter's wire form of
+    ``length`` bytes, as cas/digest_filter.holds tests them."""
+    bits = (length - HEADER) * 8
+    return [(HEADER + (p >> 3), 0x80 >> (p & 7)) for p in ((h1 + j * h2) % bits for j in range(probes))]
+
+
 def sketch_total(sketch: bytes) -> int:
     """The input bytes of a sketched action (0 for no sketch)."""
     return _TOTAL.unpack_from(sketch)[0] if sketch else 0

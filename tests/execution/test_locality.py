@@ -11,7 +11,8 @@ import asyncio
 import pytest
 
 from cas.digest import Digest
-from server.scheduler.locality import SAMPLE, held_bytes, sketch_of
+from cas.digest_filter import DigestFilter
+from server.scheduler.locality import SAMPLE, held_bytes, held_bytes_each, record_keys, sketch_of
 from tests.execution.conftest import ExecEnv
 from tests.execution.locality_helpers import (
     GUARD, holding, inputs_of, passes_bounded, queue, until, urgent_overtakes, waiting, with_inputs,
@@ -139,6 +140,26 @@ def test_held_bytes_estimates_the_share_of_inputs_a_filter_holds() -> None:
     half = held_bytes(sketch, holding(largest[::2]))
     assert 0.4 * total < half < 0.6 * total
     assert held_bytes(b"", holding(files)) == 0 and held_bytes(sketch, None) == 0
+
+
+def test_held_bytes_each_gives_held_bytes_figures_for_every_bot() -> None:
+    """The claim's batch estimate (probe positions shared by filters of one size) is
+    held_bytes itself, bot by bot: filters of several sizes and probe counts, partly
+    holding, expected keys, no filter, no sketch."""
+    files = [Digest.of(bytes([i]) * (500 + 37 * i)) for i in range(2 * SAMPLE)]
+    sketch = sketch_of(files, 10 * sum(d.size_bytes for d in files))
+    filters: list[bytes | None] = [None, b""]
+    for bits, probes in ((8192, 5), (65536, 7), (512, 3), (8192, 2)):
+        for held in (files[::2], files[::3], files, [], files[5:9]):
+            summary = DigestFilter(bits, probes)
+            summary.add_all(d.hash for d in held)
+            filters.append(summary.to_bytes())
+    keys = list(record_keys(sketch))
+    for expected in (frozenset(), frozenset(keys[1::4]), frozenset(keys)):
+        each = held_bytes_each(sketch, filters, [expected] * len(filters))
+        assert each == [held_bytes(sketch, summary, expected) for summary in filters]
+        assert len(set(each)) > 2 or expected
+    assert held_bytes_each(b"", filters, [frozenset(keys)] * len(filters)) == [0] * len(filters)
 
 
 async def test_an_action_given_to_a_bot_counts_as_held_there_before_its_summary_says_so(make_env) -> None:  # type: ignore[no-untyped-def]

@@ -43,7 +43,7 @@ from typing import Any
 
 from server.scheduler.clock import Clock
 from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, deep_queue, held_bytes,
-                                      holder_moved_on, holder_wait_mark, own_work, sketch_total, tiers_among)
+                                      held_bytes_each, holder_moved_on, holder_wait_mark, own_work, sketch_total, tiers_among)
 from server.scheduler.sessions import BotSummary
 from server.scheduler.state.redis.codec import number, text
 from server.scheduler.state.redis.scripts import holder_wait
@@ -57,8 +57,13 @@ MIN_TIMER = 0.05  # seconds: the soonest this replica's deadline timer fires aga
 Call = Callable[..., Awaitable[Any]]
 
 
+_NONE_EXPECTED: frozenset[int] = frozenset()
+
+
 def _expected(keys: bytes) -> frozenset[int]:
     """Record keys as the scripts send them (8 bytes each) -> locality.record_keys' ints."""
+    if not keys:
+        return _NONE_EXPECTED
     return frozenset(int.from_bytes(keys[i:i + 8], "big") for i in range(0, len(keys), 8))
 
 
@@ -226,8 +231,8 @@ class RedisPlacement:
             loads.append((int(leases) / max(int(capacity), 1), float(cpu), float(memory)))
             takers.append(Holder(text(name), int(given), int(capacity)))
         if names:
-            rivals = [held_bytes(sketch, cache, _expected(expected))
-                      for (_, _, [expected], *_), cache in zip(others, filters[len(bots):])]
+            rivals = held_bytes_each(sketch, filters[len(bots):],
+                                     [_expected(expected) for _, _, [expected], *_ in others])
             tiers = self._tiers(sketch, held, rivals)
             chosen = choose_bot(self.dispatch, held, loads, tiers) if len(names) > 1 else 0
             if tiers[chosen] != MINE and self.holder_wait:
@@ -278,8 +283,8 @@ class RedisPlacement:
         for j, (eid, sketch, count, expected, *wait) in enumerate(window):
             own = held_bytes(sketch, cache, _expected(expected))
             total = sketch_total(sketch)
-            rival_held = [] if total < self.dispatch.min_home or total - own < self.dispatch.min_gain else [
-                held_bytes(sketch, other_cache, _expected(other[2][j])) for other, other_cache in zip(others, filters)]
+            rival_held = [] if total < self.dispatch.min_home or total - own < self.dispatch.min_gain else (
+                held_bytes_each(sketch, filters, [_expected(other[2][j]) for other in others]))
             held.append(own)
             tiers.append(self._tiers(sketch, [own], rival_held)[0])
             waits = False

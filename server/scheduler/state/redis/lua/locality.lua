@@ -160,6 +160,52 @@ local function expected_of(name, sketch)
   return table.concat(hits)
 end
 
+local LOOKUP_CHUNK = 1000 -- record keys per ZMSCORE (unpack's stack is bounded)
+
+-- The record keys of several sketches, for expected_each: each sketch's keys (none for
+-- those whose flag in asked is false) and every key once, so a session's lookups are
+-- one ZMSCORE however many sketches share how many keys.
+local function keys_of_each(sketches, asked)
+  local each, unique, seen = {}, {}, {}
+  for i, sketch in ipairs(sketches) do
+    each[i] = {}
+    if asked == nil or asked[i] then
+      each[i] = record_keys(sketch)
+      for _, k in ipairs(each[i]) do
+        if not seen[k] then
+          seen[k] = true
+          unique[#unique + 1] = k
+        end
+      end
+    end
+  end
+  return {each = each, unique = unique}
+end
+
+-- expected_of for each sketch of keys_of_each's, in one lookup per LOOKUP_CHUNK keys:
+-- {concatenated keys the session expects, ...} ('' for a sketch not asked), the same
+-- strings as expected_of's.
+local function expected_each(name, keys)
+  local hit = {}
+  local unique = keys.unique
+  for start = 1, #unique, LOOKUP_CHUNK do
+    local stop = math.min(start + LOOKUP_CHUNK - 1, #unique)
+    local scores = redis.call('ZMSCORE', key('sx', name), unpack(unique, start, stop))
+    for i = start, stop do
+      if scores[i - start + 1] then hit[unique[i]] = true end
+    end
+  end
+  local out = {}
+  for i, each in ipairs(keys.each) do
+    local hits = {}
+    for _, k in ipairs(each) do
+      if hit[k] then hits[#hits + 1] = k end
+    end
+    out[i] = table.concat(hits)
+  end
+  return out
+end
+
 -- assign's step: a full session is no longer on its way back; one that sent a summary
 -- is fetching the files of what it was given, which count as held (the newest EXPECTED).
 function locality.assigned(eid, name)
@@ -247,16 +293,15 @@ local function others(reqs, skip, sketches, first)
   end
   local out, seen = {}, {}
   if not worth then return out end
+  -- an action under MIN_HOME is MINE to every bot: what others hold of it is not asked ('')
+  local asked = {}
+  for i, sketch in ipairs(sketches) do asked[i] = sketch_total(sketch) >= MIN_HOME end
+  local keys = keys_of_each(sketches, asked)
   local function add(name)
     if name and #out < OTHERS and not skip[name] and not seen[name] and has_summary(name) then
       seen[name] = true
-      local expected = {}
-      for i, sketch in ipairs(sketches) do
-        expected[i] = '' -- an action under MIN_HOME is MINE to every bot: what others hold of it is not asked
-        if sketch_total(sketch) >= MIN_HOME then expected[i] = expected_of(name, sketch) end
-      end
       local f = redis.call('HMGET', key('s', name), 'sv', 'gv', 'cap')
-      out[#out + 1] = {name, f[1], expected, f[2] or '0', f[3], redis.call('SCARD', key('aw', name))}
+      out[#out + 1] = {name, f[1], expected_each(name, keys), f[2] or '0', f[3], redis.call('SCARD', key('aw', name))}
     end
   end
   for _, name in ipairs(first or {}) do add(name) end
@@ -387,10 +432,10 @@ function locality.window(name, offer, n, now)
     local eid = string.sub(members[i], 17)
     local e = redis.call('HMGET', key('e', eid), 'sk', 'pass', 'aw', 'am', 'ad', 'wo')
     sketches[i] = e[1] or ''
-    out[i] = {eid, sketches[i], e[2] or '0', expected_of(name, sketches[i]), e[3] or '', e[4] or '0', e[5] or '0',
-      e[6] or ''}
+    out[i] = {eid, sketches[i], e[2] or '0', '', e[3] or '', e[4] or '0', e[5] or '0', e[6] or ''}
     if e[3] then awaited[#awaited + 1] = e[3] end
   end
+  for i, expected in ipairs(expected_each(name, keys_of_each(sketches))) do out[i][4] = expected end
   return out, others(reqs, {[name] = true}, sketches, awaited), skipped
 end
 
