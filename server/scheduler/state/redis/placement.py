@@ -279,12 +279,20 @@ class RedisPlacement:
                                                     + [(other[0].decode(), other[1]) for other in others])
         rivals = _holders(others)
         deep = deep_queue(self.dispatch, len(window))  # the scripts passed by those waiting for others
+        key_sets: dict[bytes, frozenset[int]] = {}  # bots expecting the same keys of an action: one set
+
+        def expected_set(keys: bytes) -> frozenset[int]:
+            found = key_sets.get(keys)
+            if found is None:
+                found = key_sets[keys] = _expected(keys)
+            return found
+
         held, tiers, takeable, starts = [], [], [], []
         for j, (eid, sketch, count, expected, *wait) in enumerate(window):
             own = held_bytes(sketch, cache, _expected(expected))
             total = sketch_total(sketch)
             rival_held = [] if total < self.dispatch.min_home or total - own < self.dispatch.min_gain else (
-                held_bytes_each(sketch, filters, [_expected(other[2][j]) for other in others]))
+                held_bytes_each(sketch, filters, [expected_set(other[2][j]) for other in others]))
             held.append(own)
             tiers.append(self._tiers(sketch, [own], rival_held)[0])
             waits = False

@@ -39,7 +39,7 @@ def dispatch_header(dispatch: Dispatch) -> str:
     return (f"local LOCALITY = {'true' if dispatch.locality else 'false'}\n"
             f"local WINDOW, MAX_IDLE, EXPECTED, RETURN_WINDOW = {dispatch.window}, {dispatch.max_idle_scored}, "
             f"{EXPECTED}, {dispatch.return_window!r}\n"
-            f"local MIN_HOME, OTHERS = {dispatch.min_home}, {OTHERS_COMPARED}\n"
+            f"local MIN_HOME, MIN_GAIN, OTHERS = {dispatch.min_home}, {dispatch.min_gain}, {OTHERS_COMPARED}\n"
             f"local HOLDER_WAIT = {'true' if holder_wait(dispatch) else 'false'}\n"
             f"local HOLDER_WAIT_MAX, MAX_PASSES, SKIP_WAITING = {dispatch.holder_wait_max!r}, {dispatch.max_passes}, "
             f"{SKIP_WAITING}\n"

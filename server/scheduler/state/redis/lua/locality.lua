@@ -286,7 +286,9 @@ end
 -- the others: {{session, summary version, {expected keys of each sketch}, given, slots,
 -- executions waiting for it}, ...}, for the placement tiers (locality.tier: does another
 -- bot hold materially more?) and the holder wait. None if no sketch is of MIN_HOME bytes or more (every tier MINE).
-local function others(reqs, skip, sketches, first)
+-- What they expect of a sketch is not asked ('') if mine[i] (the taker expects all of
+-- it: it is MINE to the taker whatever the others hold, and Python asks no estimate).
+local function others(reqs, skip, sketches, first, mine)
   local worth = false
   for _, sketch in ipairs(sketches) do
     if sketch_total(sketch) >= MIN_HOME then worth = true end
@@ -295,7 +297,7 @@ local function others(reqs, skip, sketches, first)
   if not worth then return out end
   -- an action under MIN_HOME is MINE to every bot: what others hold of it is not asked ('')
   local asked = {}
-  for i, sketch in ipairs(sketches) do asked[i] = sketch_total(sketch) >= MIN_HOME end
+  for i, sketch in ipairs(sketches) do asked[i] = sketch_total(sketch) >= MIN_HOME and not (mine and mine[i]) end
   local keys = keys_of_each(sketches, asked)
   local function add(name)
     if name and #out < OTHERS and not skip[name] and not seen[name] and has_summary(name) then
@@ -435,8 +437,14 @@ function locality.window(name, offer, n, now)
     out[i] = {eid, sketches[i], e[2] or '0', '', e[3] or '', e[4] or '0', e[5] or '0', e[6] or ''}
     if e[3] then awaited[#awaited + 1] = e[3] end
   end
-  for i, expected in ipairs(expected_each(name, keys_of_each(sketches))) do out[i][4] = expected end
-  return out, others(reqs, {[name] = true}, sketches, awaited), skipped
+  -- A sketch all of whose records the taker expects is all held by it (locality.held_bytes),
+  -- within MIN_GAIN of its total: MINE to it, so what others hold of it is not asked.
+  local keys, mine = keys_of_each(sketches), {}
+  for i, expected in ipairs(expected_each(name, keys)) do
+    out[i][4] = expected
+    mine[i] = MIN_GAIN > 0 and #keys.each[i] > 0 and #expected == 8 * #keys.each[i]
+  end
+  return out, others(reqs, {[name] = true}, sketches, awaited, mine), skipped
 end
 
 -- The best queued execution the offer satisfies, taken unless it waits for a holder
