@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import pytest
 
@@ -158,3 +159,43 @@ async def test_a_lease_given_between_a_claim_and_its_hold_is_answered_at_once(
     assert waiter.done()  # answered at once, with the lease
     other_view = await a.session(other)
     assert other_view is not None and other_view.lease_ids == ()
+
+
+async def test_a_claim_asks_no_other_bot_about_an_action_the_claiming_bot_expects_all_of(
+    two_states: tuple[RedisState, RedisState, FakeClock],
+) -> None:
+    """It is MINE to the claiming bot whatever the others hold (Python asks no estimate),
+    so claim_window sends '' as what the others expect of it; they are still asked
+    about the rest of the window, and the bot takes the one it expects, not the oldest."""
+    a, _, clock = two_states
+    mine = await open_bot(a, clock, "mine")
+    other = await open_bot(a, clock, "other")
+    older, lib = action("x"), action("lib")
+    await a.add_operation("x", older, 0, None, clock.now(), 60)
+    await a.add_operation("lib", lib, 0, None, clock.now(), 60)
+
+    def keys(prepared: PreparedAction) -> list[bytes]:
+        return [prepared.sketch[i:i + 8] for i in range(8, len(prepared.sketch), 16)]
+
+    await a.client.zadd(a.backplane.key("sx", mine), {k: 1 for k in keys(lib)})
+    await a.client.zadd(a.backplane.key("sx", other), {k: 1 for k in keys(lib) + keys(older)})
+    assert a.placement is not None
+    original = a.placement._call
+    replies: list[Any] = []
+
+    async def call(name: str, *args: object) -> object:
+        reply = await original(name, *args)
+        if name == "claim_window":
+            replies.append(reply)
+        return reply
+
+    a.placement._call = call
+    view = await a.claim(mine, clock.now())
+    assert view is not None and len(view.lease_ids) == 1
+    [[verb, _, _, window, others, _]] = replies
+    assert verb == b"choose"
+    assert [item[3] for item in window] == [b"", b"".join(keys(lib))]
+    [[name, _, expected, *_]] = others
+    assert name == other.encode() and expected == [b"".join(keys(older)), b""]
+    assert (await a.operation("lib")).stage is Stage.EXECUTING  # type: ignore[union-attr]
+    assert (await a.operation("x")).stage is Stage.QUEUED  # type: ignore[union-attr]
