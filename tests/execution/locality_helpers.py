@@ -117,6 +117,26 @@ async def taken_within_max_passes(bot: TestBot, action: BuiltAction, failure: st
     return taken.index(action.digest.to_proto())
 
 
+async def lower_priority_not_taken_while_better_waits(env: ExecEnv) -> None:
+    """A deep queue of a lower priority (1) that the asking bot holds, and an action of
+    the default priority (better, not urgent) that a busy bot holds and waits for: the
+    asker takes nothing (priorities are never crossed, in the claim's fill either), and
+    the better one runs next, on its holder."""
+    better = await with_inputs(env, "better")
+    holder, chore, chore_call = await busy_holder(env, inputs_of(better))
+    deep = [await with_inputs(env, f"deep{i}") for i in range(6)]
+    calls = await queue(env, deep, priority=1)
+    calls += await queue(env, [better], priority=0)
+    asker = env.bot(summary_size=8192, cache=holding(d for a in deep for d in inputs_of(a)))
+    assert await asker.create() == []
+    assert await env.queued() == len(deep) + 1
+    holder.complete(chore.id)
+    got = await holder.poll(timeout=GUARD)
+    assert [lease.action_digest for lease in got] == [better.digest.to_proto()]
+    for call in [*calls, chore_call]:
+        call.cancel()
+
+
 async def busy_holder(env: ExecEnv, held: Iterable[Digest]) -> tuple[TestBot, ReceivedLease, grpc.aio.UnaryStreamCall]:
     """A one-slot bot holding ``held``, running another action (its only slot taken):
     the bot, its lease, and the Execute call of that other action."""

@@ -12,8 +12,8 @@ import asyncio
 
 from server.scheduler.locality import LOCALITY
 from tests.execution.locality_helpers import (
-    GUARD, busy_holder, holding, idle_bot_gets_it, inputs_of, passes_bounded, queue, until, urgent_overtakes, waiting,
-    with_inputs,
+    GUARD, busy_holder, holding, idle_bot_gets_it, inputs_of, lower_priority_not_taken_while_better_waits,
+    passes_bounded, queue, until, urgent_overtakes, waiting, with_inputs,
 )
 
 
@@ -137,19 +137,7 @@ async def test_a_bot_takes_no_lower_priority_action_while_a_better_one_waits_for
     crossed, in the claim's fill either), and the better one runs next, on its holder.
     (An urgent one, better than the default, would not wait: test_locality_priority.py.)"""
     async with make_env(dispatch="locality") as env:
-        urgent = await with_inputs(env, "urgent")
-        holder, chore, chore_call = await busy_holder(env, inputs_of(urgent))
-        deep = [await with_inputs(env, f"deep{i}") for i in range(6)]
-        calls = await queue(env, deep, priority=1)
-        calls += await queue(env, [urgent], priority=0)
-        asker = env.bot(summary_size=8192, cache=holding(d for a in deep for d in inputs_of(a)))
-        assert await asker.create() == []
-        assert await env.queued() == len(deep) + 1
-        holder.complete(chore.id)
-        got = await holder.poll(timeout=GUARD)
-        assert [lease.action_digest for lease in got] == [urgent.digest.to_proto()]
-        for call in [*calls, chore_call]:
-            call.cancel()
+        await lower_priority_not_taken_while_better_waits(env)
 
 
 async def test_a_big_action_waits_for_more_of_its_holders_progress(make_env) -> None:  # type: ignore[no-untyped-def]

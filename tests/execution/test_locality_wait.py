@@ -13,7 +13,8 @@ import pytest
 from tests.execution.conftest import ExecEnv
 from tests.execution.locality_helpers import memory_state_only  # noqa: F401 - scheduler_state: the memory state only
 from tests.execution.locality_helpers import (
-    GUARD, busy_holder, holding, idle_bot_gets_it, inputs_of, passes_bounded, queue, urgent_overtakes, waiting, with_inputs,
+    GUARD, busy_holder, holding, idle_bot_gets_it, inputs_of, lower_priority_not_taken_while_better_waits,
+    passes_bounded, queue, urgent_overtakes, waiting, with_inputs,
 )
 
 LONG = 300.0  # a wait no test outlasts: what happens while the action waits
@@ -67,19 +68,7 @@ async def test_a_better_priority_action_waiting_for_its_holder_is_still_overtake
     better one waits, and that one runs next, on its holder. (An urgent one, better than
     the default, would not wait: test_an_urgent_action_goes_to_the_idle_bot_whatever_the_wait.)"""
     async with make_env(dispatch="locality", locality_wait=LONG) as env:
-        urgent = await with_inputs(env, "urgent")
-        holder, chore, chore_call = await busy_holder(env, inputs_of(urgent))
-        deep = [await with_inputs(env, f"deep{i}") for i in range(6)]
-        calls = await queue(env, deep, priority=1)
-        calls += await queue(env, [urgent], priority=0)
-        asker = env.bot(summary_size=8192, cache=holding(d for a in deep for d in inputs_of(a)))
-        assert await asker.create() == []
-        assert await _queued_exactly(env, len(deep) + 1)
-        holder.complete(chore.id)
-        got = await holder.poll(timeout=GUARD)
-        assert [lease.action_digest for lease in got] == [urgent.digest.to_proto()]
-        for call in [*calls, chore_call]:
-            call.cancel()
+        await lower_priority_not_taken_while_better_waits(env)
 
 
 async def test_an_urgent_action_goes_to_the_idle_bot_whatever_the_wait(make_env) -> None:  # type: ignore[no-untyped-def]
@@ -119,7 +108,3 @@ async def test_no_action_waits_more_than_max_passes_behind_better_placed_ones(ma
     """As in test_locality.py: a wait changes nothing when no other bot holds it."""
     async with make_env(dispatch="locality", locality_wait=wait) as env:
         await passes_bounded(env)
-
-
-async def _queued_exactly(env: ExecEnv, count: int) -> bool:
-    return await env.queued() == count
