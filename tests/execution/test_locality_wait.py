@@ -10,7 +10,6 @@ import asyncio
 
 import pytest
 
-from tests.execution.conftest import ExecEnv
 from tests.execution.locality_helpers import memory_state_only  # noqa: F401 - scheduler_state: the memory state only
 from tests.execution.locality_helpers import (
     GUARD, busy_holder, holding, idle_bot_gets_it, inputs_of, lower_priority_not_taken_while_better_waits,
