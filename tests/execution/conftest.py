@@ -207,14 +207,22 @@ def shared_config(redis_url: str, prefix: str, **execution: Any) -> ServerConfig
     )
 
 
-@pytest.fixture
-async def replicas(redis_url: str, clock: FakeClock) -> AsyncIterator[list[Replica]]:
-    prefix = f"replicas:{uuid.uuid4().hex}:"
+@asynccontextmanager
+async def replica_set(redis_url: str, clock: FakeClock, count: int, prefix: str,
+                      **execution: Any) -> AsyncIterator[list[Replica]]:
+    """``count`` in-process replicas sharing one Redis state (keys under ``prefix``,
+    ``execution`` settings as in shared_config), each with a channel to it."""
     async with AsyncExitStack() as stack:
         out = []
-        for _ in range(3):
-            server = await start_server(shared_config(redis_url, prefix), clock=clock)
+        for _ in range(count):
+            server = await start_server(shared_config(redis_url, prefix, **execution), clock=clock)
             stack.push_async_callback(server.stop, None)
             channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
             out.append(Replica(server, channel))
+        yield out
+
+
+@pytest.fixture
+async def replicas(redis_url: str, clock: FakeClock) -> AsyncIterator[list[Replica]]:
+    async with replica_set(redis_url, clock, 3, f"replicas:{uuid.uuid4().hex}:") as out:
         yield out

@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 
 import grpc
 import pytest
 
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
-from server.app import start_server
-from tests.execution.conftest import Replica, shared_config
+from tests.execution.conftest import Replica, replica_set
 from tests.execution.locality_helpers import BIG, GUARD, holding, inputs_of, until
 from tests.support.actions import ActionBuilder, BuiltAction
 from tests.support.fake_clock import FakeClock
@@ -32,14 +30,8 @@ ARM = [("OSFamily", "linux"), ("ISA", "arm-a64")]
 @pytest.fixture
 async def two_replicas(redis_url: str, clock: FakeClock) -> AsyncIterator[list[Replica]]:
     prefix = f"holderwait:{uuid.uuid4().hex}:"
-    async with AsyncExitStack() as stack:
-        out = []
-        for _ in range(2):
-            config = shared_config(redis_url, prefix, dispatch="locality", locality_holder_wait_max=HOLDER_WAIT_MAX)
-            server = await start_server(config, clock=clock)
-            stack.push_async_callback(server.stop, None)
-            channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
-            out.append(Replica(server, channel))
+    async with replica_set(redis_url, clock, 2, prefix, dispatch="locality",
+                           locality_holder_wait_max=HOLDER_WAIT_MAX) as out:
         yield out
 
 

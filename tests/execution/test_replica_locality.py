@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import AsyncExitStack
 
 import grpc
 import pytest
 
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
-from server.app import start_server
-from tests.execution.conftest import Replica, shared_config
+from tests.execution.conftest import Replica, replica_set
 from tests.execution.locality_helpers import BIG, GUARD, holding, inputs_of, until
 from tests.support.actions import ActionBuilder, BuiltAction
 from tests.support.fake_clock import FakeClock
@@ -26,14 +24,7 @@ from tests.support.test_bot import ReceivedLease, TestBot
 
 @pytest.fixture
 async def two_replicas(redis_url: str, clock: FakeClock) -> AsyncIterator[tuple[Replica, Replica]]:
-    prefix = f"locality:{uuid.uuid4().hex}:"
-    async with AsyncExitStack() as stack:
-        out = []
-        for _ in range(2):
-            server = await start_server(shared_config(redis_url, prefix, dispatch="locality"), clock=clock)
-            stack.push_async_callback(server.stop, None)
-            channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
-            out.append(Replica(server, channel))
+    async with replica_set(redis_url, clock, 2, f"locality:{uuid.uuid4().hex}:", dispatch="locality") as out:
         yield out[0], out[1]
 
 
