@@ -83,6 +83,13 @@ class DigestFilter:
         return cls((len(data) - HEADER) * 8, data[1], bytearray(data[HEADER:]))
 
 
+def probe_spots(bits: int, probes: int, h1: int, h2: int, offset: int = 0) -> list[tuple[int, int]]:
+    """The (byte index from ``offset``, bit mask) of each probe of (h1, h2) in a bit
+    array of ``bits`` bits: what ``holds`` tests, worked out once for a caller that
+    tests the same records against many filters of one size."""
+    return [(offset + (p >> 3), 0x80 >> (p & 7)) for p in ((h1 + j * h2) % bits for j in range(probes))]
+
+
 def holds(array: bytes | bytearray, bits: int, probes: int, h1: int, h2: int, offset: int = 0) -> bool:
     """Whether every probe of (h1, h2) is set in ``array`` (from ``offset``: a wire form
     can be tested where it lies)."""

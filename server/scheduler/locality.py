@@ -78,7 +78,7 @@ from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 
 from cas.digest import Digest
-from cas.digest_filter import HEADER, MAX_BITS, MAX_PROBES, MIN_BITS, VERSION, holds, probe_seeds
+from cas.digest_filter import HEADER, MAX_BITS, MAX_PROBES, MIN_BITS, VERSION, holds, probe_seeds, probe_spots
 
 SAMPLE = 16  # input files per sketch
 EXPECTED = 4096  # sketch records of the actions given to a bot since its summary, kept per bot
@@ -187,7 +187,8 @@ def held_bytes_each(sketch: bytes, summaries: Sequence[bytes | None], expected: 
         geometry = (len(summary), summary[1])
         spots = spots_of.get(geometry)
         if spots is None:
-            spots = spots_of[geometry] = [(_probe_spots(len(summary), summary[1], h1, h2), h1 << 32 | h2, size)
+            bits = (len(summary) - HEADER) * 8
+            spots = spots_of[geometry] = [(probe_spots(bits, summary[1], h1, h2, HEADER), h1 << 32 | h2, size)
                                           for h1, h2, size in records]
         held = 0
         for probes, key, size in spots:
@@ -201,13 +202,6 @@ def held_bytes_each(sketch: bytes, summaries: Sequence[bytes | None], expected: 
                 held += size
         out.append(total * held // sampled)
     return out
-
-
-def _probe_spots(length: int, probes: int, h1: int, h2: int) -> list[tuple[int, int]]:
-    """The (byte index, bit mask) of each probe of (h1, h2) in a filter's wire form of
-    ``length`` bytes, as cas/digest_filter.holds tests them."""
-    bits = (length - HEADER) * 8
-    return [(HEADER + (p >> 3), 0x80 >> (p & 7)) for p in ((h1 + j * h2) % bits for j in range(probes))]
 
 
 def sketch_total(sketch: bytes) -> int:
