@@ -1,7 +1,7 @@
 """Locality vs fifo dispatch: a Bazel C++ build over 3 workers with cold caches, interleaved.
 
     .venv/bin/python -m tests.benchmarks.bench_locality [--rounds 2] [--components 6] [--libraries 120]
-        [--headers 12] [--header-kib 16] [--jobs 12] [--dir PATH] [--state memory|redis]
+        [--headers 12] [--header-kib 16] [--jobs 12] [--dir PATH] [--state memory|redis] [--link-rate 100mbit]
 
 The workspace: ``--components`` components, each a header library of ``--headers``
 headers of ``--header-kib`` KiB (a project's big shared headers: generated protocol
@@ -21,7 +21,13 @@ wall time, the input bytes the workers fetched from the server's CAS
 (``reapi_worker_input_bytes_fetched_total``, summed over the three) and how the
 actions split between them, and the CPU seconds the server (and redis-server) spent
 during the build (on this 2-core host it competes with the compilers); then the
-medians and the ratio.
+medians and the ratio. One untimed build runs first: a sitting's first build is slow
+whatever its dispatch, and the interleaved order would always give it to the same one.
+
+``--link-rate 100mbit``: the workers run in their own network namespace and reach the
+server over a link limited to that rate each way (shaped_link.py; root), as a farm's
+workers reach its CAS across a network; on loopback the bytes a placement saves cost
+almost nothing.
 """
 
 from __future__ import annotations
@@ -33,12 +39,14 @@ import shutil
 import statistics
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.benchmarks.bench_execution import cpu_seconds
 from tests.benchmarks.bench_worker import stores
 from tests.benchmarks.locality_trace import breakdown, trace_build
+from tests.benchmarks.shaped_link import ShapedLink, shaped_link
 from tests.support.bazel import BazelInstallation, BazelUnavailable, BazelWorkspace, remote_execution_flags
 from tests.support.metrics_scrape import scrape
 from tests.support.redis_process import RedisProcess
@@ -96,13 +104,14 @@ class Build:
 
 def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
               state: str = "memory", cold_bazel: bool = False,
-              trace: bool = False) -> Build:
+              trace: bool = False, link: ShapedLink | None = None) -> Build:
     """A build from clean.
     ``dispatch``: "fifo", "locality", "locality-nohold" (``locality_wait_for_holder = false``),
     "locality-backlogN" (``locality_holder_backlog = N``) or "locality+W" (``locality_wait`` = W seconds).
     ``cold_bazel``: Bazel's server is shut down first, so the build runs on a server just
     started (a CI machine's case: its first actions come at a slower, uneven rhythm).
-    ``trace``: print where the fetched bytes went (locality_trace.py), read back from the server."""
+    ``trace``: print where the fetched bytes went (locality_trace.py), read back from the server.
+    ``link``: the workers reach the server over this rate-limited link (shaped_link.py)."""
     workdir = Path(tempfile.mkdtemp(prefix="locality-", dir=base))
     os.chmod(workdir, 0o711)  # the action user passes through to exec roots
     workers = []
@@ -120,11 +129,15 @@ def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
         if redis is not None:
             redis.start()
             execution.update(state="redis", redis_url=redis.url)
-        config = server_config(workdir / "server", stores=stores(workdir / "server" / "data"), execution=execution)
+        listen = {"listen": f"{link.host_address}:0", "allow_insecure": True} if link else {}
+        config = server_config(workdir / "server", stores=stores(workdir / "server" / "data"), execution=execution,
+                               server=listen)
         with reapi_server_process(workdir / "server", config) as server:
             for n in range(3):
+                metrics = f"{link.worker_address if link else '127.0.0.1'}:0"
                 workers.append(start_worker(workdir / f"w{n}", server.address, bot_id=f"w{n}", concurrency=1,
-                                            extra_args=["--http-listen", "127.0.0.1:0"]))
+                                            extra_args=["--http-listen", metrics],
+                                            prefix=link.command([]) if link else ()))
             if cold_bazel:
                 ws.shutdown()
             ws.clean()
@@ -176,6 +189,9 @@ def main() -> None:
                         help="shut Bazel's server down before each build (else it stays up, warm, between builds)")
     parser.add_argument("--trace", action="store_true",
                         help="per build, where the fetched bytes went: by action kind and worker, and the floor")
+    parser.add_argument("--link-rate", metavar="RATE",
+                        help="workers reach the server over a link limited to RATE each way (tc syntax, e.g. "
+                             "100mbit; needs root): what the bytes saved are worth across a network")
     parser.add_argument("--dir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-locality-", dir=args.dir))
@@ -187,7 +203,9 @@ def main() -> None:
         return
     modes = args.modes.split(",")
     results: dict[str, list[Build]] = {mode: [] for mode in modes}
+    network = ExitStack()
     try:
+        link = network.enter_context(shaped_link(args.link_rate)) if args.link_rate else None
         source = base / "source"
         generate_workspace(source, args.components, args.libraries, args.headers, args.header_kib)
         ws = installation.workspace(source, base / "ws")
@@ -196,17 +214,22 @@ def main() -> None:
             order += modes if round_number % 2 == 0 else modes[::-1]
         print(f"{args.libraries} libraries over {args.components} components of {args.headers} x {args.header_kib} KiB "
               f"headers; 3 workers x 1 slot; --jobs={args.jobs}; {args.state} state; "
-              f"Bazel server {'cold (restarted per build)' if args.cold_bazel else 'kept warm'}\n")
+              f"Bazel server {'cold (restarted per build)' if args.cold_bazel else 'kept warm'}; "
+              f"workers' link {link.rate + ' each way' if link else 'loopback'}\n")
         print(f"{'dispatch':<14} {'wall s':>7} {'fetched MiB':>12}  {'per worker MiB':<22} {'actions per worker':<19} "
               "server CPU s")
+        # The sitting's first build runs slow whatever its dispatch (9.6-12 s builds took 23 s
+        # first, 2026-12-07): it is run once, untimed, so that no mode always pays it.
+        one_build(ws, base, modes[-1], args.jobs, args.state, args.cold_bazel, False, link)
         for dispatch in order:
-            build = one_build(ws, base, dispatch, args.jobs, args.state, args.cold_bazel, args.trace)
+            build = one_build(ws, base, dispatch, args.jobs, args.state, args.cold_bazel, args.trace, link)
             results[dispatch].append(build)
             print(f"{dispatch:<14} {build.wall:7.1f} {sum(build.fetched) / 2**20:12.2f}  "
                   f"{' '.join(f'{f / 2**20:.2f}' for f in build.fetched):<22} "
                   f"{' '.join(map(str, build.actions)):<19} {build.control_cpu:.1f}", flush=True)
     finally:
         installation.shutdown_all()
+        network.close()
         shutil.rmtree(base, ignore_errors=True)
     medians = {d: (statistics.median(b.wall for b in bs), statistics.median(sum(b.fetched) for b in bs))
                for d, bs in results.items() if bs}

@@ -30,7 +30,7 @@ from server.config import WILDCARD_INSTANCE, default_stores
 from tests.support import toml_writer
 from tests.support.logged_process import LoggedProcess
 
-LISTENING = re.compile(r"listening on (\S+:\d+)")
+LISTENING = re.compile(r"reapi-server listening on (\S+:\d+)")  # not the allow_insecure warning's "listening on ADDR:0"
 CONSOLE = re.compile(r"console: (http://\S+)/ ")
 STARTUP_TIMEOUT_S = 30.0
 

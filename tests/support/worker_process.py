@@ -85,14 +85,16 @@ def worker_command(workdir: Path, server_address: str, *, bot_id: str, concurren
 
 def start_worker(workdir: Path, server_address: str, *, bot_id: str | None = None, concurrency: int = 2,
                  properties: Sequence[str] = (), extra_args: Sequence[str] = (),
-                 log_level: str | None = None) -> WorkerProcess:
-    """Start a worker process and wait for its bot session (blocking)."""
+                 log_level: str | None = None, prefix: Sequence[str] = ()) -> WorkerProcess:
+    """Start a worker process and wait for its bot session (blocking).
+
+    ``prefix``: a command the worker runs under (e.g. ``nsenter`` into another network namespace)."""
     workdir.mkdir(parents=True, exist_ok=True)
     bot_id = bot_id or f"worker-{workdir.name}"
     level = log_level or os.environ.get("REAPI_LOG_LEVEL", "INFO")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "REAPI_LOG_LEVEL": level}
-    command = worker_command(workdir, server_address, bot_id=bot_id, concurrency=concurrency,
-                             properties=properties, extra_args=extra_args) + ["--log-level", level]
+    command = [*prefix, *worker_command(workdir, server_address, bot_id=bot_id, concurrency=concurrency,
+                                        properties=properties, extra_args=extra_args), "--log-level", level]
     return launch_worker(command, workdir, bot_id, env)
 
 
