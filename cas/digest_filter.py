@@ -18,7 +18,9 @@ equal hash prefixes are one to the filter.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+import numpy as np
 
 VERSION = 1
 MAX_PROBES = 16
@@ -98,3 +100,21 @@ def holds(array: bytes | bytearray, bits: int, probes: int, h1: int, h2: int, of
         if not array[offset + (position >> 3)] & (0x80 >> (position & 7)):
             return False
     return True
+
+
+def holds_each(wire: bytes, hashes: Sequence[str]) -> list[bool]:
+    """For each hash, whether the filter in wire form ``wire`` (checked: ``from_bytes``
+    accepts it) holds it, as ``holds`` says, in whole-array passes: the server asks
+    about a lease's thousand input files at once (server/services/lease_inputs.py).
+    Hashes must be at least 16 hex digits (every digest function's are)."""
+    if not hashes:
+        return []
+    array = np.frombuffer(wire, np.uint8, offset=HEADER)
+    bits = np.uint64(array.size * 8)
+    seeds = np.frombuffer(bytes.fromhex("".join([h[:16] for h in hashes])), ">u4").astype(np.uint64)
+    h1, h2 = seeds[0::2], seeds[1::2] | np.uint64(1)
+    held = np.ones(len(hashes), dtype=bool)
+    for j in range(wire[1]):
+        position = (h1 + np.uint64(j) * h2) % bits
+        held &= (array[position >> np.uint64(3)] & (np.uint8(0x80) >> (position & np.uint64(7)).astype(np.uint8))) != 0
+    return held.tolist()

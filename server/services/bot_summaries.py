@@ -12,6 +12,9 @@ CreateBotSession and UpdateBotSession calls:
 
 A summary that is too big or malformed is ignored (and logged): it only steers
 placement, so it never fails the call that carries the bot's results.
+
+The Bots service also keeps each session's latest cache summary (``SessionFilters``)
+so that a lease does not carry input files the bot says it holds (section 7).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from cas.lru import Lru
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
 from server.scheduler.locality import valid_summary
 from server.scheduler.sessions import BotSummary
@@ -29,6 +33,8 @@ SUMMARY_CONFIG = "reapi-cache-summary"  # worker config (asked) and answer metad
 SUMMARY_KEY = "reapi-cache-summary-bin"
 LOAD_KEY = "reapi-bot-load"
 MAX_SUMMARY_BYTES = 32 << 10  # what this server takes at most (its metadata limit leaves room)
+# What the Bots service keeps of sessions' summaries (reapi-worker's are 8 KiB: 2,000 bots).
+SESSION_FILTER_BYTES = 16 << 20
 
 
 def agreed_limit(session: bots_pb2.BotSession, server_limit: int) -> int:
@@ -72,3 +78,30 @@ def _load(text: str) -> tuple[float | None, float | None]:
         except ValueError:
             continue
     return values.get("cpu"), values.get("memory")
+
+
+class SessionFilters:
+    """The latest cache summary (a checked DigestFilter's wire form) of each bot session,
+    most recently used ``max_bytes`` of them. Only ever a hint: a session not found
+    here (forgotten, or its bot sent its summary to another replica) is treated as
+    holding nothing, and the worst a stale one does is leave out a file the bot then
+    reads from the CAS."""
+
+    def __init__(self, max_bytes: int = SESSION_FILTER_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._filters: Lru[str, bytes] = Lru(len)
+
+    def __len__(self) -> int:
+        return len(self._filters)
+
+    def remember(self, session: str, summary: BotSummary | None) -> None:
+        """Keep the summary a call carried (a call without one leaves the last one)."""
+        if summary is not None and summary.cache:
+            self._filters.put(session, summary.cache)
+            self._filters.evict(self.max_bytes)
+
+    def of(self, session: str) -> bytes | None:
+        return self._filters.get(session)
+
+    def forget(self, session: str) -> None:
+        self._filters.pop(session)

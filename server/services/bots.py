@@ -31,7 +31,7 @@ from server.scheduler.input_cache import InputCache
 from server.scheduler.interface import Scheduler
 from server.scheduler.platform import PlatformMatcher
 from server.scheduler.sessions import BotRegistration, BotSummary, LeaseReport, LeaseView, SessionAnswer
-from server.services.bot_summaries import SUMMARY_CONFIG, agreed_limit, summary_of
+from server.services.bot_summaries import SUMMARY_CONFIG, SessionFilters, agreed_limit, summary_of
 from server.services.lease_inputs import lease_files, lease_inputs, read_files
 
 log = logging.getLogger("reapi.server.bots")
@@ -201,10 +201,13 @@ class BotsService(bots_grpc.BotsServicer):
         self.inputs = inputs
         self.inline_limit = inline_limit if inputs is not None else 0
         self.summary_limit = summary_limit
+        self.filters = SessionFilters()  # what each bot says it holds: files its leases need not carry
 
     async def _reply(
-        self, request_session: bots_pb2.BotSession, answer: SessionAnswer, context: grpc.aio.ServicerContext
+        self, request_session: bots_pb2.BotSession, answer: SessionAnswer, context: grpc.aio.ServicerContext,
+        summary: BotSummary | None = None,
     ) -> bots_pb2.BotSession:
+        """``summary``: what the call carried (docs/BOTS_PROTOCOL.md section 8)."""
         reply = bots_pb2.BotSession(
             name=answer.name,
             bot_id=request_session.bot_id,
@@ -216,6 +219,7 @@ class BotsService(bots_grpc.BotsServicer):
         )
         known = {lease.id for lease in request_session.leases}
         files_limit = inline_files_limit(request_session, answer, self.inputs)
+        self.filters.remember(answer.name, summary)
         files = await self._lease_files(answer, known, files_limit) if files_limit else None
         entries = trailing_metadata(answer, self.inputs, known, files, files_limit)
         if any(config.key == SUMMARY_CONFIG for config in request_session.worker.configs):
@@ -227,10 +231,11 @@ class BotsService(bots_grpc.BotsServicer):
         """The small input files of the new leases in ``answer``, read from their CAS."""
         assert self.inputs is not None
         out: dict[str, dict[Digest, bytes]] = {}
+        held = self.filters.of(answer.name) if answer.leases else None
         for view in answer.leases:
             if view.lease_id in known:
                 continue
-            wanted = lease_files(view, self.inputs, limit, answer.sent_blobs)
+            wanted = lease_files(view, self.inputs, limit, answer.sent_blobs, held)
             if wanted:
                 out[view.lease_id] = await read_files(self.instances.get(view.instance_name).cas, wanted)  # its Execute was served
         return out
@@ -247,10 +252,11 @@ class BotsService(bots_grpc.BotsServicer):
         # The session is its opener's: no other identity may update or replace it (server/auth).
         registration = registration_of(request.parent, request.bot_session, self.matcher, self.inline_limit,
                                        owner=caller_principal())
-        answer = await self.scheduler.create_session(registration, self._summary(request.bot_session, context))
+        summary = self._summary(request.bot_session, context)
+        answer = await self.scheduler.create_session(registration, summary)
         log.info("worker %s joined from %s: %d slots, %s (session %s)", registration.bot_id, context.peer(),
                  registration.capacity, registration.offer.describe(), answer.name)
-        return await self._reply(request.bot_session, answer, context)
+        return await self._reply(request.bot_session, answer, context, summary)
 
     @boundary.unary
     async def UpdateBotSession(
@@ -264,7 +270,9 @@ class BotsService(bots_grpc.BotsServicer):
         if session.status == bots_pb2.BotStatus.BOT_TERMINATING and not session.leases:
             # The bot says goodbye: its slots leave the farm now, not when the session expires.
             await self.scheduler.end_session(request.name, session.bot_id, f"bot {session.bot_id} stopped")
+            self.filters.forget(request.name)
             return bots_pb2.BotSession(name=request.name, bot_id=session.bot_id, status=session.status)
+        summary = self._summary(session, context)
         answer = await self.scheduler.update_session(
             request.name,
             session.bot_id,
@@ -272,6 +280,6 @@ class BotsService(bots_grpc.BotsServicer):
             reports_of(session),
             partial_metadata_of(context),
             context.time_remaining(),
-            self._summary(session, context),
+            summary,
         )
-        return await self._reply(session, answer, context)
+        return await self._reply(session, answer, context, summary)

@@ -11,6 +11,9 @@ answer's trailing metadata, which is where the lease's other extension data alre
 is; whatever is missing there the bot reads from the CAS as usual. What a bot
 session was sent once is not sent again (a toolchain's dozens of Directories would
 otherwise travel with every lease, and an unchanged input file with every action).
+Nor is a file the bot's cache summary (docs/BOTS_PROTOCOL.md section 8) says it holds:
+a Bloom filter may be wrong that way, and then the bot reads that file from the CAS
+as it would any file the lease did not carry.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from operator import add, attrgetter
 from google.protobuf.message import DecodeError
 
 from cas.digest import Digest
+from cas.digest_filter import holds_each
 from cas.errors import ReapiError
 from cas.store import BlobStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
@@ -54,10 +58,12 @@ def lease_digests(view: LeaseView) -> tuple[Digest, Digest] | None:
         return None  # validation accepted it, so this does not happen; the bot reads the CAS then
 
 
-def lease_files(view: LeaseView, cache: InputCache, limit: int, sent: SentBlobs | None = None) -> list[Digest]:
+def lease_files(view: LeaseView, cache: InputCache, limit: int, sent: SentBlobs | None = None,
+                held: bytes | None = None) -> list[Digest]:
     """The input files a lease may carry inline: those of the tree's cached Directories
-    (breadth-first) of at most ``MAX_INLINE_FILE`` bytes that ``sent`` does not list,
-    about ``limit`` bytes of them once serialized."""
+    (breadth-first) of at most ``MAX_INLINE_FILE`` bytes that neither ``sent`` lists nor
+    the bot's cache summary ``held`` (a checked DigestFilter wire form) holds, about
+    ``limit`` bytes of them once serialized."""
     digests = lease_digests(view)
     if digests is None or limit <= 0:
         return []
@@ -70,7 +76,10 @@ def lease_files(view: LeaseView, cache: InputCache, limit: int, sent: SentBlobs 
         entry = cache.directory(queue.popleft())
         if entry is None:
             continue
-        for file in entry.files:
+        files = entry.files
+        if held is not None and files:  # one whole-array test per Directory
+            files = tuple(file for file, holds in zip(files, holds_each(held, list(map(_HASH, files)))) if not holds)
+        for file in files:
             size = file.size_bytes + _ENTRY_COST
             if file.size_bytes > MAX_INLINE_FILE or size > budget or file in out or (sent is not None and sent.has(file)):
                 continue

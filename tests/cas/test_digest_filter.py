@@ -7,7 +7,7 @@ import os
 import pytest
 
 from cas.digest import Digest
-from cas.digest_filter import DigestFilter, holds, probe_seeds
+from cas.digest_filter import DigestFilter, holds, holds_each, probe_seeds
 
 
 def digests(count: int) -> list[Digest]:
@@ -34,6 +34,22 @@ def test_the_wire_form_round_trips_and_is_tested_where_it_lies() -> None:
     summary.add(present.hash)
     wire = summary.to_bytes()
     assert holds(wire, 1024, 4, *probe_seeds(present.hash), offset=2)
+
+
+@pytest.mark.parametrize(("bits", "probes", "added"), [(64, 1, 3), (1024, 4, 50), (8 << 13, 7, 6000), (8 << 10, 16, 900)])
+def test_holds_each_answers_as_holds_does_hash_by_hash(bits: int, probes: int, added: int) -> None:
+    """The server's whole-array test (for a lease's files) and the one-by-one test agree,
+    for filters from nearly empty to saturated, on what was added and what was not."""
+    summary = DigestFilter(bits, probes)
+    present = digests(added)
+    summary.add_all(d.hash for d in present)
+    wire = summary.to_bytes()
+    asked = [d.hash for d in present + digests(3000)]
+    expected = [holds(wire, bits, probes, *probe_seeds(h), offset=2) for h in asked]
+    assert holds_each(wire, asked) == expected
+    assert all(expected[:added]) and holds_each(wire, []) == []
+    if added < bits // 20:  # a sparse filter: most of the others are not held
+        assert expected[added:].count(False) > 2000
 
 
 def test_bits_follow_the_documented_order() -> None:

@@ -1,6 +1,7 @@
 """Inline input files (docs/BOTS_PROTOCOL.md section 7, "Input files"): a bot that asks
 gets its lease's small input files with the Command and Directories, each once per
-session, within the budgets both sides set; a bot that does not ask gets none."""
+session and none its cache summary says it holds, within the budgets both sides set;
+a bot that does not ask gets none."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import hashlib
 from cas.digest import Digest
 from server.services.lease_inputs import MAX_INLINE_FILE
 from tests.execution.conftest import ExecEnv
+from tests.execution.locality_helpers import holding
 
 INPUTS = {"src/lib/a.c": b"int a;", "src/b.h": b"#pragma once", "top.txt": b"top"}
 FILES = [f"file:{path}" for path in INPUTS]
@@ -110,3 +112,30 @@ async def test_an_ask_for_files_that_is_not_a_byte_count_gets_none(env: ExecEnv)
     assert bot.files_agreed == 0
     assert lease.inline_blobs and not any(_key(action.blobs[name]) in lease.inline_blobs for name in FILES)
     call.cancel()
+
+
+async def test_files_the_bots_cache_summary_holds_are_not_sent(make_env) -> None:  # type: ignore[no-untyped-def]
+    """Only what the bot's filter (section 8) says it holds is left out: an unrelated
+    summary leaves every file in; one holding a file leaves out that file alone."""
+    async with make_env(dispatch="locality") as env:
+        action = await env.actions.build(["cc", "-c", "a.c"], inputs=INPUTS)
+        unrelated = Digest.of(b"a file of some other action")
+        bot = env.bot(inline_limit=1 << 20, inline_files=1 << 20, summary_size=8 << 10, cache=holding([unrelated]))
+        await bot.create()
+        assert bot.summary_agreed == 8 << 10
+        call = env.start(action)
+        [lease] = await bot.poll()
+        assert all(_key(action.blobs[name]) in lease.inline_blobs for name in FILES)
+        bot.complete(lease.id)
+        call.cancel()
+
+        again = await env.actions.build(["cc", "-c", "b.c"], inputs={**INPUTS, "top.txt": b"new", "d.txt": b"d"})
+        held = again.blobs["file:top.txt"]
+        other = env.bot(inline_limit=1 << 20, inline_files=1 << 20, summary_size=8 << 10, cache=holding([held]))
+        await other.create()
+        call = env.start(again)
+        [lease] = await other.poll()
+        assert _key(held) not in lease.inline_blobs  # the bot said it holds it: it reads it if it does not
+        assert _key(again.blobs["file:d.txt"]) in lease.inline_blobs
+        assert all(_key(again.blobs[f"file:{path}"]) in lease.inline_blobs for path in INPUTS if path != "top.txt")
+        call.cancel()

@@ -23,9 +23,9 @@ from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from remote_apis_protos.google.longrunning import operations_pb2 as lro_pb2
 from server.app import ReapiServer
 from tests.support.processes import pid_alive
-from tests.support.servers import channel_to
+from tests.support.servers import channel_to, running_server
 from tests.worker.actions import ActionClient, metadata_of, response_of
-from tests.worker.conftest import worker_in_process
+from tests.worker.conftest import execution_config, worker_in_process
 from tests.worker.trees import Exe, Link, Node
 from worker.app import Worker
 from worker.sandbox.sandbox import SandboxMode
@@ -268,6 +268,30 @@ async def test_a_cold_actions_small_files_come_with_its_lease(exec_server: Reapi
             assert await client.blob(out.digest) == b"alphabetagamma"
             results[limit] = out.digest
     assert results[512 << 10] == results[0]
+
+
+async def test_a_file_the_workers_summary_only_seems_to_hold_is_read_from_the_cas(tmp_path: Path) -> None:
+    """The server leaves out of a lease the files the worker's cache summary holds
+    (docs/BOTS_PROTOCOL.md section 7); a Bloom filter's false positive (here: a file
+    put in the summary only) is then simply read from the CAS, and the action runs
+    with the right bytes."""
+    async with (running_server(execution_config(dispatch="locality")) as server,
+                worker_in_process(server, tmp_path / "w") as worker, channel_to(server) as channel):
+        client = ActionClient(channel)
+        files = worker.local.inputs.files
+        phantom = b"never fetched before"
+        assert files.watcher is not None
+        files.watcher(Digest.of(phantom), True)  # the summary claims it; the cache does not hold it
+        warm_up = await client.run(["true"], {"x.txt": b"x"})  # its report carries the summary
+        assert warm_up.status.code == OK, warm_up.status
+        carried, started = files.read_ahead.carried, files.read_ahead.started
+        inputs: dict[str, Node] = {"a.txt": b"alpha", "b.txt": phantom, "c.txt": b"gamma"}
+        response = await client.run(["sh", "-c", "cat a.txt b.txt c.txt > out.txt"], inputs, outputs=["out.txt"])
+        assert response.status.code == OK, response.status
+        assert files.read_ahead.carried - carried == 2  # not the one it seemed to hold
+        assert files.read_ahead.started - started == 1  # that one read from the CAS
+        [out] = response.result.output_files
+        assert await client.blob(out.digest) == b"alpha" + phantom + b"gamma"
 
 
 async def test_a_worker_with_every_slot_busy_still_hears_of_a_cancellation(
