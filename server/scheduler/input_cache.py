@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
 
 from cas.digest import Digest
 from cas.lru import Lru
@@ -137,19 +138,47 @@ class SentBlobs:
 
     A bot keeps the Directories and Commands it parsed, so sending them again with
     every lease (a toolchain's dozens of directories) would only cost bytes and
-    parsing; an entry forgotten here is merely sent again."""
+    parsing; an entry forgotten here is merely sent again.
+
+    A plain dict in use order (a hit is moved to the end), added to and trimmed in
+    whole-batch C-level passes: a cold lease asks about, and adds, a thousand input
+    files while its answer is made (``Lru`` cost a Python call per entry each way)."""
 
     def __init__(self, max_entries: int = 20_000) -> None:
         self.max_entries = max_entries
-        self._digests: Lru[Digest, bool] = Lru()  # by entries
+        self._digests: dict[Digest, None] = {}
 
     def __len__(self) -> int:
         return len(self._digests)
 
     def has(self, digest: Digest) -> bool:
-        return self._digests.get(digest) is not None
+        """Whether it was sent (and, if so, it is now the most recently used)."""
+        digests = self._digests
+        if digest not in digests:
+            return False
+        del digests[digest]
+        digests[digest] = None
+        return True
+
+    def unsent(self, digests: Iterable[Digest]) -> list[Digest]:
+        """Those of ``digests`` not sent (in their order); the sent ones are now the most
+        recently used, as ``has`` leaves them."""
+        known = self._digests
+        digests = list(digests)
+        again = known.keys() & digests
+        if not again:
+            return digests
+        deque(map(known.pop, again), maxlen=0)
+        known.update(dict.fromkeys(again))
+        return [digest for digest in digests if digest not in again]
 
     def add(self, digests: Iterable[Digest]) -> None:
-        for digest in digests:
-            self._digests.put(digest, True)
-        self._digests.evict(self.max_entries)
+        known = self._digests
+        new = dict.fromkeys(digests)
+        again = new.keys() & known.keys()
+        if again:  # sent before: they move to the most recent end
+            deque(map(known.pop, again), maxlen=0)
+        known.update(new)
+        excess = len(known) - self.max_entries
+        if excess > 0:  # the oldest go
+            deque(map(known.pop, list(islice(known, excess))), maxlen=0)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Sequence
 from itertools import accumulate
 from operator import add, attrgetter
 
@@ -76,15 +77,23 @@ def lease_files(view: LeaseView, cache: InputCache, limit: int, sent: SentBlobs 
         entry = cache.directory(queue.popleft())
         if entry is None:
             continue
-        files = entry.files
+        files: Sequence[Digest] = entry.files if sent is None else sent.unsent(entry.files)
         if held is not None and files:  # one whole-array test per Directory
-            files = tuple(file for file, holds in zip(files, holds_each(held, list(map(_HASH, files)))) if not holds)
-        for file in files:
-            size = file.size_bytes + _ENTRY_COST
-            if file.size_bytes > MAX_INLINE_FILE or size > budget or file in out or (sent is not None and sent.has(file)):
-                continue
-            out[file] = None
-            budget -= size
+            files = [file for file, holds in zip(files, holds_each(held, list(map(_HASH, files)))) if not holds]
+        fresh = dict.fromkeys(files)
+        if not fresh:
+            pass
+        elif (max(map(_SIZE, fresh)) <= MAX_INLINE_FILE and out.keys().isdisjoint(fresh)
+              and (cost := sum(map(_SIZE, fresh)) + _ENTRY_COST * len(fresh)) <= budget):
+            out.update(fresh)  # the usual: all of the Directory's files, in C-level passes
+            budget -= cost
+        else:
+            for file in files:
+                size = file.size_bytes + _ENTRY_COST
+                if file.size_bytes > MAX_INLINE_FILE or size > budget or file in out:
+                    continue
+                out[file] = None
+                budget -= size
         for _, child in entry.children:
             if child not in seen:
                 seen.add(child)

@@ -130,3 +130,17 @@ def test_tree_blobs_leave_out_what_the_bot_was_sent_before() -> None:
     small = SentBlobs(max_entries=2)
     small.add([leaf, mid, root])
     assert not small.has(leaf) and small.has(mid) and small.has(root)  # the oldest is forgotten
+
+
+def test_what_a_session_was_sent_is_forgotten_least_recently_used_first() -> None:
+    a, b, c, d = (Digest.of(n.encode()) for n in "abcd")
+    sent = SentBlobs(max_entries=3)
+    sent.add([a, b, c])
+    assert sent.has(a)  # asked about: now the most recent
+    sent.add([d])
+    assert not sent.has(b) and [sent.has(x) for x in (a, c, d)] == [True, True, True]
+    sent.add([c, a, b])  # sent again: both move up; the one left behind goes
+    assert len(sent) == 3 and not sent.has(d) and sent.has(a) and sent.has(b) and sent.has(c)
+    assert sent.unsent([d, a, b]) == [d]  # a and b asked about: now the most recent
+    sent.add([d])
+    assert not sent.has(c) and sent.has(a) and sent.has(b)
