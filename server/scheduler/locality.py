@@ -78,7 +78,8 @@ from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 
 from cas.digest import Digest
-from cas.digest_filter import HEADER, MAX_BITS, MAX_PROBES, MIN_BITS, VERSION, holds, probe_seeds, probe_spots
+from cas.digest_filter import HEADER, MAX_BITS, MAX_PROBES, MIN_BITS, VERSION, probe_seeds
+from server.scheduler.sketch_probes import plan_of
 
 SAMPLE = 16  # input files per sketch
 EXPECTED = 4096  # sketch records of the actions given to a bot since its summary, kept per bot
@@ -154,54 +155,28 @@ def valid_summary(summary: bytes) -> str | None:
 def held_bytes(sketch: bytes, summary: bytes | None, expected: Container[int] = ()) -> int:
     """Estimated input bytes of the sketched action that a bot with ``summary`` holds
     (0 without either; ``summary`` must have passed ``valid_summary``), counting the
-    files of actions given to it since (``expected``, ``record_keys``) as held."""
+    files of actions given to it since (``expected``, ``record_keys``) as held. The
+    records' probe positions are the sketch's plan for filters of this size, worked
+    out once (sketch_probes.plan_of), not once per estimate."""
     if not sketch or not summary:
         return 0
-    bits = (len(summary) - HEADER) * 8
-    probes = summary[1]
-    total = _TOTAL.unpack_from(sketch)[0]
-    sampled = held = 0
-    for h1, h2, size in _RECORD.iter_unpack(memoryview(sketch)[_TOTAL.size:]):
-        sampled += size
-        if holds(summary, bits, probes, h1, h2, HEADER) or (h1 << 32 | h2) in expected:
+    total, sampled, records = plan_of(sketch, summary)
+    held = 0
+    for spots, key, size in records:
+        if key in expected:
+            held += size
+            continue
+        for index, mask in spots:
+            if not summary[index] & mask:
+                break
+        else:
             held += size
     return total * held // sampled if sampled else 0
 
 
 def held_bytes_each(sketch: bytes, summaries: Sequence[bytes | None], expected: Sequence[Container[int]]) -> list[int]:
-    """``held_bytes`` of one sketch for several bots (``summaries[i]``, ``expected[i]``),
-    the same figures: each record's probe positions are worked out once per filter
-    size, not once per bot (a claim's tiers weigh up to 16 other bots' filters, all
-    of one size from reapi-worker, for each of its window's actions)."""
-    if not sketch:
-        return [0] * len(summaries)
-    total = _TOTAL.unpack_from(sketch)[0]
-    records = list(_RECORD.iter_unpack(memoryview(sketch)[_TOTAL.size:]))
-    sampled = sum(size for _, _, size in records)
-    spots_of: dict[tuple[int, int], list[tuple[list[tuple[int, int]], int, int]]] = {}
-    out = []
-    for summary, keys in zip(summaries, expected, strict=True):
-        if not summary or not sampled:
-            out.append(0)
-            continue
-        geometry = (len(summary), summary[1])
-        spots = spots_of.get(geometry)
-        if spots is None:
-            bits = (len(summary) - HEADER) * 8
-            spots = spots_of[geometry] = [(probe_spots(bits, summary[1], h1, h2, HEADER), h1 << 32 | h2, size)
-                                          for h1, h2, size in records]
-        held = 0
-        for probes, key, size in spots:
-            if key in keys:
-                held += size
-                continue
-            for index, mask in probes:
-                if not summary[index] & mask:
-                    break
-            else:
-                held += size
-        out.append(total * held // sampled)
-    return out
+    """``held_bytes`` of one sketch for several bots (``summaries[i]``, ``expected[i]``)."""
+    return [held_bytes(sketch, summary, keys) for summary, keys in zip(summaries, expected, strict=True)]
 
 
 def sketch_total(sketch: bytes) -> int:
