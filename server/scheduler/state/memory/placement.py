@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 
 from server.scheduler.clock import Clock
-from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, deep_queue, held_bytes,
+from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, deep_queue,
                                       holder_moved_on, holder_wait_mark, own_work, sketch_total, tiers_among,
                                       urgent)
 from server.scheduler.operation import Stage
@@ -67,10 +67,10 @@ class MemoryPlacement:
             return self._workers.first_idle(key), MINE, None
         sketch = execution.action.sketch
         candidates = self._workers.idle(key, dispatch.max_idle_scored)
-        held = [held_bytes(sketch, s.cache, s.expected) for s in candidates]
+        held = [s.held(sketch) for s in candidates]
         if sketch:
             for session in self._workers.returning(key, now - dispatch.return_window, dispatch.max_idle_scored):
-                estimate = held_bytes(sketch, session.cache, session.expected)
+                estimate = session.held(sketch)
                 if estimate:
                     candidates.append(session)
                     held.append(estimate)
@@ -91,8 +91,7 @@ class MemoryPlacement:
         total = sketch_total(sketch)
         if total < dispatch.min_home or all(total - own < dispatch.min_gain for own in held):
             return [MINE] * len(takers), None  # little to fetch, wherever it goes: no need to ask the others
-        holders = {s: held_bytes(sketch, s.cache, s.expected)
-                   for s in self._workers.connected(execution.action.requirements, OTHERS_COMPARED)}
+        holders = {s: s.held(sketch) for s in self._workers.connected(execution.action.requirements, OTHERS_COMPARED)}
         holders.update(zip(takers, held))
         tiers = tiers_among(dispatch, total, held, list(holders.values()))
         return tiers, max(holders, key=holders.__getitem__)
@@ -142,7 +141,7 @@ class MemoryPlacement:
         if not (dispatch.locality and dispatch.wait_for_holder and session.cache is not None):
             return False
         sketch = execution.action.sketch
-        return own_work(dispatch, sketch_total(sketch), held_bytes(sketch, session.cache, session.expected))
+        return own_work(dispatch, sketch_total(sketch), session.held(sketch))
 
     def _holder_progressed(self, holder: BotSession) -> None:
         """``holder`` was given an action: each execution waiting for it whose wait is
@@ -196,7 +195,7 @@ class MemoryPlacement:
             nxt = self._queues.pop_best(keys)
             assert nxt is not None
             window.append(nxt)
-        held = [held_bytes(e.action.sketch, session.cache, session.expected) for e in window]
+        held = [session.held(e.action.sketch) for e in window]
         placed = [self._tiers(e, [session], [h]) for e, h in zip(window, held)]
         tiers = [tiers_of[0] for tiers_of, _ in placed]
         deep = deep_queue(dispatch, len(window))  # no wait can pay: every bot has work for a while

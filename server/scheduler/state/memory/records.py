@@ -16,11 +16,15 @@ from typing import NamedTuple
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.change_signal import ChangeSignal
 from server.scheduler.input_cache import SentBlobs
-from server.scheduler.locality import EXPECTED, record_keys
+from server.scheduler.locality import EXPECTED, held_bytes, record_keys
 from server.scheduler.operation import OperationState, PreparedAction, Stage
 from server.scheduler.platform import RequirementSet
 from server.scheduler.sessions import BotRegistration, BotSummary, LeaseView
 from server.scheduler.state.views import DedupKey
+
+
+ESTIMATES = 4096  # held_bytes a session keeps by sketch (BotSession.held)
+_ABSENT = object()
 
 
 class StageEvent(NamedTuple):
@@ -152,6 +156,8 @@ class BotSession:
     expected: dict[int, None] = field(default_factory=dict)  # files of the actions given to it (locality.record_keys)
     given: int = 0  # actions given to it that did not wait for it: its progress, for those that do
     awaited_by: list[Execution] = field(default_factory=list)  # executions that wait for it (may be stale)
+    # held_bytes by sketch, while its cache and the keys of ``expected`` stay the same (``held``)
+    estimates: dict[bytes, int] = field(default_factory=dict)
 
     @property
     def bot_id(self) -> str:
@@ -167,6 +173,7 @@ class BotSession:
             return
         if summary.cache is not None:
             self.cache = summary.cache or None
+            self.estimates.clear()
         if summary.cpu is not None:
             self.cpu = summary.cpu
         if summary.memory is not None:
@@ -177,11 +184,29 @@ class BotSession:
         if self.cache is None:
             return  # it sends no summary: it holds nothing as far as dispatch knows
         expected = self.expected
+        changed = False
         for key in record_keys(sketch):
-            expected.pop(key, None)
+            if expected.pop(key, _ABSENT) is _ABSENT:
+                changed = True
             expected[key] = None
         while len(expected) > EXPECTED:
             del expected[next(iter(expected))]
+            changed = True
+        if changed:
+            self.estimates.clear()  # a key came or went (a known key moving up changes no estimate)
+
+    def held(self, sketch: bytes) -> int:
+        """locality.held_bytes of a sketch for this bot, kept until its summary or the
+        keys it expects change: a claim weighs each action of its window for up to 16
+        other bots, and in a drain the next claim weighs mostly the same ones, for the
+        same bots, holding the same (the drain's main cost before, docs/BENCHMARKS.md)."""
+        estimates = self.estimates
+        estimate = estimates.get(sketch)
+        if estimate is None:
+            if len(estimates) >= ESTIMATES:
+                estimates.clear()
+            estimate = estimates[sketch] = held_bytes(sketch, self.cache, self.expected)
+        return estimate
 
     def load(self) -> tuple[float, float, float]:
         """Lower is less loaded: share of its slots in use, CPU, then memory pressure."""
