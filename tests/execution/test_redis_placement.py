@@ -165,8 +165,9 @@ async def test_a_claim_asks_no_other_bot_about_an_action_the_claiming_bot_expect
     two_states: tuple[RedisState, RedisState, FakeClock],
 ) -> None:
     """It is MINE to the claiming bot whatever the others hold (Python asks no estimate),
-    so claim_window sends '' as what the others expect of it; they are still asked
-    about the rest of the window, and the bot takes the one it expects, not the oldest."""
+    so claim_window leaves its keys out of what it asks the others (one string of keys
+    per bot, for the whole window); they are still asked about the rest of the window,
+    and the bot takes the one it expects, not the oldest."""
     a, _, clock = two_states
     mine = await open_bot(a, clock, "mine")
     other = await open_bot(a, clock, "other")
@@ -196,6 +197,6 @@ async def test_a_claim_asks_no_other_bot_about_an_action_the_claiming_bot_expect
     assert verb == b"choose"
     assert [item[3] for item in window] == [b"", b"".join(keys(lib))]
     [[name, _, expected, *_]] = others
-    assert name == other.encode() and expected == [b"".join(keys(older)), b""]
+    assert name == other.encode() and expected == b"".join(keys(older))  # not lib's, which it expects too
     assert (await a.operation("lib")).stage is Stage.EXECUTING  # type: ignore[union-attr]
     assert (await a.operation("x")).stage is Stage.QUEUED  # type: ignore[union-attr]

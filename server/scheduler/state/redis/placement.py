@@ -231,8 +231,7 @@ class RedisPlacement:
             loads.append((int(leases) / max(int(capacity), 1), float(cpu), float(memory)))
             takers.append(Holder(text(name), int(given), int(capacity)))
         if names:
-            rivals = held_bytes_each(sketch, filters[len(bots):],
-                                     [_expected(expected) for _, _, [expected], *_ in others])
+            rivals = held_bytes_each(sketch, filters[len(bots):], [_expected(other[2]) for other in others])
             tiers = self._tiers(sketch, held, rivals)
             chosen = choose_bot(self.dispatch, held, loads, tiers) if len(names) > 1 else 0
             if tiers[chosen] != MINE and self.holder_wait:
@@ -279,20 +278,15 @@ class RedisPlacement:
                                                     + [(other[0].decode(), other[1]) for other in others])
         rivals = _holders(others)
         deep = deep_queue(self.dispatch, len(window))  # the scripts passed by those waiting for others
-        key_sets: dict[bytes, frozenset[int]] = {}  # bots expecting the same keys of an action: one set
-
-        def expected_set(keys: bytes) -> frozenset[int]:
-            found = key_sets.get(keys)
-            if found is None:
-                found = key_sets[keys] = _expected(keys)
-            return found
-
+        # What each other bot expects of the window's actions, all in one set: an action's
+        # keys it holds are those of its keys in the set (held_bytes tests only those).
+        rival_expected = [_expected(other[2]) for other in others]
         held, tiers, takeable, starts = [], [], [], []
-        for j, (eid, sketch, count, expected, *wait) in enumerate(window):
+        for eid, sketch, count, expected, *wait in window:
             own = held_bytes(sketch, cache, _expected(expected))
             total = sketch_total(sketch)
             rival_held = [] if total < self.dispatch.min_home or total - own < self.dispatch.min_gain else (
-                held_bytes_each(sketch, filters, [expected_set(other[2][j]) for other in others]))
+                held_bytes_each(sketch, filters, rival_expected))
             held.append(own)
             tiers.append(self._tiers(sketch, [own], rival_held)[0])
             waits = False

@@ -53,12 +53,17 @@ local function holder_moved_on(holder, mark)
   return tonumber(h[1] or 0) - tonumber(mark) >= math.max(tonumber(h[2]), 1)
 end
 
--- Whether a queued execution waits for a holder other than name, and its wait is not over.
-function locality.waits_for_other(eid, name, now)
-  local f = redis.call('HMGET', key('e', eid), 'aw', 'am', 'ad', 'wo', 'pass', 'prio')
+-- Whether a queued execution waits for a holder other than name, and its wait is not over,
+-- from its fields aw, am, ad, wo, pass, prio (WAIT_FIELDS) as HMGET returns them.
+local WAIT_FIELDS = {'aw', 'am', 'ad', 'wo', 'pass', 'prio'}
+local function waiting_for_other(f, name, now)
   if not f[1] or f[1] == name or f[4] == '1' or tonumber(f[6] or 0) < URGENT_BELOW then return false end
   if tonumber(f[5] or 0) >= MAX_PASSES or tonumber(now) >= tonumber(f[3]) then return false end
   return not holder_moved_on(f[1], f[2])
+end
+
+function locality.waits_for_other(eid, name, now)
+  return waiting_for_other(redis.call('HMGET', key('e', eid), unpack(WAIT_FIELDS)), name, now)
 end
 
 -- Python found a queued execution theirs to a bot that could take it: it waits for
@@ -182,10 +187,9 @@ local function keys_of_each(sketches, asked)
   return {each = each, unique = unique}
 end
 
--- expected_of for each sketch of keys_of_each's, in one lookup per LOOKUP_CHUNK keys:
--- {concatenated keys the session expects, ...} ('' for a sketch not asked), the same
--- strings as expected_of's.
-local function expected_each(name, keys)
+-- Which of keys.unique (keys_of_each's) the session expects: a set, in one lookup per
+-- LOOKUP_CHUNK keys.
+local function expected_hits(name, keys)
   local hit = {}
   local unique = keys.unique
   for start = 1, #unique, LOOKUP_CHUNK do
@@ -195,6 +199,13 @@ local function expected_each(name, keys)
       if scores[i - start + 1] then hit[unique[i]] = true end
     end
   end
+  return hit
+end
+
+-- expected_of for each sketch of keys_of_each's: {concatenated keys the session
+-- expects, ...} ('' for a sketch not asked), the same strings as expected_of's.
+local function expected_each(name, keys)
+  local hit = expected_hits(name, keys)
   local out = {}
   for i, each in ipairs(keys.each) do
     local hits = {}
@@ -204,6 +215,17 @@ local function expected_each(name, keys)
     out[i] = table.concat(hits)
   end
   return out
+end
+
+-- The keys of keys.unique the session expects, concatenated, in keys.unique's order: what it
+-- expects of every sketch asked at once (Python tests each sketch's keys against them).
+local function expected_all(name, keys)
+  local hit = expected_hits(name, keys)
+  local hits = {}
+  for _, k in ipairs(keys.unique) do
+    if hit[k] then hits[#hits + 1] = k end
+  end
+  return table.concat(hits)
 end
 
 -- assign's step: a full session is no longer on its way back; one that sent a summary
@@ -283,11 +305,13 @@ end
 
 -- Up to OTHERS connected sessions that can run one of reqs, not in skip (a set of
 -- names), that sent a summary, the sessions named in first (the holders awaited) before
--- the others: {{session, summary version, {expected keys of each sketch}, given, slots,
--- executions waiting for it}, ...}, for the placement tiers (locality.tier: does another
--- bot hold materially more?) and the holder wait. None if no sketch is of MIN_HOME bytes or more (every tier MINE).
--- What they expect of a sketch is not asked ('') if mine[i] (the taker expects all of
--- it: it is MINE to the taker whatever the others hold, and Python asks no estimate).
+-- the others: {{session, summary version, the sketches' record keys it expects (all in
+-- one string, each key once), given, slots, executions waiting for it}, ...}, for the
+-- placement tiers (locality.tier: does another bot hold materially more?) and the holder
+-- wait. None if no sketch is of MIN_HOME bytes or more (every tier MINE).
+-- What they expect of a sketch is not asked (its keys are left out) if mine[i] (the taker
+-- expects all of it: it is MINE to the taker whatever the others hold, and Python asks no
+-- estimate), nor of one under MIN_HOME bytes (MINE to every bot).
 local function others(reqs, skip, sketches, first, mine)
   local worth = false
   for _, sketch in ipairs(sketches) do
@@ -303,7 +327,7 @@ local function others(reqs, skip, sketches, first, mine)
     if name and #out < OTHERS and not skip[name] and not seen[name] and has_summary(name) then
       seen[name] = true
       local f = redis.call('HMGET', key('s', name), 'sv', 'gv', 'cap')
-      out[#out + 1] = {name, f[1], expected_each(name, keys), f[2] or '0', f[3], redis.call('SCARD', key('aw', name))}
+      out[#out + 1] = {name, f[1], expected_all(name, keys), f[2] or '0', f[3], redis.call('SCARD', key('aw', name))}
     end
   end
   for _, name in ipairs(first or {}) do add(name) end
@@ -415,27 +439,18 @@ function locality.window(name, offer, n, now)
     end
   end
   table.sort(members)
-  local skipped = {}
-  if HOLDER_WAIT then
-    local kept = {}
-    for i = 1, math.min(scan, #members) do
-      if #kept >= n then break end
-      local eid = string.sub(members[i], 17)
-      if locality.waits_for_other(eid, name, now) then
-        skipped[#skipped + 1] = {eid, #kept}
-      else
-        kept[#kept + 1] = members[i]
-      end
-    end
-    members = kept
-  end
-  local out, sketches, awaited = {}, {}, {}
-  for i = 1, math.min(n, #members) do
+  local skipped, out, sketches, awaited = {}, {}, {}, {}
+  for i = 1, math.min(scan, #members) do
+    if #out >= n then break end
     local eid = string.sub(members[i], 17)
-    local e = redis.call('HMGET', key('e', eid), 'sk', 'pass', 'aw', 'am', 'ad', 'wo')
-    sketches[i] = e[1] or ''
-    out[i] = {eid, sketches[i], e[2] or '0', '', e[3] or '', e[4] or '0', e[5] or '0', e[6] or ''}
-    if e[3] then awaited[#awaited + 1] = e[3] end
+    local e = redis.call('HMGET', key('e', eid), 'aw', 'am', 'ad', 'wo', 'pass', 'prio', 'sk') -- WAIT_FIELDS, sk
+    if HOLDER_WAIT and waiting_for_other(e, name, now) then
+      skipped[#skipped + 1] = {eid, #out}
+    else
+      sketches[#out + 1] = e[7] or ''
+      out[#out + 1] = {eid, e[7] or '', e[5] or '0', '', e[1] or '', e[2] or '0', e[3] or '0', e[4] or ''}
+      if e[1] then awaited[#awaited + 1] = e[1] end
+    end
   end
   -- A sketch all of whose records the taker expects is all held by it (locality.held_bytes),
   -- within MIN_GAIN of its total: MINE to it, so what others hold of it is not asked.
