@@ -1,7 +1,8 @@
 """The Lua scripts of the Redis state, and how each is called.
 
 Every transition is one script (lua/*.lua), each prefixed with lua/prelude.lua, the
-steps they share, and with locality dispatch lua/locality.lua, its steps. Which
+steps they share, and with locality dispatch lua/locality.lua, its steps (only the
+steps' functions it uses: script_text.py). Which
 dispatch the scripts apply is a constant of their text (``LOCALITY``,
 ``dispatch_header``): a fifo state's scripts hold no locality step and send no
 argument of it (only a branch on a constant ``false`` in ``assign`` and ``enqueue``). A script runs atomically in Redis, so no
@@ -23,6 +24,7 @@ from redis.commands.core import AsyncScript
 
 from cas.redis.connection import RedisGuard
 from server.scheduler.locality import EXPECTED, FIFO, URGENT_BELOW, Dispatch
+from server.scheduler.state.redis.script_text import script_text
 
 OTHERS_COMPARED = 16  # connected bots asked what they hold of an action a bot might take (as the memory state)
 SKIP_WAITING = 64  # queued executions a claim's window passes by because they wait for another bot
@@ -72,7 +74,8 @@ class Scripts:
     def _script(self, name: str) -> AsyncScript:
         script = self._scripts.get(name)
         if script is None:
-            script = self._scripts[name] = self.client.register_script(self._header + self._prelude + "\n" + _lua(name))
+            text = script_text(self._prelude + "\n", _lua(name))
+            script = self._scripts[name] = self.client.register_script(self._header + text)
         return script
 
     async def call(self, name: str, *args: Arg) -> Any:
