@@ -2,6 +2,7 @@
 
     .venv/bin/python -m tests.benchmarks.bench_locality [--rounds 2] [--components 6] [--libraries 120]
         [--headers 12] [--header-kib 16] [--jobs 12] [--dir PATH] [--state memory|redis] [--link-rate 100mbit]
+        [--before DIR]
 
 The workspace: ``--components`` components, each a header library of ``--headers``
 headers of ``--header-kib`` KiB (a project's big shared headers: generated protocol
@@ -104,20 +105,25 @@ class Build:
 
 def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
               state: str = "memory", cold_bazel: bool = False,
-              trace: bool = False, link: ShapedLink | None = None) -> Build:
+              trace: bool = False, link: ShapedLink | None = None, before: str = "") -> Build:
     """A build from clean.
     ``dispatch``: "fifo", "locality", "locality-nohold" (``locality_wait_for_holder = false``),
     "locality-backlogN" (``locality_holder_backlog = N``) or "locality+W" (``locality_wait`` = W seconds).
     ``cold_bazel``: Bazel's server is shut down first, so the build runs on a server just
     started (a CI machine's case: its first actions come at a slower, uneven rhythm).
     ``trace``: print where the fetched bytes went (locality_trace.py), read back from the server.
-    ``link``: the workers reach the server over this rate-limited link (shaped_link.py)."""
+    ``link``: the workers reach the server over this rate-limited link (shaped_link.py).
+    A dispatch ending in "-before" runs the server from the source tree ``before`` (on
+    PYTHONPATH; PYTHONSAFEPATH, or ``python -m`` would import this checkout first)."""
     workdir = Path(tempfile.mkdtemp(prefix="locality-", dir=base))
     os.chmod(workdir, 0o711)  # the action user passes through to exec roots
     workers = []
     redis = RedisProcess(workdir / "redis") if state == "redis" else None
     try:
-        mode, _, wait = dispatch.partition("+")
+        env = {"PYTHONPATH": before, "PYTHONSAFEPATH": "1"} if dispatch.endswith("-before") else None
+        if env is not None and not before:
+            raise SystemExit(f"mode {dispatch} needs --before DIR")
+        mode, _, wait = dispatch.removesuffix("-before").partition("+")
         mode, _, backlog = mode.partition("-backlog")
         execution: dict[str, object] = {"dispatch": mode.removesuffix("-nohold")}
         if mode.endswith("-nohold"):
@@ -132,7 +138,7 @@ def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
         listen = {"listen": f"{link.host_address}:0", "allow_insecure": True} if link else {}
         config = server_config(workdir / "server", stores=stores(workdir / "server" / "data"), execution=execution,
                                server=listen)
-        with reapi_server_process(workdir / "server", config) as server:
+        with reapi_server_process(workdir / "server", config, env=env) as server:
             for n in range(3):
                 metrics = f"{link.worker_address if link else '127.0.0.1'}:0"
                 workers.append(start_worker(workdir / f"w{n}", server.address, bot_id=f"w{n}", concurrency=1,
@@ -178,7 +184,7 @@ def main() -> None:
     parser.add_argument("--modes", default="locality,fifo",
                         help='dispatches to compare, e.g. "locality,fifo,locality+0.3,locality-nohold" '
                              '(+W: locality_wait W s; -nohold: locality_wait_for_holder = false; '
-                             '-backlogN: locality_holder_backlog = N)')
+                             '-backlogN: locality_holder_backlog = N; ...-before: the server of --before)')
     parser.add_argument("--components", type=int, default=6)
     parser.add_argument("--libraries", type=int, default=120)
     parser.add_argument("--headers", type=int, default=12)
@@ -192,6 +198,8 @@ def main() -> None:
     parser.add_argument("--link-rate", metavar="RATE",
                         help="workers reach the server over a link limited to RATE each way (tc syntax, e.g. "
                              "100mbit; needs root): what the bytes saved are worth across a network")
+    parser.add_argument("--before", default="", help='source tree the "-before" modes\' server runs from '
+                        '(e.g. git archive COMMIT cas server worker remote_apis_protos | tar -x -C DIR)')
     parser.add_argument("--dir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-locality-", dir=args.dir))
@@ -220,9 +228,10 @@ def main() -> None:
               "server CPU s")
         # The sitting's first build runs slow whatever its dispatch (9.6-12 s builds took 23 s
         # first, 2026-12-07): it is run once, untimed, so that no mode always pays it.
-        one_build(ws, base, modes[-1], args.jobs, args.state, args.cold_bazel, False, link)
+        one_build(ws, base, modes[-1], args.jobs, args.state, args.cold_bazel, False, link, args.before)
         for dispatch in order:
-            build = one_build(ws, base, dispatch, args.jobs, args.state, args.cold_bazel, args.trace, link)
+            build = one_build(ws, base, dispatch, args.jobs, args.state, args.cold_bazel, args.trace, link,
+                              args.before)
             results[dispatch].append(build)
             print(f"{dispatch:<14} {build.wall:7.1f} {sum(build.fetched) / 2**20:12.2f}  "
                   f"{' '.join(f'{f / 2**20:.2f}' for f in build.fetched):<22} "

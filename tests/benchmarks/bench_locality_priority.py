@@ -24,8 +24,9 @@ possibly to wait for). Rows, median (range) of the rounds:
 - fairness: for each queued action, how many actions queued after it were given to a
   bot before it (its "overtaken by" count; as seen by the bots, so 32 submitters and
   32 bots blur fifo's order a little too): the maximum and the p99;
-- drain: dispatches/s; every action must run exactly once (lost and run twice are
-  counted, not assumed).
+- drain: dispatches/s, and CPU ms per dispatch of the server and of redis-server (the
+  urgent probe's few Executes included); every action must run exactly once (lost and
+  run twice are counted, not assumed).
 
 The machine may be shared and has few cores: read ratios within one run.
 """
@@ -46,7 +47,7 @@ from cas.digest import Digest
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from tests.benchmarks.bench_execution import Actions, ms, until_stage
-from tests.benchmarks.bench_redis_locality import EXECUTION, Fleet, Metrics, Workload
+from tests.benchmarks.bench_redis_locality import EXECUTION, Fleet, Metrics, Workload, cpu, cpu_per
 from tests.benchmarks.bench_replicas import fmt, rounds_table
 from tests.support.redis_process import RedisProcess
 from tests.support.server_process import reapi_server_process, server_config
@@ -105,7 +106,7 @@ async def probe(address: str, roots: list[str], count: int) -> None:
             print(sent, time.perf_counter() - begin, flush=True)
 
 
-async def measure(address: str, args: argparse.Namespace, tag: str) -> Metrics:
+async def measure(address: str, pids: dict[str, int], args: argparse.Namespace, tag: str) -> Metrics:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = re_grpc.ExecutionStub(channel)
         workload = Workload(channel, args.roots, tag)
@@ -129,13 +130,13 @@ async def measure(address: str, args: argparse.Namespace, tag: str) -> Metrics:
         assert (await prober.stdout.readline()).strip() == b"ready"
         fleet = OrderedFleet(workload)
         queued = {d.hash for d in digests}
-        start = time.perf_counter()
+        start, cpu_before = time.perf_counter(), cpu(pids)
         await fleet.start(channel, args.drain_bots, f"{tag}-drainer")
         prober.stdin.write(b"go\n")
         await prober.stdin.drain()
         while len(queued & fleet.ran.keys()) < args.queued:
             await asyncio.sleep(0.02)
-        drained_at, elapsed = time.time(), time.perf_counter() - start
+        drained_at, elapsed, cpu_after = time.time(), time.perf_counter() - start, cpu(pids)
         output, _ = await prober.communicate()
         await asyncio.sleep(1.0)  # anything run twice would show up now
         await fleet.stop()
@@ -154,6 +155,7 @@ async def measure(address: str, args: argparse.Namespace, tag: str) -> Metrics:
         "queued: overtaken by, max": max(counts, default=0),
         "queued: overtaken by, p99": sorted(counts)[int(0.99 * (len(counts) - 1))] if counts else 0,
         "drain: dispatches/s": args.queued / elapsed,
+        **cpu_per(cpu_before, cpu_after, args.queued, "drain"),
         "drain: actions lost": len(queued - fleet.ran.keys()),
         "drain: actions run twice": sum(1 for n in fleet.ran.values() if n > 1),
     }
@@ -176,7 +178,8 @@ async def one_round(root: Path, state: str, mode: str, args: argparse.Namespace,
         stores = {"cas": {"type": "memory"}, "ac": {"type": "memory"}}
         config = server_config(root / "server", stores=stores, execution=execution)
         with reapi_server_process(root / "server", config, log_level="WARNING", env=env) as server:
-            return await measure(server.address, args, tag)
+            pids = {"server": server.process.pid} | ({"redis": redis.pid} if redis is not None else {})
+            return await measure(server.address, pids, args, tag)
     finally:
         if redis is not None:
             redis.stop()
