@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ def _expected(keys: bytes) -> frozenset[int]:
     """Record keys as the scripts send them (8 bytes each) -> locality.record_keys' ints."""
     if not keys:
         return _NONE_EXPECTED
-    return frozenset(int.from_bytes(keys[i:i + 8], "big") for i in range(0, len(keys), 8))
+    return frozenset(struct.unpack(f">{len(keys) // 8}Q", keys))
 
 
 def summary_args(summary: BotSummary | None) -> list[object]:

@@ -13,11 +13,13 @@ The steps are written so this can be read off their text: a definition starts at
 beginning of a line (``local function NAME`` or ``function locality.NAME``) and ends
 at the next line that is ``end`` alone (or on the same line, for a one-line function).
 A name counts as reached where it appears as a word outside comments, so a mention
-keeps a definition (more text, never less behaviour).
+keeps a definition (more text, never less behaviour). Worked out once per process
+for each script, when it is first registered.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 
 _DEFINITION = re.compile(r"(?:local\s+)?function\s+([A-Za-z_][\w.]*)")
@@ -43,20 +45,36 @@ def _parts(steps: str) -> list[tuple[str | None, str]]:
     return parts
 
 
-def _mentions(text: str, name: str) -> bool:
-    return re.search(r"(?<![\w.])" + re.escape(name) + r"\b", text) is not None
+_WORD = re.compile(r"(?<![\w.])[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+
+
+def _names(code: str) -> set[str]:
+    """The names a text uses outside comments: each dotted word and its prefixes
+    (``locality.take(`` uses ``locality.take`` and ``locality``)."""
+    names: set[str] = set()
+    for word in _WORD.findall(_COMMENT.sub("", code)):
+        parts = word.split(".")
+        names.update(".".join(parts[:n]) for n in range(1, len(parts) + 1))
+    return names
+
+
+@functools.lru_cache(maxsize=4)
+def _graph(steps: str) -> tuple[list[tuple[str | None, str]], set[str], dict[str, set[str]]]:
+    """The steps' parts, the names their other lines use, and the names each definition uses."""
+    parts = _parts(steps)
+    always = _names("".join(text for name, text in parts if name is None))
+    uses = {name: _names(text) for name, text in parts if name is not None}
+    return parts, always, uses
 
 
 def script_text(steps: str, body: str) -> str:
     """``steps`` then ``body``, without the definitions of ``steps`` that nothing kept uses."""
-    parts = _parts(steps)
-    kept = [name is None for name, _ in parts]
-    reached = _COMMENT.sub("", body + "".join(text for name, text in parts if name is None))
-    grew = True
-    while grew:
-        grew = False
-        for index, (name, text) in enumerate(parts):
-            if not kept[index] and name is not None and _mentions(reached, name):
-                kept[index] = grew = True
-                reached += _COMMENT.sub("", text)
-    return "".join(text for (_, text), keep in zip(parts, kept) if keep) + body
+    parts, always, uses = _graph(steps)
+    reached: set[str] = set()
+    pending = [*always, *_names(body)]
+    while pending:
+        name = pending.pop()
+        if name not in reached:
+            reached.add(name)
+            pending.extend(uses.get(name, ()))
+    return "".join(text for name, text in parts if name is None or name in reached) + body
