@@ -61,20 +61,20 @@ class Scripts:
         self.guard = guard
         self.context = context  # ARGV[1..6], see lua/prelude.lua
         self.prefix = str(context[0])
-        self._prelude = _lua("prelude")
+        self._prelude = _lua("prelude") + "\n"
         self._header = dispatch_header(FIFO)
         self._scripts: dict[str, AsyncScript] = {}
 
     def set_dispatch(self, dispatch: Dispatch) -> None:
         """The dispatch rule the scripts apply (before the first call)."""
         self._header = dispatch_header(dispatch)
-        self._prelude = _lua("prelude") + ("\n" + _lua("locality") if dispatch.locality else "")
+        self._prelude = _lua("prelude") + ("\n" + _lua("locality") if dispatch.locality else "") + "\n"
         self._scripts.clear()
 
     def _script(self, name: str) -> AsyncScript:
         script = self._scripts.get(name)
         if script is None:
-            text = script_text(self._prelude + "\n", _lua(name))
+            text = script_text(self._prelude, _lua(name))
             script = self._scripts[name] = self.client.register_script(self._header + text)
         return script
 
