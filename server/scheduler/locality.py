@@ -175,7 +175,8 @@ def held_bytes(sketch: bytes, summary: bytes | None, expected: Container[int] = 
 
 
 def held_bytes_each(sketch: bytes, summaries: Sequence[bytes | None], expected: Sequence[Container[int]]) -> list[int]:
-    """``held_bytes`` of one sketch for several bots (``summaries[i]``, ``expected[i]``)."""
+    """``held_bytes`` of one sketch for several bots (``summaries[i]``, ``expected[i]``):
+    the sketch's plan is worked out once for all those of one filter size."""
     return [held_bytes(sketch, summary, keys) for summary, keys in zip(summaries, expected, strict=True)]
 
 
