@@ -43,6 +43,16 @@ part, Redis sends one MGET), and the rule that keeps them both fast and safe is:
 Overriding only a batch twin (a test counting batch reads) leaves streams going
 straight to ``inner``: a decorator that changes what is stored overrides the
 streaming method.
+
+**The framed twin.** ``read_framed(digest, frame, offset, limit)`` is ``read`` with
+each chunk handed out as one ``bytes``: ``frame(len(chunk))`` followed by the chunk
+(and the chunk's size beside it). It is for a consumer that must pass on each chunk
+behind a header of its own as one ``bytes`` object: a ByteStream ``ReadResponse``
+(gRPC's Python API sends ``bytes`` only), which otherwise joins (copies) every
+chunk. Its default is ``read`` plus that join; a store that reads into memory it
+allocates (the disk store) reads each chunk straight behind its frame instead, one
+copy of a large read fewer. ``ForwardingStore`` treats it as ``read``'s twin (a
+subclass overriding ``read`` alone gets it through its own ``read``).
 """
 
 from __future__ import annotations
@@ -63,6 +73,9 @@ R = TypeVar("R")
 # gRPC, well under the 4 MiB default message limit of clients.
 READ_CHUNK_SIZE = 1 << 20
 
+# A chunk of ``read_framed``: ``frame(size)`` and the chunk's bytes in one ``bytes``, and that size.
+Framed = tuple[bytes, int]
+
 # The methods built on the primitives, once, here; subclasses may not override them.
 SHORTCUTS = frozenset({"has", "get_bytes", "get_or_none", "put_bytes"})
 
@@ -77,11 +90,19 @@ async def single_chunk(data: bytes) -> AsyncIterator[bytes]:
         yield data
 
 
-def closing(stream: AsyncIterator[bytes]) -> aclosing[AsyncGenerator[bytes, None]]:
+def closing(stream: AsyncIterator[T]) -> aclosing[AsyncGenerator[T, None]]:
     """Close a read stream (an async generator) when the block ends, even if the
     consumer stopped early, so the store's cleanup (a descriptor, an aborted cache
     fill) happens now, not at garbage collection."""
-    return aclosing(cast(AsyncGenerator[bytes, None], stream))
+    return aclosing(cast(AsyncGenerator[T, None], stream))
+
+
+async def framed_chunks(chunks: AsyncIterator[bytes], frame: Callable[[int], bytes]) -> AsyncIterator[Framed]:
+    """Each chunk of a ``read`` stream joined behind its frame (``read_framed``'s default)."""
+    async with closing(chunks) as stream:
+        async for chunk in stream:
+            size = len(chunk)
+            yield b"".join((frame(size), chunk)), size
 
 
 def check_read_range(digest: Digest, size: int, offset: int, limit: int | None) -> int:
@@ -131,6 +152,16 @@ class BlobStore(ABC):
         """Store the concatenated chunks under ``digest``; all or nothing. Chunks are
         bytes-like (``bytes`` or a ``memoryview``: a ByteStream upload's are views
         of the received messages); a store that keeps one must not assume it is ``bytes``."""
+
+    def read_framed(
+        self, digest: Digest, frame: Callable[[int], bytes], offset: int = 0, limit: int | None = None
+    ) -> AsyncIterator[Framed]:
+        """``read``, each chunk as ``(frame(size) + chunk, size)`` in one ``bytes`` (the
+        module docstring says why). Same chunks, same errors, raised the same way.
+
+        This default joins each chunk of ``read`` behind its frame; stores that read
+        into buffers of their own override it."""
+        return framed_chunks(self.read(digest, offset, limit), frame)
 
     async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
         """Whole values of the held digests; absent ones are left out.
@@ -205,9 +236,9 @@ class BlobStore(ABC):
 class ForwardingStore(BlobStore):
     """Forwards every primitive to ``inner``; a decorator overrides only what it changes.
 
-    A subclass that overrides ``read`` or ``write`` but not its batch twin
-    (``get_many``, ``put_many``) gets the twin through its own streaming method, so
-    no path bypasses it; overriding the twin too keeps batches batched.
+    A subclass that overrides ``read`` or ``write`` but not its twins (``get_many``
+    and ``read_framed``, ``put_many``) gets each twin through its own streaming
+    method, so no path bypasses it; overriding a twin too keeps it as fast as ``inner``.
     """
 
     def __init__(self, inner: BlobStore) -> None:
@@ -216,7 +247,7 @@ class ForwardingStore(BlobStore):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         own = vars(cls)
-        for streaming, batch in (("read", "get_many"), ("write", "put_many")):
+        for streaming, batch in (("read", "get_many"), ("read", "read_framed"), ("write", "put_many")):
             if streaming in own and batch not in own:
                 setattr(cls, batch, getattr(BlobStore, batch))
 
@@ -225,6 +256,11 @@ class ForwardingStore(BlobStore):
 
     def read(self, digest: Digest, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:
         return self.inner.read(digest, offset, limit)
+
+    def read_framed(
+        self, digest: Digest, frame: Callable[[int], bytes], offset: int = 0, limit: int | None = None
+    ) -> AsyncIterator[Framed]:
+        return self.inner.read_framed(digest, frame, offset, limit)
 
     async def write(self, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
         await self.inner.write(digest, chunks)

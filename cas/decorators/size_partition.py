@@ -13,12 +13,12 @@ replicas), disk for the few large ones that would crowd Redis's memory.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable, Mapping
 from operator import attrgetter
 
 from cas.digest import Digest
 from cas.errors import ReapiError
-from cas.store import BlobStore
+from cas.store import BlobStore, Framed
 
 
 _SIZE_OF = attrgetter("size_bytes")
@@ -63,6 +63,11 @@ class SizePartitioningStore(BlobStore):
 
     def read(self, digest: Digest, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:
         return self.store_for(digest).read(digest, offset, limit)
+
+    def read_framed(
+        self, digest: Digest, frame: Callable[[int], bytes], offset: int = 0, limit: int | None = None
+    ) -> AsyncIterator[Framed]:
+        return self.store_for(digest).read_framed(digest, frame, offset, limit)
 
     async def write(self, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
         await self.store_for(digest).write(digest, chunks)

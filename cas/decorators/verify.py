@@ -9,11 +9,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable, Mapping
 
 from cas.digest import ALGORITHMS, EMPTY_DIGESTS, Digest
 from cas.errors import InvalidArgument, ReapiError
-from cas.store import BlobStore, ForwardingStore, check_read_range
+from cas.store import BlobStore, ForwardingStore, Framed, check_read_range
 
 # Chunks at least this large are hashed in a worker thread (hashlib and blake3
 # release the GIL), so hashing overlaps with the event loop's own work.
@@ -81,6 +81,13 @@ class VerifyingStore(ForwardingStore):
         if digest.is_empty:
             return _empty_read(digest, offset)
         return self.inner.read(digest, offset, limit)
+
+    def read_framed(
+        self, digest: Digest, frame: Callable[[int], bytes], offset: int = 0, limit: int | None = None
+    ) -> AsyncIterator[Framed]:
+        if digest.is_empty:
+            return BlobStore.read_framed(self, digest, frame, offset, limit)  # through read's empty answer
+        return self.inner.read_framed(digest, frame, offset, limit)
 
     async def get_many(self, digests: Iterable[Digest]) -> dict[Digest, bytes]:
         digests = list(digests)

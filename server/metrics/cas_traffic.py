@@ -5,11 +5,11 @@ are committed. Present only when metrics are on."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 
 from cas.digest import Digest
 from cas.errors import ReapiError
-from cas.store import BlobStore, ForwardingStore
+from cas.store import BlobStore, ForwardingStore, Framed
 from server.metrics.families import ServerMetrics
 
 
@@ -24,6 +24,15 @@ class CountingStore(ForwardingStore):
         async for chunk in self.inner.read(digest, offset, limit):
             read_bytes.inc(len(chunk))
             yield chunk
+        self.metrics.cas_read_blobs.inc()
+
+    async def read_framed(
+        self, digest: Digest, frame: Callable[[int], bytes], offset: int = 0, limit: int | None = None
+    ) -> AsyncIterator[Framed]:
+        read_bytes = self.metrics.cas_read_bytes
+        async for framed in self.inner.read_framed(digest, frame, offset, limit):
+            read_bytes.inc(framed[1])
+            yield framed
         self.metrics.cas_read_blobs.inc()
 
     async def write(self, digest: Digest, chunks: AsyncIterable[bytes]) -> None:

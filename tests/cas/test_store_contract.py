@@ -262,6 +262,41 @@ async def test_large_value_streams_in_bounded_chunks(store: BlobStore) -> None:
 # -- writes --------------------------------------------------------------------------
 
 
+def _frame(size: int) -> bytes:
+    """A frame that names its chunk's size, so a chunk behind the wrong frame shows."""
+    return b"<" + str(size).encode() + b">"
+
+
+async def test_framed_reads_are_the_read_chunks_behind_their_frames(store: BlobStore) -> None:
+    """``read_framed`` (cas/store.py) hands out what ``read`` does, each chunk as one
+    ``bytes`` behind its frame, whether the store joins them or reads into them."""
+    digest, data = await put(store, 71, 2 * READ_CHUNK_SIZE + 12_345)
+    for offset, limit in ((0, None), (1234, 100), (READ_CHUNK_SIZE - 3, READ_CHUNK_SIZE + 7), (len(data), None)):
+        chunks = await read_chunks(store, digest, offset, limit)
+        framed = [item async for item in store.read_framed(digest, _frame, offset, limit)]
+        assert all(type(whole) is bytes for whole, _ in framed)
+        assert framed == [(_frame(len(chunk)) + bytes(chunk), len(chunk)) for chunk in chunks], (offset, limit)
+    empty = Digest.of(b"")  # held by content-addressed stores only
+    try:
+        expected = [(_frame(len(chunk)) + bytes(chunk), len(chunk)) for chunk in await read_chunks(store, empty)]
+    except NotFound:
+        with pytest.raises(NotFound):
+            await anext(aiter(store.read_framed(empty, _frame)))
+    else:
+        assert [item async for item in store.read_framed(empty, _frame)] == expected
+
+
+async def test_framed_reads_fail_as_reads_do(store: BlobStore) -> None:
+    digest, data = await put(store, 72, 5000)
+    absent, _ = blob(73, 5000)
+    with pytest.raises(NotFound):
+        await anext(aiter(store.read_framed(absent, _frame)))
+    with pytest.raises(OutOfRange):
+        await anext(aiter(store.read_framed(digest, _frame, len(data) + 1)))
+    with pytest.raises(OutOfRange):
+        await anext(aiter(store.read_framed(digest, _frame, -1)))
+
+
 async def test_write_in_chunks_then_read(store: BlobStore) -> None:
     digest, data = blob(13, 200_000)
     await store.write(digest, chunks_of(data, 7_000))

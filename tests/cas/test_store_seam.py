@@ -169,6 +169,14 @@ def test_the_twin_rule_is_decided_when_the_class_is_defined() -> None:
     assert CountsBatches.put_many is not BlobStore.put_many
 
 
+def test_the_framed_read_is_a_twin_of_read() -> None:
+    """A decorator overriding ``read`` alone gets ``read_framed`` through it (a ByteStream
+    read then passes through its ``read``); one that leaves ``read`` alone forwards it."""
+    assert RecordsReads.read_framed is BlobStore.read_framed
+    assert RecordsWrites.read_framed is ForwardingStore.read_framed
+    assert CountsBatches.read_framed is ForwardingStore.read_framed
+
+
 async def test_a_store_of_three_methods_gets_working_batches() -> None:
     store = Minimal()
     good = dict(blob(seed, 50) for seed in range(40, 140))
