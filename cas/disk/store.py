@@ -30,7 +30,8 @@ How it stays correct and fast, and why:
 - **Threads.** Blocking calls run in the store's own executor behind a semaphore
   (IoLane, cas/localfs/io_lane.py); batches (``put_many``, ``get_many``) do their files in
   one hop per thread, streamed writes move data in buffers of about a megabyte,
-  and streamed reads read ahead a chunk at a time, or, with ``mapped_reads``, map
+  and streamed reads read ahead a chunk at a time (framed reads, ``read_framed``,
+  ``FRAMED_CHUNKS_PER_HOP`` chunks, each behind its frame), or, with ``mapped_reads``, map
   the value a window at a time (``MAP_WINDOW``): fewer copies and thread hops, but
   a disk's read error or a file truncated by something else then kills the process
   with SIGBUS instead of failing one read, so it is the operator's choice. The
@@ -43,6 +44,7 @@ stores ActionResults under action digests); checking content is VerifyingStore's
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -50,21 +52,23 @@ from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import cast
+from typing import Any, TypeVar, cast
 
 from cas.digest import Digest
 from cas.disk.commit import DiskCommitter
 from cas.disk.index import DiskIndex, IndexEntry
 from cas.disk.key_locks import KeyLocks
 from cas.disk.layout import value_path
+from cas.disk.read_windows import read_windows
 from cas.disk.startup import open_directory, release_opened, save_snapshot
 from cas.disk.temp_writer import TempFileWriter
 from cas.disk.upkeep import DiskUpkeep
 from cas.errors import Internal, NotFound, ReapiError
 from cas.localfs import files as disk_files
+from cas.localfs import framed_reads
 from cas.localfs.files import CorruptValue
 from cas.localfs.io_lane import IoLane, close_after
-from cas.store import READ_CHUNK_SIZE, BlobStore, check_read_range
+from cas.store import READ_CHUNK_SIZE, BlobStore, Framed, check_read_range, closing
 
 log = logging.getLogger("reapi.cas.disk")
 
@@ -79,6 +83,11 @@ _READ_ATTEMPTS = 3
 # A streamed read maps this much of a value per thread hop (handed out in read chunks):
 # no copy out of the page cache, and an eighth of the hops of reading chunk by chunk.
 MAP_WINDOW = 8 << 20
+# A framed read (``read_framed``) reads this many chunks per thread hop (2, 4 and 8
+# measured alike; each reader holds up to twice this many chunks, one hop read ahead).
+FRAMED_CHUNKS_PER_HOP = 2
+# What one thread hop of a streamed read hands back: a window of bytes, or of framed chunks.
+W = TypeVar("W")
 
 
 class DiskStore(BlobStore):
@@ -228,48 +237,71 @@ class DiskStore(BlobStore):
         return self._upkeep.hit_many(digests, self._clock())
 
     async def read(self, digest: Digest, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:
-        fd, data, end = await self._open_for_read(digest, offset, limit)
+        fd, data, end = await self._open_for_read(digest, offset, limit, self.chunk_size, disk_files.open_value)
         if fd < 0:
             if data:
                 yield data
             return
-        position = offset + len(data)
         if self.mapped_reads:  # windows of the file's pages (cas/localfs/files.py map_range)
             span, take = max(self.chunk_size, MAP_WINDOW - MAP_WINDOW % self.chunk_size), disk_files.map_range
         else:
             span, take = self.chunk_size, disk_files.read_range
-        pending: asyncio.Future[memoryview] | None = None
-        try:
-            # The rest a window at a time, one thread hop each; the next one is read
-            # while the consumer handles this one.
-            pending = await self._lane.started(take, fd, position, min(span, end - position))
-            yield data
-            while pending is not None:
-                mapped = await asyncio.shield(pending)
-                position += len(mapped)
-                pending = None
-                if position < end:
-                    pending = await self._lane.started(take, fd, position, min(span, end - position))
-                for start in range(0, len(mapped), self.chunk_size):
-                    yield cast(bytes, mapped[start : start + self.chunk_size])  # views: see cas/store.py read
-                disk_files.unmap(mapped)
-        except CorruptValue as err:
-            raise Internal(f"{digest} in {self.name} changed size while being read: {err}") from None
-        except OSError as err:
-            raise self._os_error(err, "read", str(digest)) from None
-        finally:
-            ahead = pending  # a read stopped early: its next window is let go once mapped
-            close_after(ahead, lambda: _release_read(ahead, fd))
+        failed = functools.partial(self._read_failed, digest)
+        windows: AsyncIterator[bytes | memoryview] = read_windows(
+            self._lane, fd, data, offset + len(data), end, span, take, _unmap, failed)
+        async with closing(windows):
+            async for window in windows:
+                if isinstance(window, bytes):  # the first chunk, read as the value was opened
+                    yield window
+                    continue
+                for start in range(0, len(window), self.chunk_size):
+                    yield cast(bytes, window[start : start + self.chunk_size])  # views: see cas/store.py read
+                disk_files.unmap(window)
 
-    async def _open_for_read(self, digest: Digest, offset: int, limit: int | None) -> tuple[int, bytes, int]:
-        """Open a value and read its first chunk in one hop: (fd or -1, bytes, end)."""
+    def read_framed(
+        self, digest: Digest, frame: Callable[[int], bytes], offset: int = 0, limit: int | None = None
+    ) -> AsyncIterator[Framed]:
+        if self.mapped_reads:  # the join copies out of the maps: the one copy either way
+            return BlobStore.read_framed(self, digest, frame, offset, limit)
+        return self._read_framed(digest, frame, offset, limit)
+
+    async def _read_framed(
+        self, digest: Digest, frame: Callable[[int], bytes], offset: int, limit: int | None
+    ) -> AsyncIterator[Framed]:
+        """Chunks read behind their frames (cas/localfs/framed_reads.py), several per hop."""
+        span = self.chunk_size * FRAMED_CHUNKS_PER_HOP
+        opener = functools.partial(framed_reads.open_framed, chunk_size=self.chunk_size, frame=frame)
+        fd, framed, end = await self._open_for_read(digest, offset, limit, span, opener)
+        if fd < 0:
+            for chunk in framed:
+                yield chunk
+            return
+        take = functools.partial(framed_reads.read_framed_range, chunk_size=self.chunk_size, frame=frame)
+        position, failed = offset + sum(size for _, size in framed), functools.partial(self._read_failed, digest)
+        windows = read_windows(self._lane, fd, framed, position, end, span, take, lambda _: None, failed)
+        async with closing(windows):
+            async for window in windows:
+                for chunk in window:
+                    yield chunk
+
+    def _read_failed(self, digest: Digest, err: CorruptValue | OSError) -> ReapiError:
+        if isinstance(err, CorruptValue):
+            return Internal(f"{digest} in {self.name} changed size while being read: {err}")
+        return self._os_error(err, "read", str(digest))
+
+    async def _open_for_read(
+        self, digest: Digest, offset: int, limit: int | None, span: int,
+        opener: Callable[[str, int, int, int, bool], tuple[int, W]],
+    ) -> tuple[int, W, int]:
+        """Open a value and read its first ``span`` bytes in one hop with ``opener``
+        (files.open_value's signature): (fd or -1, what it read, end)."""
         for _ in range(_READ_ATTEMPTS):
             entry = self._lookup(digest)
             end = check_read_range(digest, entry.length, offset, limit)
-            first = min(self.chunk_size, end - offset)
+            first = min(span, end - offset)
             keep_open = offset + first < end
             path = value_path(self.root, digest, entry.length)
-            opening = await self._lane.started(disk_files.open_value, path, entry.length, offset, first, keep_open)
+            opening = await self._lane.started(opener, path, entry.length, offset, first, keep_open)
             try:
                 fd, data = await asyncio.shield(opening)
             except asyncio.CancelledError:
@@ -343,13 +375,12 @@ class DiskStore(BlobStore):
         return out
 
 
-def _release_read(window: asyncio.Future[memoryview] | None, fd: int) -> None:
-    if window is not None and not window.cancelled() and window.exception() is None:
-        disk_files.unmap(window.result())
-    os.close(fd)
+def _unmap(window: bytes | memoryview) -> None:
+    if isinstance(window, memoryview):
+        disk_files.unmap(window)
 
 
-def _close_opened(opened: asyncio.Future[tuple[int, bytes]]) -> None:
+def _close_opened(opened: asyncio.Future[tuple[int, Any]]) -> None:
     """Close the descriptor a thread opened for a reader that was cancelled meanwhile."""
     if not opened.cancelled() and opened.exception() is None and opened.result()[0] >= 0:
         os.close(opened.result()[0])

@@ -176,10 +176,8 @@ def open_value(path: str, length: int, offset: int, first: int, keep_open: bool)
     Returns the descriptor (-1 unless ``keep_open``) and the bytes read.
     Raises FileNotFoundError if it is gone and CorruptValue if its size is wrong.
     """
-    fd = os.open(path, _READ_FLAGS)
+    fd = open_checked(path, length)
     try:
-        if os.fstat(fd).st_size != length:
-            raise CorruptValue(f"{path} is {os.fstat(fd).st_size} bytes, expected {length}")
         data = pread_exact(fd, first, offset) if first else b""
     except BaseException:
         os.close(fd)
@@ -188,6 +186,20 @@ def open_value(path: str, length: int, offset: int, first: int, keep_open: bool)
         os.close(fd)
         fd = -1
     return fd, data
+
+
+def open_checked(path: str, length: int) -> int:
+    """Open a value for reading, checking its size (FileNotFoundError if gone,
+    CorruptValue if its size is not ``length``)."""
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        size = os.fstat(fd).st_size
+        if size != length:
+            raise CorruptValue(f"{path} is {size} bytes, expected {length}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def pread_exact(fd: int, size: int, offset: int) -> bytes:
