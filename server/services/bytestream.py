@@ -1,7 +1,8 @@
 """ByteStream: streamed reads and resumable writes of CAS blobs, translated.
 
-Read streams a blob from the instance's CAS in the store's bounded chunks (each sent
-as a hand-encoded ReadResponse, server/encoded_responses.py), or, for
+Read streams a blob from the instance's CAS in the store's bounded chunks, each a
+hand-encoded ReadResponse the store reads its chunk into (``read_framed``,
+cas/store.py; server/encoded_responses.py), or, for
 ``compressed-blobs/{compressor}/...``, its compressed form (cas/compression/forms.py:
 compressed on the way out, the often-read forms kept). Write and QueryWriteStatus
 hand their messages to server/uploads.py, which holds the resumable-upload protocol
@@ -23,10 +24,11 @@ import grpc
 from cas.compression.codecs import IDENTITY, Codec, Codecs
 from cas.compression.forms import CompressedForms
 from cas.errors import InvalidArgument, OutOfRange
+from cas.store import closing
 from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
 from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from server import boundary
-from server.encoded_responses import encode_read_response
+from server.encoded_responses import encode_read_response, read_response_header
 from server.instances import InstanceRegistry
 from server.resource_names import parse_download, parse_upload
 from server.uploads import UploadKey, UploadRegistry, WriteMessage
@@ -84,8 +86,10 @@ class ByteStreamService(bs_grpc.ByteStreamServicer):
             async for chunk in self.forms.read(cas, resource.digest, codec, request.read_offset):
                 yield encode_read_response(chunk)
             return
-        async for chunk in cas.read(resource.digest, request.read_offset, request.read_limit or None):
-            yield encode_read_response(chunk)
+        framed = cas.read_framed(resource.digest, read_response_header, request.read_offset, request.read_limit or None)
+        async with closing(framed):
+            async for response, _ in framed:
+                yield response
 
     @boundary.unary
     async def Write(
