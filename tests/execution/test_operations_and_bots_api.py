@@ -24,8 +24,12 @@ async def test_get_list_wait_and_delete_operations(env: ExecEnv) -> None:
     running_call = env.start(await env.actions.build(["running"]))
     [lease] = await bot.poll()
     running = (await next_with_stage(running_call, EXECUTING)).name
-    queued_calls = [env.start(await env.actions.build([f"queued-{i}"])) for i in range(3)]
-    queued = [(await next_with_stage(c, QUEUED)).name for c in queued_calls]
+    # One at a time: Executes sent together reach the scheduler in no set order, and the
+    # listing's is the order they were queued in.
+    queued_calls, queued = [], []
+    for i in range(3):
+        queued_calls.append(env.start(await env.actions.build([f"queued-{i}"])))
+        queued.append((await next_with_stage(queued_calls[-1], QUEUED)).name)
 
     got = await operations.GetOperation(lro_pb2.GetOperationRequest(name=running))
     assert got.name == running and metadata_of(got).stage == EXECUTING and not got.done
