@@ -214,3 +214,40 @@ async def test_in_a_deep_queue_no_action_waits_for_its_holder(make_env) -> None:
         assert lease.action_digest == deep[0].digest.to_proto()
         for call in [*calls, chore_call]:
             call.cancel()
+
+
+async def test_an_urgent_action_the_holder_holds_is_its_own_work_too(make_env) -> None:  # type: ignore[no-untyped-def]
+    """As the test above, but the action the holder takes first is urgent: placed as fifo
+    places it (the Redis state's claim takes it in its script, without Python's choice),
+    yet it is still one the holder holds, so its own work, not progress (locality.own_work,
+    whoever gives it): the action waiting for the holder still waits, and the holder
+    takes it next. Before, the Redis state counted what a script gave on its own as
+    progress, and the rival took the waiting action."""
+    async with make_env(dispatch="locality") as env:
+        held = await with_inputs(env, "held")
+        other = await with_inputs(env, "other")
+        hot = await with_inputs(env, "hot")
+        holder, chore, chore_call = await busy_holder(env, inputs_of(held) + inputs_of(hot))
+        rival = env.bot(summary_size=8192, cache=holding())
+        [rival_poll] = await waiting(env, rival)
+        calls = await queue(env, [held])  # it waits for the holder
+        calls.append(env.start(other))  # nobody holds it: the waiting rival gets it
+        [other_lease] = await asyncio.wait_for(rival_poll, GUARD)
+        calls += await queue(env, [hot], priority=-1000)  # both bots busy: queued
+        holder.complete(chore.id)
+        got = await holder.poll(timeout=GUARD)
+        assert [lease.action_digest for lease in got] == [hot.digest.to_proto()]
+        rival.complete(other_lease.id)
+        rival_poll = asyncio.create_task(rival.poll(timeout=GUARD))
+
+        async def holds_or_answered() -> bool:
+            return rival_poll.done() or await env.holds(rival)
+
+        await until(holds_or_answered, "the rival waits for work")
+        assert not rival_poll.done(), f"the rival was given {[lease.action_digest.hash for lease in rival_poll.result()]}"
+        assert await env.queued() == 1  # still waiting for its holder
+        holder.complete(got[0].id)
+        got = await holder.poll(timeout=GUARD)
+        assert [lease.action_digest for lease in got] == [held.digest.to_proto()]
+        for call in [*calls, chore_call, rival_poll]:
+            call.cancel()
