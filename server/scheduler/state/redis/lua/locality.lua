@@ -37,6 +37,47 @@ local function sketch_total(sketch)
   return total
 end
 
+-- The unsigned big-endian integer of n bytes of s from at (a sketch's fields).
+local function unsigned(s, at, n)
+  local value = 0
+  for i = at, at + n - 1 do value = value * 256 + string.byte(s, i) end
+  return value
+end
+
+-- Whether the session's filter holds the record (h1, h2): every probe's bit set, bit p
+-- being byte p >> 3's bit 7 - (p & 7) after the 2 header bytes (cas/digest_filter.py,
+-- whose layout is GETBIT's). Exact in doubles: h1 + j * h2 < 2^37.
+local function filter_holds(summary, bits, h1, h2)
+  for j = 0, string.byte(summary, 2) - 1 do
+    local p = (h1 + j * h2) % bits
+    if math.floor(string.byte(summary, 3 + math.floor(p / 8)) / 2 ^ (7 - p % 8)) % 2 == 0 then return false end
+  end
+  return true
+end
+
+-- locality.own_work for an execution a script gives to a session on its own (a claim's
+-- fill by priority and arrival, an urgent action, the one bot waiting): whether the
+-- session holds all but MIN_GAIN of it (locality.held_bytes: the sampled files in its
+-- filter or expected, scaled to the total; to within rounding of a double).
+local function holds_already(name, sketch)
+  local total = sketch_total(sketch)
+  if total < MIN_HOME or not has_summary(name) then return false end
+  local summary = redis.call('HGET', key('s', name), 'sum')
+  local bits = (#summary - 2) * 8
+  local keys = record_keys(sketch)
+  local scores = redis.call('ZMSCORE', key('sx', name), unpack(keys))
+  local sampled, held = 0, 0
+  for i = 1, #keys do
+    local at = 9 + (i - 1) * 16
+    local size = unsigned(sketch, at + 8, 8)
+    sampled = sampled + size
+    if scores[i] or filter_holds(summary, bits, unsigned(sketch, at, 4), unsigned(sketch, at + 4, 4)) then
+      held = held + size
+    end
+  end
+  return sampled > 0 and total - math.floor(total * held / sampled) < MIN_GAIN
+end
+
 -- Whether an execution is urgent (locality.urgent: a priority better than the default):
 -- placed as fifo places it, whoever holds what.
 local function urgent(eid)
@@ -114,12 +155,14 @@ end
 locality.own = {}
 
 -- assign's step: an execution given to name waits no more; unless it waited for name
--- (its own backlog) or name holds it already (locality.own), name made progress, which may end
+-- (its own backlog) or name holds it already (locality.own, Python's judgement; else,
+-- while executions wait for name, holds_already), name made progress, which may end
 -- the waits for it: each goes to a bot through the replica running this script (a 'w:'
 -- wake-up, placement.py), if one waits.
 local function given(eid, name)
   local e = key('e', eid)
-  local aw = redis.call('HGET', e, 'aw')
+  local f = redis.call('HMGET', e, 'aw', 'sk')
+  local aw = f[1]
   if aw then
     redis.call('SREM', key('aw', aw), eid)
     redis.call('HDEL', e, 'aw', 'am', 'ad')
@@ -127,9 +170,11 @@ local function given(eid, name)
   redis.call('HDEL', e, 'wo')
   redis.call('ZREM', P .. 'hw', eid)
   if aw == name or locality.own[eid] == name then return end
-  redis.call('HINCRBY', key('s', name), 'gv', 1)
   local waiting = key('aw', name)
-  if redis.call('SCARD', waiting) == 0 then return end
+  local awaited = redis.call('SCARD', waiting) > 0
+  if awaited and holds_already(name, f[2] or '') then return end
+  redis.call('HINCRBY', key('s', name), 'gv', 1)
+  if not awaited then return end
   for _, other in ipairs(redis.call('SMEMBERS', waiting)) do
     local f = redis.call('HMGET', key('e', other), 'stage', 'aw', 'am', 'req')
     if not f[1] or tonumber(f[1]) ~= QUEUED or f[2] ~= name then
