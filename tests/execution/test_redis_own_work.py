@@ -61,7 +61,7 @@ async def test_lua_agrees_with_own_work_of_held_bytes(judge: tuple[aioredis.Redi
         keys = [k for k in record_keys(sketch) if rng.random() < 0.3]
         name = f"bot-{case}"
         prefix = f"test:{uuid.uuid4().hex}:"
-        context = [prefix, "nonce", "0", 600, 600_000, "replica"]
+        context: list[str | int] = [prefix, "nonce", "0", 600, 600_000, "replica"]
         expected_bytes = b"".join(k.to_bytes(8, "big") for k in keys)
         got = await run(args=[*context, name, sketch, summary.to_bytes(), expected_bytes])
         want = own_work(LOCALITY, sketch_total(sketch), held_bytes(sketch, summary.to_bytes(), frozenset(keys)))
