@@ -1,8 +1,8 @@
 """Locality vs fifo dispatch: a Bazel C++ build over 3 workers with cold caches, interleaved.
 
     .venv/bin/python -m tests.benchmarks.bench_locality [--rounds 2] [--components 6] [--libraries 120]
-        [--headers 12] [--header-kib 16] [--jobs 12] [--dir PATH] [--state memory|redis] [--link-rate 100mbit]
-        [--before DIR]
+        [--headers 12] [--header-kib 16] [--jobs 12[,48...]] [--dir PATH] [--state memory|redis]
+        [--link-rate 100mbit] [--before DIR]
 
 The workspace: ``--components`` components, each a header library of ``--headers``
 headers of ``--header-kib`` KiB (a project's big shared headers: generated protocol
@@ -16,7 +16,9 @@ builds ``//...``.
 
 Per build: a new reapi-server (zero-config stores, ``[execution] dispatch`` as
 measured; with ``--state redis``, its scheduler state in a new redis-server) and three new reapi-workers (concurrency 1 each, empty caches, metrics on
-an HTTP port), Bazel from clean with ``--jobs``. Rows per dispatch, one line per
+an HTTP port), Bazel from clean with ``--jobs`` (several values: each dispatch at
+each, interleaved, a row ``dispatch@jobs``; a ``--jobs`` well above the window plus
+the free slots makes a build's queue deep: locality.deep_queue). Rows per dispatch, one line per
 build, in the order run (``locality``, ``fifo``, then ``fifo``, ``locality``, ...):
 wall time, the input bytes the workers fetched from the server's CAS
 (``reapi_worker_input_bytes_fetched_total``, summed over the three) and how the
@@ -189,7 +191,7 @@ def main() -> None:
     parser.add_argument("--libraries", type=int, default=120)
     parser.add_argument("--headers", type=int, default=12)
     parser.add_argument("--header-kib", type=int, default=16)
-    parser.add_argument("--jobs", type=int, default=12)
+    parser.add_argument("--jobs", default="12", help="Bazel's --jobs; several, comma-separated, interleaved")
     parser.add_argument("--state", choices=["memory", "redis"], default="memory", help="the scheduler state")
     parser.add_argument("--cold-bazel", action="store_true",
                         help="shut Bazel's server down before each build (else it stays up, warm, between builds)")
@@ -209,7 +211,8 @@ def main() -> None:
     except BazelUnavailable as exc:
         print(f"skipped: {exc}")
         return
-    modes = args.modes.split(",")
+    jobs_values = [int(j) for j in args.jobs.split(",")]
+    modes = [m if len(jobs_values) == 1 else f"{m}@{j}" for j in jobs_values for m in args.modes.split(",")]
     results: dict[str, list[Build]] = {mode: [] for mode in modes}
     network = ExitStack()
     try:
@@ -228,10 +231,13 @@ def main() -> None:
               "server CPU s")
         # The sitting's first build runs slow whatever its dispatch (9.6-12 s builds took 23 s
         # first, 2026-12-07): it is run once, untimed, so that no mode always pays it.
-        one_build(ws, base, modes[-1], args.jobs, args.state, args.cold_bazel, False, link, args.before)
+        warm_mode, _, warm_jobs = modes[-1].partition("@")
+        one_build(ws, base, warm_mode, int(warm_jobs or jobs_values[0]), args.state, args.cold_bazel, False, link,
+                  args.before)
         for dispatch in order:
-            build = one_build(ws, base, dispatch, args.jobs, args.state, args.cold_bazel, args.trace, link,
-                              args.before)
+            mode, _, jobs = dispatch.partition("@")
+            build = one_build(ws, base, mode, int(jobs or jobs_values[0]), args.state, args.cold_bazel, args.trace,
+                              link, args.before)
             results[dispatch].append(build)
             print(f"{dispatch:<14} {build.wall:7.1f} {sum(build.fetched) / 2**20:12.2f}  "
                   f"{' '.join(f'{f / 2**20:.2f}' for f in build.fetched):<22} "
@@ -245,8 +251,10 @@ def main() -> None:
     print()
     for mode, (wall, total) in medians.items():
         line = f"median {mode:<14} {wall:6.1f} s {total / 2**20:8.2f} MiB"
-        if "fifo" in medians and mode != "fifo":
-            fifo_wall, fifo_bytes = medians["fifo"]
+        _, at, jobs = mode.partition("@")
+        fifo = f"fifo{at}{jobs}"  # fifo at the same --jobs
+        if fifo in medians and mode != fifo:
+            fifo_wall, fifo_bytes = medians[fifo]
             line += (f"   vs fifo: wall time {wall / fifo_wall:.2f}x, bytes fetched {total / fifo_bytes:.2f}x "
                      f"({(1 - total / fifo_bytes) * 100:.0f}% fewer)")
         print(line)
