@@ -251,3 +251,29 @@ async def test_an_urgent_action_the_holder_holds_is_its_own_work_too(make_env) -
         assert [lease.action_digest for lease in got] == [held.digest.to_proto()]
         for call in [*calls, chore_call, rival_poll]:
             call.cancel()
+
+
+async def test_in_a_deep_queue_a_bot_takes_its_own_work_first_then_what_its_holder_is_busy_with(make_env) -> None:  # type: ignore[no-untyped-def]
+    """A build with a ``--jobs`` well above the window plus the free slots: its queue is
+    deep (locality.deep_queue), so no wait for a holder begins. What a bot asking takes
+    then: of a component a busy bot holds (its compiles at the queue's head) and one the
+    asker holds (one compile among them, within the window), first its own, whatever
+    its age (the tiers still hold in a deep queue: that keeps locality's saving); once
+    the window holds none of its own, the oldest of the busy holder's, at once (the
+    deep queue's rule: no wait, one component fetched twice)."""
+    async with make_env(dispatch="locality") as env:
+        theirs = [await with_inputs(env, "busy", tool=f"cc{i}") for i in range(LOCALITY.window + 1)]
+        mine = await with_inputs(env, "asker")
+        _, _, chore_call = await busy_holder(env, inputs_of(theirs[0]))
+        calls = await queue(env, theirs[:10])
+        calls += await queue(env, [mine])
+        calls += await queue(env, theirs[10:])
+        asker = env.bot(summary_size=8192, cache=holding(inputs_of(mine)))
+        [lease] = await asker.create()
+        assert lease.action_digest == mine.digest.to_proto()  # its own, the 11th of 18
+        asker.complete(lease.id)
+        got = await asker.poll(timeout=GUARD)
+        assert [lease.action_digest for lease in got] == [theirs[0].digest.to_proto()]  # none of its own: the oldest
+        for call in [*calls, chore_call]:
+            call.cancel()
+
