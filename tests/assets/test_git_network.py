@@ -5,7 +5,9 @@ transfer and the tree are limited."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import socket
 import subprocess
 import time
@@ -120,6 +122,7 @@ def git_daemon(base: Path) -> Iterator[int]:
     daemon = subprocess.Popen(
         ["git", "daemon", "--export-all", "--reuseaddr", f"--base-path={base}", "--listen=127.0.0.1", f"--port={port}", str(base)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # `git daemon` runs git-daemon as its child: both go with the group
     )
     try:
         for _ in range(200):
@@ -130,7 +133,7 @@ def git_daemon(base: Path) -> Iterator[int]:
                 time.sleep(0.05)
         yield port
     finally:
-        daemon.kill()
+        os.killpg(daemon.pid, signal.SIGKILL)
         daemon.wait()
 
 
