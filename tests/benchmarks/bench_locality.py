@@ -24,8 +24,9 @@ wall time, the input bytes the workers fetched from the server's CAS
 (``reapi_worker_input_bytes_fetched_total``, summed over the three) and how the
 actions split between them, and the CPU seconds the server (and redis-server) spent
 during the build (on this 2-core host it competes with the compilers); then the
-medians and the ratio. One untimed build runs first: a sitting's first build is slow
-whatever its dispatch, and the interleaved order would always give it to the same one.
+medians and the ratio. Each dispatch first builds once, untimed: a sitting's first
+builds are slow whatever their dispatch, and the interleaved order would always give
+them to the same one.
 
 ``--link-rate 100mbit``: the workers run in their own network namespace and reach the
 server over a link limited to that rate each way (shaped_link.py; root), as a farm's
@@ -229,11 +230,13 @@ def main() -> None:
               f"workers' link {link.rate + ' each way' if link else 'loopback'}\n")
         print(f"{'dispatch':<14} {'wall s':>7} {'fetched MiB':>12}  {'per worker MiB':<22} {'actions per worker':<19} "
               "server CPU s")
-        # The sitting's first build runs slow whatever its dispatch (9.6-12 s builds took 23 s
-        # first, 2026-12-07): it is run once, untimed, so that no mode always pays it.
-        warm_mode, _, warm_jobs = modes[-1].partition("@")
-        one_build(ws, base, warm_mode, int(warm_jobs or jobs_values[0]), args.state, args.cold_bazel, False, link,
-                  args.before)
+        # A sitting's first builds run slow whatever their dispatch (9.6-12 s builds took 23 s
+        # first, and after one warm-up build the next two still took 13-16 s, 2026-12-07):
+        # every mode runs once, untimed, so that the first mode in the order does not pay it.
+        for warm_up in modes:
+            warm_mode, _, warm_jobs = warm_up.partition("@")
+            one_build(ws, base, warm_mode, int(warm_jobs or jobs_values[0]), args.state, args.cold_bazel, False, link,
+                      args.before)
         for dispatch in order:
             mode, _, jobs = dispatch.partition("@")
             build = one_build(ws, base, mode, int(jobs or jobs_values[0]), args.state, args.cold_bazel, args.trace,
