@@ -16,10 +16,13 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cas.errors import Internal, ReapiError, ResourceExhausted
+
+T = TypeVar("T")
 
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -176,16 +179,22 @@ def open_value(path: str, length: int, offset: int, first: int, keep_open: bool)
     Returns the descriptor (-1 unless ``keep_open``) and the bytes read.
     Raises FileNotFoundError if it is gone and CorruptValue if its size is wrong.
     """
+    return open_and_read(path, length, keep_open, lambda fd: pread_exact(fd, first, offset) if first else b"")
+
+
+def open_and_read(path: str, length: int, keep_open: bool, read: Callable[[int], T]) -> tuple[int, T]:
+    """``open_checked``, then ``read(fd)``; the descriptor is closed if the read fails,
+    and after it unless ``keep_open`` (then -1 is returned in its place)."""
     fd = open_checked(path, length)
     try:
-        data = pread_exact(fd, first, offset) if first else b""
+        got = read(fd)
     except BaseException:
         os.close(fd)
         raise
     if not keep_open:
         os.close(fd)
         fd = -1
-    return fd, data
+    return fd, got
 
 
 def open_checked(path: str, length: int) -> int:

@@ -22,7 +22,7 @@ import ctypes
 import os
 from collections.abc import Callable
 
-from cas.localfs.files import CorruptValue, open_checked
+from cas.localfs.files import CorruptValue, open_and_read
 from cas.store import Framed
 
 _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
@@ -82,13 +82,5 @@ def open_framed(
 ) -> tuple[int, list[Framed]]:
     """``open_value`` (cas/localfs/files.py) for a framed read: open a value, check its
     size, and read its first ``size`` bytes from ``offset`` as framed chunks."""
-    fd = open_checked(path, length)
-    try:
-        framed = read_framed_range(fd, offset, size, chunk_size, frame) if size else []
-    except BaseException:
-        os.close(fd)
-        raise
-    if not keep_open:
-        os.close(fd)
-        fd = -1
-    return fd, framed
+    return open_and_read(path, length, keep_open,
+                         lambda fd: read_framed_range(fd, offset, size, chunk_size, frame) if size else [])
