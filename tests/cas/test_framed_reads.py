@@ -4,7 +4,6 @@ answers the message class would serialize, and a failing read fails clearly."""
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
 from server.encoded_responses import read_response_header
 from tests.cas.disk_support import MiB, blob, open_store
 from tests.cas.streams import chunks_of
+from tests.support.read_faults import fail_second_preadv
 
 CHUNK = 64 << 10
 
@@ -114,17 +114,7 @@ async def test_a_read_error_midway_is_internal_and_the_store_reads_on(tmp_path: 
     try:
         digest, data = blob(51, SIZE)
         await store.write(digest, chunks_of(data, MiB))
-        real_preadv = os.preadv
-        calls = 0
-
-        def failing_second_call(fd: int, buffers: list[memoryview], offset: int) -> int:
-            nonlocal calls
-            calls += 1
-            if calls == 2:
-                raise OSError(errno.EIO, "Input/output error")
-            return real_preadv(fd, buffers, offset)
-
-        monkeypatch.setattr(framed_reads.os, "preadv", failing_second_call)
+        fail_second_preadv(monkeypatch)
         got = []
         with pytest.raises(Internal, match="cannot read .*Input/output error"):
             async for whole, size in store.read_framed(digest, read_response_header):

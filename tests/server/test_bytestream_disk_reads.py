@@ -5,7 +5,6 @@ what the metrics count, and a disk's read error midway."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import uuid
 from pathlib import Path
@@ -14,11 +13,11 @@ import grpc
 import pytest
 
 from cas.digest import Digest
-from cas.localfs import framed_reads
 from remote_apis_protos.google.bytestream import bytestream_pb2 as bs_pb2
 from server.resource_names import download_name, upload_name
 from tests.server.client import StorageClient, stream, write_requests
 from tests.support.metrics_scrape import scrape
+from tests.support.read_faults import fail_second_preadv
 from tests.support.servers import channel_to, config_for, running_server
 
 MiB = 1 << 20
@@ -58,17 +57,7 @@ async def test_a_read_error_midway_is_internal_and_the_server_serves_on(
         client = StorageClient(channel)
         data = os.urandom(6 * MiB)
         digest = await upload(client, data)
-        real_preadv = os.preadv
-        calls = 0
-
-        def failing_second_call(fd: int, buffers: list[memoryview], offset: int) -> int:
-            nonlocal calls
-            calls += 1
-            if calls == 2:
-                raise OSError(errno.EIO, "Input/output error")
-            return real_preadv(fd, buffers, offset)
-
-        monkeypatch.setattr(framed_reads.os, "preadv", failing_second_call)
+        fail_second_preadv(monkeypatch)
         received = []
         call = client.bytestream.Read(bs_pb2.ReadRequest(resource_name=download_name("", digest)))
         with pytest.raises(grpc.aio.AioRpcError) as failure:
