@@ -158,3 +158,38 @@ async def idle_bot_gets_it(env: ExecEnv, action: BuiltAction, chore_call: grpc.a
     assert [lease.action_digest for lease in got] == [action.digest.to_proto()]
     for pending in (call, chore_call):
         pending.cancel()
+
+
+async def holder_taking_what_it_holds_keeps_the_waiting_one(env: ExecEnv, waiting_priority: int,
+                                                            taken_priority: int) -> None:
+    """A busy holder holds ``held`` (queued at ``waiting_priority``, so it waits for the
+    holder) and ``taken`` (queued at ``taken_priority`` while both bots are busy). The
+    holder takes ``taken`` first: its own work, not progress (locality.own_work), so the
+    rival, idle again, is given nothing, ``held`` still waits, and the holder takes it next."""
+    held = await with_inputs(env, "held")
+    other = await with_inputs(env, "other")
+    taken = await with_inputs(env, "taken")
+    holder, chore, chore_call = await busy_holder(env, inputs_of(held) + inputs_of(taken))
+    rival = env.bot(summary_size=8192, cache=holding())
+    [rival_poll] = await waiting(env, rival)
+    calls = await queue(env, [held], priority=waiting_priority)  # it waits for the holder
+    calls.append(env.start(other))  # nobody holds it: the waiting rival gets it
+    [other_lease] = await asyncio.wait_for(rival_poll, GUARD)
+    calls += await queue(env, [taken], priority=taken_priority)  # both bots busy: queued
+    holder.complete(chore.id)
+    got = await holder.poll(timeout=GUARD)
+    assert [lease.action_digest for lease in got] == [taken.digest.to_proto()]
+    rival.complete(other_lease.id)
+    rival_poll = asyncio.create_task(rival.poll(timeout=GUARD))
+
+    async def holds_or_answered() -> bool:
+        return rival_poll.done() or await env.holds(rival)
+
+    await until(holds_or_answered, "the rival waits for work")
+    assert not rival_poll.done(), f"the rival was given {[lease.action_digest.hash for lease in rival_poll.result()]}"
+    assert await env.queued() == 1  # still waiting for its holder
+    holder.complete(got[0].id)
+    got = await holder.poll(timeout=GUARD)
+    assert [lease.action_digest for lease in got] == [held.digest.to_proto()]
+    for call in [*calls, chore_call, rival_poll]:
+        call.cancel()

@@ -12,7 +12,8 @@ import asyncio
 
 from server.scheduler.locality import LOCALITY
 from tests.execution.locality_helpers import (
-    GUARD, busy_holder, holding, idle_bot_gets_it, inputs_of, lower_priority_not_taken_while_better_waits,
+    GUARD, busy_holder, holder_taking_what_it_holds_keeps_the_waiting_one, holding, idle_bot_gets_it, inputs_of,
+    lower_priority_not_taken_while_better_waits,
     passes_bounded, queue, until, urgent_overtakes, waiting, with_inputs,
 )
 
@@ -176,29 +177,7 @@ async def test_the_holder_taking_other_work_it_holds_has_not_moved_on(make_env) 
     urgent one, which is placed as fifo places it): that is its own work, not other
     work, so the action waiting for it still waits, and the holder takes it next."""
     async with make_env(dispatch="locality") as env:
-        held = await with_inputs(env, "held")
-        other = await with_inputs(env, "other")
-        more = await with_inputs(env, "more")
-        holder, chore, chore_call = await busy_holder(env, inputs_of(held) + inputs_of(more))
-        rival = env.bot(summary_size=8192, cache=holding())
-        [rival_poll] = await waiting(env, rival)
-        calls = await queue(env, [held], priority=10)  # it waits for the holder
-        calls.append(env.start(other))  # nobody holds it: the waiting rival gets it
-        [other_lease] = await asyncio.wait_for(rival_poll, GUARD)
-        calls += await queue(env, [more])  # both bots busy: queued, before the other in priority
-        holder.complete(chore.id)
-        got = await holder.poll(timeout=GUARD)
-        assert [lease.action_digest for lease in got] == [more.digest.to_proto()]
-        rival.complete(other_lease.id)
-        rival_poll = asyncio.create_task(rival.poll(timeout=GUARD))
-        await until(lambda: env.holds(rival), "the rival waits for work")
-        assert not rival_poll.done()
-        assert await env.queued() == 1  # still waiting for its holder
-        holder.complete(got[0].id)
-        got = await holder.poll(timeout=GUARD)
-        assert [lease.action_digest for lease in got] == [held.digest.to_proto()]
-        for call in [*calls, chore_call, rival_poll]:
-            call.cancel()
+        await holder_taking_what_it_holds_keeps_the_waiting_one(env, waiting_priority=10, taken_priority=0)
 
 
 async def test_in_a_deep_queue_no_action_waits_for_its_holder(make_env) -> None:  # type: ignore[no-untyped-def]
@@ -224,33 +203,7 @@ async def test_an_urgent_action_the_holder_holds_is_its_own_work_too(make_env) -
     takes it next. Before, the Redis state counted what a script gave on its own as
     progress, and the rival took the waiting action."""
     async with make_env(dispatch="locality") as env:
-        held = await with_inputs(env, "held")
-        other = await with_inputs(env, "other")
-        hot = await with_inputs(env, "hot")
-        holder, chore, chore_call = await busy_holder(env, inputs_of(held) + inputs_of(hot))
-        rival = env.bot(summary_size=8192, cache=holding())
-        [rival_poll] = await waiting(env, rival)
-        calls = await queue(env, [held])  # it waits for the holder
-        calls.append(env.start(other))  # nobody holds it: the waiting rival gets it
-        [other_lease] = await asyncio.wait_for(rival_poll, GUARD)
-        calls += await queue(env, [hot], priority=-1000)  # both bots busy: queued
-        holder.complete(chore.id)
-        got = await holder.poll(timeout=GUARD)
-        assert [lease.action_digest for lease in got] == [hot.digest.to_proto()]
-        rival.complete(other_lease.id)
-        rival_poll = asyncio.create_task(rival.poll(timeout=GUARD))
-
-        async def holds_or_answered() -> bool:
-            return rival_poll.done() or await env.holds(rival)
-
-        await until(holds_or_answered, "the rival waits for work")
-        assert not rival_poll.done(), f"the rival was given {[lease.action_digest.hash for lease in rival_poll.result()]}"
-        assert await env.queued() == 1  # still waiting for its holder
-        holder.complete(got[0].id)
-        got = await holder.poll(timeout=GUARD)
-        assert [lease.action_digest for lease in got] == [held.digest.to_proto()]
-        for call in [*calls, chore_call, rival_poll]:
-            call.cancel()
+        await holder_taking_what_it_holds_keeps_the_waiting_one(env, waiting_priority=0, taken_priority=-1000)
 
 
 async def test_in_a_deep_queue_a_bot_takes_its_own_work_first_then_what_its_holder_is_busy_with(make_env) -> None:  # type: ignore[no-untyped-def]
