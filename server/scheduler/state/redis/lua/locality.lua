@@ -247,30 +247,28 @@ local function expected_hits(name, keys)
   return hit
 end
 
+-- The keys of list that are in the set hit, concatenated in list's order.
+local function concat_hits(list, hit)
+  local hits = {}
+  for _, k in ipairs(list) do
+    if hit[k] then hits[#hits + 1] = k end
+  end
+  return table.concat(hits)
+end
+
 -- expected_of for each sketch of keys_of_each's: {concatenated keys the session
 -- expects, ...} ('' for a sketch not asked), the same strings as expected_of's.
 local function expected_each(name, keys)
   local hit = expected_hits(name, keys)
   local out = {}
-  for i, each in ipairs(keys.each) do
-    local hits = {}
-    for _, k in ipairs(each) do
-      if hit[k] then hits[#hits + 1] = k end
-    end
-    out[i] = table.concat(hits)
-  end
+  for i, each in ipairs(keys.each) do out[i] = concat_hits(each, hit) end
   return out
 end
 
 -- The keys of keys.unique the session expects, concatenated, in keys.unique's order: what it
 -- expects of every sketch asked at once (Python tests each sketch's keys against them).
 local function expected_all(name, keys)
-  local hit = expected_hits(name, keys)
-  local hits = {}
-  for _, k in ipairs(keys.unique) do
-    if hit[k] then hits[#hits + 1] = k end
-  end
-  return table.concat(hits)
+  return concat_hits(keys.unique, expected_hits(name, keys))
 end
 
 -- assign's step: a full session is no longer on its way back; one that sent a summary
