@@ -81,10 +81,8 @@ def lease_files(view: LeaseView, cache: InputCache, limit: int, sent: SentBlobs 
         if held is not None and files:  # one whole-array test per Directory
             files = [file for file, holds in zip(files, holds_each(held, list(map(_HASH, files)))) if not holds]
         fresh = dict.fromkeys(files)
-        if not fresh:
-            pass
-        elif (max(map(_SIZE, fresh)) <= MAX_INLINE_FILE and out.keys().isdisjoint(fresh)
-              and (cost := sum(map(_SIZE, fresh)) + _ENTRY_COST * len(fresh)) <= budget):
+        if (fresh and max(map(_SIZE, fresh)) <= MAX_INLINE_FILE and out.keys().isdisjoint(fresh)
+                and (cost := sum(map(_SIZE, fresh)) + _ENTRY_COST * len(fresh)) <= budget):
             out.update(fresh)  # the usual: all of the Directory's files, in C-level passes
             budget -= cost
         else:
