@@ -39,8 +39,8 @@ from remote_apis_protos.google.devtools.remoteworkers.v1test2 import worker_pb2
 from worker.cache_summary import CacheSummary, load_text
 from worker.executors import Executor
 from worker.leases import (
-    INLINE_BLOBS_KEY, INLINE_FILES_KEY, LOAD_KEY, SUMMARY_BIN_KEY, SUMMARY_KEY, HeldLease, inline_limit_of, lease_context,
-    summary_limit_of, task_for,
+    FILES_FORM_KEY, FILES_RUN, INLINE_BLOBS_KEY, INLINE_FILES_KEY, LOAD_KEY, SUMMARY_BIN_KEY, SUMMARY_KEY, HeldLease,
+    inline_limit_of, lease_context, summary_limit_of, task_for,
 )
 from worker.platform import PlatformProperties
 
@@ -97,6 +97,7 @@ def worker_proto(properties: PlatformProperties, capacity: int, inline_blob_limi
         worker.configs.add(key=INLINE_BLOBS_KEY, value=str(inline_blob_limit))
         if inline_file_limit > 0:
             worker.configs.add(key=INLINE_FILES_KEY, value=str(min(inline_file_limit, inline_blob_limit)))
+            worker.configs.add(key=FILES_FORM_KEY, value=FILES_RUN)
     if cache_summary_size > 0:
         worker.configs.add(key=SUMMARY_KEY, value=str(cache_summary_size))
     return worker
@@ -336,7 +337,7 @@ class BotDaemon:
             if not held.completed:
                 log.info("lease %s was taken away; stopping it", lease_id)
                 self._cancel(held)
-        for lease, meta, instance, blobs in listed:
+        for lease, meta, instance, blobs, files in listed:
             known = self.leases.get(lease.id)
             if lease.state == bots_pb2.LeaseState.CANCELLED:
                 if known is not None:
@@ -346,12 +347,12 @@ class BotDaemon:
                         self._cancel(known)
                 continue
             if known is None and lease.state in (bots_pb2.LeaseState.PENDING, bots_pb2.LeaseState.ACTIVE):
-                self._start(lease, meta, instance, blobs)
+                self._start(lease, meta, instance, blobs, files)
 
     def _start(self, lease: bots_pb2.Lease, meta: re_pb2.ExecuteOperationMetadata | None, instance: str,
-               blobs: bytes) -> None:
+               blobs: bytes, files: bytes = b"") -> None:
         try:
-            task = task_for(lease, meta, instance, blobs, self.inline_limit)
+            task = task_for(lease, meta, instance, blobs, self.inline_limit, files)
         except ReapiError as err:
             held = HeldLease(lease.id, None)
             response = re_pb2.ExecuteResponse(status=err.to_status())

@@ -20,6 +20,7 @@ from operator import attrgetter
 
 from google.protobuf.message import DecodeError
 
+from cas.blob_run import decode_run
 from cas.digest import Digest, infer_algorithm
 from cas.errors import InvalidArgument, ReapiError
 from cas.remote.batch_reads import SIZE_BYTES
@@ -36,12 +37,15 @@ OPERATION_METADATA_KEY = "executeoperationmetadata-bin"
 INSTANCE_NAME_KEY = "reapi-instance-name-bin"
 INLINE_BLOBS_KEY = "reapi-inline-blobs"  # the worker's ask (a config) and the server's answer (metadata)
 INLINE_FILES_KEY = "reapi-inline-files"  # the same for small input files (section 7, "Input files")
+FILES_FORM_KEY = "reapi-inline-files-form"  # and in which form: "run", one run per lease (cas/blob_run.py)
+FILES_RUN = "run"
 # docs/BOTS_PROTOCOL.md section 8: the offer (a config) and the agreed size (answer metadata),
 # then the summary and the load the worker attaches to its calls.
 SUMMARY_KEY = "reapi-cache-summary"
 SUMMARY_BIN_KEY = "reapi-cache-summary-bin"
 LOAD_KEY = "reapi-bot-load"
 LEASE_BLOBS_KEY = "reapi-lease-blobs-bin"
+LEASE_FILES_KEY = "reapi-lease-files-bin"
 
 
 @dataclass
@@ -128,17 +132,29 @@ def inline_blobs_of(raw: bytes, function: int) -> dict[Digest, bytes]:
                     map(_DATA, items)))
 
 
+def _with_run(blobs: dict[Digest, bytes], run: bytes, function: int) -> dict[Digest, bytes]:
+    """``blobs`` and the blobs of ``run`` (unverified, as every inline blob)."""
+    if not run:
+        return blobs
+    files = decode_run(run, function)
+    if blobs:
+        files.update(blobs)
+    return files
+
+
 def task_for(
     lease: bots_pb2.Lease,
     meta: re_pb2.ExecuteOperationMetadata | None,
     instance_name: str,
     inline_blobs: bytes = b"",
     inline_limit: int = 0,
+    inline_files: bytes = b"",
 ) -> Task:
     """The Task for one lease; INVALID_ARGUMENT when its payload is not an Action.
 
-    ``inline_blobs`` is the lease's ``reapi-lease-blobs-bin`` entry; ``inline_limit``
-    the bytes of outputs its report may carry inline (what the server agreed to)."""
+    ``inline_blobs`` is the lease's ``reapi-lease-blobs-bin`` entry, ``inline_files``
+    its ``reapi-lease-files-bin`` (a run of files); ``inline_limit`` the bytes of
+    outputs its report may carry inline (what the server agreed to)."""
     action = re_pb2.Action()
     is_action = lease.payload.Is(re_pb2.Action.DESCRIPTOR)  # type: ignore[arg-type]
     if not is_action or not lease.payload.Unpack(action):
@@ -158,7 +174,7 @@ def task_for(
         digest_function=function,
         stdout_stream=meta.stdout_stream_name if meta is not None else "",
         stderr_stream=meta.stderr_stream_name if meta is not None else "",
-        inline_blobs=inline_blobs_of(inline_blobs, function),
+        inline_blobs=_with_run(inline_blobs_of(inline_blobs, function), inline_files, function),
         inline_limit=inline_limit,
     )
 
@@ -167,14 +183,17 @@ def lease_context(
     session: bots_pb2.BotSession,
     trailing: Sequence[tuple[str, str | bytes]] | None,
     default_instance: str,
-) -> list[tuple[bots_pb2.Lease, re_pb2.ExecuteOperationMetadata | None, str, bytes]]:
-    """Each lease of an answer with its operation metadata, instance name and inline blobs."""
+) -> list[tuple[bots_pb2.Lease, re_pb2.ExecuteOperationMetadata | None, str, bytes, bytes]]:
+    """Each lease of an answer with its operation metadata, instance name, inline blobs
+    and inline files (a run: empty unless the answer says ``reapi-inline-files-form`` = run)."""
     metas = metadata_values(trailing, OPERATION_METADATA_KEY)
     names = metadata_values(trailing, INSTANCE_NAME_KEY)
     blobs = metadata_values(trailing, LEASE_BLOBS_KEY)
+    runs = metadata_values(trailing, LEASE_FILES_KEY) if FILES_RUN in metadata_values(trailing, FILES_FORM_KEY) else []
     aligned_metas = len(metas) == len(session.leases)
     aligned_names = len(names) == len(session.leases)
     aligned_blobs = len(blobs) == len(session.leases)
+    aligned_runs = len(runs) == len(session.leases)
     out = []
     for i, lease in enumerate(session.leases):
         meta = None
@@ -187,5 +206,7 @@ def lease_context(
             raw = names[i]
             name = raw.decode() if isinstance(raw, bytes) else raw
         inline = blobs[i] if aligned_blobs else b""
-        out.append((lease, meta, name, inline if isinstance(inline, bytes) else inline.encode()))
+        run = runs[i] if aligned_runs else b""
+        out.append((lease, meta, name, inline if isinstance(inline, bytes) else inline.encode(),
+                    run if isinstance(run, bytes) else run.encode()))
     return out

@@ -44,7 +44,10 @@ HOLD_WHEN_BUSY_CONFIG = "reapi-hold-when-busy"
 # A worker config (what the bot asks for) and an answer metadata key (what it gets).
 INLINE_BLOBS_KEY = "reapi-inline-blobs"
 INLINE_FILES_KEY = "reapi-inline-files"  # section 7: small input files too, up to this many bytes
+FILES_FORM_KEY = "reapi-inline-files-form"  # section 7: the files as one run (cas/blob_run.py)
+FILES_RUN = "run"
 LEASE_BLOBS_KEY = "reapi-lease-blobs-bin"
+LEASE_FILES_KEY = "reapi-lease-files-bin"
 ACTION_TYPE_URL = "type.googleapis.com/" + re_pb2.Action.DESCRIPTOR.full_name
 HEALTHY = (bots_pb2.BotStatus.OK, bots_pb2.BotStatus.BOT_STATUS_UNSPECIFIED)
 
@@ -149,19 +152,29 @@ def inline_files_limit(session: bots_pb2.BotSession, answer: SessionAnswer, inpu
     return None
 
 
+def files_as_run(session: bots_pb2.BotSession) -> bool:
+    """Whether the bot reads its inline files as one run per lease (``reapi-inline-files-form``)."""
+    return any(config.key == FILES_FORM_KEY and config.value == FILES_RUN for config in session.worker.configs)
+
+
 def trailing_metadata(
     answer: SessionAnswer, inputs: InputCache | None = None, known: frozenset[str] | set[str] = frozenset(),
-    files: Mapping[str, dict[Digest, bytes]] | None = None, files_limit: int | None = None,
+    files: Mapping[str, dict[Digest, bytes]] | None = None, files_limit: int | None = None, run: bool = False,
 ) -> tuple[tuple[str, str | bytes], ...]:
     """``known``: ids of leases the bot listed in its call; it has their inputs already.
     ``files``: input files read for the leases (by lease id) of a bot that agreed to
-    ``files_limit`` bytes of them."""
+    ``files_limit`` bytes of them; ``run``: the bot reads them as one run per lease."""
     entries: list[tuple[str, str | bytes]] = []
     inline = answer.inline_limit if inputs is not None else 0
     if inline:
         entries.append((INLINE_BLOBS_KEY, str(inline)))
         if files_limit is not None:
             entries.append((INLINE_FILES_KEY, str(files_limit)))
+            run = run and files_limit > 0
+            if run:
+                entries.append((FILES_FORM_KEY, FILES_RUN))
+        else:
+            run = False
     budget = inline  # for the whole answer: it is what the bot's metadata limit was raised by
     for view in answer.leases:
         metadata = re_pb2.ExecuteOperationMetadata(
@@ -175,10 +188,12 @@ def trailing_metadata(
         entries.append((INSTANCE_NAME_KEY, view.instance_name.encode()))
         if inline:
             assert inputs is not None
-            blobs = b"" if view.lease_id in known else lease_inputs(
-                view, inputs, budget, answer.sent_blobs, files.get(view.lease_id) if files else None)
-            budget -= len(blobs)
+            blobs, files_run = (b"", b"") if view.lease_id in known else lease_inputs(
+                view, inputs, budget, answer.sent_blobs, files.get(view.lease_id) if files else None, run)
+            budget -= len(blobs) + len(files_run)
             entries.append((LEASE_BLOBS_KEY, blobs))
+            if run:
+                entries.append((LEASE_FILES_KEY, files_run))
     return tuple(entries)
 
 
@@ -221,7 +236,7 @@ class BotsService(bots_grpc.BotsServicer):
         files_limit = inline_files_limit(request_session, answer, self.inputs)
         self.filters.remember(answer.name, summary)
         files = await self._lease_files(answer, known, files_limit) if files_limit else None
-        entries = trailing_metadata(answer, self.inputs, known, files, files_limit)
+        entries = trailing_metadata(answer, self.inputs, known, files, files_limit, files_as_run(request_session))
         if any(config.key == SUMMARY_CONFIG for config in request_session.worker.configs):
             entries += ((SUMMARY_CONFIG, str(agreed_limit(request_session, self.summary_limit))),)
         context.set_trailing_metadata(entries)

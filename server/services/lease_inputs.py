@@ -27,6 +27,7 @@ from operator import add, attrgetter
 
 from google.protobuf.message import DecodeError
 
+from cas.blob_run import RUN_HEADER, encode_run
 from cas.digest import Digest
 from cas.digest_filter import holds_each
 from cas.errors import ReapiError
@@ -43,7 +44,6 @@ MAX_INLINE_FILE = 64 << 10
 _ENTRY_COST = 100  # wire_size's overhead of a blob with a SHA-256 hash, for choosing files
 _SIZE = attrgetter("size_bytes")
 _HASH = attrgetter("hash")
-_PLUS_32 = (32).__add__
 
 
 def lease_digests(view: LeaseView) -> tuple[Digest, Digest] | None:
@@ -111,37 +111,51 @@ async def read_files(cas: BlobStore, digests: list[Digest]) -> dict[Digest, byte
         return {}
 
 
-def _fitting(files: dict[Digest, bytes], budget: int) -> dict[Digest, bytes]:
-    """The first of ``files`` that fit ``budget`` bytes as BatchReadBlobsResponse entries,
-    in C-level passes (a lease may carry a thousand files); a file whose data is not
-    its digest's size is not passed on."""
+def _fitting(files: dict[Digest, bytes], budget: int, overhead: int = 32) -> dict[Digest, bytes]:
+    """The first of ``files`` that fit ``budget`` bytes, each costing its data, its hash
+    and ``overhead`` bytes (32: tags and lengths of a BatchReadBlobsResponse entry; 4:
+    a size in a run, cas/blob_run.py), in C-level passes (a lease may carry a thousand
+    files); a file whose data is not its digest's size is not passed on."""
     digests = list(files)
     datas = list(files.values())
     sizes = list(map(len, datas))
     if sizes != list(map(_SIZE, digests)):
-        return _fitting({d: data for d, data in files.items() if d.size_bytes == len(data)}, budget)
-    # Each entry costs wire_size: its data, its hash and 32 bytes of tags and lengths.
-    costs = list(accumulate(map(add, sizes, map(_PLUS_32, map(len, map(_HASH, digests))))))
+        return _fitting({d: data for d, data in files.items() if d.size_bytes == len(data)}, budget, overhead)
+    costs = list(accumulate(map(add, sizes, map(overhead.__add__, map(len, map(_HASH, digests))))))
     count = bisect_right(costs, budget)
     return dict(zip(digests[:count], datas[:count])) if count < len(digests) else files
 
 
 def lease_inputs(view: LeaseView, cache: InputCache, limit: int, sent: SentBlobs | None = None,
-                 files: dict[Digest, bytes] | None = None) -> bytes:
+                 files: dict[Digest, bytes] | None = None, run: bool = False) -> tuple[bytes, bytes]:
     """A serialized BatchReadBlobsResponse with at most ``limit`` bytes of blob data
     (empty bytes when there is nothing to send): the Command and Directories, then
     ``files`` (read already) as far as they fit, leaving out what ``sent`` says the bot
-    was sent before (and adding what is sent now)."""
+    was sent before (and adding what is sent now). With ``run`` the files go in the
+    second value instead, as one run (cas/blob_run.py) for a bot that reads that form;
+    the two together stay within ``limit``."""
     digests = lease_digests(view)
     if digests is None or limit <= 0:
-        return b""
+        return b"", b""
     command, root = digests
     blobs = cache.tree_blobs(command, root, limit, sent)
+    files_run = b""
     if files:
-        chosen = _fitting(files, limit - sum(wire_size(digest, data) for digest, data in blobs.items()))
-        blobs.update(chosen)
+        room = limit - sum(wire_size(digest, data) for digest, data in blobs.items())
+        if run:
+            chosen = _fitting(files, room - RUN_HEADER, overhead=4)
+            files_run = encode_run(list(map(_HASH, chosen)), list(chosen.values())) or b""
+            if not files_run:
+                chosen = {}
+        else:
+            chosen = _fitting(files, room)
+            blobs.update(chosen)
         if sent is not None:
             sent.add(chosen)
+    return _encoded(blobs), files_run
+
+
+def _encoded(blobs: dict[Digest, bytes]) -> bytes:
     if not blobs:
         return b""
     encoded = encode_blobs([digest.hash for digest in blobs], list(blobs.values()))
