@@ -34,6 +34,7 @@ from pathlib import Path
 from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
 
+from cas.collector import Burst
 from cas.digest import Digest
 from cas.errors import DeadlineExceeded, Internal, InvalidArgument, MissingBlobs, ReapiError, ResourceExhausted
 from cas.lru import Lru
@@ -122,6 +123,7 @@ class LocalExecutor:
         disk_full = False
         inputs_placed = asyncio.Event()  # the cache adopts files written in place after this
         ahead: ReadAheadHandle | None = None
+        burst = Burst()  # young collections spaced out until the inputs are in place (cas/collector.py)
         try:
             store = await self.stores(task.instance_name)
             stamp(meta.input_fetch_start_timestamp, self.clock())
@@ -137,6 +139,7 @@ class LocalExecutor:
                 finally:
                     ahead.close()  # what the fetch did not take (the action may not start, too)
                 stamp(meta.input_fetch_completed_timestamp, self.clock())
+                burst.end()
                 inputs_placed.set()
                 collected, disk_full = await self._run_and_collect(task, command, run, store, response)
         except ReapiError as err:
@@ -151,6 +154,7 @@ class LocalExecutor:
             log.error("lease %s: %s", task.lease_id, what)
             response.status.CopyFrom(Internal(what).to_status())
         finally:
+            burst.end()
             inputs_placed.set()
             if ahead is not None:
                 ahead.close()
