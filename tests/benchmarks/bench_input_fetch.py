@@ -1,7 +1,7 @@
 """The worker's input fetch against a plain BuildGrid-convention bot, on each filesystem, interleaved.
 
     .venv/bin/python -m tests.benchmarks.bench_input_fetch [--files 1000] [--runs 15]
-        [--fs /dev/shm --fs /var/tmp] [--baseline PATH]
+        [--fs /dev/shm --fs /var/tmp] [--baseline PATH] [--cold-only]
 
 For each filesystem (``--fs``, default tmpfs and the work disk) one reapi-server
 process with the zero-config stores there, and, connected at once and on that same
@@ -24,6 +24,11 @@ the lease's delivery counted too, which is the fair figure when a lease carries 
 docs/BOTS_PROTOCOL.md section 7); the fetch + run phases (inputs placed by mounting are
 set up when the sandbox starts, so run includes that), and Execute end to end at the
 client. The ratio lines give both fetch figures against the plain bot's.
+
+``--cold-only`` runs cold trees only (three times as many per minute, for the long
+interleaved loops that tell a few milliseconds apart on a busy machine) and breaks
+the fair figure down: queued -> the bot's start (the lease's delivery, with any
+files it carries) and the bot's own input fetch.
 """
 
 from __future__ import annotations
@@ -104,7 +109,8 @@ def start_plain_bot(workdir: Path, address: str) -> LoggedProcess:
     return process
 
 
-def bench_filesystem(base: Path, files: int, runs: int, baseline: Path | None) -> dict[tuple[str, str], list]:
+def bench_filesystem(base: Path, files: int, runs: int, baseline: Path | None,
+                     cold_only: bool = False) -> dict[tuple[str, str], list]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-fetch-", dir=base))
     os.chmod(workdir, 0o711)  # the action user passes through to its exec roots
     samples: dict[tuple[str, str], list] = defaultdict(list)
@@ -143,11 +149,14 @@ def bench_filesystem(base: Path, files: int, runs: int, baseline: Path | None) -
                 order = bots[run % len(bots):] + bots[:run % len(bots)]
                 contents = new_contents(files)
                 root, blobs = tree_of(contents)
-                edited_root, edited_blobs = tree_of(changed(contents, 10))
                 client.upload(blobs)
-                client.upload(edited_blobs)
+                if not cold_only:
+                    edited_root, edited_blobs = tree_of(changed(contents, 10))
+                    client.upload(edited_blobs)
                 for bot in order:
                     samples[(bot, "cold")].append(client.run(bot, argv, root))
+                if cold_only:
+                    continue
                 for bot in order:
                     samples[(bot, "warm")].append(client.run(bot, argv, root))
                 for bot in order:
@@ -181,10 +190,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--fs", type=Path, action="append", default=[])
     parser.add_argument("--baseline", type=Path, help="a checkout whose reapi-worker is measured alongside")
+    parser.add_argument("--cold-only", action="store_true", help="cold trees only, with the fair figure broken down")
     args = parser.parse_args()
     filesystems = args.fs or [Path("/dev/shm"), Path("/var/tmp")]
     for base in filesystems:
-        samples = bench_filesystem(base, args.files, args.runs, args.baseline)
+        samples = bench_filesystem(base, args.files, args.runs, args.baseline, args.cold_only)
         print(f"\n{fs_name(base)}: {args.files} input files, {args.runs} runs, ms")
         print(f"{'bot':<8} {'tree':<11} {'input fetch':>22} {'queued -> fetched':>22} {'fetch + run':>22} "
               f"{'Execute':>22}")
@@ -199,6 +209,13 @@ def main() -> None:
             delivered[(bot, kind)] = statistics.median(queued)
             print(f"{bot:<8} {kind:<11} {summary(fetch):>22} {summary(queued):>22} {summary(fetch_run):>22} "
                   f"{summary([t for t, _ in results]):>22}")
+        if args.cold_only:
+            print(f"{'bot':<8} {'queued -> start':>22} {'start -> fetched':>22} {'load average':>14}")
+            for bot, kind in sorted(key for key in samples if key[1] == "cold"):
+                metas = [r.result.execution_metadata for _, r in samples[(bot, kind)]]
+                delivery = [ms(m.worker_start_timestamp) - ms(m.queued_timestamp) for m in metas]
+                rest = [ms(m.input_fetch_completed_timestamp) - ms(m.worker_start_timestamp) for m in metas]
+                print(f"{bot:<8} {summary(delivery):>22} {summary(rest):>22} {os.getloadavg()[0]:>14.2f}")
         for kind in ("cold", "warm", "10 changed"):
             for label, medians in (("input fetch", fetches), ("queued -> fetched", delivered)):
                 plain = medians.get(("plain", kind))
