@@ -9,7 +9,8 @@ filesystem, a reapi-worker (this checkout, "now": with its defaults this tree's
 subtrees are mounted), another that never mounts ("links": ``input_mounts = false``,
 every input placed in the exec root), the plain bot
 (tests/benchmarks/plain_bot.py) and, with ``--baseline`` (a checkout of an earlier commit, e.g. made by ``git worktree
-add``), a reapi-worker running that code. Each action goes to one of them by a platform
+add``), a reapi-worker running that code (``--whole-baseline``: against a reapi-server of that code too, with its
+own stores, which every tree is uploaded to as well: for changes on both sides of the lease). Each action goes to one of them by a platform
 property; the client runs them one at a time, interleaved (bot order rotates every run),
 so the machine's noise hits all alike. Per run, with a new tree of ``--files`` small files
 (100 per directory):
@@ -41,13 +42,16 @@ import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from cas.digest import Digest
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from tests.benchmarks.bench_worker import Client, ms, stores, timed
 from tests.support.logged_process import LoggedProcess
-from tests.support.server_process import reapi_server_process, server_config
+from tests.support import toml_writer
+from tests.support.server_process import LISTENING, reapi_server_process, server_config
 from tests.support.worker_process import SESSION_CREATED, launch_worker, stop_worker, worker_command
 
 PROPERTY = "bench-bot"
@@ -109,8 +113,23 @@ def start_plain_bot(workdir: Path, address: str) -> LoggedProcess:
     return process
 
 
+@contextmanager
+def baseline_server(workdir: Path, baseline: Path, env: dict[str, str]) -> Iterator[str]:
+    """A reapi-server running ``baseline``'s code (zero-config stores under ``workdir``); its address."""
+    workdir.mkdir(parents=True)
+    config_path = workdir / "server.toml"
+    config_path.write_text(toml_writer.dumps(server_config(workdir, stores=stores(workdir / "data"))))
+    process = LoggedProcess("reapi-server before", [sys.executable, "-m", "server.app", "--config", str(config_path),
+                                                    "--log-level", "WARNING"], workdir / "server.log", env=env, cwd=baseline)
+    process.start()
+    try:
+        yield process.wait_for_log(LISTENING, 60).group(1)
+    finally:
+        process.stop()
+
+
 def bench_filesystem(base: Path, files: int, runs: int, baseline: Path | None,
-                     cold_only: bool = False) -> dict[tuple[str, str], list]:
+                     cold_only: bool = False, whole_baseline: bool = False) -> dict[tuple[str, str], list]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-fetch-", dir=base))
     os.chmod(workdir, 0o711)  # the action user passes through to its exec roots
     samples: dict[tuple[str, str], list] = defaultdict(list)
@@ -118,9 +137,12 @@ def bench_filesystem(base: Path, files: int, runs: int, baseline: Path | None,
     plain = None
     try:
         config = server_config(workdir / "server", stores=stores(workdir / "server" / "data"))
-        with reapi_server_process(workdir / "server", config) as server:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "REAPI_LOG_LEVEL": "WARNING"}
+        with reapi_server_process(workdir / "server", config) as server, ExitStack() as servers:
             bots = ["now", "links", "plain"]
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "REAPI_LOG_LEVEL": "WARNING"}
+            before_address = server.address
+            if baseline is not None and whole_baseline:
+                before_address = servers.enter_context(baseline_server(workdir / "before-server", baseline, env))
             linking = workdir / "links.toml"
             linking.write_text("[worker]\ninput_mounts = false\n")
             for bot, extra in (("now", []), ("links", ["--config", str(linking)])):
@@ -130,7 +152,7 @@ def bench_filesystem(base: Path, files: int, runs: int, baseline: Path | None,
                     workdir / bot, bot, env))
             if baseline is not None:
                 bots.append("before")
-                command = worker_command(workdir / "before", server.address, bot_id="before", concurrency=1,
+                command = worker_command(workdir / "before", before_address, bot_id="before", concurrency=1,
                                          properties=[f"{PROPERTY}=before"], extra_args=["--log-level", "INFO"])
                 process = LoggedProcess("reapi-worker before", command, workdir / "before" / "worker.log", env=env,
                                         cwd=baseline)
@@ -140,27 +162,33 @@ def bench_filesystem(base: Path, files: int, runs: int, baseline: Path | None,
                 workers.append(WorkerProcess(process, "before", workdir / "before"))
             plain = start_plain_bot(workdir / "plain", server.address)
             client = RoutedClient(server.address)
+            clients = {bot: client for bot in bots}
+            if before_address != server.address:
+                clients["before"] = RoutedClient(before_address)
+            uploads = list({id(c): c for c in clients.values()}.values())
             argv = ["/bin/true"]
             for bot in bots:  # warm up connections and the bots' code paths
                 root, blobs = tree_of(new_contents(10))
-                client.upload(blobs)
-                client.run(bot, argv, root)
+                clients[bot].upload(blobs)
+                clients[bot].run(bot, argv, root)
             for run in range(runs):
                 order = bots[run % len(bots):] + bots[:run % len(bots)]
                 contents = new_contents(files)
                 root, blobs = tree_of(contents)
-                client.upload(blobs)
                 if not cold_only:
                     edited_root, edited_blobs = tree_of(changed(contents, 10))
-                    client.upload(edited_blobs)
+                for each in uploads:
+                    each.upload(blobs)
+                    if not cold_only:
+                        each.upload(edited_blobs)
                 for bot in order:
-                    samples[(bot, "cold")].append(client.run(bot, argv, root))
+                    samples[(bot, "cold")].append(clients[bot].run(bot, argv, root))
                 if cold_only:
                     continue
                 for bot in order:
-                    samples[(bot, "warm")].append(client.run(bot, argv, root))
+                    samples[(bot, "warm")].append(clients[bot].run(bot, argv, root))
                 for bot in order:
-                    samples[(bot, "10 changed")].append(client.run(bot, argv, edited_root))
+                    samples[(bot, "10 changed")].append(clients[bot].run(bot, argv, edited_root))
             for process in [w.process for w in workers] + [plain]:
                 problems = process.problems()
                 if problems:
@@ -191,10 +219,12 @@ def main() -> None:
     parser.add_argument("--fs", type=Path, action="append", default=[])
     parser.add_argument("--baseline", type=Path, help="a checkout whose reapi-worker is measured alongside")
     parser.add_argument("--cold-only", action="store_true", help="cold trees only, with the fair figure broken down")
+    parser.add_argument("--whole-baseline", action="store_true",
+                        help="the baseline's worker talks to a server of the baseline's code (its own stores)")
     args = parser.parse_args()
     filesystems = args.fs or [Path("/dev/shm"), Path("/var/tmp")]
     for base in filesystems:
-        samples = bench_filesystem(base, args.files, args.runs, args.baseline, args.cold_only)
+        samples = bench_filesystem(base, args.files, args.runs, args.baseline, args.cold_only, args.whole_baseline)
         print(f"\n{fs_name(base)}: {args.files} input files, {args.runs} runs, ms")
         print(f"{'bot':<8} {'tree':<11} {'input fetch':>22} {'queued -> fetched':>22} {'fetch + run':>22} "
               f"{'Execute':>22}")
