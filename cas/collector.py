@@ -23,8 +23,9 @@ each gRPC call leaves a small cycle (grpc.aio's method lookup), and while a writ
 failed with ENOSPC a server collecting young objects every 50,000 allocations grew
 by ~1 MiB per failed 3 MiB write without bound (freed too late, in a heap fragmented
 by the large buffers in between), where 700 keeps it flat
-(tests/server/test_full_disk.py). The worker spaces them out only for the few
-milliseconds of each input fetch (``Burst``), where they ran on the action's critical path.
+(tests/server/test_full_disk.py). The worker spaces them out only from each
+input fetch until its action's process has started (``Burst``): they ran on the action's
+critical path, and the one collection after the burst runs while the action does.
 """
 
 from __future__ import annotations

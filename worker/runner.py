@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -183,8 +183,10 @@ class GroupLaunched:
         self.kill()
 
 
-async def run(request: RunRequest, launcher: Launcher | None = None) -> RunResult:
-    """Run to completion, or until the deadline; cancellation kills every process of it."""
+async def run(request: RunRequest, launcher: Launcher | None = None,
+              on_started: Callable[[], None] | None = None) -> RunResult:
+    """Run to completion, or until the deadline; cancellation kills every process of it.
+    ``on_started`` is called once the action's process has started."""
     if not request.argv:
         raise InvalidArgument("the Command has no arguments")
     started = time.monotonic()
@@ -195,6 +197,8 @@ async def run(request: RunRequest, launcher: Launcher | None = None) -> RunResul
     over = ""
     try:
         await launched.started()
+        if on_started is not None:
+            on_started()
         outcome = await _wait(watch, request)
         if outcome != "exited":
             timed_out = outcome == "timeout"

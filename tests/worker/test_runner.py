@@ -119,3 +119,19 @@ async def test_relative_argv0_resolves_against_the_working_directory(tmp_path: P
     tool.chmod(0o755)
     result = await run(request(tmp_path, "bin/tool"))
     assert result.exit_code == 0 and (tmp_path / "out").read_text() == "from-tool\n"
+
+
+async def test_on_started_is_called_once_the_process_runs_and_before_it_ends(tmp_path: Path) -> None:
+    """The worker ends its input fetch's collector burst there (cas/collector.py). The
+    action here waits for a file only ``on_started`` writes: had it come after the exit,
+    the action would run into its timeout."""
+    calls: list[str] = []
+
+    def started() -> None:
+        calls.append("started")
+        (tmp_path / "gate").write_text("go")
+
+    result = await run(request(tmp_path, "sh", "-c", "while [ ! -e gate ]; do sleep 0.01; done", timeout=30),
+                       on_started=started)
+    assert result.exit_code == 0 and not result.timed_out
+    assert calls == ["started"]

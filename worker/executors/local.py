@@ -123,7 +123,9 @@ class LocalExecutor:
         disk_full = False
         inputs_placed = asyncio.Event()  # the cache adopts files written in place after this
         ahead: ReadAheadHandle | None = None
-        burst = Burst()  # young collections spaced out until the inputs are in place (cas/collector.py)
+        # Young collections spaced out from here until the action's process has started
+        # (cas/collector.py): the input fetch's collection then runs while the action does.
+        burst = Burst()
         try:
             store = await self.stores(task.instance_name)
             stamp(meta.input_fetch_start_timestamp, self.clock())
@@ -139,9 +141,8 @@ class LocalExecutor:
                 finally:
                     ahead.close()  # what the fetch did not take (the action may not start, too)
                 stamp(meta.input_fetch_completed_timestamp, self.clock())
-                burst.end()
                 inputs_placed.set()
-                collected, disk_full = await self._run_and_collect(task, command, run, store, response)
+                collected, disk_full = await self._run_and_collect(task, command, run, store, response, burst.end)
         except ReapiError as err:
             response.status.CopyFrom(err.to_status())
             if isinstance(err, MissingBlobs):
@@ -257,7 +258,8 @@ class LocalExecutor:
         return chosen or None
 
     async def _run_and_collect(self, task: Task, command: re_pb2.Command, run: ActionRun, store: BlobStore,
-                               response: re_pb2.ExecuteResponse) -> tuple[CollectedOutputs, bool]:
+                               response: re_pb2.ExecuteResponse,
+                               on_started: Callable[[], None] | None = None) -> tuple[CollectedOutputs, bool]:
         scratch = run.scratch
         exec_root = scratch / "root"
         meta = response.result.execution_metadata
@@ -274,7 +276,7 @@ class LocalExecutor:
         tails = self._start_tails(task, request)
         try:
             stamp(meta.execution_start_timestamp, self.clock())
-            ran = await runner.run(request, run.launcher)
+            ran = await runner.run(request, run.launcher, on_started)
             problem = run.exceeded(ran)
             stamp(meta.execution_completed_timestamp, self.clock())
             stamp(meta.output_upload_start_timestamp, self.clock())
