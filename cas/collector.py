@@ -61,7 +61,8 @@ class Burst:
     few milliseconds; at 700 allocations a young collection runs every ~0.1 ms of it,
     and every 20 of them a middle one that walks all their survivors (about 1 ms), on
     the action's critical path. Spaced out for the burst, the same objects meet one
-    young collection after it. Memory stays bounded: at most that many container
+    young collection after it (the worker ends it once the action's process has
+    started, so that collection overlaps the action). Memory stays bounded: at most that many container
     objects between collections, and only while a burst is open."""
 
     def __init__(self) -> None:
