@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from cas.collector import Burst
 from cas.errors import ReapiError, Unavailable
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
@@ -351,22 +352,23 @@ class BotDaemon:
 
     def _start(self, lease: bots_pb2.Lease, meta: re_pb2.ExecuteOperationMetadata | None, instance: str,
                blobs: bytes, files: bytes = b"") -> None:
+        burst = Burst()  # the lease's files just read stay young until the executor's own burst (cas/collector.py)
         try:
             task = task_for(lease, meta, instance, blobs, self.inline_limit, files)
         except ReapiError as err:
+            burst.end()
             held = HeldLease(lease.id, None)
-            response = re_pb2.ExecuteResponse(status=err.to_status())
-            held.complete(response)
+            held.complete(re_pb2.ExecuteResponse(status=err.to_status()))
             self.leases[lease.id] = held
             self._changed.set()
             return
         held = HeldLease(lease.id, task)
         self.leases[lease.id] = held
         held.runner = asyncio.create_task(self._execute(held), name=f"lease {lease.id}")
+        asyncio.get_running_loop().call_soon(burst.end)  # after the runner's first step opened its own
         if self._draining:
             log.warning("lease %s arrived while stopping; it will be handed back if it runs too long", lease.id)
-        # A new call reports the lease as ACTIVE and keeps one call outstanding.
-        self._changed.set()
+        self._changed.set()  # a new call reports the lease as ACTIVE and keeps one call outstanding
 
     async def _execute(self, held: HeldLease) -> None:
         assert held.task is not None

@@ -113,3 +113,13 @@ async def test_find_missing_passes_real_digests_to_the_inner_store(store: Verify
     await store.put_bytes(present, data)
     absent, _ = blob(8, 10)
     assert await store.find_missing([present, absent, Digest.empty()]) == {absent}
+
+
+async def test_get_many_answers_the_empty_blob_among_others_and_passes_the_rest_whole(
+        store: VerifyingStore, inner: MemoryStore) -> None:
+    good, good_data = blob(7, 100)
+    await inner.put_many({good: good_data})
+    missing, _ = blob(8, 100)
+    assert await store.get_many([good, Digest.empty(), missing]) == {good: good_data, Digest.empty(): b""}
+    assert await store.get_many([good, missing]) == {good: good_data}  # no empty blob: one pass in C
+    assert await store.get_many(iter([good])) == {good: good_data}  # any iterable, read once
