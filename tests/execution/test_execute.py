@@ -54,7 +54,7 @@ async def test_action_runs_on_a_bot_and_streams_every_stage(env: ExecEnv) -> Non
     assert lease.metadata.action_digest == action.digest.to_proto()
     assert lease.metadata.digest_function == re_pb2.DigestFunction.SHA256
     bot.complete(lease.id, re_pb2.ActionResult(exit_code=0, stdout_raw=b"hi\n"))
-    await bot.poll(timeout=0.5)
+    await bot.quick_poll()
     rest = await drain(call)
     assert stages_of([first, *rest]) == [CACHE_CHECK, QUEUED, EXECUTING, COMPLETED]
     assert {op.name for op in rest} == {first.name}
@@ -94,7 +94,7 @@ async def test_incomplete_cache_entry_is_a_miss_and_skip_cache_lookup_overwrites
         call = env.start(action, **request)
         [lease] = await bot.poll()
         bot.complete(lease.id, re_pb2.ActionResult(exit_code=0, stdout_raw=b"fresh"))
-        await bot.poll(timeout=0.5)
+        await bot.quick_poll()
         response = response_of((await drain(call))[-1])
         assert not response.cached_result
     cached = await ActionCache(instance.ac, instance.cas).get(action.digest, inline_stdout=True)
@@ -111,7 +111,7 @@ async def test_failures_and_do_not_cache_are_not_cached(env: ExecEnv) -> None:
         call = env.start(action)
         [lease] = await bot.poll()
         bot.complete(lease.id, re_pb2.ActionResult(exit_code=exit_code))
-        await bot.poll(timeout=0.5)
+        await bot.quick_poll()
         assert response_of((await drain(call))[-1]).result.exit_code == exit_code
         assert await instance.ac.get_or_none(action.digest) is None
 
@@ -216,7 +216,7 @@ async def test_identical_executes_share_one_lease(env: ExecEnv) -> None:
     leases = await bot.create()
     assert len(leases) == 1
     bot.complete(leases[0].id, re_pb2.ActionResult(exit_code=0, stdout_raw=b"once"))
-    await bot.poll(timeout=0.5)
+    await bot.quick_poll()
     done = [(await drain(call))[-1] for call in (first, second)]
     assert done[0].name != done[1].name
     assert [response_of(op).result.stdout_raw for op in done] == [b"once", b"once"]
@@ -248,7 +248,7 @@ async def test_lower_priority_value_runs_first_then_arrival_order(env: ExecEnv) 
         [lease] = leases
         order.append(by_digest[lease.action_digest.SerializeToString()])
         bot.complete(lease.id)
-        leases = await bot.poll(timeout=0.5)
+        leases = await bot.quick_poll()
     assert order == ["p-1", "p-1-late", "p0-first", "p0-second", "p5"]
 
 
@@ -287,7 +287,7 @@ async def test_wait_execution_reattaches_after_the_execute_stream_dropped(env: E
     executing = await waiting.read()
     assert executing.name == name and metadata_of(executing).stage == EXECUTING
     bot.complete(lease.id, re_pb2.ActionResult(exit_code=3))
-    await bot.poll(timeout=0.5)
+    await bot.quick_poll()
     rest = await drain(waiting)
     assert response_of(rest[-1]).result.exit_code == 3
     # Finished operations stay reachable for a while, then are forgotten.
@@ -315,7 +315,7 @@ async def test_operation_error_is_never_set_even_for_failures(env: ExecEnv) -> N
     call = env.start(action)
     [lease] = await bot.poll()
     bot.complete(lease.id, status=status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message="timed out"))
-    await bot.poll(timeout=0.5)
+    await bot.quick_poll()
     last: lro_pb2.Operation = (await drain(call))[-1]
     assert not last.HasField("error")
     assert response_of(last).status.code == code_pb2.DEADLINE_EXCEEDED

@@ -79,7 +79,7 @@ async def test_a_lease_the_bot_listed_is_not_sent_again(env: ExecEnv) -> None:
     call = env.start(action)
     [lease] = await bot.poll()
     assert lease.inline_blobs
-    await bot.poll(timeout=0.5)  # lists the lease as ACTIVE; under 1 s left, so answered at once
+    await bot.quick_poll()  # lists the lease as ACTIVE; under 1 s left, so answered at once
     assert [v for k, v in bot.last_trailing if k == "reapi-lease-blobs-bin"] == [b""]
     call.cancel()
 
@@ -111,7 +111,7 @@ async def test_outputs_reported_inline_are_stored_and_the_client_gets_digests(en
     result = re_pb2.ActionResult(exit_code=0, output_files=[_output(env, "a.o", b"object code")],
                                  stdout_raw=b"compiled\n")
     bot.complete(lease.id, result)
-    await bot.poll(timeout=0.5)
+    await bot.quick_poll()
     response = response_of((await drain(call))[-1])
     assert response.status.code == code_pb2.OK
     [out] = response.result.output_files
@@ -135,7 +135,7 @@ async def test_an_inline_output_that_does_not_match_its_digest_sends_the_action_
     [lease] = await bot.poll()
     wrong = _output(env, "a.o", b"object code", contents=b"OBJECT CODE")  # same size, other bytes
     bot.complete(lease.id, re_pb2.ActionResult(exit_code=0, output_files=[wrong]), status_pb2.Status())
-    [retry] = await bot.poll(timeout=0.5)  # requeued, and this bot is free again
+    [retry] = await bot.quick_poll()  # requeued, and this bot is free again
     assert retry.id != lease.id and retry.metadata.action_digest == action.digest.to_proto()
     cas = env.server.instances.get("").cas
     assert not await cas.has(env.actions.digest(b"object code"))

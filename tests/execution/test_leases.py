@@ -65,12 +65,12 @@ async def test_a_dead_bot_s_lease_is_requeued_and_completes_on_the_other_bot(env
     [second] = await asyncio.wait_for(poll, GUARD)
     assert second.action_digest == first.action_digest and second.id != first.id
     survivor.complete(second.id)
-    await survivor.poll(timeout=0.5)
+    await survivor.quick_poll()
     operations = await drain(call)
     assert stages_of(operations)[-3:] == [QUEUED, EXECUTING, COMPLETED]
     assert response_of(operations[-1]).result.execution_metadata.worker == survivor.bot_id
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await doomed.poll(timeout=0.5)
+        await doomed.quick_poll()
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -104,7 +104,7 @@ async def test_cancel_operation_cancels_the_lease_on_a_busy_bot(env: ExecEnv) ->
     assert bot.cancelled == [lease.id] and bot.leases == {}
     response = response_of((await drain(call))[-1])
     assert response.status.code == code_pb2.CANCELLED
-    assert await bot.poll(timeout=0.5) == []
+    assert await bot.quick_poll() == []
 
 
 async def test_a_late_report_for_a_cancelled_lease_is_ignored(env: ExecEnv) -> None:
@@ -116,7 +116,7 @@ async def test_a_late_report_for_a_cancelled_lease_is_ignored(env: ExecEnv) -> N
     name = (await next_with_stage(call, EXECUTING)).name
     await lro_grpc.OperationsStub(env.channel).CancelOperation(lro_pb2.CancelOperationRequest(name=name))
     bot.complete(lease.id, re_pb2.ActionResult(exit_code=0))
-    await bot.poll(timeout=0.5)
+    await bot.quick_poll()
     assert response_of((await drain(call))[-1]).status.code == code_pb2.CANCELLED
     assert await env.server.instances.get("").ac.get_or_none(action.digest) is None
 
@@ -131,9 +131,9 @@ async def test_cancelling_one_of_two_shared_operations_keeps_the_execution(env: 
     await next_with_stage(stayer, EXECUTING)
     await lro_grpc.OperationsStub(env.channel).CancelOperation(lro_pb2.CancelOperationRequest(name=name))
     assert response_of((await drain(quitter))[-1]).status.code == code_pb2.CANCELLED
-    assert list(bot.leases) == [lease.id] and (await bot.poll(timeout=0.5)) == []
+    assert list(bot.leases) == [lease.id] and (await bot.quick_poll()) == []
     bot.complete(lease.id, re_pb2.ActionResult(exit_code=0, stdout_raw=b"kept"))
-    await bot.poll(timeout=0.5)
+    await bot.quick_poll()
     assert response_of((await drain(stayer))[-1]).result.stdout_raw == b"kept"
 
 
@@ -144,10 +144,10 @@ async def test_worker_failure_statuses_requeue_and_others_reach_the_client(env: 
     call = env.start(action)
     [lease] = await bot.poll()
     bot.complete(lease.id, status=status_pb2.Status(code=code_pb2.INTERNAL, message="disk full"))
-    [again] = await bot.poll(timeout=0.5)  # requeued, and this bot is free again
+    [again] = await bot.quick_poll()  # requeued, and this bot is free again
     assert again.id != lease.id and again.action_digest == lease.action_digest
     bot.complete(again.id, status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED, message="no"))
-    await bot.poll(timeout=0.5)
+    await bot.quick_poll()
     response = response_of((await drain(call))[-1])
     assert response.status.code == code_pb2.PERMISSION_DENIED and response.status.message == "no"
 
@@ -159,7 +159,7 @@ async def test_an_answer_lost_in_transit_is_sent_again(env: ExecEnv) -> None:
     call = env.start(action)
     [lease] = await bot.poll()
     bot.leases.clear()  # as if the answer never arrived
-    [again] = await bot.poll(timeout=0.5)
+    [again] = await bot.quick_poll()
     assert again.id == lease.id
     call.cancel()
 
@@ -174,7 +174,7 @@ async def test_a_bot_that_restarts_gets_its_lost_work_back_under_a_new_lease(env
     [again] = await restarted.create()
     assert again.id != lease.id and again.action_digest == lease.action_digest
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await bot.poll(timeout=0.5)
+        await bot.quick_poll()
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     call.cancel()
 
@@ -188,7 +188,7 @@ async def test_unhealthy_bots_get_no_work(env: ExecEnv) -> None:
     sick = env.bot(status=bots_pb2.BotStatus.UNHEALTHY)
     assert await sick.create() == []
     sick.status = bots_pb2.BotStatus.OK
-    assert len(await sick.poll(timeout=0.5)) == 1
+    assert len(await sick.quick_poll()) == 1
     call.cancel()
 
 
@@ -200,7 +200,7 @@ async def test_execute_response_results_timestamps_and_partial_metadata(env: Exe
     [lease] = await bot.poll()
     name = (await next_with_stage(call, EXECUTING)).name
     progress = re_pb2.ExecutedActionMetadata(input_fetch_start_timestamp=timestamp(env.clock.now() + 1))
-    await bot.poll(timeout=0.5, metadata=((f"partial-execution-metadata-{lease.id}-bin", progress.SerializeToString()),))
+    await bot.quick_poll(metadata=((f"partial-execution-metadata-{lease.id}-bin", progress.SerializeToString()),))
     current = await lro_grpc.OperationsStub(env.channel).GetOperation(lro_pb2.GetOperationRequest(name=name))
     assert metadata_of(current).partial_execution_metadata == progress
     result = re_pb2.ActionResult(exit_code=0)
@@ -210,7 +210,7 @@ async def test_execute_response_results_timestamps_and_partial_metadata(env: Exe
                   "execution_completed", "output_upload_start", "output_upload_completed", "worker_completed"):
         getattr(meta, f"{field}_timestamp").CopyFrom(timestamp(env.clock.now() + 5))
     bot.complete(lease.id, re_pb2.ExecuteResponse(result=result, message="ran fine", server_logs={}))
-    await bot.poll(timeout=0.5)
+    await bot.quick_poll()
     response = response_of((await drain(call))[-1])
     assert response.message == "ran fine"
     got = response.result.execution_metadata
@@ -231,7 +231,7 @@ async def test_blake3_actions_tell_the_bot_their_digest_function(env: ExecEnv) -
     [lease] = await bot.poll()
     assert lease.metadata.digest_function == re_pb2.DigestFunction.BLAKE3
     bot.complete(lease.id)
-    await bot.poll(timeout=0.5)
+    await bot.quick_poll()
     last = (await drain(call))[-1]
     assert metadata_of(last).digest_function == re_pb2.DigestFunction.BLAKE3
     assert response_of(last).status.code == code_pb2.OK

@@ -45,10 +45,10 @@ async def test_a_bot_on_its_way_back_from_a_report_gets_the_action_it_holds(make
         holder = env.bot(summary_size=8192, cache=holding(inputs_of(action)), hold_when_busy=True)
         [poll] = await waiting(env, idle)
         await holder.create()
-        assert await holder.poll(timeout=0.5) == []  # a quick call, answered at once
+        assert await holder.quick_poll() == []  # a quick call, answered at once
         call = env.start(action)
         await until(lambda: _queued_or_leased(env, holder, idle), "the action was placed")
-        got = await holder.poll(timeout=0.5)
+        got = await holder.quick_poll()
         if dispatch == "locality":
             assert [lease.action_digest for lease in got] == [action.digest.to_proto()]
             assert not poll.done()

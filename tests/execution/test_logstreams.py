@@ -50,7 +50,7 @@ async def test_a_live_log_stream_is_read_while_it_is_being_written(env: ExecEnv)
     late = bytestream.Read(bs_pb2.ReadRequest(resource_name=executing.stdout_stream_name, read_offset=13))
     assert b"".join([r.data async for r in late]) == b"linking\ndone\n"
     bot.complete(lease.id)
-    await bot.poll(timeout=0.5)
+    await bot.quick_poll()
     await drain(call)
 
 
@@ -66,7 +66,7 @@ async def test_streams_close_when_the_lease_completes_and_are_dropped_later(env:
     await bot.write_log(lease.metadata.stderr_stream_name, [b"warning\n"], finish=False)
     assert (await reader.read()).data == b"warning\n"
     bot.complete(lease.id)  # the bot never finished its stream: completing the lease does
-    await bot.poll(timeout=0.5)
+    await bot.quick_poll()
     assert await asyncio.wait_for(reader.read(), GUARD) is grpc.aio.EOF
     await drain(call)
     env.clock.advance(601)

@@ -50,7 +50,7 @@ async def test_get_list_wait_and_delete_operations(env: ExecEnv) -> None:
     )
     assert not quick.done
     bot.complete(lease.id, re_pb2.ActionResult(exit_code=7))
-    await bot.poll(timeout=0.5)
+    await bot.quick_poll()
     finished = await operations.WaitOperation(lro_pb2.WaitOperationRequest(name=running))
     assert finished.done and response_of(finished).result.exit_code == 7
     done = await operations.ListOperations(lro_pb2.ListOperationsRequest(filter="done = true"))

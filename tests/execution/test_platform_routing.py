@@ -34,8 +34,8 @@ async def test_x86_and_arm_bots_each_get_only_their_own_actions(env: ExecEnv) ->
     calls = [env.start(a) for a in x86_actions + arm_actions]
     for call in calls:
         await next_with_stage(call, QUEUED)
-    x86_got = {le.action_digest.hash for le in await x86_bot.poll(timeout=0.5)}
-    arm_got = {le.action_digest.hash for le in await arm_bot.poll(timeout=0.5)}
+    x86_got = {le.action_digest.hash for le in await x86_bot.quick_poll()}
+    arm_got = {le.action_digest.hash for le in await arm_bot.quick_poll()}
     assert x86_got == {a.digest.hash for a in x86_actions}
     assert arm_got == {a.digest.hash for a in arm_actions}
     for call in calls:
@@ -50,11 +50,11 @@ async def test_buck2_style_platform_only_in_the_command_is_honoured(env: ExecEnv
     assert not action.action.platform.properties
     call = env.start(action)
     await next_with_stage(call, QUEUED)
-    assert await x86_bot.poll(timeout=0.5) == []
-    [lease] = await arm_bot.poll(timeout=0.5)
+    assert await x86_bot.quick_poll() == []
+    [lease] = await arm_bot.quick_poll()
     assert lease.action_digest == action.digest.to_proto()
     arm_bot.complete(lease.id)
-    await arm_bot.poll(timeout=0.5)
+    await arm_bot.quick_poll()
     assert response_of((await drain(call))[-1]).result.execution_metadata.worker == arm_bot.bot_id
 
 
@@ -64,7 +64,7 @@ async def test_action_platform_wins_over_command_platform(env: ExecEnv) -> None:
     action = await env.actions.build(platform={"ISA": "arm-a64"}, command_platform={"ISA": "x86-64"})
     call = env.start(action)
     await next_with_stage(call, QUEUED)
-    assert len(await arm_bot.poll(timeout=0.5)) == 1
+    assert len(await arm_bot.quick_poll()) == 1
     call.cancel()
 
 
@@ -124,7 +124,7 @@ async def test_a_matching_bot_arriving_within_the_grace_period_runs_it(make_env)
         [lease] = await bot.create()
         await env.expire(100)  # past the grace, but the action is running
         bot.complete(lease.id)
-        await bot.poll(timeout=0.5)
+        await bot.quick_poll()
         assert response_of((await drain(call))[-1]).status.code == code_pb2.OK
 
 
@@ -135,5 +135,5 @@ async def test_ignored_keys_do_not_block_matching(make_env) -> None:  # type: ig
         action = await env.actions.build(platform={"container-image": "docker://gcr.io/x@sha256:1", "ISA": "x86-64"})
         call = env.start(action)
         await next_with_stage(call, QUEUED)
-        assert len(await bot.poll(timeout=0.5)) == 1
+        assert len(await bot.quick_poll()) == 1
         call.cancel()

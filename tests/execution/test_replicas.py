@@ -57,7 +57,7 @@ async def test_execute_on_one_wait_on_another_bot_on_a_third_log_on_any(replicas
     assert await drain_bytes(reader) == b"done\n"
 
     bot.complete(lease.id, re_pb2.ActionResult(exit_code=0, stdout_raw=b"compiling\ndone\n"))
-    await bot.poll(timeout=0.5)
+    await bot.quick_poll()
     assert response_of((await drain(waiting))[-1]).result.stdout_raw == b"compiling\ndone\n"
     assert response_of((await drain(execute))[-1]).result.exit_code == 0
     operation = await c.operations.GetOperation(lro_pb2.GetOperationRequest(name=name))
@@ -76,7 +76,7 @@ async def test_identical_actions_on_two_replicas_share_one_execution(replicas: l
     bot = TestBot(c.channel, bot_id="only-bot")
     [lease] = await bot.create() or await bot.poll()
     bot.complete(lease.id)
-    await bot.poll(timeout=0.5)
+    await bot.quick_poll()
     assert response_of((await drain(on_a))[-1]).status.code == 0
     assert response_of((await drain(on_b))[-1]).status.code == 0
     assert bot.seen == [lease.id]  # it ran once
@@ -92,7 +92,7 @@ async def test_a_bot_moves_to_another_replica_and_keeps_its_session(replicas: li
     bot.channel = c.channel  # its connection to A broke; the balancer sent it to C
     bot.__post_init__()
     bot.complete(lease.id)
-    assert await bot.poll(timeout=0.5) == []
+    assert await bot.quick_poll() == []
     assert response_of((await drain(execute))[-1]).status.code == 0
     assert bot.seen == [lease.id] and bot.cancelled == []
 
@@ -110,5 +110,5 @@ async def test_a_session_expires_on_whichever_replica_ticks(replicas: list[Repli
     [second] = await rescuer.create() or await rescuer.poll()
     assert second.action_digest == first.action_digest
     rescuer.complete(second.id)
-    await rescuer.poll(timeout=0.5)
+    await rescuer.quick_poll()
     assert response_of((await drain(execute))[-1]).status.code == 0

@@ -26,7 +26,7 @@ async def test_zero_config_runs_an_action_end_to_end_and_caches_it(tmp_path: Pat
             call = re_grpc.ExecutionStub(channel).Execute(re_pb2.ExecuteRequest(action_digest=action.digest.to_proto()))
             [lease] = await bot.poll()
             bot.complete(lease.id, re_pb2.ActionResult(exit_code=0, stdout_raw=b"compiled"))
-            await bot.poll(timeout=0.5)
+            await bot.quick_poll()
             operations = [op async for op in call]
         response = re_pb2.ExecuteResponse()
         operations[-1].response.Unpack(response)

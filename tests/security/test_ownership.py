@@ -65,7 +65,7 @@ async def test_operations_are_their_creators_and_admins(farm_factory: FarmFactor
 
         [lease] = await bot.poll()
         bot.complete(lease.id, re_pb2.ActionResult(exit_code=0))
-        await bot.poll(timeout=0.5)
+        await bot.quick_poll()
         assert [op async for op in call][-1].done
 
 
@@ -87,7 +87,7 @@ async def test_bot_sessions_are_bound_to_the_identity_that_opened_them(
         assert "bot 'bot-1' belongs to identity 'token:pool-a', not to identity 'pool-b' (token)" in err.details()
 
         impostor = TestBot(b_channel, bot_id="bot-1", name=owner.name)  # reports on the owner's session
-        err = await refused(impostor.poll(timeout=1))
+        err = await refused(impostor.quick_poll())
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED
         assert f"bot session {owner.name!r} belongs to identity 'token:pool-a'" in err.details()
 
@@ -96,7 +96,7 @@ async def test_bot_sessions_are_bound_to_the_identity_that_opened_them(
         call = re_grpc.ExecutionStub(client).Execute(re_pb2.ExecuteRequest(action_digest=action.digest.to_proto()))
         [lease] = await owner.poll()
         owner.complete(lease.id, re_pb2.ActionResult(exit_code=0, stdout_raw=b"done by bot-1"))
-        await owner.poll(timeout=0.5)
+        await owner.quick_poll()
         last = [op async for op in call][-1]
         response = re_pb2.ExecuteResponse()
         assert last.response.Unpack(response) and response.result.stdout_raw == b"done by bot-1"

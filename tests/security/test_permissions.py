@@ -59,7 +59,7 @@ async def test_execute_without_ac_write_gets_cached_executions_and_cannot_forge_
         call = execution.Execute(re_pb2.ExecuteRequest(action_digest=action.digest.to_proto()))
         [lease] = await bot.poll()
         bot.complete(lease.id, re_pb2.ActionResult(exit_code=0, stdout_raw=b"compiled"))
-        await bot.poll(timeout=0.5)
+        await bot.quick_poll()
         first = [op async for op in call]
         assert response_of(first[-1]).result.exit_code == 0 and not response_of(first[-1]).cached_result
 

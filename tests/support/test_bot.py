@@ -21,6 +21,13 @@ from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc as bots_grpc
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import worker_pb2
 
+# A call with under 1 s left is never held (docs/BOTS_PROTOCOL.md section 2): this
+# deadline asks for an answer at once, with what margin under that second there is.
+QUICK_CALL_DEADLINE_S = 0.9
+# How long quick calls are sent again while their answers miss that deadline: far above
+# what a loaded machine needs, so only a server that never answers comes near it.
+QUICK_CALL_PATIENCE_S = 60.0
+
 ACTIVE = bots_pb2.LeaseState.ACTIVE
 CANCELLED = bots_pb2.LeaseState.CANCELLED
 COMPLETED = bots_pb2.LeaseState.COMPLETED
@@ -126,6 +133,22 @@ class TestBot:
         )
         answer = await call
         return self._absorb(answer, await call.trailing_metadata())
+
+    async def quick_poll(self, metadata: tuple[tuple[str, bytes], ...] = ()) -> list[ReceivedLease]:
+        """One call the server answers at once, never holds: to report, or to look
+        without waiting. Its deadline is under the second below which the server holds
+        no call (docs/BOTS_PROTOCOL.md section 2), so on a slow or loaded machine the
+        answer may miss it. Then the call is sent again, as a real bot would: a lost
+        answer loses nothing (the next answer carries every lease again, and a report
+        the server took already is ignored), so only a server that never answers fails."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + QUICK_CALL_PATIENCE_S
+        while True:
+            try:
+                return await self.poll(timeout=QUICK_CALL_DEADLINE_S, metadata=metadata)
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED or loop.time() > give_up:
+                    raise
 
     def _absorb(self, answer: bots_pb2.BotSession, trailing: grpc.aio.Metadata | None) -> list[ReceivedLease]:
         items = list(trailing or ())
