@@ -10,22 +10,49 @@ import pytest
 
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
+from server import activity_log
 from server.activity_log import report_forever
 from tests.server.client import memory_stores
 from tests.support.servers import channel_to, config_for, running_server
 
+GUARD_S = 30.0  # only a reporter that never starts comes near it
 
-async def test_a_summary_line_per_interval_with_activity(caplog: pytest.LogCaptureFixture) -> None:
+
+class Intervals:
+    """Stands in for ``asyncio`` in server.activity_log: each of the reporter's sleeps
+    ends when the test says, so the interval ends after the test's requests however
+    slow the machine (with real 0.2 s sleeps, a loaded one split them over two lines)."""
+
+    def __init__(self) -> None:
+        self.asleep = asyncio.Event()
+        self._ended = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.asleep.set()
+        await self._ended.wait()
+        self._ended.clear()
+        self.asleep.clear()
+
+    def end_one(self) -> None:
+        self._ended.set()
+
+
+async def test_a_summary_line_per_interval_with_activity(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    intervals = Intervals()
+    monkeypatch.setattr(activity_log, "asyncio", intervals)
     config = config_for(stores=memory_stores(), http_listen="127.0.0.1:0")
     async with running_server(config) as server, channel_to(server) as channel:
         caplog.set_level(logging.INFO, logger="reapi.server.activity")
         reporter = asyncio.create_task(report_forever(server, interval=0.2))
         try:
+            await asyncio.wait_for(intervals.asleep.wait(), GUARD_S)  # the interval has begun
             ac = re_grpc.ActionCacheStub(channel)
             request = re_pb2.GetActionResultRequest(action_digest=re_pb2.Digest(hash="a" * 64, size_bytes=1))
             for _ in range(3):
                 with pytest.raises(grpc.aio.AioRpcError):
                     await ac.GetActionResult(request)
+            intervals.end_one()
             while not any("activity in the last" in r.message for r in caplog.records):
                 await asyncio.sleep(0.05)
         finally:
