@@ -14,10 +14,12 @@ import pytest
 from cas.config import ConfigError
 from server.local_worker import parse_local_worker, worker_command, worker_target
 from tests.support.logged_process import LoggedProcess
+from tests.support.processes import PATIENCE_S
 from tests.worker.actions import ActionClient
 
 LISTENING = re.compile(r"listening on (\S+:\d+)")
 SESSION = re.compile(r"bot session \S+ created")
+SUMMARY_END = re.compile(r"console: http\S+ +metrics: ")  # the start-up summary's last line
 
 
 def start_server(tmp_path: Path, *args: str) -> LoggedProcess:
@@ -58,7 +60,7 @@ async def test_zero_config_server_runs_actions_on_its_own_worker(tmp_path: Path)
         assert (tmp_path / "cache" / "reapi" / "worker" / "cache").is_dir()  # the worker's defaults
     finally:
         assert server.stop() == 0
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + PATIENCE_S
     while os.path.exists(f"/proc/{worker_pid}") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{worker_pid}"), "the local worker outlived the server"
@@ -75,6 +77,10 @@ def test_no_worker_with_a_config_file_or_when_switched_off(tmp_path: Path) -> No
         server = start_server(tmp_path / label, *args)
         try:
             server.wait_for_log(LISTENING, 30)
+            # The summary's last line comes after the server decided whether to start a
+            # worker: from then on none can appear, however slow the machine was so far.
+            server.wait_for_log(SUMMARY_END, 30)
+            assert "with a local worker" not in server.log_text(), label
             time.sleep(1.0)
             assert worker_pids(server.pid) == [], label
             assert "local worker started" not in server.log_text()
@@ -104,7 +110,7 @@ def test_the_local_worker_stops_when_the_server_dies(tmp_path: Path) -> None:
         server.wait_for_log(SESSION, 30)
         [worker_pid] = worker_pids(server.pid)
         os.kill(server.pid, signal.SIGKILL)  # no chance to stop its worker
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + PATIENCE_S
         while os.path.exists(f"/proc/{worker_pid}") and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not os.path.exists(f"/proc/{worker_pid}"), "an orphaned local worker kept running"
