@@ -125,11 +125,14 @@ def git_daemon(base: Path) -> Iterator[int]:
         start_new_session=True,  # `git daemon` runs git-daemon as its child: both go with the group
     )
     try:
-        for _ in range(200):
+        give_up = time.monotonic() + 60  # git daemon listens within a second, or seconds when loaded
+        while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
+                if time.monotonic() > give_up:
+                    raise
                 time.sleep(0.05)
         yield port
     finally:

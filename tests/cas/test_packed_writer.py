@@ -23,6 +23,7 @@ from cas.packed import writer as writer_module
 from cas.packed.index import PackedIndex
 from cas.packed.segments import Segment
 from cas.packed.writer import PackedWriter
+from tests.support.processes import PATIENCE_S
 
 
 @dataclass
@@ -86,8 +87,10 @@ def value(n: int, size: int = 100) -> tuple[Digest, bytes]:
 
 
 async def started(appends: Appends, count: int) -> None:
-    """Wait until ``count`` batch writes have started in their threads."""
-    for _ in range(500):
+    """Wait until ``count`` batch writes have started in their threads (the limit only
+    stops a hang: a thread can take seconds to start on a loaded machine)."""
+    give_up = asyncio.get_running_loop().time() + PATIENCE_S
+    while asyncio.get_running_loop().time() < give_up:
         if len(appends.batches) >= count:
             return
         await asyncio.sleep(0.002)

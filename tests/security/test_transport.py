@@ -52,7 +52,7 @@ def tls_channel(port: int, ca: Path, client: Pair | None = None) -> grpc.aio.Cha
 
 
 def wait_for_log(server: ServerProcess, pattern: str) -> None:
-    server.process.wait_for_log(re.compile(pattern), 10)
+    server.process.wait_for_log(re.compile(pattern), 60)
 
 
 @pytest.fixture

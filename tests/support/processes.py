@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -12,13 +13,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+# How long a wait for something that must happen (a process gone, a port open) goes
+# on: far above what a loaded machine needs, so it only stops a hang.
+PATIENCE_S = 60.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 10.0, proc: subprocess.Popen | None = None) -> None:
+def wait_for_port(port: int, timeout: float = PATIENCE_S, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -53,6 +59,16 @@ def redis_server(workdir: Path, extra_args: list[str] | None = None, tls: bool =
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+async def wait_gone(pid: int, timeout: float = PATIENCE_S) -> bool:
+    """Whether ``pid`` is gone within ``timeout`` (polled: a kill takes its time on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        await asyncio.sleep(0.02)
+    return not pid_alive(pid)
 
 
 def pid_alive(pid: int) -> bool:

@@ -53,7 +53,7 @@ async def worker_in_process(server: ReapiServer, root: Path, properties: Platfor
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
-        await asyncio.wait_for(worker.daemon.connected.wait(), 10)
+        await asyncio.wait_for(worker.daemon.connected.wait(), 60)
         yield worker
     finally:
         stop.set()

@@ -232,7 +232,7 @@ async def test_a_cold_action_cannot_change_the_cached_inputs_the_next_action_rea
     async with (sandboxed_worker("bwrap", tmp_path, reachable, exec_server.address,
                                  config + 'http_listen = "127.0.0.1:0"\n', concurrency=1) as worker,
                 channel_to(exec_server) as channel):
-        metrics = worker.process.wait_for_log(METRICS_URL, 10).group(1)
+        metrics = worker.process.wait_for_log(METRICS_URL, 60).group(1)
         client = ActionClient(channel)
         first = await client.run(["sh", "-c", TAMPER], {"lib": inputs}, salt=b"cold")
         assert first.status.code == 0, first.status

@@ -14,20 +14,11 @@ from cas.errors import InvalidArgument
 from worker.runner import RunRequest, run
 
 ENV = {"PATH": "/usr/bin:/bin"}
-from tests.support.processes import pid_alive
+from tests.support.processes import pid_alive, wait_gone
 
 
 def request(tmp_path: Path, *argv: str, **kw: object) -> RunRequest:
     return RunRequest(list(argv), kw.pop("env", ENV), tmp_path, tmp_path / "out", tmp_path / "err", **kw)  # type: ignore[arg-type]
-
-
-async def wait_gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        await asyncio.sleep(0.02)
-    return False
 
 
 async def test_exit_code_output_files_and_exact_environment(tmp_path: Path) -> None:
