@@ -33,7 +33,7 @@ from cas.digest import EMPTY_DIGESTS, Digest
 from cas.resource_names import download_name, upload_name
 from cas.errors import Internal, InvalidArgument, NotFound, ReapiError
 from cas.rpc_errors import error_from_rpc, error_from_status, link_error
-from cas.security.channels import check_link, open_channel, target_of
+from cas.security.channels import check_link, open_channel
 from cas.store import READ_CHUNK_SIZE, BlobStore
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
@@ -54,12 +54,13 @@ CHANNEL_OPTIONS = [
     # up to 2 minutes: a storage node that restarts is used again within seconds.
     # While it is down, calls fail at once with UNAVAILABLE.
     ("grpc.initial_reconnect_backoff_ms", 250),
-    ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # Not grpc.min_reconnect_backoff_ms: gRPC also takes it as the time a connection
+    # attempt may take, and a busy node (or a loaded machine) can take longer than a
+    # short one to finish the handshake; the attempt then failed the calls waiting on
+    # it with UNAVAILABLE (a TLS handshake at 250 ms, and plain HTTP/2 too,
+    # tests/cas/test_remote_slow_connect.py). gRPC's 20 s it is.
 ]
-# gRPC also takes min_reconnect_backoff_ms as the time a connection attempt may take: ample
-# for TCP, not for a TLS handshake with a busy node (seen at 250 ms), so TLS keeps gRPC's 20 s.
-TLS_CHANNEL_OPTIONS = [option for option in CHANNEL_OPTIONS if option[0] != "grpc.min_reconnect_backoff_ms"]
 
 
 def _by_function(digests: Iterable[Digest]) -> dict[int, list[Digest]]:
@@ -107,8 +108,7 @@ class RemoteStore(BlobStore):
         TLS, or ``HOST:PORT``; files as in cas/security/channels.py), closed by ``aclose``.
         No I/O until first use. Its errors name the address (``link_error``)."""
         check_link(address, tls_ca, tls_cert, tls_key)
-        options = TLS_CHANNEL_OPTIONS if target_of(address)[1] else CHANNEL_OPTIONS
-        channel = open_channel(address, options, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+        channel = open_channel(address, CHANNEL_OPTIONS, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
                                token_file=token_file)
         store = cls(channel, instance_name, **kwargs)
         store._owned_channel = channel
