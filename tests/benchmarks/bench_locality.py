@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.benchmarks.bench_execution import cpu_seconds
+from tests.benchmarks.locality_counts import BuildCounter, Counts, report
 from tests.benchmarks.bench_worker import stores
 from tests.benchmarks.locality_trace import breakdown, trace_build
 from tests.benchmarks.shaped_link import ShapedLink, shaped_link
@@ -104,11 +105,13 @@ class Build:
     fetched: list[int]
     actions: list[int]
     control_cpu: float
+    counts: Counts | None = None  # with --counts
 
 
 def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
               state: str = "memory", cold_bazel: bool = False,
-              trace: bool = False, link: ShapedLink | None = None, before: str = "") -> Build:
+              trace: bool = False, link: ShapedLink | None = None, before: str = "",
+              count: bool = False) -> Build:
     """A build from clean.
     ``dispatch``: "fifo", "locality", "locality-nohold" (``locality_wait_for_holder = false``),
     "locality-backlogN" (``locality_holder_backlog = N``) or "locality+W" (``locality_wait`` = W seconds).
@@ -116,6 +119,7 @@ def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
     started (a CI machine's case: its first actions come at a slower, uneven rhythm).
     ``trace``: print where the fetched bytes went (locality_trace.py), read back from the server.
     ``link``: the workers reach the server over this rate-limited link (shaped_link.py).
+    ``count``: count the timed build's gRPC calls, Redis commands and scripts (locality_counts.py).
     A dispatch ending in "-before" runs the server from the source tree ``before`` (on
     PYTHONPATH; PYTHONSAFEPATH, or ``python -m`` would import this checkout first)."""
     workdir = Path(tempfile.mkdtemp(prefix="locality-", dir=base))
@@ -138,7 +142,9 @@ def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
         if redis is not None:
             redis.start()
             execution.update(state="redis", redis_url=redis.url)
-        listen = {"listen": f"{link.host_address}:0", "allow_insecure": True} if link else {}
+        listen: dict[str, object] = {"listen": f"{link.host_address}:0", "allow_insecure": True} if link else {}
+        if count:
+            listen["http_listen"] = "127.0.0.1:0"
         config = server_config(workdir / "server", stores=stores(workdir / "server" / "data"), execution=execution,
                                server=listen)
         with reapi_server_process(workdir / "server", config, env=env) as server:
@@ -153,11 +159,16 @@ def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
             flags = [*remote_execution_flags(server.url), f"--jobs={jobs}"]
             ws.build("//...", flags=[*flags, "--nobuild"])
             pids = [server.process.pid] + ([redis.pid] if redis is not None else [])
+            counter = BuildCounter(server.console_url() + "/metrics", redis.url if redis else None,
+                                   dict(zip(["reapi-server", "redis-server"], pids))) if count else None
+            if counter is not None:
+                counter.start()
             cpu_before = sum(map(cpu_seconds, pids))
             started = time.perf_counter()
             ws.build("//...", flags=flags)
             elapsed = time.perf_counter() - started
             control_cpu = sum(map(cpu_seconds, pids)) - cpu_before
+            counts = counter.stop() if counter is not None else None
             fetched, actions = [], []
             for worker in workers:
                 match = METRICS.search(worker.log_text())
@@ -178,7 +189,7 @@ def one_build(ws: BazelWorkspace, base: Path, dispatch: str, jobs: int,
         if redis is not None:
             redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    return Build(elapsed, fetched, actions, control_cpu)
+    return Build(elapsed, fetched, actions, control_cpu, counts)
 
 
 def main() -> None:
@@ -203,6 +214,9 @@ def main() -> None:
                              "100mbit; needs root): what the bytes saved are worth across a network")
     parser.add_argument("--before", default="", help='source tree the "-before" modes\' server runs from '
                         '(e.g. git archive COMMIT cas server worker remote_apis_protos | tar -x -C DIR)')
+    parser.add_argument("--counts", action="store_true",
+                        help="count each timed build's gRPC calls per method and, with --state redis, its Redis "
+                             "commands and scripts (a SLOWLOG of every command: costs redis-server some CPU)")
     parser.add_argument("--dir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-locality-", dir=args.dir))
@@ -240,7 +254,7 @@ def main() -> None:
         for dispatch in order:
             mode, _, jobs = dispatch.partition("@")
             build = one_build(ws, base, mode, int(jobs or jobs_values[0]), args.state, args.cold_bazel, args.trace,
-                              link, args.before)
+                              link, args.before, args.counts)
             results[dispatch].append(build)
             print(f"{dispatch:<14} {build.wall:7.1f} {sum(build.fetched) / 2**20:12.2f}  "
                   f"{' '.join(f'{f / 2**20:.2f}' for f in build.fetched):<22} "
@@ -250,6 +264,11 @@ def main() -> None:
         network.close()
         shutil.rmtree(base, ignore_errors=True)
     print()
+    if args.counts:
+        for dispatch, builds in results.items():
+            print(report(dispatch, [b.counts for b in builds if b.counts is not None]))
+            actions = sum(sum(b.actions) for b in builds) / len(builds)
+            print(f"  actions run per build {actions:.1f}\n")
     print_medians(results, "median")
     # The first timed build ran slowest whatever its dispatch, warm-up builds notwithstanding
     # (2026-12-07: locality first, 12.3 and 13.0 s against ~11; fifo first, 11.9 against
