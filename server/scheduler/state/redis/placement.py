@@ -46,6 +46,7 @@ from server.scheduler.clock import Clock
 from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, deep_queue, held_bytes,
                                       held_bytes_each, holder_moved_on, holder_wait_mark, own_work, sketch_total, tiers_among)
 from server.scheduler.sessions import BotSummary
+from server.scheduler.state.redis.claim_windows import ClaimWindows
 from server.scheduler.state.redis.codec import number, text
 from server.scheduler.state.redis.scripts import holder_wait
 
@@ -134,6 +135,7 @@ class RedisPlacement:
         self.clock = clock
         self.holder_wait = holder_wait(dispatch)
         self.summaries = Summaries(call)
+        self.windows = ClaimWindows()  # read by a call's report for its claim (report.lua)
         # One placement of a new or requeued action at a time on this replica (gather,
         # choose, apply), as the memory state's steps are atomic: two new actions of one
         # component arriving together would otherwise both be judged before either was
@@ -141,6 +143,13 @@ class RedisPlacement:
         self.deciding = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def reported(self, name: str, reply: list[Any], summary: BotSummary | None) -> None:
+        """What report's reply carries for locality: the version of the summary it took,
+        and the window of the call's claim if it read it (report.lua)."""
+        self.summaries.remember(name, reply[4], summary)
+        if len(reply) > 5:
+            self.windows.keep(name, reply[5])
 
     # -- the wait for the holder -----------------------------------------------------
 
@@ -260,8 +269,11 @@ class RedisPlacement:
     async def claim(self, name: str, now: float) -> list[Any] | None:
         """claim's session view, the executions taken as locality.choose_placed picks them
         (placement tier, then what it holds), one free slot after the other, within the
-        best queued priority."""
-        reply = await self._call("claim_window", name, number(now))
+        best queued priority. The window is the one this call's report read, if it did
+        (claim_windows.py), else claim_window's."""
+        reply = self.windows.take(name)
+        if reply is None:
+            reply = await self._call("claim_window", name, number(now))
         if reply and reply[0] == b"choose":
             reply = await self._claim_ranked(name, reply, now)
         return reply[1] if reply else None

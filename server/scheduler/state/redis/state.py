@@ -257,6 +257,7 @@ class RedisState(SchedulerState):
         healthy: bool,
         reports: Sequence[LeaseReport],
         partial_metadata: Mapping[str, re_pb2.ExecutedActionMetadata], summary: BotSummary | None = None,
+        *, claim_next: bool = False,  # the Redis state reads the claim's window now (report.lua)
     ) -> ReportOutcome | OtherBot | None:
         args: list[object] = [name, bot_id, "1" if healthy else "0", number(self.clock.now()), len(reports)]
         for item in reports:
@@ -265,7 +266,7 @@ class RedisState(SchedulerState):
         for lease_id, metadata in partial_metadata.items():
             args += [lease_id, metadata.SerializeToString()]
         if self.placement is not None:
-            args += summary_args(summary)
+            args += [*summary_args(summary), "1" if claim_next else ""]
         reply = await self._call("report", *args)
         if reply is None:
             return None
@@ -274,7 +275,7 @@ class RedisState(SchedulerState):
             return OtherBot(text(reply[1]))
         registration = self.registrations.decode(reply[1])
         if self.placement is not None:
-            self.placement.summaries.remember(name, reply[4], summary)
+            self.placement.reported(name, reply, summary)
         by_lease = {item.lease_id: item for item in reports}
         completed = []
         for item in reply[3]:
