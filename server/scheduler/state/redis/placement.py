@@ -46,7 +46,7 @@ from server.scheduler.clock import Clock
 from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, deep_queue, held_bytes,
                                       held_bytes_each, holder_moved_on, holder_wait_mark, own_work, sketch_total, tiers_among)
 from server.scheduler.sessions import BotSummary
-from server.scheduler.state.redis.claim_windows import ClaimWindows
+from server.scheduler.state.redis.call_kept import CallKept
 from server.scheduler.state.redis.codec import number, text
 from server.scheduler.state.redis.scripts import holder_wait
 
@@ -135,7 +135,7 @@ class RedisPlacement:
         self.clock = clock
         self.holder_wait = holder_wait(dispatch)
         self.summaries = Summaries(call)
-        self.windows = ClaimWindows()  # read by a call's report for its claim (report.lua)
+        self.windows = CallKept()  # read by a call's report for its claim (report.lua)
         # One placement of a new or requeued action at a time on this replica (gather,
         # choose, apply), as the memory state's steps are atomic: two new actions of one
         # component arriving together would otherwise both be judged before either was
@@ -267,16 +267,17 @@ class RedisPlacement:
         return tiers_among(dispatch, total, held, [*others, *held])
 
     async def claim(self, name: str, now: float) -> list[Any] | None:
-        """claim's session view, the executions taken as locality.choose_placed picks them
+        """A claim: the executions taken as locality.choose_placed picks them
         (placement tier, then what it holds), one free slot after the other, within the
         best queued priority. The window is the one this call's report read, if it did
-        (claim_windows.py), else claim_window's."""
+        (call_kept.py), else claim_window's. The reply: {'done', session view, its answer
+        or None (lua/locality.lua answer_ready)}, or None (closed)."""
         reply = self.windows.take(name)
         if reply is None:
             reply = await self._call("claim_window", name, number(now))
         if reply and reply[0] == b"choose":
             reply = await self._claim_ranked(name, reply, now)
-        return reply[1] if reply else None
+        return reply if reply else None
 
     async def _claim_ranked(self, name: str, window_reply: list[Any], now: float) -> Any:
         """The whole window in the order the rule would take it, slot after slot

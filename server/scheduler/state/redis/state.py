@@ -4,7 +4,7 @@ Each transition of SchedulerState is one Lua script (lua/), atomic in Redis, so 
 see each other's transitions half-done; this class turns arguments into script arguments and
 replies into views. What only one process can hold stays local and is rebuilt from Redis: the
 futures of held calls and watches (woken over pub/sub, wakeups.py), the inline blobs each bot
-was sent (SentBlobs, per replica: a bot that moves to another replica is sent some blobs again).
+was sent (session_answers.py).
 
 Replicas come and go: each keeps a heartbeat key alive (backplane.py). The calls in
 progress it counts for a session, and the completed leases whose results it is storing,
@@ -28,22 +28,21 @@ from typing import Any
 from google.rpc import code_pb2
 
 from cas.errors import InvalidArgument
-from cas.lru import Lru
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from server.scheduler.clock import Clock
 from server.scheduler.farm import FarmSnapshot
-from server.scheduler.input_cache import SentBlobs
 from server.scheduler.interface import SchedulerSettings
 from server.scheduler.operation import OperationState, PreparedAction
 from server.scheduler.platform import PlatformMatcher, RequirementSet, WorkerOffer
 from server.scheduler.results import status_response
 from server.scheduler.sessions import BotRegistration, BotSummary, LeaseReport, SessionAnswer
+from server.scheduler.state.redis.session_answers import SessionAnswers
 from server.scheduler.state.interface import SchedulerState
 from server.scheduler.state.redis.backplane import Backplane
 from server.scheduler.state.redis.catalog import Catalog
 from server.scheduler.state.redis.farm_view import FarmView
 from server.scheduler.state.redis.codec import (
-    Registrations, dedup_arg, digest_of, lease_view, number, operation_state, registration_json, session_view, text,
+    Registrations, dedup_arg, digest_of, number, operation_state, registration_json, session_view, text,
     timeout_arg, timeout_of,
 )
 from server.scheduler.state.redis.placement import RedisPlacement, summary_args
@@ -55,7 +54,6 @@ from server.scheduler.state.views import (
 log = logging.getLogger("reapi.scheduler.redis")
 
 PAGE = 500
-SENT_BLOBS_SESSIONS = 10_000
 LOST_RESULT_NOTE = "its result was lost: the server replica storing it stopped"
 
 
@@ -77,7 +75,7 @@ class RedisState(SchedulerState):
         self.catalog = Catalog(matcher, self.scripts)
         self.registrations = Registrations()
         self._holds: dict[asyncio.Future[None], tuple[str, str]] = {}
-        self._sent: Lru[str, SentBlobs] = Lru()
+        self.answers = SessionAnswers(self.registrations)
         self._farm_view = FarmView(lambda: self._call("farm"), self.catalog, clock)
         self.placement = RedisPlacement(self._call, settings.dispatch, clock) if settings.dispatch.locality else None
         if self.placement is not None and self.placement.holder_wait:
@@ -247,7 +245,7 @@ class RedisState(SchedulerState):
         if reply is None:
             return None
         assert isinstance(reply, list)
-        self._sent.pop(name)
+        self.answers.forget(name)
         return await self._requeued([await self._lost(item) for item in reply[1]], now)
 
     async def report(
@@ -289,12 +287,16 @@ class RedisState(SchedulerState):
         return ReportOutcome(frozenset(text(lease_id) for lease_id in reply[2]), completed)
 
     async def claim(self, name: str, now: float) -> SessionView | None:
-        reply = await (self._call("claim", name, number(now)) if self.placement is None
-                       else self.placement.claim(name, now))
+        if self.placement is None:
+            reply = await self._call("claim", name, number(now))
+        elif reply := await self.placement.claim(name, now):  # the call's answer too (session_answers.py)
+            self.answers.kept.keep(name, reply[2] if len(reply) > 2 else None)
+            reply = reply[1]
         return None if reply is None else session_view(reply, self.registrations)  # type: ignore[arg-type]
 
     async def hold(self, name: str) -> asyncio.Future[None]:
         await self._started()
+        self.answers.kept.take(name)  # a held call's answer comes after its wait
         waiter = self.wakeups.session_waiter(name)
         token = os.urandom(8).hex()
         self._holds[waiter.future] = (name, token)
@@ -314,26 +316,15 @@ class RedisState(SchedulerState):
 
     async def release_hold(self, name: str, waiter: object) -> None:
         assert isinstance(waiter, asyncio.Future)
+        self.answers.kept.take(name)  # one kept by a claim of hold's: read after the wait instead
         self.wakeups.forget_session_waiter(name, waiter)
         held = self._holds.pop(waiter, None)
         if held is not None:
             await self._call("release_hold", name, held[1])
 
     async def answer(self, name: str, expire_time: float) -> SessionAnswer | None:
-        reply = await self._call("answer", name)
-        if reply is None:
-            return None
-        assert isinstance(reply, list)
-        registration = self.registrations.decode(reply[0])
-        leases = [lease_view(item) for item in reply[1]]
-        return SessionAnswer(name, leases, expire_time, registration.inline_limit, self._sent_blobs(name))
-
-    def _sent_blobs(self, name: str) -> SentBlobs:
-        sent = self._sent.get(name)
-        if sent is None:
-            self._sent.put(name, sent := SentBlobs())
-            self._sent.evict(SENT_BLOBS_SESSIONS)
-        return sent
+        reply = self.answers.kept.take(name) or await self._call("answer", name)  # kept: its claim's
+        return None if reply is None else self.answers.of(name, reply, expire_time)  # type: ignore[arg-type]
 
     async def end_call(self, name: str, expires_at: float) -> None:
         await self._call("end_call", name, number(expires_at))

@@ -1,6 +1,6 @@
 -- claim_chosen(name, now, k, execution id x k, m, (execution id, times passed over) x m,
 -- w, (execution id, holder, extra progress) x w, o, execution id x o)
--- -> false (closed) | {'done', session_view} (locality): of claim_window's window, ranked
+-- -> false (closed) | {'done', session_view, locality.answer_ready} (locality): of claim_window's window, ranked
 -- by Python in the order the rule takes it, the first ones still queued, up to the
 -- session's free slots (another replica or call may have taken some meanwhile); then
 -- the rest of its free slots by (priority, arrival), like claim.lua. Those passed over
@@ -43,4 +43,4 @@ if f[1] == '1' then
   end
 end
 locality.claim_rest(name, f[1], f[2], now)
-return {'done', session_view(name)}
+return {'done', session_view(name), locality.answer_ready(name)}

@@ -559,13 +559,23 @@ function locality.claiming(name)
   if HOLDER_WAIT then redis.call('HSET', key('s', name), 'cq', redis.call('GET', P .. 'qv') or 0) end
 end
 
+-- The answer of a call whose claim just ran (answer_of), returned with the claim: a call
+-- that does not hold then answers without one more script (redis/session_answers.py).
+-- false while the session has cancellations: the answer script tells them, when the
+-- call answers.
+function locality.answer_ready(name)
+  if redis.call('EXISTS', key('sc', name)) == 1 then return false end
+  return answer_of(name)
+end
+
 -- A claim's first half (claim_window.lua, or report.lua for the claim that follows): false
--- (closed) | {'done', session_view} | {'choose', summary version, free slots, window, others,
--- passed by}. A healthy session with a summary and room, and several queued executions of
+-- (closed) | {'done', session_view, its answer or false} | {'choose', summary version,
+-- free slots, window, others, passed by}. A healthy session with a summary and room, and several queued executions of
 -- the best priority it can run (with the holder wait, one that other bots may hold more of
 -- is enough): the first WINDOW + free - 1 of them for Python to choose among (then
--- claim_chosen). Otherwise the claim of claim.lua, done here.
-function locality.claim_window(name, now)
+-- claim_chosen). Otherwise the claim of claim.lua, done here, and, if answer, the call's
+-- answer (not for report.lua: the policy's step between might change it).
+function locality.claim_window(name, now, answer)
   local f = redis.call('HMGET', key('s', name), 'healthy', 'offer', 'sv')
   if not f[1] then return false end
   local free = free_capacity(name)
@@ -577,7 +587,7 @@ function locality.claim_window(name, now)
     end
   end
   locality.claim_rest(name, f[1], f[2], now)
-  return {'done', session_view(name)}
+  return {'done', session_view(name), answer and locality.answer_ready(name)}
 end
 
 -- Take what the bot said (arguments i..i+3: '1' if a filter follows, the filter, cpu

@@ -58,6 +58,6 @@ end
 if LOCALITY then
   local version = locality.take_summary(name, i)
   if arg(i + 4) ~= '1' then return {'ok', f[2], listed, completed, version} end
-  return {'ok', f[2], listed, completed, version, locality.claim_window(name, now)}
+  return {'ok', f[2], listed, completed, version, locality.claim_window(name, now, false)}
 end
 return {'ok', f[2], listed, completed}
