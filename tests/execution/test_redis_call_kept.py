@@ -1,18 +1,14 @@
-"""A bot's call in the Redis state with locality (redis/call_kept.py): its report
-reads its claim's window (report.lua), and its claim returns its answer
-(session_answers.py), a script fewer each, with the same choice and the same answer
-as the scripts they spare; what one call read is never another call's, and a call
-that holds, or has a cancellation to tell, answers with the answer script."""
+"""A bot's call in the Redis state with locality: its claim returns its answer
+(redis/session_answers.py, call_kept.py), one script fewer, the same answer as the
+answer script's; what one call's claim read is never another call's answer, and a
+call that holds, or has a cancellation to tell, answers with the answer script."""
 
 from __future__ import annotations
 
 import asyncio
 
-from server.scheduler.operation import Stage
 from server.scheduler.state.redis.state import RedisState
-from tests.execution.test_redis_placement import (
-    STOPPED, action, before_script, execution_of, files_of, open_bot, two_states,
-)
+from tests.execution.test_redis_placement import STOPPED, action, files_of, open_bot, two_states
 from tests.support.fake_clock import FakeClock
 
 __all__ = ["two_states"]  # the fixture, used by name
@@ -21,55 +17,6 @@ __all__ = ["two_states"]  # the fixture, used by name
 async def queue_three(state: RedisState, clock: FakeClock) -> None:
     for name in ("x", "held", "z"):
         await state.add_operation(name, action(name), 0, None, clock.now(), 60)
-
-
-async def test_a_claim_after_its_report_takes_what_it_holds_without_a_window_script(
-    two_states: tuple[RedisState, RedisState, FakeClock],
-) -> None:
-    a, _, clock = two_states
-    await queue_three(a, clock)
-    bot = await open_bot(a, clock, "bot", files_of("held"))
-    windows = before_script(a, "claim_window", lambda args: asyncio.sleep(0))
-    outcome = await a.report(bot, bot, True, [], {}, None, claim_next=True)
-    assert outcome is not None
-    view = await a.claim(bot, clock.now())
-    assert view is not None and len(view.lease_ids) == 1
-    assert windows == []  # the report read it
-    assert (await a.operation("held")).stage is Stage.EXECUTING  # type: ignore[union-attr]
-    assert (await a.operation("x")).stage is Stage.QUEUED  # type: ignore[union-attr]
-    assert a.placement is not None and len(a.placement.windows) == 0  # taken once
-
-
-async def test_a_claim_after_a_report_that_does_not_claim_next_reads_its_own_window(
-    two_states: tuple[RedisState, RedisState, FakeClock],
-) -> None:
-    a, _, clock = two_states
-    await queue_three(a, clock)
-    bot = await open_bot(a, clock, "bot", files_of("held"))
-    windows = before_script(a, "claim_window", lambda args: asyncio.sleep(0))
-    await a.report(bot, bot, True, [], {}, None)
-    view = await a.claim(bot, clock.now())
-    assert view is not None and len(view.lease_ids) == 1
-    assert len(windows) == 1
-    assert (await a.operation("held")).stage is Stage.EXECUTING  # type: ignore[union-attr]
-
-
-async def test_a_window_read_by_another_call_is_not_this_calls(
-    two_states: tuple[RedisState, RedisState, FakeClock],
-) -> None:
-    """Another call's report (another task) read a window; this claim reads its own,
-    and that call's window stays for it."""
-    a, _, clock = two_states
-    await queue_three(a, clock)
-    bot = await open_bot(a, clock, "bot", files_of("held"))
-    windows = before_script(a, "claim_window", lambda args: asyncio.sleep(0))
-    await asyncio.create_task(a.report(bot, bot, True, [], {}, None, claim_next=True))
-    view = await a.claim(bot, clock.now())
-    assert view is not None and len(view.lease_ids) == 1
-    assert len(windows) == 1  # its own
-    assert a.placement is not None and len(a.placement.windows) == 1
-    assert (await a.operation("held")).stage is Stage.EXECUTING  # type: ignore[union-attr]
-    assert await execution_of(a, "x")
 
 
 def scripts_seen(state: RedisState, script: str) -> list[tuple[object, ...]]:
@@ -93,7 +40,6 @@ async def test_a_call_that_claims_and_does_not_hold_answers_with_what_its_claim_
     await queue_three(a, clock)
     bot = await open_bot(a, clock, "bot", files_of("held"))
     answers = scripts_seen(a, "answer")
-    await a.report(bot, bot, True, [], {}, None, claim_next=True)
     view = await a.claim(bot, clock.now())
     assert view is not None and len(view.lease_ids) == 1
     answer = await a.answer(bot, clock.now() + 60)
@@ -134,3 +80,16 @@ async def test_a_cancellation_not_told_yet_is_told_by_the_answer_script(
     answer = await a.answer(bot, clock.now() + 60)
     assert len(answers) == 1 and answer is not None
     assert [lease.cancelled for lease in answer.leases if lease.lease_id == first.lease_ids[0]] == [True]
+
+
+async def test_an_answer_kept_by_another_calls_claim_is_not_this_calls(
+    two_states: tuple[RedisState, RedisState, FakeClock],
+) -> None:
+    a, _, clock = two_states
+    await queue_three(a, clock)
+    bot = await open_bot(a, clock, "bot", files_of("held"))
+    answers = scripts_seen(a, "answer")
+    view = await asyncio.create_task(a.claim(bot, clock.now()))
+    answer = await a.answer(bot, clock.now() + 60)
+    assert len(answers) == 1  # its own, from the script
+    assert view is not None and answer is not None and [x.lease_id for x in answer.leases] == list(view.lease_ids)

@@ -182,7 +182,7 @@ class SchedulingPolicy(Scheduler):
         deadline_remaining: float | None,
         summary: BotSummary | None = None,
     ) -> SessionAnswer:
-        outcome = await self.state.report(name, bot_id, healthy, reports, partial_metadata, summary, claim_next=True)
+        outcome = await self.state.report(name, bot_id, healthy, reports, partial_metadata, summary)
         if outcome is None:
             raise self._unknown_session(name)
         if isinstance(outcome, OtherBot):

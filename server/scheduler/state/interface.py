@@ -159,8 +159,6 @@ class SchedulerState(ABC):
         reports: Sequence[LeaseReport],
         partial_metadata: Mapping[str, re_pb2.ExecutedActionMetadata],
         summary: BotSummary | None = None,
-        *,
-        claim_next: bool = False,
     ) -> ReportOutcome | OtherBot | None:
         """Start a call of bot ``bot_id`` (``OtherBot`` if the session is not its own):
         take its ``summary`` (each field that is not None replaces the session's),
@@ -170,9 +168,7 @@ class SchedulerState(ABC):
         the policy to finish; reports of leases the session does not hold are ignored
         (the answer leaves them out, which tells the bot to stop); cancellations the
         bot was told about and no longer lists are forgotten. None if the session is
-        closed. ``claim_next``: this call's next step here is ``claim`` (after finishing
-        the completed leases); a state may read the claim's input now, with the report
-        (the Redis state: one script fewer per call)."""
+        closed."""
 
     @abstractmethod
     async def claim(self, name: str, now: float) -> SessionView | None:

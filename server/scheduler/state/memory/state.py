@@ -208,8 +208,6 @@ class MemoryState(MemoryTables, SchedulerState):
         reports: Sequence[LeaseReport],
         partial_metadata: Mapping[str, re_pb2.ExecutedActionMetadata],
         summary: BotSummary | None = None,
-        *,
-        claim_next: bool = False,
     ) -> ReportOutcome | OtherBot | None:
         session = self._workers.sessions.get(name)
         if session is None:

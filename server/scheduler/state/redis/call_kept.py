@@ -1,15 +1,13 @@
 """What a script of a bot's call read for a later step of the same call.
 
-A bot's call runs report, then (after the completed leases are finished) claim, then,
-unless it holds, answer. With locality, a claim is two scripts (claim_window, then
-claim_chosen: placement.py); so the report script reads the claim's window too when
-the call claims next (report.lua), and the claim returns the call's answer
-(session_answers.py): a call runs as many scripts as with fifo, or fewer. What a
-script read is kept here until the step that uses it takes it, and only that call's
-task may take it: a newer call of the same session (which supersedes this one) or any
-other path reads its own. A call that fails before that step leaves its item behind:
-never taken (no other task matches it), replaced by the session's next one, and at
-most ``KEPT`` are kept.
+A bot's call runs report, claim and, unless it holds, answer. With locality, a claim
+is two scripts (claim_window, then claim_chosen: placement.py), so the claim returns
+the call's answer too (session_answers.py) and a call runs as many scripts as with
+fifo. What a script read is kept here until the step that uses it takes it, and only
+that call's task may take it: a newer call of the same session (which supersedes this
+one) or any other path reads its own. A call that fails before that step leaves its
+item behind: never taken (no other task matches it), replaced by the session's next
+one, and at most ``KEPT`` are kept.
 """
 
 from __future__ import annotations

@@ -46,7 +46,6 @@ from server.scheduler.clock import Clock
 from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, deep_queue, held_bytes,
                                       held_bytes_each, holder_moved_on, holder_wait_mark, own_work, sketch_total, tiers_among)
 from server.scheduler.sessions import BotSummary
-from server.scheduler.state.redis.call_kept import CallKept
 from server.scheduler.state.redis.codec import number, text
 from server.scheduler.state.redis.scripts import holder_wait
 
@@ -135,7 +134,6 @@ class RedisPlacement:
         self.clock = clock
         self.holder_wait = holder_wait(dispatch)
         self.summaries = Summaries(call)
-        self.windows = CallKept()  # read by a call's report for its claim (report.lua)
         # One placement of a new or requeued action at a time on this replica (gather,
         # choose, apply), as the memory state's steps are atomic: two new actions of one
         # component arriving together would otherwise both be judged before either was
@@ -143,13 +141,6 @@ class RedisPlacement:
         self.deciding = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-
-    def reported(self, name: str, reply: list[Any], summary: BotSummary | None) -> None:
-        """What report's reply carries for locality: the version of the summary it took,
-        and the window of the call's claim if it read it (report.lua)."""
-        self.summaries.remember(name, reply[4], summary)
-        if len(reply) > 5:
-            self.windows.keep(name, reply[5])
 
     # -- the wait for the holder -----------------------------------------------------
 
@@ -269,12 +260,9 @@ class RedisPlacement:
     async def claim(self, name: str, now: float) -> list[Any] | None:
         """A claim: the executions taken as locality.choose_placed picks them
         (placement tier, then what it holds), one free slot after the other, within the
-        best queued priority. The window is the one this call's report read, if it did
-        (call_kept.py), else claim_window's. The reply: {'done', session view, its answer
-        or None (lua/locality.lua answer_ready)}, or None (closed)."""
-        reply = self.windows.take(name)
-        if reply is None:
-            reply = await self._call("claim_window", name, number(now))
+        best queued priority. The reply: {'done', session view, the call's answer or None
+        (lua/locality.lua answer_ready)}, or None (closed)."""
+        reply = await self._call("claim_window", name, number(now))
         if reply and reply[0] == b"choose":
             reply = await self._claim_ranked(name, reply, now)
         return reply if reply else None

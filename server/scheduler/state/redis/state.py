@@ -36,7 +36,6 @@ from server.scheduler.operation import OperationState, PreparedAction
 from server.scheduler.platform import PlatformMatcher, RequirementSet, WorkerOffer
 from server.scheduler.results import status_response
 from server.scheduler.sessions import BotRegistration, BotSummary, LeaseReport, SessionAnswer
-from server.scheduler.state.redis.session_answers import SessionAnswers
 from server.scheduler.state.interface import SchedulerState
 from server.scheduler.state.redis.backplane import Backplane
 from server.scheduler.state.redis.catalog import Catalog
@@ -46,6 +45,7 @@ from server.scheduler.state.redis.codec import (
     timeout_arg, timeout_of,
 )
 from server.scheduler.state.redis.placement import RedisPlacement, summary_args
+from server.scheduler.state.redis.session_answers import SessionAnswers
 from server.scheduler.state.redis.watch import RedisWatch
 from server.scheduler.state.views import (
     CompletedLease, DedupKey, Lost, OtherBot, ReportOutcome, RunningLease, SessionView, Unserved,
@@ -255,7 +255,6 @@ class RedisState(SchedulerState):
         healthy: bool,
         reports: Sequence[LeaseReport],
         partial_metadata: Mapping[str, re_pb2.ExecutedActionMetadata], summary: BotSummary | None = None,
-        *, claim_next: bool = False,  # the Redis state reads the claim's window now (report.lua)
     ) -> ReportOutcome | OtherBot | None:
         args: list[object] = [name, bot_id, "1" if healthy else "0", number(self.clock.now()), len(reports)]
         for item in reports:
@@ -264,7 +263,7 @@ class RedisState(SchedulerState):
         for lease_id, metadata in partial_metadata.items():
             args += [lease_id, metadata.SerializeToString()]
         if self.placement is not None:
-            args += [*summary_args(summary), "1" if claim_next else ""]
+            args += summary_args(summary)
         reply = await self._call("report", *args)
         if reply is None:
             return None
@@ -273,7 +272,7 @@ class RedisState(SchedulerState):
             return OtherBot(text(reply[1]))
         registration = self.registrations.decode(reply[1])
         if self.placement is not None:
-            self.placement.reported(name, reply, summary)
+            self.placement.summaries.remember(name, reply[4], summary)
         by_lease = {item.lease_id: item for item in reports}
         completed = []
         for item in reply[3]:

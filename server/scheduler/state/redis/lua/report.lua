@@ -1,11 +1,7 @@
 -- report(name, bot id, healthy '1'|'0', now, n, (lease id, completed '1'|'0') x n,
---        m, (lease id, partial metadata) x m[, locality: its summary, see locality.take_summary,
---        '1' if the call claims next])
+--        m, (lease id, partial metadata) x m[, locality: its summary, see locality.take_summary])
 -- -> false (closed) | {'other', owner} | {'ok', registration, {listed lease ids}, {completed, ...}
--- [, locality: its summary's version[, the claim's window: locality.claim_window]]}
--- The window read here, not in a script of its own, saves the call a round trip; what the
--- policy does between (finishing the completed leases) seldom queues anything, and what
--- it queues the call's hold sees (locality.chooses) or the next claim takes.
+-- [, locality: its summary's version]}
 local name, bot, now = arg(1), arg(2), arg(4)
 local s = key('s', name)
 local f = redis.call('HMGET', s, 'bot', 'reg')
@@ -55,9 +51,5 @@ for _ = 1, m do
     redis.call('HSET', key('e', redis.call('HGET', key('l', lid), 'exec')), 'pmeta', meta)
   end
 end
-if LOCALITY then
-  local version = locality.take_summary(name, i)
-  if arg(i + 4) ~= '1' then return {'ok', f[2], listed, completed, version} end
-  return {'ok', f[2], listed, completed, version, locality.claim_window(name, now, false)}
-end
+if LOCALITY then return {'ok', f[2], listed, completed, locality.take_summary(name, i)} end
 return {'ok', f[2], listed, completed}
