@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.benchmarks.bench_locality [--rounds 2] [--components 6] [--libraries 120]
         [--headers 12] [--header-kib 16] [--jobs 12[,48...]] [--dir PATH] [--state memory|redis]
-        [--link-rate 100mbit] [--before DIR]
+        [--link-rate 100mbit] [--before DIR] [--counts]
 
 The workspace: ``--components`` components, each a header library of ``--headers``
 headers of ``--header-kib`` KiB (a project's big shared headers: generated protocol
@@ -32,6 +32,10 @@ them to the same one.
 server over a link limited to that rate each way (shaped_link.py; root), as a farm's
 workers reach its CAS across a network; on loopback the bytes a placement saves cost
 almost nothing.
+
+``--counts``: per dispatch, what its timed builds cost the control plane, counted
+(locality_counts.py): gRPC calls per method, Redis commands, scripts by name, the CPU
+of the server and redis-server.
 """
 
 from __future__ import annotations
