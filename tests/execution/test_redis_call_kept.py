@@ -19,6 +19,13 @@ async def queue_three(state: RedisState, clock: FakeClock) -> None:
         await state.add_operation(name, action(name), 0, None, clock.now(), 60)
 
 
+async def bot_holding_one_of_three(state: RedisState, clock: FakeClock) -> tuple[str, list[tuple[object, ...]]]:
+    """Three actions queued, a bot holding the files of one, and the answer scripts run from now."""
+    await queue_three(state, clock)
+    bot = await open_bot(state, clock, "bot", files_of("held"))
+    return bot, scripts_seen(state, "answer")
+
+
 def scripts_seen(state: RedisState, script: str) -> list[tuple[object, ...]]:
     """The calls of ``script`` the state itself makes from now (answer, hold...)."""
     original = state._call
@@ -37,9 +44,7 @@ async def test_a_call_that_claims_and_does_not_hold_answers_with_what_its_claim_
     two_states: tuple[RedisState, RedisState, FakeClock],
 ) -> None:
     a, _, clock = two_states
-    await queue_three(a, clock)
-    bot = await open_bot(a, clock, "bot", files_of("held"))
-    answers = scripts_seen(a, "answer")
+    bot, answers = await bot_holding_one_of_three(a, clock)
     view = await a.claim(bot, clock.now())
     assert view is not None and len(view.lease_ids) == 1
     answer = await a.answer(bot, clock.now() + 60)
@@ -55,9 +60,7 @@ async def test_a_call_that_holds_after_its_claim_answers_with_what_is_there_afte
     two_states: tuple[RedisState, RedisState, FakeClock],
 ) -> None:
     a, _, clock = two_states
-    await queue_three(a, clock)
-    bot = await open_bot(a, clock, "bot", files_of("held"))
-    answers = scripts_seen(a, "answer")
+    bot, answers = await bot_holding_one_of_three(a, clock)
     await a.claim(bot, clock.now())
     waiter = await a.hold(bot)
     await a.release_hold(bot, waiter)
@@ -86,9 +89,7 @@ async def test_an_answer_kept_by_another_calls_claim_is_not_this_calls(
     two_states: tuple[RedisState, RedisState, FakeClock],
 ) -> None:
     a, _, clock = two_states
-    await queue_three(a, clock)
-    bot = await open_bot(a, clock, "bot", files_of("held"))
-    answers = scripts_seen(a, "answer")
+    bot, answers = await bot_holding_one_of_three(a, clock)
     view = await asyncio.create_task(a.claim(bot, clock.now()))
     answer = await a.answer(bot, clock.now() + 60)
     assert len(answers) == 1  # its own, from the script
