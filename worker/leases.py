@@ -157,7 +157,11 @@ def task_for(
     outputs its report may carry inline (what the server agreed to)."""
     action = re_pb2.Action()
     is_action = lease.payload.Is(re_pb2.Action.DESCRIPTOR)  # type: ignore[arg-type]
-    if not is_action or not lease.payload.Unpack(action):
+    try:
+        unpacked = is_action and lease.payload.Unpack(action)
+    except DecodeError as err:  # the server's fault, told in this lease's result
+        raise InvalidArgument(f"lease {lease.id}: payload is not a well-formed REv2 Action ({err})") from err
+    if not unpacked:
         raise InvalidArgument(f"lease {lease.id}: payload is {lease.payload.type_url or 'empty'}, not an REv2 Action")
     function = _function_of(action, meta)
     action_digest = None
