@@ -166,15 +166,13 @@ def trailing_metadata(
     ``files_limit`` bytes of them; ``run``: the bot reads them as one run per lease."""
     entries: list[tuple[str, str | bytes]] = []
     inline = answer.inline_limit if inputs is not None else 0
+    run = bool(run and inline and files_limit)  # files are sent, and as a run
     if inline:
         entries.append((INLINE_BLOBS_KEY, str(inline)))
         if files_limit is not None:
             entries.append((INLINE_FILES_KEY, str(files_limit)))
-            run = run and files_limit > 0
-            if run:
-                entries.append((FILES_FORM_KEY, FILES_RUN))
-        else:
-            run = False
+        if run:
+            entries.append((FILES_FORM_KEY, FILES_RUN))
     budget = inline  # for the whole answer: it is what the bot's metadata limit was raised by
     for view in answer.leases:
         metadata = re_pb2.ExecuteOperationMetadata(
