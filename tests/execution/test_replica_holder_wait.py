@@ -139,3 +139,38 @@ async def test_a_wait_begun_on_a_replica_that_stops_ends_at_its_deadline_on_anot
     assert lease.action_digest == held.digest.to_proto()
     for pending in (call, chore_call):
         pending.cancel()
+
+
+async def test_a_replica_stopping_while_it_places_a_new_action_finishes_placing_it_first(
+        two_replicas: list[Replica], clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopping replica A while it judges where a new action goes (queued already, the
+    holder wait not begun): the stop lets that step finish, so the wait is kept in Redis
+    and B's tick ends it at its deadline. Cut short, the action would stay queued, out of
+    any wait, while the idle bot's call is held on B."""
+    replica_a, replica_b = two_replicas
+    held = await _build(replica_a, "held")
+    _, _, chore_call = await _busy_holder(replica_b, replica_a, held)
+    rival = TestBot(replica_b.channel, bot_id="rival", summary_size=8192, cache=holding(), properties=ARM)
+    rival_poll = await _waiting(replica_b, rival)
+    placement = replica_a.server.execution.scheduler.state.placement  # type: ignore[union-attr]
+    judging, go_on = asyncio.Event(), asyncio.Event()
+    choose_bot = placement.choose_bot
+
+    async def paused_choose_bot(*args: object) -> None:
+        judging.set()
+        await go_on.wait()
+        await choose_bot(*args)
+    monkeypatch.setattr(placement, "choose_bot", paused_choose_bot)
+    call = _execute(replica_a, held)
+    await asyncio.wait_for(judging.wait(), GUARD)
+    stopping = asyncio.create_task(replica_a.server.stop(None))
+    await asyncio.wait([stopping], timeout=0.5)  # a stop that does not wait is over by now
+    go_on.set()
+    await asyncio.wait_for(stopping, GUARD)
+    assert not rival_poll.done()
+    clock.advance(HOLDER_WAIT_MAX + 1)
+    await replica_b.server.execution.scheduler.tick()  # type: ignore[union-attr]
+    [lease] = await asyncio.wait_for(rival_poll, GUARD)
+    assert lease.action_digest == held.digest.to_proto()
+    for pending in (call, chore_call):
+        pending.cancel()

@@ -10,7 +10,9 @@ of each and of up to 16 other connected bots (for the tiers); Python chooses; th
 second (place, claim_chosen) applies the choice if it still holds (another replica
 may have acted between), else the next best (claim_chosen) or fifo's choice (place).
 So an execution is never lost or given twice: in the worst case (a replica dies
-between the two) it stays queued, and the next bot that asks takes it. A replica
+between the two) it stays queued, and the next bot that asks takes it. A call
+cancelled mid-step (a client hanging up, the replica stopping) does not cut it short
+(``whole``): the step runs to its end, or a held bot would not hear of the action. A replica
 places one new or requeued action at a time (``deciding``), so two arriving together
 are not both judged before either is given; claims, and replicas, race each other.
 
@@ -40,7 +42,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from server.scheduler.clock import Clock
 from server.scheduler.locality import (MINE, Dispatch, backlog_full, choose_bot, choose_placed, deep_queue, held_bytes,
@@ -54,8 +56,10 @@ log = logging.getLogger("reapi.scheduler.redis")
 SUMMARY_SESSIONS = 10_000  # filters a replica keeps (8 KiB each from reapi-worker)
 WAITS_PER_SWEEP = 100  # waits past their deadline ended per script (holder_waits)
 MIN_TIMER = 0.05  # seconds: the soonest this replica's deadline timer fires again
+DRAIN_S = 2.0  # seconds a stopping replica waits for its placements under way
 
 Call = Callable[..., Awaitable[Any]]
+T = TypeVar("T")
 
 
 _NONE_EXPECTED: frozenset[int] = frozenset()
@@ -140,7 +144,7 @@ class RedisPlacement:
         # given, and go to two bots. Claims are not serialized (a drain's rate).
         self.deciding = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- the wait for the holder -----------------------------------------------------
 
@@ -177,10 +181,26 @@ class RedisPlacement:
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("locality's holder wait: %s", task.exception())
+
+    async def whole(self, step: Coroutine[Any, Any, T], deciding: bool = False) -> T:
+        """Run a step that queues or frees an execution and then places it, to its end
+        even if the call running it is cancelled (a client hanging up, the replica
+        stopping: aclose lets it finish). Cut between its scripts, the execution would
+        stay queued while a bot is held waiting for work, unplaced until that bot's
+        next call. ``deciding``: the step holds ``deciding`` (a new action's placement)."""
+        task = asyncio.get_running_loop().create_task(self._decided(step) if deciding else step)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                task.add_done_callback(self._finished)  # no one awaits it now: log its failure
+            raise
 
     async def end_waits(self, now: float) -> None:
         """The waits past their deadline end (holder_waits), whichever replica began
@@ -197,10 +217,17 @@ class RedisPlacement:
         """A script this replica ran ended a wait (the holder moved on): place it now."""
         self.spawn(self.place([eid], self.clock.now()))
 
+    async def _decided(self, step: Coroutine[Any, Any, T]) -> T:
+        async with self.deciding:
+            return await step
+
     async def aclose(self) -> None:
+        """Steps under way finish (a few scripts each), for at most ``DRAIN_S``; the rest are cancelled."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=DRAIN_S)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -114,7 +114,7 @@ class RedisState(SchedulerState):
     async def _requeued(self, lost: list[Lost], now: float) -> list[Lost]:
         """With locality, the executions queued again go to the bots the rule picks."""
         if self.placement is not None:
-            await self.placement.place([item.execution_id for item in lost if item.requeued], now)
+            await self.placement.whole(self.placement.place([item.execution_id for item in lost if item.requeued], now))
         return lost
 
     # -- operations and executions ---------------------------------------------
@@ -126,8 +126,8 @@ class RedisState(SchedulerState):
         rid = await self.catalog.requirement_id(action.requirements)
         if self.placement is None:
             return await self._add_operation(name, action, rid, priority, dedup, now, worker_grace, owner)
-        async with self.placement.deciding:
-            return await self._add_operation(name, action, rid, priority, dedup, now, worker_grace, owner)
+        return await self.placement.whole(
+            self._add_operation(name, action, rid, priority, dedup, now, worker_grace, owner), deciding=True)
 
     async def _add_operation(
         self, name: str, action: PreparedAction, rid: str, priority: int, dedup: DedupKey | None, now: float,
@@ -331,7 +331,7 @@ class RedisState(SchedulerState):
     async def expired_sessions(self, now: float) -> list[SessionView]:
         await self._reap_lost_results(now)
         if self.placement is not None and self.placement.holder_wait:
-            await self.placement.end_waits(now)  # on every replica's tick: no wait outlives its deadline
+            await self.placement.whole(self.placement.end_waits(now))  # every replica's tick: no wait outlives its deadline
         reply = await self._call("expired_sessions", number(now))
         assert isinstance(reply, list)
         return [session_view(item, self.registrations) for item in reply]
