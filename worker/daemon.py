@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from cas.bots_protocol_names import (CAPACITY_CONFIG, FILES_FORM_KEY, FILES_RUN, HOLD_WHEN_BUSY_CONFIG, INLINE_BLOBS_KEY,
+                                     INLINE_FILES_KEY, LOAD_KEY, SUMMARY_CONFIG, SUMMARY_KEY)
 from cas.collector import Burst
 from cas.errors import ReapiError, Unavailable
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
@@ -39,10 +41,7 @@ from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_gr
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import worker_pb2
 from worker.cache_summary import CacheSummary, load_text
 from worker.executors import Executor
-from worker.leases import (
-    FILES_FORM_KEY, FILES_RUN, INLINE_BLOBS_KEY, INLINE_FILES_KEY, LOAD_KEY, SUMMARY_BIN_KEY, SUMMARY_KEY, HeldLease,
-    inline_limit_of, lease_context, summary_limit_of, task_for,
-)
+from worker.leases import HeldLease, inline_limit_of, lease_context, summary_limit_of, task_for
 from worker.platform import PlatformProperties
 
 log = logging.getLogger("reapi.worker")
@@ -92,15 +91,15 @@ def worker_proto(properties: PlatformProperties, capacity: int, inline_blob_limi
     worker = worker_pb2.Worker()
     for key, value in properties.pairs():
         worker.properties.add(key=key, value=value)
-    worker.configs.add(key="capacity", value=str(capacity))
-    worker.configs.add(key="reapi-hold-when-busy", value="true")
+    worker.configs.add(key=CAPACITY_CONFIG, value=str(capacity))
+    worker.configs.add(key=HOLD_WHEN_BUSY_CONFIG, value="true")
     if inline_blob_limit > 0:
         worker.configs.add(key=INLINE_BLOBS_KEY, value=str(inline_blob_limit))
         if inline_file_limit > 0:
             worker.configs.add(key=INLINE_FILES_KEY, value=str(min(inline_file_limit, inline_blob_limit)))
             worker.configs.add(key=FILES_FORM_KEY, value=FILES_RUN)
     if cache_summary_size > 0:
-        worker.configs.add(key=SUMMARY_KEY, value=str(cache_summary_size))
+        worker.configs.add(key=SUMMARY_CONFIG, value=str(cache_summary_size))
     return worker
 
 
@@ -283,7 +282,7 @@ class BotDaemon:
         if version != self._summary_sent:
             wire = self.summary.wire()
             if len(wire) <= self.summary_limit:
-                entries.append((SUMMARY_BIN_KEY, wire))
+                entries.append((SUMMARY_KEY, wire))
         return tuple(entries), version
 
     @staticmethod

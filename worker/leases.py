@@ -21,6 +21,10 @@ from operator import attrgetter
 from google.protobuf.message import DecodeError
 
 from cas.blob_run import decode_run
+from cas.bots_protocol_names import (
+    FILES_FORM_KEY, FILES_RUN, INLINE_BLOBS_KEY, INSTANCE_NAME_KEY, LEASE_BLOBS_KEY, LEASE_FILES_KEY,
+    OPERATION_METADATA_KEY, SUMMARY_CONFIG,
+)
 from cas.digest import Digest, infer_algorithm
 from cas.errors import InvalidArgument, ReapiError
 from cas.remote.batch_reads import SIZE_BYTES
@@ -33,19 +37,6 @@ _HASH = attrgetter("hash")
 _DATA = attrgetter("data")
 _MAKE_DIGEST = partial(tuple.__new__, Digest)  # a Digest from (hash, size, function), unchecked
 
-OPERATION_METADATA_KEY = "executeoperationmetadata-bin"
-INSTANCE_NAME_KEY = "reapi-instance-name-bin"
-INLINE_BLOBS_KEY = "reapi-inline-blobs"  # the worker's ask (a config) and the server's answer (metadata)
-INLINE_FILES_KEY = "reapi-inline-files"  # the same for small input files (section 7, "Input files")
-FILES_FORM_KEY = "reapi-inline-files-form"  # and in which form: "run", one run per lease (cas/blob_run.py)
-FILES_RUN = "run"
-# docs/BOTS_PROTOCOL.md section 8: the offer (a config) and the agreed size (answer metadata),
-# then the summary and the load the worker attaches to its calls.
-SUMMARY_KEY = "reapi-cache-summary"
-SUMMARY_BIN_KEY = "reapi-cache-summary-bin"
-LOAD_KEY = "reapi-bot-load"
-LEASE_BLOBS_KEY = "reapi-lease-blobs-bin"
-LEASE_FILES_KEY = "reapi-lease-files-bin"
 
 
 @dataclass
@@ -102,7 +93,7 @@ def inline_limit_of(trailing: Sequence[tuple[str, str | bytes]] | None) -> int:
 
 def summary_limit_of(trailing: Sequence[tuple[str, str | bytes]] | None) -> int:
     """The cache summary bytes the server agreed to take in this answer (0: none)."""
-    for value in metadata_values(trailing, SUMMARY_KEY):
+    for value in metadata_values(trailing, SUMMARY_CONFIG):
         try:
             return max(0, int(value))
         except ValueError:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from cas.bots_protocol_names import LOAD_KEY, SUMMARY_CONFIG, SUMMARY_KEY
 from cas.lru import Lru
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
 from server.scheduler.locality import valid_summary
@@ -29,9 +30,6 @@ from server.scheduler.sessions import BotSummary
 
 log = logging.getLogger("reapi.server.bots")
 
-SUMMARY_CONFIG = "reapi-cache-summary"  # worker config (asked) and answer metadata (agreed)
-SUMMARY_KEY = "reapi-cache-summary-bin"
-LOAD_KEY = "reapi-bot-load"
 MAX_SUMMARY_BYTES = 32 << 10  # what this server takes at most (its metadata limit leaves room)
 # What the Bots service keeps of sessions' summaries (reapi-worker's are 8 KiB: 2,000 bots).
 SESSION_FILTER_BYTES = 16 << 20

@@ -18,6 +18,11 @@ import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 
+from cas.bots_protocol_names import (
+    CAPACITY_CONFIG, FILES_FORM_KEY, FILES_RUN, HOLD_WHEN_BUSY_CONFIG, INLINE_BLOBS_KEY, INLINE_FILES_KEY,
+    INSTANCE_NAME_KEY, LEASE_BLOBS_KEY, LEASE_FILES_KEY, OPERATION_METADATA_KEY, PARTIAL_METADATA_PREFIX,
+    SUMMARY_CONFIG,
+)
 from cas.digest import Digest
 from cas.errors import InvalidArgument
 from cas.timestamps import timestamp_of
@@ -31,23 +36,11 @@ from server.scheduler.input_cache import InputCache
 from server.scheduler.interface import Scheduler
 from server.scheduler.platform import PlatformMatcher
 from server.scheduler.sessions import BotRegistration, BotSummary, LeaseReport, LeaseView, SessionAnswer
-from server.services.bot_summaries import SUMMARY_CONFIG, SessionFilters, agreed_limit, summary_of
+from server.services.bot_summaries import SessionFilters, agreed_limit, summary_of
 from server.services.lease_inputs import lease_files, lease_inputs, read_files
 
 log = logging.getLogger("reapi.server.bots")
 
-OPERATION_METADATA_KEY = "executeoperationmetadata-bin"
-INSTANCE_NAME_KEY = "reapi-instance-name-bin"
-PARTIAL_METADATA_PREFIX = "partial-execution-metadata-"
-CAPACITY_CONFIG = "capacity"
-HOLD_WHEN_BUSY_CONFIG = "reapi-hold-when-busy"
-# A worker config (what the bot asks for) and an answer metadata key (what it gets).
-INLINE_BLOBS_KEY = "reapi-inline-blobs"
-INLINE_FILES_KEY = "reapi-inline-files"  # section 7: small input files too, up to this many bytes
-FILES_FORM_KEY = "reapi-inline-files-form"  # section 7: the files as one run (cas/blob_run.py)
-FILES_RUN = "run"
-LEASE_BLOBS_KEY = "reapi-lease-blobs-bin"
-LEASE_FILES_KEY = "reapi-lease-files-bin"
 ACTION_TYPE_URL = "type.googleapis.com/" + re_pb2.Action.DESCRIPTOR.full_name
 HEALTHY = (bots_pb2.BotStatus.OK, bots_pb2.BotStatus.BOT_STATUS_UNSPECIFIED)
 
