@@ -132,7 +132,8 @@ def lease_inputs(view: LeaseView, cache: InputCache, limit: int, sent: SentBlobs
     (empty bytes when there is nothing to send): the Command and Directories, then
     ``files`` (read already) as far as they fit, leaving out what ``sent`` says the bot
     was sent before (and adding what is sent now). With ``run`` the files go in the
-    second value instead, as one run (cas/blob_run.py) for a bot that reads that form;
+    second value instead, as one run (cas/blob_run.py) for a bot that reads that form
+    (in the first still if they cannot make a run: a bot that reads runs reads both);
     the two together stay within ``limit``."""
     digests = lease_digests(view)
     if digests is None or limit <= 0:
@@ -145,9 +146,7 @@ def lease_inputs(view: LeaseView, cache: InputCache, limit: int, sent: SentBlobs
         if run:
             chosen = _fitting(files, room - RUN_HEADER, overhead=4)
             files_run = encode_run(list(map(_HASH, chosen)), list(chosen.values())) or b""
-            if not files_run:
-                chosen = {}
-        else:
+        if not files_run:  # the message form: asked for, or files a run cannot hold
             chosen = _fitting(files, room)
             blobs.update(chosen)
         if sent is not None:

@@ -6,9 +6,12 @@ does not ask gets them as before, and no such entry."""
 
 from __future__ import annotations
 
+import pytest
+
 from cas.blob_run import decode_run
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
+from server.services import lease_inputs
 from tests.execution.conftest import ExecEnv
 from tests.support.test_bot import TestBot
 
@@ -102,5 +105,21 @@ async def test_a_bot_that_does_not_ask_gets_no_run(env: ExecEnv) -> None:
     [lease] = await bot.poll()
     assert "reapi-inline-files-form" not in dict(bot.last_trailing)
     assert not [k for k, _ in bot.last_trailing if k == "reapi-lease-files-bin"]
+    assert all((action.blobs[name].hash, action.blobs[name].size_bytes) in lease.inline_blobs for name in FILES)
+    call.cancel()
+
+
+async def test_files_that_cannot_make_a_run_go_in_the_message_form(env: ExecEnv,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """encode_run refuses (hashes of mixed lengths, a file of 4 GiB or more: it is made
+    to refuse here, as no inlined file can be either): the lease's files still go, in
+    reapi-lease-blobs-bin, which a bot that asked for runs reads too."""
+    monkeypatch.setattr(lease_inputs, "encode_run", lambda hashes, contents: None)
+    action = await env.actions.build(["cc", "-c", "a.c"], inputs=INPUTS)
+    bot = _bot(env, inline_limit=1 << 20, inline_files=256 << 10)
+    await bot.create()
+    call = env.start(action)
+    [lease] = await bot.poll()
+    assert bot.runs() == [b""]
     assert all((action.blobs[name].hash, action.blobs[name].size_bytes) in lease.inline_blobs for name in FILES)
     call.cancel()
