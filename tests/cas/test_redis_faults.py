@@ -7,9 +7,8 @@ that is never rebuilt: recovery must happen without restarting anything of ours.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -18,21 +17,8 @@ from cas.redis.store import RedisStore
 from cas.redis.connection import RedisGuard, connect, redacted_url
 from tests.cas.streams import blob, chunks_of, read_chunks
 from tests.support.redis_process import RedisProcess, SentinelProcess, running_redis
+from tests.support.waiting import eventually
 
-T = TypeVar("T")
-RECOVERY_TIMEOUT_S = 60.0
-
-
-async def eventually(call: Callable[[], Awaitable[T]]) -> T:
-    """``call()`` once Redis answers again (polled; never a timed assertion)."""
-    deadline = asyncio.get_running_loop().time() + RECOVERY_TIMEOUT_S
-    while True:
-        try:
-            return await call()
-        except ReapiError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
 
 
 @pytest.fixture
@@ -59,7 +45,7 @@ async def test_a_hung_redis_fails_calls_with_unavailable_then_recovers(redis: Re
             assert isinstance(failures[digest], Unavailable)
         finally:
             redis.resume()
-        assert await eventually(lambda: store.get_bytes(digest)) == data
+        assert await eventually(lambda: store.get_bytes(digest), ReapiError) == data
         assert not store.guard.is_down
         assert await store.find_missing([digest]) == set()
     finally:
@@ -75,7 +61,7 @@ async def test_a_killed_redis_is_unavailable_and_its_restart_is_picked_up(redis:
         with pytest.raises(Unavailable, match=f"ac: redis at {redis.url} is unreachable"):
             await store.find_missing([digest])
         await asyncio.to_thread(redis.start)  # same port; AOF brings the value back
-        assert await eventually(lambda: store.get_bytes(digest)) == data
+        assert await eventually(lambda: store.get_bytes(digest), ReapiError) == data
         other, other_data = blob(3, 100)
         await store.put_bytes(other, other_data)
         assert await store.get_many([digest, other]) == {digest: data, other: other_data}
@@ -96,16 +82,16 @@ async def test_through_sentinel_across_a_failover(tmp_path: Path) -> None:
     try:
         assert store.location == f"redis+sentinel://127.0.0.1:{sentinel.port}/reapi/0"
         digest, data = blob(4, 100)
-        await eventually(lambda: store.put_bytes(digest, data))
+        await eventually(lambda: store.put_bytes(digest, data), ReapiError)
         # The value reached the replica before its primary dies.
         on_replica = RedisStore.from_url(replica.url, key_prefix="sentinel:", name="replica")
-        await eventually(lambda: on_replica.get_bytes(digest))
+        await eventually(lambda: on_replica.get_bytes(digest), ReapiError)
         await on_replica.aclose()
         await asyncio.to_thread(primary.kill)
         # Sentinel promotes the replica; the same store finds it.
-        assert await eventually(lambda: store.get_bytes(digest)) == data
+        assert await eventually(lambda: store.get_bytes(digest), ReapiError) == data
         other, other_data = blob(5, 100)
-        await eventually(lambda: store.put_bytes(other, other_data))
+        await eventually(lambda: store.put_bytes(other, other_data), ReapiError)
         assert await store.get_bytes(other) == other_data
     finally:
         await store.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import grpc
@@ -17,6 +18,7 @@ from server.scheduler.state.memory.state import memory_state
 from tests.execution.conftest import ExecEnv
 from tests.support.actions import BuiltAction
 from tests.support.test_bot import ReceivedLease, TestBot
+from tests.support.waiting import until
 
 @pytest.fixture(name="scheduler_state")
 def memory_state_only() -> StateFactory:
@@ -34,14 +36,6 @@ def holding(digests: Iterable[Digest] = ()) -> bytes:
     summary = DigestFilter(8192, 5)
     summary.add_all(d.hash for d in digests)
     return summary.to_bytes()
-
-
-async def until(condition: Any, what: str) -> None:
-    for _ in range(2000):
-        if await condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def with_inputs(env: ExecEnv, name: str, size: int = BIG, tool: str = "cc") -> BuiltAction:
@@ -72,7 +66,7 @@ async def queue(env: ExecEnv, actions: list[BuiltAction], priority: int = 0) -> 
     before = await env.queued()
     for action in actions:
         calls.append(env.start(action, execution_policy={"priority": priority}))
-        await until(lambda n=before + len(calls): _queued_at_least(env, n), "queued")
+        await until(partial(_queued_at_least, env, before + len(calls)), "queued")
     return calls
 
 

@@ -15,18 +15,10 @@ from remote_apis_protos.google.longrunning import operations_pb2_grpc as lro_grp
 from cas.timestamps import timestamp_of as timestamp
 from tests.execution.conftest import ExecEnv, drain, metadata_of, next_with_stage, response_of, stages_of
 from tests.support.actions import ActionBuilder
+from tests.support.waiting import until
 
 QUEUED, EXECUTING, COMPLETED = 2, 3, 4
 GUARD = 30  # seconds: only a broken wake-up comes near this
-
-
-async def until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
-    """Poll an async condition (the state may live elsewhere) until it holds."""
-    for _ in range(2000):
-        if await condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def test_a_held_update_is_woken_the_moment_work_arrives(env: ExecEnv) -> None:

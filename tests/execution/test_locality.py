@@ -15,9 +15,10 @@ from cas.digest_filter import DigestFilter
 from server.scheduler.locality import SAMPLE, held_bytes, held_bytes_each, record_keys, sketch_of
 from tests.execution.conftest import ExecEnv
 from tests.execution.locality_helpers import (
-    GUARD, holding, inputs_of, passes_bounded, queue, until, urgent_overtakes, waiting, with_inputs,
+    GUARD, holding, inputs_of, passes_bounded, queue, urgent_overtakes, waiting, with_inputs,
 )
 from tests.support.test_bot import TestBot
+from tests.support.waiting import until
 
 @pytest.mark.parametrize("dispatch", ["locality", "fifo"])
 async def test_a_new_action_goes_to_the_waiting_bot_that_holds_its_inputs(make_env, dispatch: str) -> None:  # type: ignore[no-untyped-def]

@@ -14,8 +14,9 @@ from server.scheduler.locality import LOCALITY
 from tests.execution.locality_helpers import (
     GUARD, busy_holder, holder_taking_what_it_holds_keeps_the_waiting_one, holding, idle_bot_gets_it, inputs_of,
     lower_priority_not_taken_while_better_waits,
-    passes_bounded, queue, until, urgent_overtakes, waiting, with_inputs,
+    passes_bounded, queue, urgent_overtakes, waiting, with_inputs,
 )
+from tests.support.waiting import until
 
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from server.scheduler.locality import LOCALITY
 from tests.execution.locality_helpers import (
-    GUARD, busy_holder, holding, idle_bot_gets_it, inputs_of, queue, taken_within_max_passes, until, with_inputs,
+    GUARD, busy_holder, holding, idle_bot_gets_it, inputs_of, queue, taken_within_max_passes, with_inputs,
 )
 from tests.execution.conftest import ExecEnv
+from tests.support.waiting import until
 
 URGENT = -1  # any priority better than the default (0) is urgent
 

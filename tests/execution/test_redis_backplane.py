@@ -7,8 +7,7 @@ knows Redis is away, a call now fails at once and says so.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,22 +15,13 @@ import pytest
 from cas.errors import Unavailable
 from server.scheduler.state.redis.backplane import Backplane
 from tests.support.redis_process import RedisProcess, running_redis
-
-POLL_LIMIT_S = 120.0
+from tests.support.waiting import until
 
 
 @pytest.fixture
 async def redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
     async with running_redis(tmp_path / "redis") as process:
         yield process
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    """Poll ``condition()`` (never a timed assertion: the limit only stops a hang)."""
-    deadline = asyncio.get_running_loop().time() + POLL_LIMIT_S
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"never {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_calls_fail_fast_while_redis_is_away_and_work_again_after(redis: RedisProcess) -> None:

@@ -10,9 +10,8 @@ how fast it did.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import pytest
@@ -27,21 +26,8 @@ from tests.support.actions import ActionBuilder, BuiltAction
 from tests.support.redis_process import RedisProcess, running_redis
 from tests.support.replicas import ReplicaSet
 from tests.support.test_bot import ReceivedLease, TestBot
+from tests.support.waiting import eventually
 
-T = TypeVar("T")
-PATIENCE_S = 60.0
-
-
-async def eventually(call: Callable[[], Awaitable[T]]) -> T:
-    """``call()`` once it stops failing with a gRPC error."""
-    deadline = asyncio.get_running_loop().time() + PATIENCE_S
-    while True:
-        try:
-            return await call()
-        except grpc.aio.AioRpcError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.2)
 
 
 @pytest.fixture
@@ -63,7 +49,7 @@ async def wait_done(replicas: ReplicaSet, index: int, name: str) -> re_pb2.Execu
     async def last() -> lro_pb2.Operation:
         return (await drain(stub.WaitExecution(re_pb2.WaitExecutionRequest(name=name))))[-1]
 
-    return response_of(await eventually(last))
+    return response_of(await eventually(last, grpc.aio.AioRpcError))
 
 
 async def test_a_killed_replica_loses_nothing(tmp_path: Path, redis: RedisProcess) -> None:
@@ -91,7 +77,7 @@ async def test_a_killed_replica_loses_nothing(tmp_path: Path, redis: RedisProces
             mover.channel = replicas.channel(2)
             mover.__post_init__()
             mover.complete(lease.id)
-            await eventually(lambda: mover.poll(timeout=10.0))
+            await eventually(lambda: mover.poll(timeout=10.0), grpc.aio.AioRpcError)
             assert (await wait_done(replicas, 1, name)).status.code == 0
             # The doomed bot never calls again: its session expires, its lease is queued
             # again and a new bot runs it, once more, within the retry budget.
@@ -130,8 +116,8 @@ async def test_a_stopped_redis_fails_calls_fast_and_they_recover(tmp_path: Path,
                 assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
             finally:
                 redis.resume()
-            call = await eventually(lambda: _started(execute, before))
-            [lease] = await eventually(lambda: _poll_or_reconnect(bot))
+            call = await eventually(lambda: _started(execute, before), grpc.aio.AioRpcError)
+            [lease] = await eventually(lambda: _poll_or_reconnect(bot), grpc.aio.AioRpcError)
             bot.complete(lease.id)
             await bot.poll(timeout=10.0)
             assert response_of((await drain(call))[-1]).status.code == 0
@@ -183,10 +169,11 @@ async def test_redis_and_every_replica_restarted_keep_queued_and_finished_operat
                 await asyncio.to_thread(replicas.start, index)
 
             operations = lro_grpc.OperationsStub(replicas.channel(1))
-            done = await eventually(lambda: operations.GetOperation(lro_pb2.GetOperationRequest(name=finished_name)))
+            done = await eventually(lambda: operations.GetOperation(lro_pb2.GetOperationRequest(name=finished_name)),
+                                    grpc.aio.AioRpcError)
             assert done.done and response_of(done).result.stdout_raw == b"kept"
             after = TestBot(replicas.channel(0), bot_id="after")
-            [again] = await eventually(after.create) or await after.poll()
+            [again] = await eventually(after.create, grpc.aio.AioRpcError) or await after.poll()
             assert again.action_digest.hash == queued_action.digest.hash
             after.complete(again.id)
             await after.poll(timeout=10.0)

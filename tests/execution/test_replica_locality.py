@@ -16,10 +16,11 @@ import pytest
 
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from tests.execution.conftest import Replica, replica_set
-from tests.execution.locality_helpers import BIG, GUARD, holding, inputs_of, until
+from tests.execution.locality_helpers import BIG, GUARD, holding, inputs_of
 from tests.support.actions import ActionBuilder, BuiltAction
 from tests.support.fake_clock import FakeClock
 from tests.support.test_bot import ReceivedLease, TestBot
+from tests.support.waiting import until
 
 
 @pytest.fixture

@@ -4,9 +4,7 @@ tokens in force. Certificate rotation is in test_transport.py."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from pathlib import Path
 
 import grpc
@@ -19,17 +17,17 @@ from server.auth.tokens import TokenTable
 from tests.security.conftest import FarmFactory
 from tests.support.jwks import TestIssuer
 from tests.support.tokens import TokenFile, bearer
+from tests.support.waiting import until
 
 DIGEST = re_pb2.Digest(hash="ef" * 32, size_bytes=3)
 
 
-async def eventually(channel: grpc.aio.Channel, token: str, wanted: grpc.StatusCode, timeout: float = 10.0) -> None:
+async def answered(channel: grpc.aio.Channel, token: str, wanted: grpc.StatusCode) -> None:
     """Call until the answer is ``wanted``: the server looks at its files at most every
     half second (server/auth/tokens.py RELOAD_INTERVAL), not on every call."""
-    deadline = time.monotonic() + timeout
-    while (got := await status_for(channel, token)) != wanted:
-        assert time.monotonic() < deadline, f"still {got} after {timeout}s, wanted {wanted}"
-        await asyncio.sleep(0.05)
+    async def check() -> bool:
+        return await status_for(channel, token) == wanted
+    await until(check, f"{wanted} for the token", interval=0.05)
 
 
 async def status_for(channel: grpc.aio.Channel, token: str) -> grpc.StatusCode:
@@ -48,23 +46,23 @@ async def test_tokens_are_added_rotated_and_revoked_without_a_restart(
     async with farm_factory() as farm, farm.channel() as channel:
         assert await status_for(channel, old) == grpc.StatusCode.NOT_FOUND  # allowed: a miss
         new = token_file.add("ci", ["read"])  # rotation: both hashes under one name for a while
-        await eventually(channel, new, grpc.StatusCode.NOT_FOUND)
+        await answered(channel, new, grpc.StatusCode.NOT_FOUND)
         assert await status_for(channel, old) == grpc.StatusCode.NOT_FOUND
         token_file.entries = [e for e in token_file.entries if e is not token_file.entries[0]]
         token_file.write()
-        await eventually(channel, old, grpc.StatusCode.UNAUTHENTICATED)  # revoked
+        await answered(channel, old, grpc.StatusCode.UNAUTHENTICATED)  # revoked
         assert await status_for(channel, new) == grpc.StatusCode.NOT_FOUND
 
         with caplog.at_level(logging.ERROR, logger="reapi.server.auth"):
             token_file.path.write_text("[[token]]\nname = 'half-written")
-            deadline = time.monotonic() + 10
-            while not any("token file not reloaded" in r.getMessage() for r in caplog.records):
-                assert time.monotonic() < deadline, "the broken file was never noticed"
+
+            async def noticed() -> bool:
                 assert await status_for(channel, new) == grpc.StatusCode.NOT_FOUND  # the last good file stays
-                await asyncio.sleep(0.05)
+                return any("token file not reloaded" in r.getMessage() for r in caplog.records)
+            await until(noticed, "the broken token file noticed", interval=0.05)
             assert await status_for(channel, new) == grpc.StatusCode.NOT_FOUND
         token_file.remove("ci")
-        await eventually(channel, new, grpc.StatusCode.UNAUTHENTICATED)
+        await answered(channel, new, grpc.StatusCode.UNAUTHENTICATED)
 
 
 async def test_jwks_rotation_takes_new_keys_and_drops_old_ones(farm_factory: FarmFactory, issuer: TestIssuer) -> None:
@@ -73,7 +71,7 @@ async def test_jwks_rotation_takes_new_keys_and_drops_old_ones(farm_factory: Far
         assert await status_for(channel, before) == grpc.StatusCode.NOT_FOUND
         assert await status_for(channel, before) == grpc.StatusCode.NOT_FOUND  # the remembered verdict
         rotated = TestIssuer(issuer.jwks_path, generation=2)  # new keys, new key ids, same file
-        await eventually(channel, rotated.token("alice", ["read"], algorithm="ES256"), grpc.StatusCode.NOT_FOUND)
+        await answered(channel, rotated.token("alice", ["read"], algorithm="ES256"), grpc.StatusCode.NOT_FOUND)
         assert await status_for(channel, before) == grpc.StatusCode.UNAUTHENTICATED
 
 

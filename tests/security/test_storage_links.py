@@ -11,7 +11,6 @@ store; clients talk to the frontend only. What is refused names the node.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -37,6 +36,7 @@ from tests.support.certificates import TestPki
 from tests.support.servers import channel_to, running_server
 from tests.support.storage_nodes import storage_node_process, storage_node_stores
 from tests.support.tokens import TokenFile, write_token_file
+from tests.support.waiting import eventually
 
 FRONTEND_PERMISSIONS = ["read", "write"]  # all a frontend needs on a storage node (docs/SECURITY.md)
 
@@ -249,18 +249,6 @@ async def test_the_frontends_token_rotates_without_a_restart(
         second = await client.upload(b"after the rotation " * 50)
         assert await client.missing([first, second]) == set()
         assert await client.read(first) == b"before the rotation " * 50
-
-
-async def eventually(check: Any, timeout: float = 30.0) -> None:
-    """``check()`` once it passes (a node re-reads its token file within half a second)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            return await check()  # type: ignore[no-any-return]
-        except AssertionError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.2)
 
 
 # -- what the frontend refuses to start with: one line naming the store and the file --

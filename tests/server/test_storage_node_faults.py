@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import pytest
@@ -29,9 +29,9 @@ from tests.support.processes import free_port
 from tests.support.server_process import ServerProcess
 from tests.support.servers import channel_to, config_for, running_server
 from tests.support.storage_nodes import storage_node_process
+from tests.support.waiting import eventually
 
-T = TypeVar("T")
-RECOVERY_TIMEOUT_S = 30.0
+RECOVERING = (grpc.aio.AioRpcError, ReapiError, AssertionError)  # while a restarted node is reconnected
 
 
 class Nodes:
@@ -93,18 +93,6 @@ async def mirrored(nodes: Nodes) -> AsyncIterator[tuple[ReapiServer, StorageClie
         yield pair
 
 
-async def eventually(call: Callable[[], Awaitable[T]]) -> T:
-    """``call()`` once it stops failing (a restarted node is reconnected within seconds)."""
-    deadline = asyncio.get_running_loop().time() + RECOVERY_TIMEOUT_S
-    while True:
-        try:
-            return await call()
-        except (grpc.aio.AioRpcError, ReapiError, AssertionError):
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-
-
 def blobs(count: int, salt: str) -> dict[Digest, bytes]:
     datas = [f"{salt} blob {i} ".encode() * 20 for i in range(count)]
     return {Digest.of(data): data for data in datas}
@@ -143,7 +131,7 @@ async def test_a_killed_shard_fails_its_blobs_only_until_it_returns(
     assert "storage-2" in message
 
     await asyncio.to_thread(nodes.start, "storage-2")
-    assert await eventually(lambda: client.missing(list(values))) == set()
+    assert await eventually(lambda: client.missing(list(values)), *RECOVERING) == set()
     read = await batch_read(client, list(values))
     assert {d: r.data for d, r in read.items()} == values
 
@@ -174,7 +162,7 @@ async def test_a_mirrored_pair_serves_everything_with_one_node_dead_and_repairs_
     await asyncio.to_thread(nodes.start, "storage-2")
     everything = [*before, *during, big_digest, Digest.of(big_during)]
     # FindMissingBlobs sees storage-2 lacking everything and copies it all back.
-    assert await eventually(lambda: repaired(server, everything)) == set()
+    assert await eventually(lambda: repaired(server, everything), *RECOVERING) == set()
     assert await client.missing(everything) == set()
     node_2 = RemoteStore.connect(nodes.stores()["storage-2"]["address"], name="storage-2 directly")
     try:

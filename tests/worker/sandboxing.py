@@ -12,16 +12,15 @@ Sandbox modes the tests run workers in (``MODES``):
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+from tests.support.waiting import until
 from tests.support.worker_process import WorkerProcess, async_worker_process
 
 MODES = {
@@ -106,9 +105,6 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-async def wait_until(condition: object, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+async def wait_until(condition: Callable[[], object], what: str = "condition") -> None:
+    """Until ``condition()`` is truthy (a process list empty or not, a log line)."""
+    await until(lambda: bool(condition()), what, interval=0.05)
