@@ -79,6 +79,24 @@ async def _busy_holder(replica: Replica, clients: Replica, held: BuiltAction) ->
     return holder, lease, call
 
 
+async def _holder_busy_and_rival_waiting_on_b(
+        replica_a: Replica, replica_b: Replica) -> tuple[BuiltAction, grpc.aio.UnaryStreamCall, asyncio.Task[list[ReceivedLease]]]:
+    """The action to place (built on A), its holder busy on B, and the idle rival's call held on B."""
+    held = await _build(replica_a, "held")
+    _, _, chore_call = await _busy_holder(replica_b, replica_a, held)
+    rival = TestBot(replica_b.channel, bot_id="rival", summary_size=8192, cache=holding(), properties=ARM)
+    return held, chore_call, await _waiting(replica_b, rival)
+
+
+async def _past_the_deadline_the_rival_gets_it(replica_b: Replica, clock: FakeClock,
+                                               rival_poll: asyncio.Task[list[ReceivedLease]], held: BuiltAction) -> None:
+    """Past ``locality_holder_wait_max``, B's tick ends the wait: the rival's held call gets the action."""
+    clock.advance(HOLDER_WAIT_MAX + 1)
+    await replica_b.server.execution.scheduler.tick()  # type: ignore[union-attr]
+    [lease] = await asyncio.wait_for(rival_poll, GUARD)
+    assert lease.action_digest == held.digest.to_proto()
+
+
 async def test_a_wait_begun_on_one_replica_ends_when_the_holder_moves_on_through_another(
         two_replicas: list[Replica]) -> None:
     """The action waits for its busy holder (the wait begins on A, where it is executed);
@@ -126,18 +144,12 @@ async def test_a_wait_begun_on_a_replica_that_stops_ends_at_its_deadline_on_anot
     """The replica that began the wait stops; past ``locality_holder_wait_max`` the other
     replica's tick ends it, and the idle bot gets the action: no wait strands an action."""
     replica_a, replica_b = two_replicas
-    held = await _build(replica_a, "held")
-    _, _, chore_call = await _busy_holder(replica_b, replica_a, held)
-    rival = TestBot(replica_b.channel, bot_id="rival", summary_size=8192, cache=holding(), properties=ARM)
-    rival_poll = await _waiting(replica_b, rival)
+    held, chore_call, rival_poll = await _holder_busy_and_rival_waiting_on_b(replica_a, replica_b)
     call = _execute(replica_a, held)
     await _queued(replica_b, 1)
     assert not rival_poll.done()
     await replica_a.server.stop(None)
-    clock.advance(HOLDER_WAIT_MAX + 1)
-    await replica_b.server.execution.scheduler.tick()  # type: ignore[union-attr]
-    [lease] = await asyncio.wait_for(rival_poll, GUARD)
-    assert lease.action_digest == held.digest.to_proto()
+    await _past_the_deadline_the_rival_gets_it(replica_b, clock, rival_poll, held)
     for pending in (call, chore_call):
         pending.cancel()
 
@@ -149,10 +161,7 @@ async def test_a_replica_stopping_while_it_places_a_new_action_finishes_placing_
     and B's tick ends it at its deadline. Cut short, the action would stay queued, out of
     any wait, while the idle bot's call is held on B."""
     replica_a, replica_b = two_replicas
-    held = await _build(replica_a, "held")
-    _, _, chore_call = await _busy_holder(replica_b, replica_a, held)
-    rival = TestBot(replica_b.channel, bot_id="rival", summary_size=8192, cache=holding(), properties=ARM)
-    rival_poll = await _waiting(replica_b, rival)
+    held, chore_call, rival_poll = await _holder_busy_and_rival_waiting_on_b(replica_a, replica_b)
     placement = replica_a.server.execution.scheduler.state.placement  # type: ignore[union-attr]
     judging, go_on = asyncio.Event(), asyncio.Event()
     choose_bot = placement.choose_bot
@@ -169,9 +178,6 @@ async def test_a_replica_stopping_while_it_places_a_new_action_finishes_placing_
     go_on.set()
     await asyncio.wait_for(stopping, GUARD)
     assert not rival_poll.done()
-    clock.advance(HOLDER_WAIT_MAX + 1)
-    await replica_b.server.execution.scheduler.tick()  # type: ignore[union-attr]
-    [lease] = await asyncio.wait_for(rival_poll, GUARD)
-    assert lease.action_digest == held.digest.to_proto()
+    await _past_the_deadline_the_rival_gets_it(replica_b, clock, rival_poll, held)
     for pending in (call, chore_call):
         pending.cancel()
