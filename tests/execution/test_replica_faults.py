@@ -85,7 +85,7 @@ async def test_a_killed_replica_loses_nothing(tmp_path: Path, redis: RedisProces
             await rescuer.create()
             got: list[str] = []
             while not got:
-                got = [le.id for le in await rescuer.poll(timeout=5.0)]
+                got = [le.id for le in await rescuer.resent_poll(5.0)]
             rescuer.complete(got[0])
             await rescuer.poll(timeout=10.0)
             assert (await wait_done(replicas, 2, orphan_name)).status.code == 0
