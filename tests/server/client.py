@@ -26,10 +26,25 @@ def memory_stores(cas_size: str = "256MiB", ac_size: str = "64MiB") -> dict[str,
     }
 
 
+# grpcio's asyncio client can lose the server's status of a client-streaming call the
+# server ends early (it answers while requests are still being written): a write that
+# fails after the end replaces the status with this INTERNAL (grpc/grpc#36066; the
+# sync API and other languages' clients keep the server's). Bazel's Java client is not
+# affected; for our Python test client the call is made again.
+_LOST_STATUS = 'Failed "execute_batch"'
+_ATTEMPTS = 20
+
+
 async def expect_error(call: Any, code: grpc.StatusCode) -> str:
-    """Await ``call``; assert it fails with ``code``; return the status message."""
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
+    """Await ``call``; assert it fails with ``code``; return the status message. ``call``
+    may be a function making the call (a client-streaming one, such as a ByteStream
+    Write the server refuses part-way): it is made again while grpcio loses the status."""
+    for _ in range(_ATTEMPTS):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await (call() if callable(call) else call)
+        lost = info.value.code() == grpc.StatusCode.INTERNAL and _LOST_STATUS in (info.value.debug_error_string() or "")
+        if not (lost and callable(call)):
+            break
     assert info.value.code() == code, f"expected {code.name}, got {info.value.code().name}: {info.value.details()}"
     details = info.value.details() or ""
     assert details, "the status carries no message"

@@ -94,7 +94,7 @@ async def test_a_broken_off_write_resumes_from_query_write_status(client: Storag
     requests = write_requests(name, DATA, chunk=256 << 10)
     half = len(requests) // 2
     message = await expect_error(
-        client.bytestream.Write(stream(requests[:half])), grpc.StatusCode.INVALID_ARGUMENT
+        lambda: client.bytestream.Write(stream(requests[:half])), grpc.StatusCode.INVALID_ARGUMENT
     )
     assert "without finish_write" in message
     status = await client.bytestream.QueryWriteStatus(bs_pb2.QueryWriteStatusRequest(resource_name=name))
@@ -136,7 +136,7 @@ async def test_a_cancelled_write_keeps_what_arrived(client: StorageClient) -> No
 async def test_restarting_at_offset_zero_replaces_a_partial_upload(client: StorageClient) -> None:
     name = upload_name("", str(uuid.uuid4()), DIGEST)
     requests = write_requests(name, DATA, chunk=1 << 20)
-    await expect_error(client.bytestream.Write(stream(requests[:1])), grpc.StatusCode.INVALID_ARGUMENT)
+    await expect_error(lambda: client.bytestream.Write(stream(requests[:1])), grpc.StatusCode.INVALID_ARGUMENT)
     assert (await client.bytestream.Write(stream(requests))).committed_size == len(DATA)
     assert await client.read(DIGEST) == DATA
 
@@ -153,10 +153,10 @@ async def test_write_streams_must_be_consistent(client: StorageClient) -> None:
     other = upload_name("", str(uuid.uuid4()), Digest.of(data))
     requests = write_requests(name, data, chunk=400)
     requests[1].resource_name = other
-    assert "changed" in await expect_error(client.bytestream.Write(stream(requests)), grpc.StatusCode.INVALID_ARGUMENT)
-    assert "no WriteRequest" in await expect_error(client.bytestream.Write(stream([])), grpc.StatusCode.INVALID_ARGUMENT)
+    assert "changed" in await expect_error(lambda: client.bytestream.Write(stream(requests)), grpc.StatusCode.INVALID_ARGUMENT)
+    assert "no WriteRequest" in await expect_error(lambda: client.bytestream.Write(stream([])), grpc.StatusCode.INVALID_ARGUMENT)
     early = write_requests(upload_name("", "u1", Digest.of(data)), data[:400], chunk=400)
-    message = await expect_error(client.bytestream.Write(stream(early)), grpc.StatusCode.INVALID_ARGUMENT)
+    message = await expect_error(lambda: client.bytestream.Write(stream(early)), grpc.StatusCode.INVALID_ARGUMENT)
     assert "finish_write after 400 bytes" in message
 
 
@@ -171,7 +171,7 @@ async def test_a_whole_blob_in_one_message_is_stored_and_replaces_a_partial_uplo
     digest = Digest.of(data)
     name = upload_name("", str(uuid.uuid4()), digest)
     partial = write_requests(name, data[:2000], finish=False)
-    await expect_error(client.bytestream.Write(stream(partial)), grpc.StatusCode.INVALID_ARGUMENT)
+    await expect_error(lambda: client.bytestream.Write(stream(partial)), grpc.StatusCode.INVALID_ARGUMENT)
     [whole] = write_requests(name, data, chunk=len(data))
     assert (await client.bytestream.Write(stream([whole]))).committed_size == len(data)
     assert await client.read(digest) == data
@@ -185,6 +185,6 @@ async def test_a_one_message_write_that_does_not_match_its_digest_stores_nothing
     data = b"the real content"
     digest = Digest.of(data)
     [wrong] = write_requests(upload_name("", str(uuid.uuid4()), digest), b"THE REAL CONTENT", chunk=100)
-    message = await expect_error(client.bytestream.Write(stream([wrong])), grpc.StatusCode.INVALID_ARGUMENT)
+    message = await expect_error(lambda: client.bytestream.Write(stream([wrong])), grpc.StatusCode.INVALID_ARGUMENT)
     assert digest.hash in message
     assert len(cas_memory) == 0

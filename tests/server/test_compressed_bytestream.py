@@ -125,7 +125,7 @@ async def test_a_broken_off_compressed_write_resumes_at_the_uncompressed_offset(
     name = compressed_upload(zstd)
     form = zstd.compress(DATA)
     half = requests_from(name, form[: len(form) // 2], 0, 40_000, finish=False)
-    assert "without finish_write" in await expect_error(client.bytestream.Write(stream(half)), grpc.StatusCode.INVALID_ARGUMENT)
+    assert "without finish_write" in await expect_error(lambda: client.bytestream.Write(stream(half)), grpc.StatusCode.INVALID_ARGUMENT)
     status = await client.bytestream.QueryWriteStatus(bs_pb2.QueryWriteStatusRequest(resource_name=name))
     committed = status.committed_size
     assert 0 < committed < len(DATA) and not status.complete  # uncompressed bytes decoded so far
@@ -142,7 +142,7 @@ async def test_compressed_offsets_must_follow_the_compressed_bytes_sent(client: 
     zstd = CODECS[0]
     requests = requests_from(compressed_upload(zstd), zstd.compress(DATA), 0, 40_000)
     requests[2].write_offset += 1
-    message = await expect_error(client.bytestream.Write(stream(requests)), grpc.StatusCode.INVALID_ARGUMENT)
+    message = await expect_error(lambda: client.bytestream.Write(stream(requests)), grpc.StatusCode.INVALID_ARGUMENT)
     assert "does not follow the 0 bytes committed before this call and 80000 zstd bytes sent in it" in message
 
 
@@ -163,7 +163,7 @@ async def test_streams_that_do_not_decode_to_the_digest_store_nothing(
         for chunk in (len(payload), 30_000):  # one message, and several
             name = compressed_upload(codec, digest)
             message = await expect_error(
-                client.bytestream.Write(stream(requests_from(name, payload, 0, chunk))), grpc.StatusCode.INVALID_ARGUMENT
+                lambda: client.bytestream.Write(stream(requests_from(name, payload, 0, chunk))), grpc.StatusCode.INVALID_ARGUMENT
             )
             assert message, what
             # Nothing stored, and nothing kept to resume.
@@ -176,7 +176,7 @@ async def test_a_zstd_bomb_is_refused_without_storing(client: StorageClient, cas
     bomb = zstandard.ZstdCompressor(level=19).compress(bytes(64 << 20))
     digest = Digest.of(bytes(1 << 20))  # claims 1 MiB
     message = await expect_error(
-        client.bytestream.Write(stream(requests_from(compressed_upload(CODECS[0], digest), bomb, 0, 1000))),
+        lambda: client.bytestream.Write(stream(requests_from(compressed_upload(CODECS[0], digest), bomb, 0, 1000))),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert "decompresses to more than" in message
@@ -185,7 +185,7 @@ async def test_a_zstd_bomb_is_refused_without_storing(client: StorageClient, cas
 
 async def test_unsupported_compressors_are_refused_on_writes_and_status(client: StorageClient) -> None:
     name = f"uploads/{uuid.uuid4()}/compressed-blobs/brotli/{DIGEST.hash}/{DIGEST.size_bytes}"
-    message = await expect_error(client.bytestream.Write(stream(write_requests(name, b"x"))), grpc.StatusCode.INVALID_ARGUMENT)
+    message = await expect_error(lambda: client.bytestream.Write(stream(write_requests(name, b"x"))), grpc.StatusCode.INVALID_ARGUMENT)
     assert "compressor BROTLI is not supported" in message
     await expect_error(
         client.bytestream.QueryWriteStatus(bs_pb2.QueryWriteStatusRequest(resource_name=name)), grpc.StatusCode.INVALID_ARGUMENT

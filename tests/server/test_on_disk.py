@@ -28,7 +28,7 @@ async def test_bytestream_round_trip_and_resume_on_disk(disk_client: StorageClie
     digest = Digest.of(data)
     name = upload_name("some/instance", str(uuid.uuid4()), digest)
     requests = write_requests(name, data, chunk=1 << 20)
-    await expect_error(disk_client.bytestream.Write(stream(requests[:3])), grpc.StatusCode.INVALID_ARGUMENT)
+    await expect_error(lambda: disk_client.bytestream.Write(stream(requests[:3])), grpc.StatusCode.INVALID_ARGUMENT)
     status = await disk_client.bytestream.QueryWriteStatus(bs_pb2.QueryWriteStatusRequest(resource_name=name))
     assert status.committed_size == 3 << 20
     requests[3].resource_name = name
