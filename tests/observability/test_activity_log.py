@@ -12,8 +12,10 @@ from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_
 from remote_apis_protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from server import activity_log
 from server.activity_log import report_forever
+from server.metrics.totals import Totals
 from tests.server.client import memory_stores
 from tests.support.servers import channel_to, config_for, running_server
+from tests.support.waiting import until
 
 GUARD_S = 30.0  # only a reporter that never starts comes near it
 
@@ -49,12 +51,16 @@ async def test_a_summary_line_per_interval_with_activity(
             await asyncio.wait_for(intervals.asleep.wait(), GUARD_S)  # the interval has begun
             ac = re_grpc.ActionCacheStub(channel)
             request = re_pb2.GetActionResultRequest(action_digest=re_pb2.Digest(hash="a" * 64, size_bytes=1))
+            metrics = server.metrics
+            assert metrics is not None
+            counted = Totals.read(metrics).requests
             for _ in range(3):
                 with pytest.raises(grpc.aio.AioRpcError):
                     await ac.GetActionResult(request)
+            # The server counts a request as its call ends, which may be just after the client has the answer.
+            await until(lambda: Totals.read(metrics).requests >= counted + 3, "the three requests counted")
             intervals.end_one()
-            while not any("activity in the last" in r.message for r in caplog.records):
-                await asyncio.sleep(0.05)
+            await until(lambda: any("activity in the last" in r.message for r in caplog.records), "the summary line")
         finally:
             reporter.cancel()
         line = next(r.message for r in caplog.records if "activity in the last" in r.message)
