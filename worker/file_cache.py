@@ -41,9 +41,9 @@ from pathlib import Path
 
 from cas.digest import Digest
 from cas.errors import Internal, MissingBlobs, NotFound
-from cas.lru import Lru
 from cas.store import BlobStore
 from worker.cache_adoption import Adoptions
+from worker.cache_index import CacheIndex
 from worker.cache_files import (
     CLEAN_MARKER, CacheKey, batches_of, received, cache_name, check_fetched, copy_modes, file_matches,
     link_all_into_cache, open_scan, stream_into_cache, take_output, write_cache_file,
@@ -72,7 +72,7 @@ class FileCache:
         self._tmp = root / "tmp"
         self.tmp_dir = str(self._tmp)
         self._root = str(root)
-        self._lru: Lru[CacheKey, int] = Lru(int, entries)  # value: the file's size (its weight)
+        self._lru = CacheIndex(entries)  # value: the file's size (its weight)
         self._pins: dict[CacheKey, int] = {}
         self._inflight: dict[Digest, asyncio.Future[None]] = {}
         self._doubted = set(doubted)  # files to hash before their next use
@@ -144,7 +144,9 @@ class FileCache:
                        carried: Mapping[Digest, bytes] | None = None) -> ReadAheadHandle:
         """Start reading small blobs of ``keys`` no one has or fetches (worker/read_ahead.py);
         those in ``carried`` (the lease's inline blobs) are taken from there."""
-        absent = [] if self._doubted else [d for d in self._absent(keys) if d.size_bytes <= SMALL_BLOB]
+        absent = [] if self._doubted else list(self._absent(keys))
+        if absent and max(map(_by_size, absent)) > SMALL_BLOB:
+            absent = [d for d in absent if d.size_bytes <= SMALL_BLOB]
         return self.read_ahead.start(absent, source, carried)
 
     def _pin(self, keys: Iterable[CacheKey]) -> None:
@@ -191,12 +193,7 @@ class FileCache:
 
     def _absent(self, keys: list[CacheKey]) -> dict[Digest, tuple[bool, ...]]:
         """The blobs of ``keys`` cached in neither mode and fetched by no one, with the modes wanted."""
-        cached, inflight = self._lru.accessors()[0], self._inflight
-        out: dict[Digest, tuple[bool, ...]] = {}
-        for d, x in keys:
-            if cached((d, True)) is None and cached((d, False)) is None and d not in inflight:
-                out[d] = (x,) if d not in out else (False, True)
-        return out
+        return self._lru.absent(keys, self._inflight)
 
     async def _verify(self, keys: list[CacheKey]) -> None:
         """Hash doubted files; a wrong one leaves the cache (and is fetched again)."""
