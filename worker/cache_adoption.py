@@ -27,7 +27,7 @@ class Adoptions:
         it took) on a thread and ``add`` each key taken to the index; until then the
         ``inflight`` futures of ``blobs`` stay, so leases wanting them wait, and they
         are resolved whatever happens."""
-        waiting = {inflight[digest] for digest in blobs if digest in inflight}
+        waiting = set(filter(None, map(inflight.get, blobs)))  # C-level: a cold fetch adopts a thousand
 
         async def adopt() -> None:
             try:

@@ -12,15 +12,35 @@ set passes, each digest hashed once.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from operator import itemgetter
+from typing import TypeVar
 
 from cas.digest import Digest
 from cas.lru import Lru
 from worker.cache_files import CacheKey
 
+K = TypeVar("K", bound=Hashable)
 _DIGEST, _MODE = itemgetter(0), itemgetter(1)
 _ONE_MODE = {False: (False,), True: (True,)}
+
+
+def count_in(counts: dict[K, int], keys: Collection[K]) -> None:
+    """One more for each of ``keys`` (distinct): in C-level passes when none is counted yet."""
+    if counts.keys().isdisjoint(keys):
+        counts.update(dict.fromkeys(keys, 1))
+        return
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+
+
+def count_out(counts: dict[K, int], keys: Collection[K]) -> None:
+    """One less for each of ``keys`` (distinct, each counted); those at zero go."""
+    taken = list(map(counts.pop, keys))
+    if max(taken, default=1) > 1:
+        for key, count in zip(keys, taken):
+            if count > 1:
+                counts[key] = count - 1
 
 
 class CacheIndex(Lru[CacheKey, int]):

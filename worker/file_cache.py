@@ -35,15 +35,17 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
+from collections import deque
 from contextlib import asynccontextmanager
-from operator import itemgetter
+from itertools import compress, repeat
+from operator import is_, itemgetter
 from pathlib import Path
 
 from cas.digest import Digest
 from cas.errors import Internal, MissingBlobs, NotFound
 from cas.store import BlobStore
 from worker.cache_adoption import Adoptions
-from worker.cache_index import CacheIndex
+from worker.cache_index import CacheIndex, count_in, count_out
 from worker.cache_files import (
     CLEAN_MARKER, CacheKey, batches_of, received, cache_name, check_fetched, copy_modes, file_matches,
     link_all_into_cache, open_scan, stream_into_cache, take_output, write_cache_file,
@@ -128,16 +130,16 @@ class FileCache:
         """Inside the block, every key's file (``path_of``) is present and will not be evicted;
         ``placer`` is given the files this fetches as each batch is written."""
         keys = set(keys)
-        self._pin(keys)
+        count_in(self._pins, keys)
         try:
-            await self.ensure(keys, source, placer)
-            peek, refresh = self._lru.accessors()  # one C call per key, not a method call
-            for key in keys:
-                if peek(key) is not None:  # a use: refresh it (adopted files enter later)
-                    refresh(key)
+            if not await self.ensure(keys, source, placer):  # some were cached: a use refreshes them
+                peek, refresh = self._lru.accessors()  # one C call per key, not a method call
+                for key in keys:
+                    if peek(key) is not None:  # (adopted files enter later)
+                        refresh(key)
             yield
         finally:
-            self._unpin(keys)
+            count_out(self._pins, keys)
             self._evict()
 
     def read_ahead_for(self, keys: list[CacheKey], source: BlobStore,
@@ -149,25 +151,19 @@ class FileCache:
             absent = [d for d in absent if d.size_bytes <= SMALL_BLOB]
         return self.read_ahead.start(absent, source, carried)
 
-    def _pin(self, keys: Iterable[CacheKey]) -> None:
-        for key in keys:
-            self._pins[key] = self._pins.get(key, 0) + 1
-
-    def _unpin(self, keys: Iterable[CacheKey]) -> None:
-        for key in keys:
-            count = self._pins.pop(key) - 1
-            if count:
-                self._pins[key] = count
-
-    async def ensure(self, keys: Collection[CacheKey], source: BlobStore, placer: InputPlacer | None = None) -> None:
+    async def ensure(self, keys: Collection[CacheKey], source: BlobStore, placer: InputPlacer | None = None) -> bool:
         """Have every (digest, executable) file present; MissingBlobs names what the source lacks.
-        Fetched blobs are written in every mode ``keys`` asks for."""
+        Fetched blobs are written in every mode ``keys`` asks for. True: none was cached before."""
         if self._doubted or self._verifying:
             await self._verify([k for k in keys if k in self._doubted or k in self._verifying])
         cached = self._lru.accessors()[0]
-        wanted = [k for k in keys if cached(k) is None]
+        if self._lru.holds_none(map(_by_digest, keys)):  # a cold tree: no lookup per key
+            wanted = list(keys)
+        else:
+            wanted = [k for k in keys if cached(k) is None]
         if not wanted:
-            return
+            return not keys
+        new = len(wanted) == len(keys)
         # Blobs another lease is fetching are awaited, not fetched twice; if that
         # fetch fails, whatever is still absent is fetched here (with our own error).
         waits = set(filter(None, map(self._inflight.get, map(_by_digest, wanted)))) if self._inflight else set()
@@ -177,7 +173,7 @@ class FileCache:
             await self._fetch(to_fetch, source, placer)
         placed = placer.placed if placer is not None else set()
         if placed.issuperset(wanted):  # the usual cold fetch: every file written by this lease
-            return
+            return new
         racing = {self._inflight[d] for d, x in wanted if d in self._inflight and (d, x) not in placed}
         if racing:  # started (or still being adopted) by another lease while we awaited
             await asyncio.gather(*racing, return_exceptions=True)
@@ -190,6 +186,7 @@ class FileCache:
             raise MissingBlobs(absent, "input blobs")
         if copies:
             await self._copy_modes(copies)
+        return new
 
     def _absent(self, keys: list[CacheKey]) -> dict[Digest, tuple[bool, ...]]:
         """The blobs of ``keys`` cached in neither mode and fetched by no one, with the modes wanted."""
@@ -247,9 +244,8 @@ class FileCache:
             if missing:
                 raise MissingBlobs(missing, "input blobs")
         finally:
-            for digest in modes:
-                if self._inflight.get(digest) is done:  # not waiting to be adopted
-                    del self._inflight[digest]
+            inflight = self._inflight  # those not waiting to be adopted go, in C-level passes
+            deque(map(inflight.pop, compress(modes, map(is_, map(inflight.get, modes), repeat(done)))), maxlen=0)
             done.set_result(None)
 
     async def _fetch_small(self, digests: list[Digest], modes: dict[Digest, tuple[bool, ...]], source: BlobStore,
@@ -285,12 +281,15 @@ class FileCache:
             missing, blobs = received(digests, modes, await source.get_many(digests), True)
             deferred = await asyncio.to_thread(self._store_verified, blobs, placer)
         # A blob wanted in both modes was fetched once: counted in its first mode only.
-        for (digest, executable), data in ([b for b in blobs if b[0] not in deferred] if deferred else blobs):
-            self._add((digest, executable), len(data), fetched=executable == modes[digest][0])
+        if len(deferred) < len(blobs):
+            for (digest, executable), data in ([b for b in blobs if b[0] not in deferred] if deferred else blobs):
+                self._add((digest, executable), len(data), fetched=executable == modes[digest][0])
         if deferred:  # others wait for adopt_later rather than fetch these again
             adoption = asyncio.get_running_loop().create_future()
-            self._inflight.update(dict.fromkeys([digest for digest, _ in deferred], adoption))
-            firsts = [digest for digest, executable in deferred if executable == modes[digest][0]]
+            firsts: Collection[Digest] = set(map(_by_digest, deferred))  # all of the batch: each once
+            self._inflight.update(dict.fromkeys(firsts, adoption))
+            if len(deferred) < len(blobs):
+                firsts = [digest for digest, executable in deferred if executable == modes[digest][0]]
             self.fetched_blobs += len(firsts)
             self.fetched_bytes += sum(map(_by_size, firsts))  # verified: each blob's size
         if missing:
@@ -316,11 +315,11 @@ class FileCache:
     async def _copy_modes(self, keys: list[CacheKey]) -> None:
         """Make the other-mode copy of blobs already cached in one mode."""
         sources = [(d, not x) for d, x in keys]
-        self._pin(sources)
+        count_in(self._pins, sources)
         try:
             await asyncio.to_thread(copy_modes, keys, self.path_of, self.tmp_dir)
         finally:
-            self._unpin(sources)
+            count_out(self._pins, sources)
         for digest, executable in keys:
             self._add((digest, executable), digest.size_bytes, fetched=False)
 
@@ -333,7 +332,7 @@ class FileCache:
         then leases wanting them wait rather than fetch them again; a file gone by then
         (its tree removed) is simply not cached."""
         if files:
-            self._adoptions.later([key[0] for key, _ in files], after, self._inflight,
+            self._adoptions.later(list(map(_by_digest, map(_by_digest, files))), after, self._inflight,  # keys' digests
                                   lambda: link_all_into_cache(files, self.path_of, self.tmp_dir),
                                   lambda key: self._add(key, key[0].size_bytes, fetched=False))
 

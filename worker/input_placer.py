@@ -184,11 +184,13 @@ class InputPlacer:
         if self._directories is None:
             self._make_directories()
         placed = self.placed
+        places = self._plan()
         with self._job():
             self._make_unmade()
-            for key, where in self._plan().items():
-                if key not in placed:
-                    self._link(key, where)
+            if len(placed) < len(places):  # (placed: keys of ``places`` only) not all fetched now
+                for key, where in places.items():
+                    if key not in placed:
+                        self._link(key, where)
         for target in self.targets:
             for path, link in target.layout.symlinks:
                 os.symlink(link, f"{target.root}/{path}")

@@ -23,7 +23,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from operator import itemgetter
 from pathlib import Path
 
@@ -164,7 +164,7 @@ class InputRootBuilder:
         placed as each batch is written; the rest (cached already) after the fetch, then
         ``then`` in the same thread job."""
         placer = InputPlacer(targets, self.files.path_of, self.files.tmp_dir)
-        keys = {key for target in targets for key in map(_CACHE_KEY, target.layout.files)}
+        keys = set(chain.from_iterable(map(_CACHE_KEY, target.layout.files) for target in targets))
 
         def finish() -> None:
             placer.finish()

@@ -108,6 +108,8 @@ class ReadAhead:
 
     def _drop(self, task: Reading, digests: list[Digest]) -> None:
         reading = self._reading
+        if not reading:  # every read taken (the usual: the fetch took them all)
+            return
         for digest in digests:
             if reading.get(digest) is task:
                 del reading[digest]

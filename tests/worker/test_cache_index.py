@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cas.digest import Digest
-from worker.cache_index import CacheIndex
+from worker.cache_index import CacheIndex, count_in, count_out
 
 
 def _digests(count: int) -> list[Digest]:
@@ -54,3 +54,14 @@ def test_absent_gives_the_modes_wanted_of_blobs_neither_cached_nor_busy() -> Non
     assert list(index.absent(cold, {})) == [b, c, d]  # in key order
     mixed = [(a, False), (b, False), (b, True), (c, False), (d, True)]
     assert index.absent(mixed, {d: object()}) == {b: (False, True), c: (False,)}
+
+
+def test_counts_in_and_out_as_one_key_at_a_time() -> None:
+    counts: dict[str, int] = {}
+    count_in(counts, ["a", "b"])  # none counted yet: the whole batch at once
+    count_in(counts, {"b", "c"})  # b counted already: key by key
+    assert counts == {"a": 1, "b": 2, "c": 1}
+    count_out(counts, ["a", "b"])
+    assert counts == {"b": 1, "c": 1}
+    count_out(counts, ["b", "c"])
+    assert counts == {}
