@@ -246,6 +246,15 @@ def main() -> None:
                 delivery = [ms(m.worker_start_timestamp) - ms(m.queued_timestamp) for m in metas]
                 rest = [ms(m.input_fetch_completed_timestamp) - ms(m.worker_start_timestamp) for m in metas]
                 print(f"{bot:<8} {summary(delivery):>22} {summary(rest):>22} {os.getloadavg()[0]:>14.2f}")
+            # Each run's bots ran back to back: a per-run ratio cancels load that changes between runs.
+            fair = {bot: [ms(r.result.execution_metadata.input_fetch_completed_timestamp)
+                          - ms(r.result.execution_metadata.queued_timestamp) for _, r in samples[(bot, "cold")]]
+                    for bot, kind in samples if kind == "cold"}
+            for one, against in (("now", "plain"), ("now", "before"), ("before", "plain")):
+                if one in fair and against in fair:
+                    per_run = sorted(a / b for a, b in zip(fair[one], fair[against]))
+                    print(f"queued -> fetched, {one} / {against} per run, cold: median {statistics.median(per_run):.3f}x "
+                          f"(quartiles {per_run[len(per_run) // 4]:.3f}-{per_run[3 * len(per_run) // 4]:.3f})")
         for kind in ("cold", "warm", "10 changed"):
             for label, medians in (("input fetch", fetches), ("queued -> fetched", delivered)):
                 plain = medians.get(("plain", kind))
