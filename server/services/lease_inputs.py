@@ -150,7 +150,7 @@ def lease_inputs(view: LeaseView, cache: InputCache, limit: int, sent: SentBlobs
             chosen = _fitting(files, room)
             blobs.update(chosen)
         if sent is not None:
-            sent.add(chosen)
+            sent.add_soon(chosen)  # once the answer is on its way
     return _encoded(blobs), files_run
 
 

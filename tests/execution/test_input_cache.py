@@ -3,6 +3,7 @@ a later action sharing them costs no reads, yet a CAS that lacks them is still t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 import pytest
@@ -144,3 +145,21 @@ def test_what_a_session_was_sent_is_forgotten_least_recently_used_first() -> Non
     assert sent.unsent([d, a, b]) == [d]  # a and b asked about: now the most recent
     sent.add([d])
     assert not sent.has(c) and sent.has(a) and sent.has(b)
+
+
+async def test_files_sent_are_added_at_the_loops_next_turn_and_seen_by_whoever_asks_first() -> None:
+    a, b, c = (Digest.of(n.encode()) for n in "abc")
+    sent = SentBlobs()
+    sent.add_soon({a: b"a", b: b"b"})  # a lease's files, as lease_inputs passes them
+    assert sent._digests == {}  # not while the answer is made
+    await asyncio.sleep(0)
+    assert list(sent._digests) == [a, b]
+    sent.add_soon([c])
+    assert sent.unsent([a, c]) == []  # asked before the turn: added first
+
+
+def test_files_sent_without_an_event_loop_are_added_at_once() -> None:
+    a = Digest.of(b"a")
+    sent = SentBlobs()
+    sent.add_soon([a])
+    assert sent._digests == {a: None}
