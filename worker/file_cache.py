@@ -35,10 +35,8 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
-from collections import deque
 from contextlib import asynccontextmanager
-from itertools import compress, repeat
-from operator import is_, itemgetter
+from operator import itemgetter
 from pathlib import Path
 
 from cas.digest import Digest
@@ -244,8 +242,9 @@ class FileCache:
             if missing:
                 raise MissingBlobs(missing, "input blobs")
         finally:
-            inflight = self._inflight  # those not waiting to be adopted go, in C-level passes
-            deque(map(inflight.pop, compress(modes, map(is_, map(inflight.get, modes), repeat(done)))), maxlen=0)
+            inflight = self._inflight
+            for digest in [d for d in modes if inflight.get(d) is done]:  # not those waiting to be adopted
+                del inflight[digest]
             done.set_result(None)
 
     async def _fetch_small(self, digests: list[Digest], modes: dict[Digest, tuple[bool, ...]], source: BlobStore,
@@ -332,7 +331,7 @@ class FileCache:
         then leases wanting them wait rather than fetch them again; a file gone by then
         (its tree removed) is simply not cached."""
         if files:
-            self._adoptions.later(list(map(_by_digest, map(_by_digest, files))), after, self._inflight,  # keys' digests
+            self._adoptions.later([digest for (digest, _), _ in files], after, self._inflight,
                                   lambda: link_all_into_cache(files, self.path_of, self.tmp_dir),
                                   lambda key: self._add(key, key[0].size_bytes, fetched=False))
 
