@@ -20,13 +20,11 @@ from remote_apis_protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc as bots_grpc
 from remote_apis_protos.google.devtools.remoteworkers.v1test2 import worker_pb2
+from tests.support.processes import PATIENCE_S
 
 # A call with under 1 s left is never held (docs/BOTS_PROTOCOL.md section 2): this
 # deadline asks for an answer at once, with what margin under that second there is.
 QUICK_CALL_DEADLINE_S = 0.9
-# How long quick calls are sent again while their answers miss that deadline: far above
-# what a loaded machine needs, so only a server that never answers comes near it.
-QUICK_CALL_PATIENCE_S = 60.0
 
 ACTIVE = bots_pb2.LeaseState.ACTIVE
 CANCELLED = bots_pb2.LeaseState.CANCELLED
@@ -148,7 +146,7 @@ class TestBot:
         the server holds a call for 80% of its time left, so on a loaded machine the
         answer may come after the deadline; nothing is lost (see quick_poll)."""
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + QUICK_CALL_PATIENCE_S
+        give_up = loop.time() + PATIENCE_S  # only a server that never answers comes near it
         while True:
             try:
                 return await self.poll(timeout=timeout, metadata=metadata)
